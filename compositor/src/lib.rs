@@ -1,0 +1,358 @@
+//! The video compositor: layouts as data, rendered into the Y'CbCr canvases encoders consume.
+//!
+//! Model (after smelter's renderer): the compositor is a pure function of the scene and the
+//! input frames at a pts. [`Compositor::update_scene`] replaces the scene (validated first: a
+//! bad scene is an error and the previous one keeps rendering); [`Compositor::render`] takes the
+//! frames that arrived since the last call and a pts, and returns every canvas at that pts.
+//! Inputs keep their last frame until a new one arrives; transitions are state carried between
+//! renders and driven by pts alone. Nothing here reads a clock or touches the network.
+//!
+//! Paths: [`layout`] turns the scene into tile geometry (pure, shared); the wgpu path in
+//! `render` draws it with instanced quads, one pass per plane, on the shared [`Gpu`].
+//!
+//! Panics: none on input. Bad frames are rejected per input ([`RenderOutput::rejected`]) and the
+//! input keeps its previous picture; GPU validation failures surface as [`RenderError`].
+#![deny(missing_docs)]
+
+pub mod gpu;
+pub mod layout;
+mod render;
+pub mod scene;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use mcu_media::{FrameError, PixelFormat, VideoFrame, Yuv};
+
+pub use gpu::{AdapterChoice, AdapterKind, Gpu, GpuError};
+pub use layout::{LayoutError, RectF, TileGeom};
+pub use render::CanvasTextures;
+pub use scene::*;
+
+/// Source code of every WGSL shader, by file name, for validation and tooling.
+pub const SHADERS: &[(&str, &str)] = &[("tile_blend.wgsl", render::tile_blend::SOURCE)];
+
+/// Why a scene was refused (the previous scene stays in force).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SceneError {
+    /// The layout cannot be placed.
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    /// Two canvases with one id.
+    #[error("canvas \"{0}\" appears twice in the scene")]
+    DuplicateCanvas(String),
+    /// A tile names an input that was never registered.
+    #[error("canvas \"{canvas}\": unknown input \"{input}\"")]
+    UnknownInput {
+        /// The canvas.
+        canvas: String,
+        /// The input named.
+        input: String,
+    },
+}
+
+/// Why a frame was not taken.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The frame's planes do not hold its stated size.
+    #[error("input \"{input}\": {source}")]
+    BadFrame {
+        /// The input.
+        input: String,
+        /// What is wrong with the frame.
+        source: FrameError,
+    },
+    /// A frame for an input that is not registered.
+    #[error("frame for unknown input \"{0}\"")]
+    UnknownInput(String),
+}
+
+/// Rendering failed as a whole (a GPU fault); the scene and inputs are kept.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// The GPU refused our commands or lost the device.
+    #[error("GPU error: {0}")]
+    Gpu(String),
+}
+
+/// New input frames and the pts to render at.
+#[derive(Debug, Clone, Default)]
+pub struct FrameSet {
+    /// Output pts; transitions advance by it.
+    pub pts: Duration,
+    /// Frames that arrived since the last render (inputs without one keep their last).
+    pub frames: Vec<(InputId, VideoFrame)>,
+}
+
+/// The canvases at one pts.
+#[derive(Debug, Clone)]
+pub struct RenderOutput {
+    /// The pts rendered.
+    pub pts: Duration,
+    /// Every canvas of the scene, in scene order.
+    pub canvases: Vec<(CanvasId, VideoFrame)>,
+    /// Frames that were refused; their inputs kept their previous picture.
+    pub rejected: Vec<InputError>,
+}
+
+/// A tile ready to draw: geometry, picture placement and colours resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrawTile {
+    /// The input whose picture is shown when `video`.
+    pub input: InputId,
+    /// Outer rectangle, canvas px.
+    pub rect: RectF,
+    /// Where the picture goes, canvas px.
+    pub content: RectF,
+    /// Part of the picture shown, normalised source coordinates `[u0, v0, u1, v1]`.
+    pub crop: [f32; 4],
+    /// Corner radius, canvas px.
+    pub radius: f32,
+    /// Border width, canvas px.
+    pub border: f32,
+    /// 0..=1.
+    pub opacity: f32,
+    /// Letterbox or placeholder colour.
+    pub background: Yuv,
+    /// Border colour.
+    pub border_color: Yuv,
+    /// Whether the input's picture is drawn (else the tile is a placeholder).
+    pub video: bool,
+}
+
+/// A canvas ready to draw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrawCanvas {
+    /// Which canvas.
+    pub id: CanvasId,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Output layout.
+    pub format: PixelFormat,
+    /// Where no tile is.
+    pub background: Yuv,
+    /// Tiles in drawing order.
+    pub tiles: Vec<DrawTile>,
+    /// The pts drawn.
+    pub pts: Duration,
+}
+
+#[derive(Debug, Default)]
+struct InputState {
+    /// Size of the last accepted frame.
+    size: Option<(u32, u32)>,
+    /// Whether the input currently has live video (else its placeholder shows).
+    live: bool,
+}
+
+struct CanvasState {
+    spec: CanvasSpec,
+    target: Vec<TileGeom>,
+    /// A transition in progress: where it started, and at which pts (set at the first render).
+    from: Option<(Vec<TileGeom>, Option<Duration>)>,
+    /// What the last render drew, the origin of the next transition.
+    shown: Vec<TileGeom>,
+}
+
+/// Renders a [`Scene`] of canvases from input frames.
+pub struct Compositor {
+    renderer: render::GpuRenderer,
+    inputs: HashMap<InputId, InputState>,
+    canvases: Vec<CanvasState>,
+}
+
+impl Compositor {
+    /// A compositor drawing on `gpu`.
+    pub fn new(gpu: Arc<Gpu>) -> Compositor {
+        Compositor { renderer: render::GpuRenderer::new(gpu), inputs: HashMap::new(), canvases: Vec::new() }
+    }
+
+    /// Makes an input known, so that scenes may name it. Returns false if it already was.
+    pub fn register_input(&mut self, id: InputId) -> bool {
+        if self.inputs.contains_key(&id) {
+            return false;
+        }
+        self.inputs.insert(id, InputState::default());
+        true
+    }
+
+    /// Forgets an input and its picture. Tiles still naming it show their placeholder colour
+    /// until the scene changes.
+    pub fn unregister_input(&mut self, id: &InputId) {
+        self.inputs.remove(id);
+        self.renderer.remove_input(id);
+    }
+
+    /// Marks an input as without video (a sender that froze or muted its camera): its tiles
+    /// show their placeholder until its next frame.
+    pub fn set_no_video(&mut self, id: &InputId) {
+        if let Some(i) = self.inputs.get_mut(id) {
+            i.live = false;
+        }
+    }
+
+    /// Replaces the scene. On error nothing changes.
+    pub fn update_scene(&mut self, scene: Scene) -> Result<(), SceneError> {
+        let mut next = Vec::with_capacity(scene.canvases.len());
+        for (i, spec) in scene.canvases.iter().enumerate() {
+            if scene.canvases[..i].iter().any(|c| c.id == spec.id) {
+                return Err(SceneError::DuplicateCanvas(spec.id.to_string()));
+            }
+            for tile in spec.layout.tiles() {
+                if !self.inputs.contains_key(&tile.input) {
+                    return Err(SceneError::UnknownInput { canvas: spec.id.to_string(), input: tile.input.to_string() });
+                }
+            }
+            let target = layout::resolve(spec)?;
+            next.push((spec.clone(), target));
+        }
+        let mut old: HashMap<CanvasId, CanvasState> = self.canvases.drain(..).map(|c| (c.spec.id.clone(), c)).collect();
+        for (spec, target) in next {
+            let state = match old.remove(&spec.id) {
+                Some(prev) if (prev.spec.width, prev.spec.height) == (spec.width, spec.height) => {
+                    let from = if prev.target == target {
+                        prev.from
+                    } else {
+                        spec.transition.filter(|t| !t.duration.is_zero()).map(|_| (prev.shown.clone(), None))
+                    };
+                    CanvasState { spec, shown: prev.shown, target, from }
+                }
+                _ => CanvasState { spec, shown: target.clone(), target, from: None },
+            };
+            self.canvases.push(state);
+        }
+        let ids: Vec<CanvasId> = self.canvases.iter().map(|c| c.spec.id.clone()).collect();
+        self.renderer.retain_canvases(|id| ids.contains(id));
+        Ok(())
+    }
+
+    /// Takes new frames and renders every canvas at `frames.pts`, read back into memory.
+    pub fn render(&mut self, frames: FrameSet) -> Result<RenderOutput, RenderError> {
+        let pts = frames.pts;
+        let (draw, rejected) = self.prepare(frames);
+        let out = self.renderer.draw(&draw, true)?;
+        Ok(RenderOutput { pts, canvases: draw.into_iter().map(|c| c.id).zip(out).collect(), rejected })
+    }
+
+    /// Like [`Compositor::render`] but leaves the canvases in GPU memory
+    /// ([`Compositor::canvas_textures`]) for an encoder that reads them there.
+    pub fn render_to_textures(&mut self, frames: FrameSet) -> Result<Vec<InputError>, RenderError> {
+        let (draw, rejected) = self.prepare(frames);
+        self.renderer.draw(&draw, false)?;
+        Ok(rejected)
+    }
+
+    /// The GPU planes of a canvas as last rendered.
+    pub fn canvas_textures(&self, id: &CanvasId) -> Option<CanvasTextures> {
+        self.renderer.canvas_textures(id)
+    }
+
+    /// Uploads the frames and resolves what every canvas draws at `pts`.
+    fn prepare(&mut self, frames: FrameSet) -> (Vec<DrawCanvas>, Vec<InputError>) {
+        let mut rejected = Vec::new();
+        for (id, frame) in &frames.frames {
+            let Some(state) = self.inputs.get_mut(id) else {
+                rejected.push(InputError::UnknownInput(id.to_string()));
+                continue;
+            };
+            if let Err(source) = frame.validate() {
+                rejected.push(InputError::BadFrame { input: id.to_string(), source });
+                continue;
+            }
+            self.renderer.upload(id, frame);
+            state.size = Some((frame.width, frame.height));
+            state.live = true;
+        }
+        let pts = frames.pts;
+        let mut draw = Vec::with_capacity(self.canvases.len());
+        for c in &mut self.canvases {
+            let geoms = match &mut c.from {
+                Some((from, start)) => {
+                    let start = *start.get_or_insert(pts);
+                    let duration = c.spec.transition.map_or(Duration::ZERO, |t| t.duration);
+                    let t = pts.saturating_sub(start).as_secs_f32() / duration.as_secs_f32().max(1e-6);
+                    if t >= 1.0 {
+                        c.from = None;
+                        c.target.clone()
+                    } else {
+                        let eased = c.spec.transition.map_or(1.0, |tr| tr.easing.apply(t));
+                        layout::interpolate(from, &c.target, eased)
+                    }
+                }
+                None => c.target.clone(),
+            };
+            let tiles = geoms.iter().map(|g| draw_tile(g, self.inputs.get(&g.input))).collect();
+            c.shown = geoms;
+            draw.push(DrawCanvas {
+                id: c.spec.id.clone(),
+                width: c.spec.width,
+                height: c.spec.height,
+                format: c.spec.format,
+                background: c.spec.background.to_yuv(),
+                tiles,
+                pts,
+            });
+        }
+        (draw, rejected)
+    }
+}
+
+fn draw_tile(g: &TileGeom, input: Option<&InputState>) -> DrawTile {
+    let size = input.and_then(|i| i.size);
+    let video = match (input, g.style.placeholder) {
+        (Some(i), _) if i.live && i.size.is_some() => true,
+        (Some(i), Placeholder::LastFrame(_)) => i.size.is_some(),
+        _ => false,
+    };
+    let inner = g.rect.inset(g.border);
+    let (content, crop) = match size {
+        Some((w, h)) if video => layout::place_picture(inner, w, h, g.style.fit),
+        _ => (inner, [0.0, 0.0, 1.0, 1.0]),
+    };
+    let background = if video {
+        g.style.background
+    } else {
+        match g.style.placeholder {
+            Placeholder::Color(c) | Placeholder::LastFrame(c) => c,
+        }
+    };
+    DrawTile {
+        input: g.input.clone(),
+        rect: g.rect,
+        content,
+        crop,
+        radius: g.radius,
+        border: g.border,
+        opacity: g.opacity,
+        background: background.to_yuv(),
+        border_color: g.style.border_color.to_yuv(),
+        video,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_wgsl_file_parses_and_validates() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("wgsl") {
+                continue;
+            }
+            let src = std::fs::read_to_string(&path).unwrap();
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            seen += 1;
+        }
+        assert!(seen >= super::SHADERS.len(), "every shader the crate loads is in shaders/");
+    }
+}
