@@ -2,6 +2,8 @@
 // Loaded by compositor/src/render/tile_blend.rs.
 //
 // One instanced quad per tile; fixed-function alpha blending composites tiles in z order.
+// Tiles that are opaque rectangles filled by their picture use the `*_opaque` entry points
+// (drawn without blending: a software rasterizer then skips reading the target back).
 // The canvas is rendered in two passes: the luma plane (fs_luma) and the chroma plane(s)
 // (fs_chroma_planar for I420's separate U and V planes, fs_chroma_interleaved for NV12's UV
 // plane). No pixel is ever converted to RGB: blending in Y'CbCr equals blending in R'G'B'.
@@ -56,6 +58,9 @@ struct VsOut {
     @location(3) @interpolate(flat) shape: vec4<f32>,
     @location(4) @interpolate(flat) background: vec4<f32>,
     @location(5) @interpolate(flat) border_color: vec4<f32>,
+    // Source uv of this fragment: the content-rect-to-crop map is affine, so interpolating its
+    // value at the corners is exact and saves a division per fragment.
+    @location(6) uv: vec2<f32>,
 };
 
 @vertex
@@ -73,6 +78,8 @@ fn vs_tile(@builtin(vertex_index) vi: u32, tile: TileInstance) -> VsOut {
     out.shape = tile.shape;
     out.background = tile.background;
     out.border_color = tile.border_color;
+    let t = (canvas_px - tile.content.xy) / (tile.content.zw - tile.content.xy);
+    out.uv = mix(tile.crop.xy, tile.crop.zw, t);
     return out;
 }
 
@@ -94,11 +101,6 @@ fn canvas_position(frag: vec4<f32>) -> vec2<f32> {
 fn inside_content(p: vec2<f32>, tile: VsOut) -> bool {
     let flags = u32(tile.shape.w);
     return (flags & FLAG_VIDEO) != 0u && p.x >= tile.content.x && p.x < tile.content.z && p.y >= tile.content.y && p.y < tile.content.w;
-}
-
-fn source_uv(p: vec2<f32>, tile: VsOut) -> vec2<f32> {
-    let t = (p - tile.content.xy) / (tile.content.zw - tile.content.xy);
-    return mix(tile.crop.xy, tile.crop.zw, t);
 }
 
 // Blends the border over `colour` and returns the final value with its coverage as alpha.
@@ -124,7 +126,7 @@ fn fs_luma(tile: VsOut) -> @location(0) vec4<f32> {
     let p = canvas_position(tile.position);
     var y = tile.background.x;
     if (inside_content(p, tile)) {
-        y = textureSampleLevel(tex_y, bilinear, source_uv(p, tile), 0.0).r;
+        y = textureSampleLevel(tex_y, bilinear, tile.uv, 0.0).r;
     }
     let out = finish(p, vec3<f32>(y, 0.0, 0.0), tile);
     return vec4<f32>(out.x, 0.0, 0.0, out.w);
@@ -134,7 +136,7 @@ fn fs_luma(tile: VsOut) -> @location(0) vec4<f32> {
 fn chroma(p: vec2<f32>, tile: VsOut) -> vec4<f32> {
     var uv = tile.background.yz;
     if (inside_content(p, tile)) {
-        let st = source_uv(p, tile) * vec2<f32>(tile.background.w, tile.border_color.w);
+        let st = tile.uv * vec2<f32>(tile.background.w, tile.border_color.w);
         let flags = u32(tile.shape.w);
         if ((flags & FLAG_NV12) != 0u) {
             uv = textureSampleLevel(tex_u, bilinear, st, 0.0).rg;
@@ -165,4 +167,49 @@ fn fs_chroma_interleaved(tile: VsOut) -> @location(0) vec4<f32> {
     let p = canvas_position(tile.position);
     let c = chroma(p, tile);
     return vec4<f32>(c.y, c.z, 0.0, c.w);
+}
+
+// Opaque tiles: the picture covers the whole tile, no border, corners or fading. They read
+// only what they need, so that a software rasterizer interpolates nothing else.
+
+struct OpaqueIn {
+    // w: flags (FLAG_*).
+    @location(3) @interpolate(flat) shape: vec4<f32>,
+    // w: chroma uv scale along x.
+    @location(4) @interpolate(flat) background: vec4<f32>,
+    // w: chroma uv scale along y.
+    @location(5) @interpolate(flat) border_color: vec4<f32>,
+    @location(6) uv: vec2<f32>,
+};
+
+struct OpaqueLumaIn {
+    @location(6) uv: vec2<f32>,
+};
+
+@fragment
+fn fs_luma_opaque(tile: OpaqueLumaIn) -> @location(0) vec4<f32> {
+    return vec4<f32>(textureSampleLevel(tex_y, bilinear, tile.uv, 0.0).r, 0.0, 0.0, 1.0);
+}
+
+fn chroma_opaque(tile: OpaqueIn) -> vec2<f32> {
+    let st = tile.uv * vec2<f32>(tile.background.w, tile.border_color.w);
+    if ((u32(tile.shape.w) & FLAG_NV12) != 0u) {
+        return textureSampleLevel(tex_u, bilinear, st, 0.0).rg;
+    }
+    return vec2<f32>(textureSampleLevel(tex_u, bilinear, st, 0.0).r, textureSampleLevel(tex_v, bilinear, st, 0.0).r);
+}
+
+@fragment
+fn fs_chroma_planar_opaque(tile: OpaqueIn) -> PlanarChroma {
+    let c = chroma_opaque(tile);
+    var out: PlanarChroma;
+    out.u = vec4<f32>(c.x, 0.0, 0.0, 1.0);
+    out.v = vec4<f32>(c.y, 0.0, 0.0, 1.0);
+    return out;
+}
+
+@fragment
+fn fs_chroma_interleaved_opaque(tile: OpaqueIn) -> @location(0) vec4<f32> {
+    let c = chroma_opaque(tile);
+    return vec4<f32>(c.x, c.y, 0.0, 1.0);
 }

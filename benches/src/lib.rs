@@ -1,1 +1,68 @@
+//! Helpers shared by the bench binaries: CPU time, machine description, result files.
 
+use std::{path::PathBuf, process::Command, time::Duration};
+
+/// CPU time (user + system) consumed so far by this process (`children = false`) or by its
+/// waited-for children (`children = true`).
+pub fn cpu_time(children: bool) -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    #[allow(unsafe_code)]
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(if children { libc::RUSAGE_CHILDREN } else { libc::RUSAGE_SELF }, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn first_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| format!("{cmd}: not found"))
+}
+
+/// CPU model, core count, memory, kernel: the machine a result was measured on.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown CPU")
+        .to_string();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| format!("{:.0} GiB", kb as f64 / 1048576.0))
+        .unwrap_or_default();
+    format!("{model}, {cores} cores, {mem}, {}", first_line("uname", &["-sr"]))
+}
+
+/// `ffmpeg -version`'s first line.
+pub fn ffmpeg_version() -> String {
+    first_line("ffmpeg", &["-version"])
+}
+
+/// The commit being measured (short hash), or "uncommitted".
+pub fn git_rev() -> String {
+    let rev = first_line("git", &["rev-parse", "--short", "HEAD"]);
+    let dirty = Command::new("git").args(["status", "--porcelain", "--untracked-files=no"]).output().map(|o| !o.stdout.is_empty()).unwrap_or(false);
+    if dirty { format!("{rev}+changes") } else { rev }
+}
+
+/// `benches/results/` in the workspace.
+pub fn results_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results")
+}

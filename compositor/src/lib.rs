@@ -122,6 +122,14 @@ pub struct DrawTile {
     pub video: bool,
 }
 
+impl DrawTile {
+    /// Whether the tile is an opaque rectangle entirely filled by its picture (given `video`),
+    /// so that it can be drawn without blending.
+    pub fn is_opaque_picture(&self) -> bool {
+        self.radius <= 0.0 && self.border <= 0.0 && self.opacity >= 1.0 && self.content == self.rect
+    }
+}
+
 /// A canvas ready to draw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DrawCanvas {

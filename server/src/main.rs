@@ -1,1 +1,67 @@
-fn main() {}
+//! `mcu`: the media server binary.
+//!
+//! Today it carries the compositor demo (`mcu demo`) and adapter discovery (`mcu adapters`);
+//! `mcu serve` arrives with the transport and MCU pipeline issues. This crate is the only one
+//! that reads the clock, opens sockets or spawns tasks.
+#![allow(clippy::disallowed_methods)]
+
+mod demo;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use mcu_compositor::AdapterChoice;
+
+#[derive(Parser, Debug)]
+#[command(name = "mcu", version, about = "GPU-accelerated SFU + MCU media server")]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "mcu_compositor=debug".
+    #[arg(long, env = "MCU_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Composite synthetic participants in every layout and write the canvases as PNGs.
+    Demo(DemoArgs),
+    /// List the GPU adapters wgpu finds and the one `--adapter` picks.
+    Adapters {
+        /// Adapter choice: auto, hardware, lavapipe, gl or name:<text>.
+        #[arg(long, env = "MCU_GPU_ADAPTER", default_value = "auto")]
+        adapter: AdapterChoice,
+    },
+}
+
+/// Options of `mcu demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Adapter choice: auto, hardware, lavapipe, gl or name:<text>.
+    #[arg(long, env = "MCU_GPU_ADAPTER", default_value = "auto")]
+    pub adapter: AdapterChoice,
+    /// Directory for the PNGs.
+    #[arg(long, env = "MCU_DEMO_OUT", default_value = "target/demo")]
+    pub out: PathBuf,
+    /// Number of synthetic participants (1..=49).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=49))]
+    pub participants: u32,
+    /// Canvas width (even).
+    #[arg(long, default_value_t = 1280)]
+    pub width: u32,
+    /// Canvas height (even).
+    #[arg(long, default_value_t = 720)]
+    pub height: u32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Demo(args) => demo::run(&args),
+        Command::Adapters { adapter } => demo::adapters(&adapter),
+    }
+}

@@ -368,7 +368,7 @@ impl GpuRenderer {
         let attachment = |view, ops| Some(wgpu::RenderPassColorAttachment { view, depth_slice: None, resolve_target: None, ops });
         let (bg_y, bg_u, bg_v) = (bg[0] as f64, bg[1] as f64, bg[2] as f64);
         // Pass 1: luma. Pass 2: chroma (two targets for I420, one RG target for NV12).
-        let passes: [(&wgpu::RenderPipeline, Vec<Option<wgpu::RenderPassColorAttachment>>, u32, &str); 2] = [
+        let passes: [(&tile_blend::PlanePipelines, Vec<Option<wgpu::RenderPassColorAttachment>>, u32, &str); 2] = [
             (&self.blend.luma, vec![attachment(&views[0], clear(bg_y, 0.0))], 0, "canvas luma pass"),
             match g.format {
                 PixelFormat::I420 => (
@@ -385,7 +385,7 @@ impl GpuRenderer {
                 ),
             },
         ];
-        for (pipeline, attachments, uniform_offset, label) in passes {
+        for (pipelines, attachments, uniform_offset, label) in passes {
             let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
                 label: Some(label),
                 color_attachments: &attachments,
@@ -394,11 +394,17 @@ impl GpuRenderer {
                 occlusion_query_set: None,
                 multiview_mask: None,
             });
-            pass.set_pipeline(pipeline);
             pass.set_bind_group(0, &g.pass_bind_group, &[uniform_offset]);
             pass.set_vertex_buffer(0, g.instances.slice(..));
+            let mut current: Option<bool> = None;
             for (i, t) in c.tiles.iter().enumerate() {
-                let bind_group = match t.video.then(|| self.inputs.get(&t.input)).flatten() {
+                let input = t.video.then(|| self.inputs.get(&t.input)).flatten();
+                let opaque = input.is_some() && t.is_opaque_picture();
+                if current != Some(opaque) {
+                    pass.set_pipeline(if opaque { &pipelines.opaque } else { &pipelines.blended });
+                    current = Some(opaque);
+                }
+                let bind_group = match input {
                     Some(input) => &input.bind_group,
                     None => &self.placeholder_input,
                 };

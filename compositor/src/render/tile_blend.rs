@@ -35,10 +35,16 @@ pub struct PassUniforms {
 /// Uniform slots are this far apart so that one buffer serves both passes by dynamic offset.
 pub const UNIFORM_STRIDE: u64 = 256;
 
+/// The pipelines of one plane: blended (any tile) and opaque (a picture filling its rectangle).
+pub struct PlanePipelines {
+    pub blended: wgpu::RenderPipeline,
+    pub opaque: wgpu::RenderPipeline,
+}
+
 pub struct TileBlend {
-    pub luma: wgpu::RenderPipeline,
-    pub chroma_planar: wgpu::RenderPipeline,
-    pub chroma_interleaved: wgpu::RenderPipeline,
+    pub luma: PlanePipelines,
+    pub chroma_planar: PlanePipelines,
+    pub chroma_interleaved: PlanePipelines,
     pub pass_layout: wgpu::BindGroupLayout,
     pub input_layout: wgpu::BindGroupLayout,
     pub sampler: wgpu::Sampler,
@@ -98,6 +104,7 @@ impl TileBlend {
             step_mode: wgpu::VertexStepMode::Instance,
             attributes: &attributes,
         })];
+        let opaque_target = |format| Some(wgpu::ColorTargetState { format, blend: None, write_mask: wgpu::ColorWrites::ALL });
         let blend_target = |format| {
             Some(wgpu::ColorTargetState {
                 format,
@@ -135,15 +142,31 @@ impl TileBlend {
                 cache: None,
             })
         };
-        let r8 = blend_target(wgpu::TextureFormat::R8Unorm);
-        let luma = pipeline("tile blend luma render pipeline", "fs_luma", &[r8.clone()]);
-        let chroma_planar =
-            pipeline("tile blend planar chroma render pipeline", "fs_chroma_planar", &[r8.clone(), r8]);
-        let chroma_interleaved = pipeline(
-            "tile blend interleaved chroma render pipeline",
-            "fs_chroma_interleaved",
-            &[blend_target(wgpu::TextureFormat::Rg8Unorm)],
-        );
+        let (r8, rg8) = (wgpu::TextureFormat::R8Unorm, wgpu::TextureFormat::Rg8Unorm);
+        let luma = PlanePipelines {
+            blended: pipeline("tile blend luma render pipeline", "fs_luma", &[blend_target(r8)]),
+            opaque: pipeline("opaque tile luma render pipeline", "fs_luma_opaque", &[opaque_target(r8)]),
+        };
+        let chroma_planar = PlanePipelines {
+            blended: pipeline(
+                "tile blend planar chroma render pipeline",
+                "fs_chroma_planar",
+                &[blend_target(r8), blend_target(r8)],
+            ),
+            opaque: pipeline(
+                "opaque tile planar chroma render pipeline",
+                "fs_chroma_planar_opaque",
+                &[opaque_target(r8), opaque_target(r8)],
+            ),
+        };
+        let chroma_interleaved = PlanePipelines {
+            blended: pipeline("tile blend interleaved chroma render pipeline", "fs_chroma_interleaved", &[blend_target(rg8)]),
+            opaque: pipeline(
+                "opaque tile interleaved chroma render pipeline",
+                "fs_chroma_interleaved_opaque",
+                &[opaque_target(rg8)],
+            ),
+        };
         let sampler = device.create_sampler(&wgpu::SamplerDescriptor {
             label: Some("tile blend bilinear sampler"),
             address_mode_u: wgpu::AddressMode::ClampToEdge,

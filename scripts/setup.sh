@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need on a Debian machine (idempotent; quick when done).
+# Used by scripts/run.sh and scripts/test.sh; safe to run by hand.
+set -euo pipefail
+
+# Debian packages:
+# - mesa-vulkan-drivers, libvulkan1: lavapipe, the software Vulkan adapter the GPU paths run on
+#   without a GPU (CI included); libegl1, libegl-mesa0, libgl1-mesa-dri: the GL/llvmpipe fallback.
+# - ffmpeg: the reference the benchmarks compare against (and, later, the end-to-end checks).
+# - pkg-config, cmake, nasm, g++: native builds of codec crates.
+APT_PACKAGES=(
+  mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
+  ffmpeg pkg-config cmake nasm g++
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: no Rust toolchain found. Install one with rustup (https://rustup.rs), Rust 1.87 or newer." >&2
+  exit 1
+fi
+
+# lavapipe warns on every start without a runtime dir.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
