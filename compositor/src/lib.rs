@@ -7,13 +7,16 @@
 //! Inputs keep their last frame until a new one arrives; transitions are state carried between
 //! renders and driven by pts alone. Nothing here reads a clock or touches the network.
 //!
-//! Paths: [`layout`] turns the scene into tile geometry (pure, shared); the wgpu path in
-//! `render` draws it with instanced quads, one pass per plane, on the shared [`Gpu`].
+//! Paths: [`layout`] turns the scene into tile geometry (pure, shared). Two renderers draw it
+//! with the same semantics and pass the same goldens: the wgpu path (instanced quads, one pass
+//! per plane, on the shared [`Gpu`]) and the CPU path (SIMD plane scaling in bands over a rayon
+//! pool), which [`Compositor::select`] picks when the only adapter is a software rasterizer.
 //!
 //! Panics: none on input. Bad frames are rejected per input ([`RenderOutput::rejected`]) and the
 //! input keeps its previous picture; GPU validation failures surface as [`RenderError`].
 #![deny(missing_docs)]
 
+mod cpu;
 pub mod gpu;
 pub mod layout;
 mod render;
@@ -30,6 +33,46 @@ pub use scene::*;
 
 /// Source code of every WGSL shader, by file name, for validation and tooling.
 pub const SHADERS: &[(&str, &str)] = &[("tile_blend.wgsl", render::tile_blend::SOURCE)];
+
+/// Which renderer draws the canvases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RenderPath {
+    /// The GPU path on a hardware adapter; the CPU path when the only adapter is a software
+    /// rasterizer (lavapipe, llvmpipe, WARP) or there is none.
+    #[default]
+    Auto,
+    /// Always wgpu (on whatever adapter was chosen, software included).
+    Gpu,
+    /// Always the CPU path.
+    Cpu,
+}
+
+impl std::str::FromStr for RenderPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(RenderPath::Auto),
+            "gpu" | "wgpu" => Ok(RenderPath::Gpu),
+            "cpu" => Ok(RenderPath::Cpu),
+            _ => Err(format!("unknown render path {s:?}: use auto, gpu or cpu")),
+        }
+    }
+}
+
+impl std::fmt::Display for RenderPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RenderPath::Auto => "auto",
+            RenderPath::Gpu => "gpu",
+            RenderPath::Cpu => "cpu",
+        })
+    }
+}
+
+/// The GPU path was asked for and there is no adapter.
+#[derive(Debug, thiserror::Error)]
+#[error("the GPU render path was forced but no adapter is available: {0}")]
+pub struct NoGpu(pub String);
 
 /// Why a scene was refused (the previous scene stays in force).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -75,6 +118,9 @@ pub enum RenderError {
     /// The GPU refused our commands or lost the device.
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// Canvases can stay in GPU memory only on the GPU path.
+    #[error("the CPU render path has no GPU textures to leave canvases in")]
+    NotOnGpu,
 }
 
 /// New input frames and the pts to render at.
@@ -166,17 +212,68 @@ struct CanvasState {
     shown: Vec<TileGeom>,
 }
 
+enum Renderer {
+    Gpu(render::GpuRenderer),
+    Cpu(cpu::CpuRenderer),
+}
+
 /// Renders a [`Scene`] of canvases from input frames.
 pub struct Compositor {
-    renderer: render::GpuRenderer,
+    renderer: Renderer,
     inputs: HashMap<InputId, InputState>,
     canvases: Vec<CanvasState>,
 }
 
 impl Compositor {
-    /// A compositor drawing on `gpu`.
+    /// A compositor drawing with wgpu on `gpu`.
     pub fn new(gpu: Arc<Gpu>) -> Compositor {
-        Compositor { renderer: render::GpuRenderer::new(gpu), inputs: HashMap::new(), canvases: Vec::new() }
+        Compositor::with(Renderer::Gpu(render::GpuRenderer::new(gpu)))
+    }
+
+    /// A compositor drawing on the CPU with `threads` worker threads (0: one per core).
+    pub fn new_cpu(threads: usize) -> Compositor {
+        Compositor::with(Renderer::Cpu(cpu::CpuRenderer::new(threads)))
+    }
+
+    fn with(renderer: Renderer) -> Compositor {
+        Compositor { renderer, inputs: HashMap::new(), canvases: Vec::new() }
+    }
+
+    /// Picks the render path for `path` given the adapter (if any) and logs which and why.
+    /// `cpu_threads` sizes the CPU path's pool (0: one per core).
+    pub fn select(path: RenderPath, gpu: Option<Arc<Gpu>>, cpu_threads: usize) -> Result<Compositor, NoGpu> {
+        let (compositor, why) = match (path, gpu) {
+            (RenderPath::Cpu, _) => (Compositor::new_cpu(cpu_threads), "forced by configuration".to_string()),
+            (RenderPath::Gpu, Some(g)) => (Compositor::new(g), "forced by configuration".to_string()),
+            (RenderPath::Gpu, None) => return Err(NoGpu("no adapter was opened".into())),
+            (RenderPath::Auto, Some(g)) if !g.kind.is_software() => {
+                let why = format!("hardware adapter {}", g.info.name);
+                (Compositor::new(g), why)
+            }
+            (RenderPath::Auto, Some(g)) => (
+                Compositor::new_cpu(cpu_threads),
+                format!("the only adapter, {}, is a software rasterizer; SIMD scaling on the CPU is faster", g.info.name),
+            ),
+            (RenderPath::Auto, None) => (Compositor::new_cpu(cpu_threads), "no GPU adapter".to_string()),
+        };
+        tracing::info!(path = %compositor.path(), "compositor render path: {} ({why})", compositor.describe());
+        Ok(compositor)
+    }
+
+    /// Which path draws: [`RenderPath::Gpu`] or [`RenderPath::Cpu`].
+    pub fn path(&self) -> RenderPath {
+        match self.renderer {
+            Renderer::Gpu(_) => RenderPath::Gpu,
+            Renderer::Cpu(_) => RenderPath::Cpu,
+        }
+    }
+
+    /// "wgpu on <adapter>" or "CPU, N threads".
+    pub fn describe(&self) -> String {
+        match &self.renderer {
+            Renderer::Gpu(g) => format!("wgpu on {}", gpu::describe(&g.gpu().info)),
+            Renderer::Cpu(c) => format!("CPU, {} threads", c.threads()),
+        }
     }
 
     /// Makes an input known, so that scenes may name it. Returns false if it already was.
@@ -192,7 +289,10 @@ impl Compositor {
     /// until the scene changes.
     pub fn unregister_input(&mut self, id: &InputId) {
         self.inputs.remove(id);
-        self.renderer.remove_input(id);
+        match &mut self.renderer {
+            Renderer::Gpu(r) => r.remove_input(id),
+            Renderer::Cpu(r) => r.remove_input(id),
+        }
     }
 
     /// Marks an input as without video (a sender that froze or muted its camera): its tiles
@@ -233,8 +333,10 @@ impl Compositor {
             };
             self.canvases.push(state);
         }
-        let ids: Vec<CanvasId> = self.canvases.iter().map(|c| c.spec.id.clone()).collect();
-        self.renderer.retain_canvases(|id| ids.contains(id));
+        if let Renderer::Gpu(r) = &mut self.renderer {
+            let ids: Vec<CanvasId> = self.canvases.iter().map(|c| c.spec.id.clone()).collect();
+            r.retain_canvases(|id| ids.contains(id));
+        }
         Ok(())
     }
 
@@ -242,28 +344,38 @@ impl Compositor {
     pub fn render(&mut self, frames: FrameSet) -> Result<RenderOutput, RenderError> {
         let pts = frames.pts;
         let (draw, rejected) = self.prepare(frames);
-        let out = self.renderer.draw(&draw, true)?;
+        let out = match &mut self.renderer {
+            Renderer::Gpu(r) => r.draw(&draw, true)?,
+            Renderer::Cpu(r) => r.draw(&draw),
+        };
         Ok(RenderOutput { pts, canvases: draw.into_iter().map(|c| c.id).zip(out).collect(), rejected })
     }
 
     /// Like [`Compositor::render`] but leaves the canvases in GPU memory
     /// ([`Compositor::canvas_textures`]) for an encoder that reads them there.
     pub fn render_to_textures(&mut self, frames: FrameSet) -> Result<Vec<InputError>, RenderError> {
+        if !matches!(self.renderer, Renderer::Gpu(_)) {
+            return Err(RenderError::NotOnGpu);
+        }
         let (draw, rejected) = self.prepare(frames);
-        self.renderer.draw(&draw, false)?;
+        let Renderer::Gpu(r) = &mut self.renderer else { unreachable!("checked above") };
+        r.draw(&draw, false)?;
         Ok(rejected)
     }
 
     /// The GPU planes of a canvas as last rendered.
     pub fn canvas_textures(&self, id: &CanvasId) -> Option<CanvasTextures> {
-        self.renderer.canvas_textures(id)
+        match &self.renderer {
+            Renderer::Gpu(r) => r.canvas_textures(id),
+            Renderer::Cpu(_) => None,
+        }
     }
 
     /// Uploads the frames and resolves what every canvas draws at `pts`.
     fn prepare(&mut self, frames: FrameSet) -> (Vec<DrawCanvas>, Vec<InputError>) {
         let mut rejected = Vec::new();
-        for (id, frame) in &frames.frames {
-            let Some(state) = self.inputs.get_mut(id) else {
+        for (id, frame) in frames.frames {
+            let Some(state) = self.inputs.get_mut(&id) else {
                 rejected.push(InputError::UnknownInput(id.to_string()));
                 continue;
             };
@@ -271,8 +383,11 @@ impl Compositor {
                 rejected.push(InputError::BadFrame { input: id.to_string(), source });
                 continue;
             }
-            self.renderer.upload(id, frame);
             state.size = Some((frame.width, frame.height));
+            match &mut self.renderer {
+                Renderer::Gpu(r) => r.upload(&id, &frame),
+                Renderer::Cpu(r) => r.upload(&id, frame),
+            }
             state.live = true;
         }
         let pts = frames.pts;

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use mcu_compositor::{AdapterChoice, CanvasSpec, Gpu, InputId, Layout, Scene};
+use mcu_compositor::{AdapterChoice, CanvasSpec, Compositor, Gpu, InputId, Layout, RenderPath, Scene};
 use mcu_media::{
     image::RgbaImage,
     testsrc::{self, Pattern},
@@ -31,6 +31,22 @@ pub fn gpu() -> Arc<Gpu> {
         Gpu::new(&choice).unwrap_or_else(|e| panic!("the GPU tests need an adapter (install mesa-vulkan-drivers): {e}"))
     })
     .clone()
+}
+
+/// The render paths every golden runs on: wgpu (on [`gpu`]) and the CPU path.
+pub const PATHS: [RenderPath; 2] = [RenderPath::Gpu, RenderPath::Cpu];
+
+/// A compositor on `path` with inputs "in0".."in{n-1}" registered.
+pub fn compositor_on(path: RenderPath, n: usize) -> Compositor {
+    let mut c = match path {
+        RenderPath::Cpu => Compositor::new_cpu(2),
+        _ => Compositor::new(gpu()),
+    };
+    assert_eq!(c.path(), if path == RenderPath::Cpu { RenderPath::Cpu } else { RenderPath::Gpu });
+    for i in 0..n {
+        c.register_input(input_id(i));
+    }
+    c
 }
 
 /// Input `i`'s id: "in0", "in1", …
@@ -81,38 +97,54 @@ fn workspace_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Compares `frame` (converted to RGBA) with `tests/goldens/{name}.png`.
-pub fn check_golden(name: &str, frame: &VideoFrame) {
-    check_golden_with(name, frame, TOLERANCE)
+/// How far the CPU path may stray from the goldens (made on lavapipe).
+///
+/// Bounded by the CPU path against lavapipe on this machine: over all goldens the largest
+/// difference is 4 levels and the mean at most 0.14 (fixed-point against float filter weights,
+/// antialiased corners); the bound leaves a little room above that.
+pub const CPU_TOLERANCE: Tolerance = Tolerance { threshold: 6, max_fraction: 0.001, max_diff: 16 };
+
+/// Compares a canvas rendered on `path` with `tests/goldens/{name}.png`. Goldens are written
+/// (with `UPDATE_GOLDENS=1`) from the GPU path only.
+pub fn check_golden(path: RenderPath, name: &str, frame: &VideoFrame) {
+    match path {
+        RenderPath::Cpu => check_golden_with(name, "cpu", frame, CPU_TOLERANCE, false),
+        _ => check_golden_with(name, "gpu", frame, TOLERANCE, true),
+    }
 }
 
-/// [`check_golden`] with an explicit tolerance.
-pub fn check_golden_with(name: &str, frame: &VideoFrame, tol: Tolerance) {
+/// [`check_golden`] with an explicit tolerance; `label` names the failure images; `may_update`
+/// lets `UPDATE_GOLDENS` rewrite the golden from this frame.
+pub fn check_golden_with(name: &str, label: &str, frame: &VideoFrame, tol: Tolerance, may_update: bool) {
     let actual = RgbaImage { width: frame.width, height: frame.height, data: frame.to_rgba() };
     let path = workspace_dir().join("tests/goldens").join(format!("{name}.png"));
-    if std::env::var_os("UPDATE_GOLDENS").is_some() {
+    if may_update && std::env::var_os("UPDATE_GOLDENS").is_some() {
         actual.write_png(&path).expect("golden written");
         eprintln!("golden {name} updated at {}", path.display());
         return;
     }
     let expected = RgbaImage::read_png(&path).unwrap_or_else(|e| {
-        let out = workspace_dir().join("target/golden-failures").join(format!("{name}.actual.png"));
+        let out = workspace_dir().join("target/golden-failures").join(format!("{name}.{label}.actual.png"));
         let _ = actual.write_png(&out);
         panic!("golden {name} is missing ({e}); actual written to {}; run with UPDATE_GOLDENS=1 on purpose to create it", out.display())
     });
     let cmp = actual.compare(&expected);
     let total = (frame.width * frame.height) as f64;
     let over = cmp.over(tol.threshold);
+    if std::env::var_os("GOLDEN_REPORT").is_some() {
+        eprintln!("golden {name} ({label}): max {} mean {:.4} over>{}: {}", cmp.max_diff, cmp.mean_diff, tol.threshold, over);
+    }
     let ok = cmp.size_matches && (over as f64) <= tol.max_fraction * total && cmp.max_diff <= tol.max_diff;
-    if !ok {
+    if !ok || std::env::var_os("GOLDEN_REPORT").is_some() {
         let dir = workspace_dir().join("target/golden-failures");
-        let _ = actual.write_png(&dir.join(format!("{name}.actual.png")));
+        let _ = actual.write_png(&dir.join(format!("{name}.{label}.actual.png")));
         let _ = expected.write_png(&dir.join(format!("{name}.expected.png")));
         if let Some(d) = &cmp.diff {
-            let _ = d.write_png(&dir.join(format!("{name}.diff.png")));
+            let _ = d.write_png(&dir.join(format!("{name}.{label}.diff.png")));
         }
-        panic!(
-            "golden {name}: {over} pixels ({:.3} %) differ by more than {}, max difference {}, mean {:.3} \
+        assert!(
+            ok,
+            "golden {name} ({label} path): {over} pixels ({:.3} %) differ by more than {}, max difference {}, mean {:.3} \
              (tolerance {:.3} %, max {}); images in {}",
             over as f64 * 100.0 / total,
             tol.threshold,

@@ -87,6 +87,10 @@ impl GpuRenderer {
         GpuRenderer { gpu, blend, inputs: HashMap::new(), canvases: HashMap::new(), placeholder_input, scratch: Vec::new() }
     }
 
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
     /// Uploads a validated frame as the input's current picture.
     pub fn upload(&mut self, id: &InputId, frame: &VideoFrame) {
         let stale = self

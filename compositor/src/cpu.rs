@@ -1,0 +1,418 @@
+//! The CPU render path: the same `DrawTile`s as the wgpu path, drawn with SIMD plane scaling
+//! (`fast_image_resize`, bilinear interpolation sampled at pixel centres exactly like the GPU
+//! sampler) into planar canvases, in horizontal bands spread over a rayon pool.
+//!
+//! Sampling rule shared with `shaders/tile_blend.wgsl`: a canvas pixel is covered by a rectangle
+//! when its centre lies in `[x0, x1) × [y0, y1)`; a chroma sample stands for the centre of its
+//! 2×2 luma block; a covered pixel at canvas position `p` shows the source at
+//! `crop0 + (p − content0) / content_size × crop_size`, bilinearly filtered, clamped at the edges.
+
+use std::collections::HashMap;
+
+use fast_image_resize::{
+    images::{CroppedImageMut, Image, ImageRef},
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
+use mcu_media::{PixelFormat, Plane, VideoFrame, Yuv};
+use rayon::prelude::*;
+
+use crate::{scene::InputId, DrawCanvas, DrawTile, RectF};
+
+/// An input's latest picture as tightly packed planar Y, U, V.
+struct CpuInput {
+    width: u32,
+    height: u32,
+    /// Y, U, V; each `stride == width` of its plane.
+    planes: [Vec<u8>; 3],
+}
+
+pub(crate) struct CpuRenderer {
+    inputs: HashMap<InputId, CpuInput>,
+    pool: rayon::ThreadPool,
+}
+
+/// Splits `height` luma rows into about `target` bands, preferring cuts at tile edges so that a
+/// tile is scaled in as few pieces as possible (each piece costs a filter set-up and re-reads the
+/// filter's support rows). Cuts are even, so that bands split chroma rows exactly.
+fn band_cuts(height: u32, target: usize, tiles: &[DrawTile]) -> Vec<u32> {
+    let mut edges: Vec<u32> = tiles
+        .iter()
+        .flat_map(|t| [t.rect.y0, t.rect.y1])
+        .filter(|y| *y > 0.0 && *y < height as f32)
+        .map(|y| (y.round() as u32) & !1)
+        .collect();
+    edges.sort_unstable();
+    edges.dedup();
+    let target = target.max(1) as u32;
+    let slack = height / target / 2;
+    let mut cuts = vec![0];
+    for k in 1..target {
+        let ideal = (height * k / target) & !1;
+        let cut = edges.iter().copied().filter(|e| e.abs_diff(ideal) <= slack).min_by_key(|e| e.abs_diff(ideal)).unwrap_or(ideal);
+        if cut > *cuts.last().expect("starts with 0") {
+            cuts.push(cut);
+        }
+    }
+    cuts.push(height);
+    cuts
+}
+
+impl CpuRenderer {
+    pub fn new(threads: usize) -> CpuRenderer {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("compositor-cpu-{i}"))
+            .build()
+            .expect("a rayon pool with a positive thread count builds");
+        CpuRenderer { inputs: HashMap::new(), pool }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Keeps a validated frame as the input's current picture: taken as it is when it is
+    /// tightly packed I420 (no copy), else repacked as planar I420.
+    pub fn upload(&mut self, id: &InputId, mut frame: VideoFrame) {
+        let (cw, ch) = frame.chroma_size();
+        let entry = self.inputs.entry(id.clone()).or_insert_with(|| CpuInput { width: 0, height: 0, planes: Default::default() });
+        entry.width = frame.width;
+        entry.height = frame.height;
+        let packed = frame.format == PixelFormat::I420
+            && frame.planes[0].stride == frame.width as usize
+            && frame.planes[1].stride == cw as usize
+            && frame.planes[2].stride == cw as usize;
+        if packed {
+            for (dst, plane) in entry.planes.iter_mut().zip(frame.planes.iter_mut()) {
+                *dst = std::mem::take(&mut plane.data);
+            }
+            return;
+        }
+        pack(&frame.planes[0], frame.width as usize, frame.height as usize, &mut entry.planes[0]);
+        match frame.format {
+            PixelFormat::I420 => {
+                pack(&frame.planes[1], cw as usize, ch as usize, &mut entry.planes[1]);
+                pack(&frame.planes[2], cw as usize, ch as usize, &mut entry.planes[2]);
+            }
+            PixelFormat::Nv12 => {
+                let [_, u, v] = &mut entry.planes;
+                u.clear();
+                v.clear();
+                let uv = &frame.planes[1];
+                for row in 0..ch as usize {
+                    let r = &uv.data[row * uv.stride..][..2 * cw as usize];
+                    u.extend(r.iter().step_by(2));
+                    v.extend(r.iter().skip(1).step_by(2));
+                }
+            }
+        }
+    }
+
+    pub fn remove_input(&mut self, id: &InputId) {
+        self.inputs.remove(id);
+    }
+
+    /// Draws every canvas and returns them in order.
+    pub fn draw(&mut self, canvases: &[DrawCanvas]) -> Vec<VideoFrame> {
+        let inputs = &self.inputs;
+        let threads = self.pool.current_num_threads();
+        self.pool.install(|| canvases.par_iter().map(|c| draw_canvas(c, inputs, threads)).collect())
+    }
+}
+
+fn pack(plane: &Plane, row_bytes: usize, rows: usize, out: &mut Vec<u8>) {
+    out.clear();
+    if plane.stride == row_bytes {
+        out.extend_from_slice(&plane.data[..row_bytes * rows]);
+    } else {
+        for r in 0..rows {
+            out.extend_from_slice(&plane.data[r * plane.stride..][..row_bytes]);
+        }
+    }
+}
+
+/// Which plane a pass draws.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Y,
+    U,
+    V,
+}
+
+impl Which {
+    /// Canvas px per plane px.
+    fn scale(self) -> f32 {
+        if self == Which::Y { 1.0 } else { 2.0 }
+    }
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn pick(self, c: Yuv) -> u8 {
+        match self {
+            Which::Y => c.y,
+            Which::U => c.u,
+            Which::V => c.v,
+        }
+    }
+}
+
+/// Plane pixels `[lo, hi)` whose centres (in canvas px) fall in `[a, b)`.
+fn covered(a: f32, b: f32, scale: f32) -> (i64, i64) {
+    // Pixel k's centre is (k + 0.5) * scale; covered when a <= centre < b.
+    let lo = (a / scale - 0.5).ceil() as i64;
+    let hi = (b / scale - 0.5).ceil() as i64;
+    (lo, hi.max(lo))
+}
+
+thread_local! {
+    /// Per worker thread: the resizer's buffers and the picture scratch, reused across bands.
+    static SCRATCH: std::cell::RefCell<(Resizer, Vec<u8>)> = std::cell::RefCell::new((Resizer::new(), Vec::new()));
+}
+
+fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usize) -> VideoFrame {
+    let (w, h) = (c.width as usize, c.height as usize);
+    let (cw, ch) = (w / 2, h / 2);
+    let mut y = vec![c.background.y; w * h];
+    let mut u = vec![c.background.u; cw * ch];
+    let mut v = vec![c.background.v; cw * ch];
+    // Bands of luma rows and the matching chroma rows, drawn independently.
+    type BandPlanes<'a> = (u32, &'a mut [u8], &'a mut [u8], &'a mut [u8]);
+    let cuts = band_cuts(c.height, 2 * threads, &c.tiles);
+    let mut bands: Vec<BandPlanes> = Vec::with_capacity(cuts.len());
+    let (mut ry, mut ru, mut rv) = (&mut y[..], &mut u[..], &mut v[..]);
+    for pair in cuts.windows(2) {
+        let rows = (pair[1] - pair[0]) as usize;
+        let (by, rest_y) = std::mem::take(&mut ry).split_at_mut(rows * w);
+        let (bu, rest_u) = std::mem::take(&mut ru).split_at_mut(rows / 2 * cw);
+        let (bv, rest_v) = std::mem::take(&mut rv).split_at_mut(rows / 2 * cw);
+        (ry, ru, rv) = (rest_y, rest_u, rest_v);
+        bands.push((pair[0], by, bu, bv));
+    }
+    bands.into_par_iter().for_each(|(row0, by, bu, bv)| SCRATCH.with_borrow_mut(|(resizer, scratch)| {
+        for (which, buf, pw) in [(Which::Y, by, w), (Which::U, bu, cw), (Which::V, bv, cw)] {
+            let prow0 = if which == Which::Y { row0 } else { row0 / 2 };
+            let rows = buf.len() / pw;
+            let mut band = Band { data: buf, width: pw, row0: prow0 as i64, rows: rows as i64 };
+            for t in &c.tiles {
+                let input = t.video.then(|| inputs.get(&t.input)).flatten();
+                draw_tile(&mut band, which, t, input, resizer, scratch);
+            }
+        }
+    }));
+    let planes = match c.format {
+        PixelFormat::I420 => vec![Plane { data: y, stride: w }, Plane { data: u, stride: cw }, Plane { data: v, stride: cw }],
+        PixelFormat::Nv12 => {
+            let uv = u.iter().zip(&v).flat_map(|(&a, &b)| [a, b]).collect();
+            vec![Plane { data: y, stride: w }, Plane { data: uv, stride: 2 * cw }]
+        }
+    };
+    VideoFrame { format: c.format, width: c.width, height: c.height, planes, pts: c.pts }
+}
+
+/// Rows `[row0, row0 + rows)` of one plane.
+struct Band<'a> {
+    data: &'a mut [u8],
+    width: usize,
+    row0: i64,
+    rows: i64,
+}
+
+/// A plane region to write into: `stride`-byte rows, the region's top-left at `(x, y)`.
+struct Dst<'a> {
+    data: &'a mut [u8],
+    stride: usize,
+    x: usize,
+    y: usize,
+}
+
+/// Writes the part of `input`'s plane that lands on plane pixels `[x_lo, x_lo + out_w) ×
+/// [y_lo, y_lo + out_h)` (absolute plane coordinates) into `dst`.
+///
+/// The bulk goes through `fast_image_resize` (bilinear interpolation with the GPU's
+/// pixel-centre mapping); the outermost samples, whose cells reach past the picture's edge
+/// (content edges at fractional positions), are filtered here with clamp-to-edge, as the GPU
+/// sampler does, because a resize box must lie inside the picture.
+#[allow(clippy::too_many_arguments)]
+fn resample(resizer: &mut Resizer, input: &CpuInput, which: Which, t: &DrawTile, x_lo: i64, y_lo: i64, out_w: usize, out_h: usize, dst: Dst) {
+    let (sw, sh) = if which == Which::Y { (input.width, input.height) } else { (input.width.div_ceil(2), input.height.div_ceil(2)) };
+    let plane = &input.planes[which.index()];
+    let s = which.scale() as f64;
+    // Source position (this plane's pixels) per canvas px, and at canvas px 0.
+    let (fw, fh) = (input.width as f64, input.height as f64);
+    let kx = (t.crop[2] - t.crop[0]) as f64 * fw / t.content.width() as f64 / s;
+    let ky = (t.crop[3] - t.crop[1]) as f64 * fh / t.content.height() as f64 / s;
+    let ox = t.crop[0] as f64 * fw / s - t.content.x0 as f64 * kx;
+    let oy = t.crop[1] as f64 * fh / s - t.content.y0 as f64 * ky;
+    // Output pixel j spans source [left + j*sx, left + (j+1)*sx).
+    let (sx, sy) = (s * kx, s * ky);
+    let left = ox + x_lo as f64 * sx;
+    let top = oy + y_lo as f64 * sy;
+    if !(sx > 0.0 && sy > 0.0 && left.is_finite() && top.is_finite()) {
+        return;
+    }
+    // Outputs whose cells lie inside the picture: [j0, j1) × [k0, k1).
+    let eps = 1e-9;
+    let j0 = ((-left / sx) - eps).ceil().clamp(0.0, out_w as f64) as usize;
+    let j1 = (((sw as f64 - left) / sx) + eps).floor().clamp(j0 as f64, out_w as f64) as usize;
+    let k0 = ((-top / sy) - eps).ceil().clamp(0.0, out_h as f64) as usize;
+    let k1 = (((sh as f64 - top) / sy) + eps).floor().clamp(k0 as f64, out_h as f64) as usize;
+    let rows = dst.data.len() / dst.stride;
+    if j0 < j1 && k0 < k1 {
+        let src = ImageRef::new(sw, sh, plane, PixelType::U8).expect("packed planes hold their size");
+        let box_left = (left + j0 as f64 * sx).clamp(0.0, sw as f64);
+        let box_top = (top + k0 as f64 * sy).clamp(0.0, sh as f64);
+        let box_w = ((j1 - j0) as f64 * sx).min(sw as f64 - box_left);
+        let box_h = ((k1 - k0) as f64 * sy).min(sh as f64 - box_top);
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear)).crop(box_left, box_top, box_w, box_h);
+        let mut img = Image::from_slice_u8(dst.stride as u32, rows as u32, dst.data, PixelType::U8).expect("destination holds its rows");
+        let mut view = CroppedImageMut::new(&mut img, (dst.x + j0) as u32, (dst.y + k0) as u32, (j1 - j0) as u32, (k1 - k0) as u32)
+            .expect("region lies inside the destination");
+        if let Err(e) = resizer.resize(&src, &mut view, &options) {
+            // Not reachable with U8 views of the sizes computed above; a bug, not worth a crash.
+            tracing::error!(input = %t.input, "CPU resize failed: {e}");
+        }
+    }
+    // The rim: rows above k0 and below k1 in full, columns left of j0 and right of j1 between.
+    let sample = |j: usize, k: usize| bilinear(plane, sw as usize, sh as usize, left + (j as f64 + 0.5) * sx, top + (k as f64 + 0.5) * sy);
+    for k in 0..out_h {
+        let row = &mut dst.data[(dst.y + k) * dst.stride + dst.x..][..out_w];
+        let rim: [std::ops::Range<usize>; 2] = if k < k0 || k >= k1 { [0..out_w, 0..0] } else { [0..j0, j1..out_w] };
+        for j in rim.into_iter().flatten() {
+            row[j] = sample(j, k);
+        }
+    }
+}
+
+/// Bilinear sample at source position `(x, y)` (pixel centres at half-integers), clamped to
+/// the edges: the GPU sampler's rule.
+fn bilinear(plane: &[u8], w: usize, h: usize, x: f64, y: f64) -> u8 {
+    let (x, y) = (x - 0.5, y - 0.5);
+    let (x0, y0) = (x.floor(), y.floor());
+    let (fx, fy) = (x - x0, y - y0);
+    let ix = |v: f64| (v.max(0.0) as usize).min(w - 1);
+    let iy = |v: f64| (v.max(0.0) as usize).min(h - 1);
+    let (xa, xb, ya, yb) = (ix(x0), ix(x0 + 1.0), iy(y0), iy(y0 + 1.0));
+    let p = |xx: usize, yy: usize| plane[yy * w + xx] as f64;
+    let top = p(xa, ya) + (p(xb, ya) - p(xa, ya)) * fx;
+    let bottom = p(xa, yb) + (p(xb, yb) - p(xa, yb)) * fx;
+    (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8
+}
+
+fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInput>, resizer: &mut Resizer, scratch: &mut Vec<u8>) {
+    let s = which.scale();
+    let (x_lo, x_hi) = covered(t.rect.x0, t.rect.x1, s);
+    let (y_lo, y_hi) = covered(t.rect.y0, t.rect.y1, s);
+    let x_lo = x_lo.max(0);
+    let x_hi = x_hi.min(band.width as i64);
+    let y_lo = y_lo.max(band.row0);
+    let y_hi = y_hi.min(band.row0 + band.rows);
+    if x_lo >= x_hi || y_lo >= y_hi {
+        return;
+    }
+    let opaque = input.is_some() && t.is_opaque_picture();
+    if opaque {
+        // Resize straight into the canvas.
+        let (out_w, out_h) = ((x_hi - x_lo) as usize, (y_hi - y_lo) as usize);
+        let dst = Dst { data: &mut *band.data, stride: band.width, x: x_lo as usize, y: (y_lo - band.row0) as usize };
+        resample(resizer, input.expect("opaque tiles have input"), which, t, x_lo, y_lo, out_w, out_h, dst);
+        return;
+    }
+    // General tile: picture (where inside the content rect) or background, border, rounded
+    // coverage, opacity; blended over the canvas.
+    let (cx_lo, cx_hi) = covered(t.content.x0, t.content.x1, s);
+    let (cy_lo, cy_hi) = covered(t.content.y0, t.content.y1, s);
+    let (cx_lo, cx_hi) = (cx_lo.max(x_lo), cx_hi.min(x_hi).max(cx_lo.max(x_lo)));
+    let (cy_lo, cy_hi) = (cy_lo.max(y_lo), cy_hi.min(y_hi).max(cy_lo.max(y_lo)));
+    let pic_w = (cx_hi - cx_lo) as usize;
+    let pic_h = (cy_hi - cy_lo) as usize;
+    let has_pic = input.is_some() && pic_w > 0 && pic_h > 0;
+    if has_pic {
+        scratch.clear();
+        scratch.resize(pic_w * pic_h, 0);
+        let dst = Dst { data: &mut scratch[..], stride: pic_w, x: 0, y: 0 };
+        resample(resizer, input.expect("checked"), which, t, cx_lo, cy_lo, pic_w, pic_h, dst);
+    }
+    let bg = which.pick(t.background) as f32;
+    let border_c = which.pick(t.border_color) as f32;
+    let simple = t.radius <= 0.0 && t.border <= 0.0;
+    let inner = RectF { x0: t.rect.x0 + t.border, y0: t.rect.y0 + t.border, x1: t.rect.x1 - t.border, y1: t.rect.y1 - t.border };
+    let inner_radius = (t.radius - t.border).max(0.0);
+    for py in y_lo..y_hi {
+        let row = &mut band.data[(py - band.row0) as usize * band.width..][..band.width];
+        let cy = (py as f32 + 0.5) * s;
+        for px in x_lo..x_hi {
+            let in_pic = has_pic && px >= cx_lo && px < cx_hi && py >= cy_lo && py < cy_hi;
+            let mut c = if in_pic { scratch[(py - cy_lo) as usize * pic_w + (px - cx_lo) as usize] as f32 } else { bg };
+            let mut alpha = t.opacity;
+            if !simple {
+                let p = ((px as f32 + 0.5) * s, cy);
+                if t.radius > 0.0 {
+                    alpha *= (0.5 - rounded_rect_sdf(p, &t.rect, t.radius)).clamp(0.0, 1.0);
+                }
+                if t.border > 0.0 {
+                    let m = (0.5 + rounded_rect_sdf(p, &inner, inner_radius)).clamp(0.0, 1.0);
+                    c += (border_c - c) * m;
+                }
+            }
+            let d = &mut row[px as usize];
+            *d = if alpha >= 1.0 { c.round() as u8 } else { (c * alpha + *d as f32 * (1.0 - alpha)).round().clamp(0.0, 255.0) as u8 };
+        }
+    }
+}
+
+/// Signed distance from `p` to a rounded rectangle (negative inside), canvas px; the shader's
+/// `rounded_rect_sdf`.
+fn rounded_rect_sdf(p: (f32, f32), r: &RectF, radius: f32) -> f32 {
+    let (hx, hy) = (r.width() * 0.5, r.height() * 0.5);
+    let (cx, cy) = (r.x0 + hx, r.y0 + hy);
+    let rad = radius.min(hx.min(hy));
+    let qx = (p.0 - cx).abs() - hx + rad;
+    let qy = (p.1 - cy).abs() - hy + rad;
+    (qx.max(0.0).hypot(qy.max(0.0))) + qx.max(qy).min(0.0) - rad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bands_cut_at_tile_edges_when_near() {
+        let tile = |y0: f32, y1: f32| DrawTile {
+            input: InputId::new("a"),
+            rect: RectF { x0: 0.0, y0, x1: 10.0, y1 },
+            content: RectF { x0: 0.0, y0, x1: 10.0, y1 },
+            crop: [0.0, 0.0, 1.0, 1.0],
+            radius: 0.0,
+            border: 0.0,
+            opacity: 1.0,
+            background: mcu_media::Rgb::BLACK.to_yuv(),
+            border_color: mcu_media::Rgb::BLACK.to_yuv(),
+            video: true,
+        };
+        let grid: Vec<DrawTile> = [0.0, 240.0, 480.0].iter().map(|&y| tile(y, y + 240.0)).collect();
+        assert_eq!(band_cuts(720, 4, &grid), vec![0, 240, 360, 480, 720]);
+        assert_eq!(band_cuts(720, 3, &grid), vec![0, 240, 480, 720]);
+        assert_eq!(band_cuts(720, 4, &[]), vec![0, 180, 360, 540, 720]);
+        assert_eq!(band_cuts(720, 1, &grid), vec![0, 720]);
+    }
+
+    #[test]
+    fn coverage_follows_pixel_centres() {
+        assert_eq!(covered(0.0, 4.0, 1.0), (0, 4));
+        assert_eq!(covered(0.5, 4.5, 1.0), (0, 4), "centre 0.5 is inside [0.5, 4.5)");
+        assert_eq!(covered(0.6, 4.4, 1.0), (1, 4));
+        // Chroma: sample k stands for canvas px 2k+1.
+        assert_eq!(covered(0.0, 4.0, 2.0), (0, 2));
+        assert_eq!(covered(1.0, 5.0, 2.0), (0, 2));
+        assert_eq!(covered(1.5, 5.0, 2.0), (1, 2));
+    }
+
+    #[test]
+    fn sdf_is_negative_inside_and_rounds_corners() {
+        let r = RectF { x0: 0.0, y0: 0.0, x1: 100.0, y1: 50.0 };
+        assert!(rounded_rect_sdf((50.0, 25.0), &r, 10.0) < -20.0);
+        assert!((rounded_rect_sdf((0.0, 25.0), &r, 10.0)).abs() < 1e-4);
+        // The very corner is outside a rounded rectangle.
+        assert!(rounded_rect_sdf((0.5, 0.5), &r, 10.0) > 2.0);
+    }
+}
