@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mcu_compositor::{
     gpu::describe, AdapterChoice, CanvasId, CanvasSpec, Compositor, CustomTile, Fit, FrameSet, Gpu, InputId, Layout, Rect,
-    Scene, Strip, Tile, TileStyle,
+    RenderPath, Scene, Strip, Tile, TileStyle,
 };
 use mcu_media::{image::RgbaImage, testsrc, PixelFormat, Rgb};
 
@@ -18,10 +18,17 @@ pub fn adapters(choice: &AdapterChoice) -> anyhow::Result<()> {
 }
 
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
-    let gpu = Gpu::new(&args.adapter)?;
+    let gpu = match Gpu::new(&args.adapter) {
+        Ok(g) => Some(g),
+        Err(e) if args.render_path != RenderPath::Gpu => {
+            tracing::warn!("no GPU adapter ({e}); compositing on the CPU");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let n = args.participants as usize;
     let ids: Vec<String> = (0..n).map(|i| format!("participant{i}")).collect();
-    let mut compositor = Compositor::new(gpu.clone());
+    let mut compositor = Compositor::select(args.render_path, gpu, args.cpu_render_threads)?;
     for id in &ids {
         compositor.register_input(InputId::new(id));
     }
@@ -85,7 +92,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         .collect();
     let out = compositor.render(FrameSet { pts, frames })?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    println!("adapter: {} ({:?})", describe(&gpu.info), gpu.kind);
+    println!("compositor: {}", compositor.describe());
     for (id, frame) in out.canvases {
         let path = args.out.join(format!("{id}.png"));
         RgbaImage { width: frame.width, height: frame.height, data: frame.to_rgba() }

@@ -10,7 +10,7 @@ mod demo;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use mcu_compositor::AdapterChoice;
+use mcu_compositor::{AdapterChoice, RenderPath};
 
 #[derive(Parser, Debug)]
 #[command(name = "mcu", version, about = "GPU-accelerated SFU + MCU media server")]
@@ -40,6 +40,12 @@ pub struct DemoArgs {
     /// Adapter choice: auto, hardware, lavapipe, gl or name:<text>.
     #[arg(long, env = "MCU_GPU_ADAPTER", default_value = "auto")]
     pub adapter: AdapterChoice,
+    /// Render path: auto (wgpu on a hardware GPU, CPU on a software rasterizer), gpu or cpu.
+    #[arg(long, env = "MCU_RENDER_PATH", default_value = "auto")]
+    pub render_path: RenderPath,
+    /// Worker threads of the CPU render path (0: one per core).
+    #[arg(long, env = "MCU_CPU_RENDER_THREADS", default_value_t = 0)]
+    pub cpu_render_threads: usize,
     /// Directory for the PNGs.
     #[arg(long, env = "MCU_DEMO_OUT", default_value = "target/demo")]
     pub out: PathBuf,

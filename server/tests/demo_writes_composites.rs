@@ -32,6 +32,21 @@ fn demo_writes_a_grid_with_each_participant_in_its_cell() {
 }
 
 #[test]
+fn demo_says_which_render_path_it_used() {
+    for (path, expect) in [("cpu", "compositor: CPU, "), ("gpu", "compositor: wgpu on ")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_mcu"))
+            .args(["demo", "--participants", "2", "--width", "320", "--height", "180", "--log", "warn", "--render-path", path, "--out"])
+            .arg(std::env::temp_dir().join(format!("mcu-demo-path-{path}-{}", std::process::id())))
+            .env("XDG_RUNTIME_DIR", "/tmp")
+            .output()
+            .expect("mcu runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(expect), "{path}: {stdout}");
+    }
+}
+
+#[test]
 fn demo_refuses_an_odd_canvas_with_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_mcu"))
         .args(["demo", "--width", "641", "--log", "warn", "--out", "/tmp/mcu-demo-odd"])
