@@ -147,8 +147,11 @@ pub fn draw_text(f: &mut VideoFrame, x: u32, y: u32, scale: u32, text: &str, ink
 /// Fills a luma-space rectangle (clipped) with a colour; chroma samples whose top-left luma
 /// pixel lies inside are set too.
 pub fn fill_rect(f: &mut VideoFrame, x: u32, y: u32, w: u32, h: u32, c: Yuv) {
-    let x1 = (x + w).min(f.width);
-    let y1 = (y + h).min(f.height);
+    let x1 = x.saturating_add(w).min(f.width);
+    let y1 = y.saturating_add(h).min(f.height);
+    if x >= x1 || y >= y1 {
+        return;
+    }
     for row in y..y1 {
         let s = row as usize * f.planes[0].stride;
         f.planes[0].data[s + x as usize..s + x1 as usize].fill(c.y);
@@ -190,6 +193,14 @@ mod tests {
         // The bar moves with time.
         let c = frame(&p, PixelFormat::I420, 641, 359, Duration::from_millis(750));
         assert_ne!(a.planes[0].data[..641 * 10], c.planes[0].data[..641 * 10]);
+    }
+
+    #[test]
+    fn tiny_frames_clip_their_label() {
+        for (w, h) in [(1, 1), (2, 2), (8, 8), (9, 7), (16, 4)] {
+            let f = frame(&Pattern::Card { color: palette(1), label: 12345 }, PixelFormat::I420, w, h, Duration::from_millis(900));
+            f.validate().unwrap();
+        }
     }
 
     #[test]
