@@ -8,9 +8,11 @@ set -euo pipefail
 #   without a GPU (CI included); libegl1, libegl-mesa0, libgl1-mesa-dri: the GL/llvmpipe fallback.
 # - ffmpeg: the reference the benchmarks compare against (and, later, the end-to-end checks).
 # - pkg-config, cmake, nasm, g++: native builds of codec crates.
+# - libvpx-dev, libdav1d-dev: libvpx (VP8) and dav1d (AV1 decoding), linked by the codec crate.
 APT_PACKAGES=(
   mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
   ffmpeg pkg-config cmake nasm g++
+  libvpx-dev libdav1d-dev
 )
 
 missing=()

@@ -1,0 +1,12 @@
+//! Arbitrary access units into the Av1 decoder: errors and "need keyframe" are fine, panics
+//! and crashes are bugs.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[path = "units.rs"]
+mod units;
+
+fuzz_target!(|data: &[u8]| {
+    units::run(mcu_codec::VideoCodec::Av1, data);
+});
