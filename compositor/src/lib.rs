@@ -17,7 +17,6 @@
 #![deny(missing_docs)]
 
 mod cpu;
-pub mod gpu;
 pub mod layout;
 mod render;
 pub mod scene;
@@ -26,7 +25,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use mcu_media::{FrameError, PixelFormat, VideoFrame, Yuv};
 
-pub use gpu::{AdapterChoice, AdapterKind, Gpu, GpuError};
+pub use mcu_gpu as gpu;
+pub use mcu_gpu::{AdapterChoice, AdapterKind, Gpu, GpuError};
 pub use layout::{LayoutError, RectF, TileGeom};
 pub use render::CanvasTextures;
 pub use scene::*;

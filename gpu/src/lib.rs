@@ -1,4 +1,9 @@
 //! The one wgpu device and queue that the video compositor and the audio mixer share.
+//!
+//! Adapter choice: a hardware GPU when present, else lavapipe (Vulkan on the CPU), else GL on
+//! llvmpipe; forced by [`AdapterChoice`]. The choice is logged with its reason. wgpu's default
+//! panic on uncaptured errors is replaced by logging: a GPU fault must not take the server down.
+#![deny(missing_docs)]
 
 use std::{fmt, str::FromStr, sync::Arc};
 

@@ -1,0 +1,73 @@
+//! One Opus encode per distinct mix, however many listeners hear it.
+
+use std::collections::HashMap;
+
+use mcu_codec::audio::{AudioEncodeError, AudioOpenError, OpusEncoder, OpusConfig};
+
+use crate::{mixer::ParticipantId, MixTick};
+
+/// The listeners of one distinct mix and its Opus packet for the tick.
+pub type EncodedMix = (Vec<ParticipantId>, Vec<u8>);
+
+/// Opus encoders keyed by mix (gain row); see [`crate::MixGroup::key`].
+///
+/// A listener whose mix changes (a new speaker joins the top-K) moves to another encoder; Opus
+/// decoders take that like a short loss, which PLC covers. Encoders idle for `idle_ticks` are
+/// dropped.
+pub struct SharedEncoders {
+    config: OpusConfig,
+    encoders: HashMap<u64, (OpusEncoder, u64)>,
+    idle_ticks: u64,
+    encodes: u64,
+}
+
+impl SharedEncoders {
+    /// Encoders made with `config` (its channel count should be mono: mixes are mono).
+    pub fn new(config: OpusConfig) -> SharedEncoders {
+        SharedEncoders { config, encoders: HashMap::new(), idle_ticks: 250, encodes: 0 }
+    }
+
+    /// Opus encodes done so far.
+    pub fn encodes(&self) -> u64 {
+        self.encodes
+    }
+
+    /// Encoders alive.
+    pub fn encoders(&self) -> usize {
+        self.encoders.len()
+    }
+
+    /// Encodes every group of `tick` once; returns (listeners, packet) per group.
+    pub fn encode(&mut self, tick: &MixTick) -> Result<Vec<EncodedMix>, EncodeMixError> {
+        let mut out = Vec::with_capacity(tick.groups.len());
+        let mut pcm16 = Vec::new();
+        for g in &tick.groups {
+            let enc = match self.encoders.entry(g.key) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert((OpusEncoder::new(self.config)?, tick.tick)),
+            };
+            enc.1 = tick.tick;
+            pcm16.clear();
+            pcm16.extend(g.pcm.iter().map(|&v| (v * 32767.0).round().clamp(-32768.0, 32767.0) as i16));
+            let packet = enc.0.encode(&pcm16)?;
+            self.encodes += 1;
+            out.push((g.listeners.clone(), packet));
+        }
+        let now = tick.tick;
+        let idle = self.idle_ticks;
+        self.encoders.retain(|_, (_, last)| now.saturating_sub(*last) <= idle);
+        Ok(out)
+    }
+}
+
+/// Encoding a mix failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeMixError {
+    /// The encoder could not be made.
+    #[error(transparent)]
+    Open(#[from] AudioOpenError),
+    /// The encoder refused the frame.
+    #[error(transparent)]
+    Encode(#[from] AudioEncodeError),
+}

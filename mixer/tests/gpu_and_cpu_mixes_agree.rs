@@ -1,0 +1,73 @@
+//! The wgpu compute pass (lavapipe here) and the CPU reference give the same mixes within
+//! 1e-5 of full scale, for raw matrices and through the mixer.
+
+mod common;
+use std::sync::{Arc, OnceLock};
+
+use common::tone_frame;
+use mcu_gpu::{AdapterChoice, Gpu};
+use mcu_mixer::{mix_cpu, GpuMixer, MixPath, Mixer, MixerConfig, Role};
+
+fn gpu() -> Arc<Gpu> {
+    static G: OnceLock<Arc<Gpu>> = OnceLock::new();
+    G.get_or_init(|| {
+        let choice: AdapterChoice = std::env::var("MCU_TEST_ADAPTER").unwrap_or_default().parse().unwrap();
+        Gpu::new(&choice).expect("the GPU tests need an adapter (lavapipe without a GPU)")
+    })
+    .clone()
+}
+
+/// Deterministic pseudo-random numbers in -1..1.
+fn noise(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn matrices_agree() {
+    let mut g = GpuMixer::new(gpu());
+    for (s, n, m) in [(3, 960, 4), (10, 480, 11), (50, 960, 51), (1, 960, 1)] {
+        let x: Vec<f32> = noise(s as u64, s * n).iter().map(|v| v * 0.3).collect();
+        let gains: Vec<f32> = noise(m as u64 + 7, m * s).iter().map(|v| v.abs()).collect();
+        let a = g.mix(&x, s, n, &gains, m).unwrap();
+        let b = mix_cpu(&x, s, n, &gains, m);
+        let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "{s} sources, {m} mixes: max difference {worst}");
+        if s >= 10 {
+            assert!(b.iter().any(|v| v.abs() > 0.9), "the limiter is exercised too");
+        }
+    }
+}
+
+#[test]
+fn the_mixer_gives_the_same_groups_on_both_paths() {
+    let run = |path| {
+        let gm = (path == MixPath::Gpu).then(|| GpuMixer::new(gpu()));
+        let mut m = Mixer::new(MixerConfig { top_k: 0, path, ..Default::default() }, gm).unwrap();
+        for i in 0..6 {
+            m.add(format!("p{i}"), Role::SourceAndListener).unwrap();
+        }
+        m.set_gain("p1", "p4", 0.25).unwrap();
+        for i in 0..6 {
+            m.push(&format!("p{i}"), 0, &tone_frame(common::FREQS[i], 0.3, 0)).unwrap();
+        }
+        let t = m.tick(0);
+        (t, m.stats())
+    };
+    let (gpu_tick, gpu_stats) = run(MixPath::Gpu);
+    let (cpu_tick, cpu_stats) = run(MixPath::Cpu);
+    assert_eq!(gpu_stats.gpu_mixes, 6);
+    assert_eq!(cpu_stats.gpu_mixes, 0);
+    assert_eq!(gpu_tick.groups.len(), cpu_tick.groups.len());
+    for (a, b) in gpu_tick.groups.iter().zip(&cpu_tick.groups) {
+        assert_eq!(a.listeners, b.listeners);
+        assert_eq!(a.key, b.key);
+        let worst = a.pcm.iter().zip(&b.pcm).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "{worst}");
+    }
+}
