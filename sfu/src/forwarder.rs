@@ -1,0 +1,527 @@
+//! The forwarding table: published tracks (simulcast layers) to subscriptions, driven by
+//! packets and `now` (sans-IO, after str0m: `handle_*` in, `poll_output`/`poll_timeout` out).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    keyframe::{is_keyframe, Codec},
+    rtcp::{self, RtcpError, RtcpPacket},
+    rtp::{self, RtpError, RtpPacket},
+};
+
+/// Names a published track.
+pub type TrackId = Arc<str>;
+/// Names a subscriber connection.
+pub type SubscriberId = u64;
+
+/// Forwarder settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ForwarderConfig {
+    /// At most one keyframe request per publisher layer in this interval.
+    pub pli_interval: Duration,
+    /// Packets kept per subscription for retransmission.
+    pub retransmit_cache: usize,
+    /// A subscriber whose send backlog exceeds this many bytes is paused (dropped from fan-out)
+    /// until it drains and a keyframe arrives.
+    pub max_backlog_bytes: usize,
+    /// The SSRC the SFU uses as RTCP sender.
+    pub sfu_ssrc: u32,
+}
+
+impl Default for ForwarderConfig {
+    fn default() -> Self {
+        ForwarderConfig { pli_interval: Duration::from_millis(500), retransmit_cache: 1024, max_backlog_bytes: 1 << 20, sfu_ssrc: 1 }
+    }
+}
+
+/// Where an output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// An RTP packet for a subscriber.
+    Rtp {
+        /// The subscriber.
+        to: SubscriberId,
+        /// The rewritten packet.
+        packet: Vec<u8>,
+    },
+    /// RTCP feedback for the publisher of a track (keyframe requests).
+    PublisherRtcp {
+        /// The track.
+        track: TrackId,
+        /// The packet.
+        packet: Vec<u8>,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwarderStats {
+    /// Packets sent to subscribers (retransmissions excluded).
+    pub forwarded: u64,
+    /// Bytes sent to subscribers (retransmissions excluded).
+    pub forwarded_bytes: u64,
+    /// Packets not sent to a paused (slow) subscriber.
+    pub dropped_slow: u64,
+    /// Packets refused as malformed or from unknown SSRCs.
+    pub dropped_invalid: u64,
+    /// NACKed sequence numbers received.
+    pub nacks: u64,
+    /// Retransmissions sent.
+    pub retransmitted: u64,
+    /// NACKed packets no longer in the cache.
+    pub nack_misses: u64,
+    /// Keyframe requests sent upstream.
+    pub plis_sent: u64,
+    /// Keyframe requests absorbed by throttling.
+    pub plis_throttled: u64,
+    /// Layer switches done.
+    pub layer_switches: u64,
+}
+
+/// A forwarding operation that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ForwardError {
+    /// Not RTP.
+    #[error(transparent)]
+    Rtp(#[from] RtpError),
+    /// Not RTCP.
+    #[error(transparent)]
+    Rtcp(#[from] RtcpError),
+    /// An SSRC no published track has.
+    #[error("RTP from unknown SSRC {0:#010x}")]
+    UnknownSsrc(u32),
+    /// A track id that is not published.
+    #[error("unknown track \"{0}\"")]
+    UnknownTrack(String),
+    /// A track id published twice, or an SSRC already in use.
+    #[error("track \"{0}\" or one of its SSRCs is already published")]
+    Duplicate(String),
+    /// No such subscription.
+    #[error("subscriber {0} has no subscription to \"{1}\"")]
+    UnknownSubscription(SubscriberId, String),
+}
+
+struct Layer {
+    ssrc: u32,
+    /// Expected bitrate, for choosing by bandwidth estimate.
+    bitrate: u64,
+    last_pli: Option<Instant>,
+}
+
+struct Track {
+    codec: Codec,
+    clock_rate: u32,
+    /// Lowest layer first.
+    layers: Vec<Layer>,
+}
+
+/// Sequence number and timestamp rewriting for one subscription (LiveKit calls it the
+/// munger): output stays continuous across layer switches and publisher restarts.
+#[derive(Debug, Clone, Copy)]
+struct Munger {
+    started: bool,
+    source: u32,
+    /// First input sequence number after the last (re)anchor: older ones are dropped.
+    anchor_seq: u16,
+    highest_in: u16,
+    seq_offset: u16,
+    ts_offset: u32,
+    last_out_seq: u16,
+    last_out_ts: u32,
+    last_out_at: Option<Instant>,
+}
+
+fn seq_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+impl Munger {
+    fn new() -> Munger {
+        Munger { started: false, source: 0, anchor_seq: 0, highest_in: 0, seq_offset: 0, ts_offset: 0, last_out_seq: 0, last_out_ts: 0, last_out_at: None }
+    }
+
+    /// Anchors on a new source (or a restarted one) so that its first packet follows the last
+    /// output: sequence + 1, timestamp advanced by the wall time since the last output.
+    fn anchor(&mut self, source: u32, seq: u16, ts: u32, now: Instant, clock_rate: u32) {
+        if self.started {
+            let elapsed = self.last_out_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+            let advance = ((elapsed.as_secs_f64() * clock_rate as f64) as u32).max(1);
+            self.seq_offset = self.last_out_seq.wrapping_add(1).wrapping_sub(seq);
+            self.ts_offset = self.last_out_ts.wrapping_add(advance).wrapping_sub(ts);
+        } else {
+            self.seq_offset = 0;
+            self.ts_offset = 0;
+            self.started = true;
+        }
+        self.source = source;
+        self.anchor_seq = seq;
+        self.highest_in = seq.wrapping_sub(1);
+    }
+
+    /// Maps an input packet of the current source; `None` for packets from before the anchor.
+    fn map(&mut self, seq: u16, ts: u32, now: Instant) -> Option<(u16, u32)> {
+        if seq_newer(self.anchor_seq, seq) {
+            return None;
+        }
+        let out = (seq.wrapping_add(self.seq_offset), ts.wrapping_add(self.ts_offset));
+        if seq_newer(seq, self.highest_in) {
+            self.highest_in = seq;
+            self.last_out_seq = out.0;
+            self.last_out_ts = out.1;
+            self.last_out_at = Some(now);
+        }
+        Some(out)
+    }
+}
+
+/// A forwarded packet kept for retransmission: output sequence number, the publisher's packet,
+/// output timestamp.
+type Cached = (u16, Arc<[u8]>, u32);
+
+struct Subscription {
+    sub: SubscriberId,
+    track: TrackId,
+    out_ssrc: u32,
+    rtx: Option<(u32, u8)>,
+    rtx_seq: u16,
+    munger: Munger,
+    current: Option<usize>,
+    max_layer: usize,
+    estimate: Option<u64>,
+    /// Ring of (output seq, original packet, output timestamp).
+    cache: Vec<Option<Cached>>,
+    /// Waiting for a keyframe before sending (new, resumed or switching).
+    need_keyframe: bool,
+    paused: bool,
+    backlog: usize,
+}
+
+/// The SFU's forwarding core.
+pub struct Forwarder {
+    config: ForwarderConfig,
+    tracks: HashMap<TrackId, Track>,
+    by_ssrc: HashMap<u32, (TrackId, usize)>,
+    subs: Vec<Subscription>,
+    out: VecDeque<Output>,
+    stats: ForwarderStats,
+}
+
+impl Forwarder {
+    /// An empty table.
+    pub fn new(config: ForwarderConfig) -> Forwarder {
+        Forwarder { config, tracks: HashMap::new(), by_ssrc: HashMap::new(), subs: Vec::new(), out: VecDeque::new(), stats: ForwarderStats::default() }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ForwarderStats {
+        self.stats
+    }
+
+    /// Publishes a track with its layers' SSRCs and expected bitrates, lowest first (one entry
+    /// for a non-simulcast track).
+    pub fn publish(&mut self, id: impl Into<TrackId>, codec: Codec, clock_rate: u32, layers: &[(u32, u64)]) -> Result<(), ForwardError> {
+        let id = id.into();
+        if self.tracks.contains_key(&id) || layers.iter().any(|(s, _)| self.by_ssrc.contains_key(s)) || layers.is_empty() {
+            return Err(ForwardError::Duplicate(id.to_string()));
+        }
+        for (i, (ssrc, _)) in layers.iter().enumerate() {
+            self.by_ssrc.insert(*ssrc, (id.clone(), i));
+        }
+        let layers = layers.iter().map(|&(ssrc, bitrate)| Layer { ssrc, bitrate, last_pli: None }).collect();
+        self.tracks.insert(id, Track { codec, clock_rate, layers });
+        Ok(())
+    }
+
+    /// Replaces a layer's SSRC (a publisher that restarted with new SSRCs).
+    pub fn replace_ssrc(&mut self, track: &str, layer: usize, ssrc: u32) -> Result<(), ForwardError> {
+        let t = self.tracks.get_mut(track).ok_or_else(|| ForwardError::UnknownTrack(track.into()))?;
+        let l = t.layers.get_mut(layer).ok_or_else(|| ForwardError::UnknownTrack(track.into()))?;
+        self.by_ssrc.remove(&l.ssrc);
+        l.ssrc = ssrc;
+        self.by_ssrc.insert(ssrc, (Arc::from(track), layer));
+        Ok(())
+    }
+
+    /// Ends a track and every subscription to it.
+    pub fn unpublish(&mut self, id: &str) {
+        if let Some(t) = self.tracks.remove(id) {
+            for l in t.layers {
+                self.by_ssrc.remove(&l.ssrc);
+            }
+        }
+        self.subs.retain(|s| &*s.track != id);
+    }
+
+    /// Subscribes `sub` to `track`, sending as `out_ssrc` (and RTX as `(ssrc, payload type)`
+    /// when negotiated). Sending starts at the next keyframe, which is requested now.
+    pub fn subscribe(&mut self, now: Instant, sub: SubscriberId, track: &str, out_ssrc: u32, rtx: Option<(u32, u8)>) -> Result<(), ForwardError> {
+        let t = self.tracks.get(track).ok_or_else(|| ForwardError::UnknownTrack(track.into()))?;
+        let max_layer = t.layers.len() - 1;
+        let track: TrackId = Arc::from(track);
+        self.subs.retain(|s| !(s.sub == sub && s.track == track));
+        self.subs.push(Subscription {
+            sub,
+            track: track.clone(),
+            out_ssrc,
+            rtx,
+            rtx_seq: 0,
+            munger: Munger::new(),
+            current: None,
+            max_layer,
+            estimate: None,
+            cache: vec![None; self.config.retransmit_cache.max(1)],
+            need_keyframe: true,
+            paused: false,
+            backlog: 0,
+        });
+        let target = self.target_layer(self.subs.len() - 1);
+        self.request_keyframe(now, &track, target);
+        Ok(())
+    }
+
+    /// Ends a subscription (or all of a subscriber's with `track = None`).
+    pub fn unsubscribe(&mut self, sub: SubscriberId, track: Option<&str>) {
+        self.subs.retain(|s| !(s.sub == sub && track.is_none_or(|t| &*s.track == t)));
+    }
+
+    /// Caps the layer a subscriber receives (its chosen maximum resolution).
+    pub fn set_max_layer(&mut self, now: Instant, sub: SubscriberId, track: &str, layer: usize) -> Result<(), ForwardError> {
+        let i = self.sub_index(sub, track)?;
+        self.subs[i].max_layer = layer;
+        self.retarget(now, i);
+        Ok(())
+    }
+
+    /// Tells the forwarder how many bytes wait in a subscriber's send queue. Over the limit the
+    /// subscriber is paused; once it drains it resumes at the next keyframe.
+    pub fn set_backlog(&mut self, now: Instant, sub: SubscriberId, bytes: usize) {
+        let limit = self.config.max_backlog_bytes;
+        let mut want = Vec::new();
+        for s in self.subs.iter_mut().filter(|s| s.sub == sub) {
+            s.backlog = bytes;
+            if bytes > limit && !s.paused {
+                s.paused = true;
+                tracing::debug!(sub, track = %s.track, bytes, "subscriber paused: send backlog over the limit");
+            } else if bytes <= limit / 2 && s.paused {
+                s.paused = false;
+                s.need_keyframe = true;
+                want.push((s.track.clone(), s.current.unwrap_or(s.max_layer)));
+            }
+        }
+        for (track, layer) in want {
+            self.request_keyframe(now, &track, layer);
+        }
+    }
+
+    fn sub_index(&self, sub: SubscriberId, track: &str) -> Result<usize, ForwardError> {
+        self.subs
+            .iter()
+            .position(|s| s.sub == sub && &*s.track == track)
+            .ok_or_else(|| ForwardError::UnknownSubscription(sub, track.into()))
+    }
+
+    /// The layer a subscription should receive: the highest within its cap whose bitrate fits
+    /// its bandwidth estimate (the lowest if none fits).
+    fn target_layer(&self, i: usize) -> usize {
+        let s = &self.subs[i];
+        let Some(t) = self.tracks.get(&s.track) else { return 0 };
+        let cap = s.max_layer.min(t.layers.len() - 1);
+        match s.estimate {
+            None => cap,
+            Some(bps) => (0..=cap).rev().find(|&l| t.layers[l].bitrate <= bps).unwrap_or(0),
+        }
+    }
+
+    fn retarget(&mut self, now: Instant, i: usize) {
+        let target = self.target_layer(i);
+        if self.subs[i].current != Some(target) {
+            let track = self.subs[i].track.clone();
+            self.request_keyframe(now, &track, target);
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant, track: &TrackId, layer: usize) {
+        let interval = self.config.pli_interval;
+        let sender = self.config.sfu_ssrc;
+        let Some(t) = self.tracks.get_mut(track) else { return };
+        if t.codec == Codec::Audio {
+            return;
+        }
+        let Some(l) = t.layers.get_mut(layer) else { return };
+        if l.last_pli.is_some_and(|at| now.saturating_duration_since(at) < interval) {
+            self.stats.plis_throttled += 1;
+            return;
+        }
+        l.last_pli = Some(now);
+        self.stats.plis_sent += 1;
+        self.out.push_back(Output::PublisherRtcp { track: track.clone(), packet: rtcp::pli(sender, l.ssrc) });
+    }
+
+    /// Takes an RTP packet from a publisher and fans it out.
+    pub fn handle_rtp(&mut self, now: Instant, raw: &[u8]) -> Result<(), ForwardError> {
+        let p = match RtpPacket::parse(raw) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.dropped_invalid += 1;
+                return Err(e.into());
+            }
+        };
+        let Some((track, layer)) = self.by_ssrc.get(&p.ssrc).cloned() else {
+            self.stats.dropped_invalid += 1;
+            return Err(ForwardError::UnknownSsrc(p.ssrc));
+        };
+        let t = &self.tracks[&track];
+        let (codec, clock_rate) = (t.codec, t.clock_rate);
+        let key = is_keyframe(codec, p.payload());
+        let shared: Arc<[u8]> = Arc::from(raw);
+        for i in 0..self.subs.len() {
+            if self.subs[i].track != track {
+                continue;
+            }
+            let target = self.target_layer(i);
+            let s = &mut self.subs[i];
+            let from_current = s.current == Some(layer) && s.munger.source == p.ssrc;
+            if !from_current {
+                // Switch (or start, or follow a restarted publisher) only at a keyframe of the
+                // target layer.
+                let restarted = s.current == Some(layer);
+                if !(layer == target || restarted) || !key {
+                    continue;
+                }
+                if s.current.is_some() && s.current != Some(layer) {
+                    self.stats.layer_switches += 1;
+                }
+                s.current = Some(layer);
+                s.munger.anchor(p.ssrc, p.seq, p.timestamp, now, clock_rate);
+                s.need_keyframe = false;
+            } else if s.need_keyframe {
+                if !key {
+                    continue;
+                }
+                s.need_keyframe = false;
+            }
+            if s.paused {
+                self.stats.dropped_slow += 1;
+                continue;
+            }
+            let Some((seq, ts)) = s.munger.map(p.seq, p.timestamp, now) else { continue };
+            let mut packet = raw.to_vec();
+            rtp::rewrite_header(&mut packet, seq, ts, s.out_ssrc);
+            let slot = seq as usize % s.cache.len();
+            s.cache[slot] = Some((seq, shared.clone(), ts));
+            self.stats.forwarded += 1;
+            self.stats.forwarded_bytes += packet.len() as u64;
+            self.out.push_back(Output::Rtp { to: s.sub, packet });
+        }
+        // Subscriptions wanting another layer get their keyframe requested (throttled).
+        let wanting: Vec<usize> = (0..self.subs.len())
+            .filter(|&i| self.subs[i].track == track && self.subs[i].current != Some(self.target_layer(i)))
+            .map(|i| self.target_layer(i))
+            .collect();
+        for l in wanting {
+            self.request_keyframe(now, &track, l);
+        }
+        Ok(())
+    }
+
+    /// Takes RTCP from a subscriber: NACKs are answered from the cache, PLI/FIR go upstream
+    /// (throttled), REMB sets the subscriber's bandwidth estimate and thereby its layer.
+    pub fn handle_subscriber_rtcp(&mut self, now: Instant, sub: SubscriberId, raw: &[u8]) -> Result<(), ForwardError> {
+        let packets = rtcp::parse(raw).inspect_err(|_| self.stats.dropped_invalid += 1)?;
+        for p in packets {
+            match p {
+                RtcpPacket::Nack { media, lost, .. } => {
+                    self.stats.nacks += lost.len() as u64;
+                    let Some(i) = self.subs.iter().position(|s| s.sub == sub && s.out_ssrc == media) else { continue };
+                    for seq in lost {
+                        self.retransmit(i, seq);
+                    }
+                }
+                RtcpPacket::Pli { media, .. } => self.keyframe_for(now, sub, media),
+                RtcpPacket::Fir { entries, .. } => {
+                    for (media, _) in entries {
+                        self.keyframe_for(now, sub, media);
+                    }
+                }
+                RtcpPacket::Remb { bitrate, ssrcs, .. } => {
+                    let idx: Vec<usize> = (0..self.subs.len())
+                        .filter(|&i| self.subs[i].sub == sub && (ssrcs.is_empty() || ssrcs.contains(&self.subs[i].out_ssrc)))
+                        .collect();
+                    for i in idx {
+                        self.subs[i].estimate = Some(bitrate);
+                        self.retarget(now, i);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn keyframe_for(&mut self, now: Instant, sub: SubscriberId, media: u32) {
+        if let Some(s) = self.subs.iter().find(|s| s.sub == sub && s.out_ssrc == media) {
+            let (track, layer) = (s.track.clone(), s.current.unwrap_or(s.max_layer));
+            self.request_keyframe(now, &track, layer);
+        }
+    }
+
+    fn retransmit(&mut self, i: usize, seq: u16) {
+        let s = &mut self.subs[i];
+        let slot = seq as usize % s.cache.len();
+        let Some((cached_seq, original, ts)) = s.cache[slot].clone() else {
+            self.stats.nack_misses += 1;
+            return;
+        };
+        if cached_seq != seq {
+            self.stats.nack_misses += 1;
+            return;
+        }
+        let packet = match s.rtx {
+            None => {
+                let mut p = original.to_vec();
+                rtp::rewrite_header(&mut p, seq, ts, s.out_ssrc);
+                p
+            }
+            Some((rtx_ssrc, rtx_pt)) => {
+                // RFC 4588: the original sequence number, then the original payload.
+                let Ok(orig) = RtpPacket::parse(&original) else { return };
+                let mut payload = seq.to_be_bytes().to_vec();
+                payload.extend_from_slice(orig.payload());
+                s.rtx_seq = s.rtx_seq.wrapping_add(1);
+                rtp::build(rtx_pt, orig.marker, s.rtx_seq, ts, rtx_ssrc, &payload)
+            }
+        };
+        self.stats.retransmitted += 1;
+        self.out.push_back(Output::Rtp { to: s.sub, packet });
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Forwarder::handle_timeout`] next needs calling: keyframe requests retried for
+    /// subscriptions still waiting, at the PLI interval.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.tracks.values().flat_map(|t| t.layers.iter().filter_map(|l| l.last_pli)).min().map(|t| t + self.config.pli_interval)
+    }
+
+    /// Retries keyframe requests for subscriptions still waiting for one.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let waiting: Vec<(TrackId, usize)> = (0..self.subs.len())
+            .filter(|&i| {
+                let s = &self.subs[i];
+                !s.paused && (s.need_keyframe || s.current != Some(self.target_layer(i)))
+            })
+            .map(|i| (self.subs[i].track.clone(), self.target_layer(i)))
+            .collect();
+        for (track, layer) in waiting {
+            self.request_keyframe(now, &track, layer);
+        }
+    }
+}

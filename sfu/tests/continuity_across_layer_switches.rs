@@ -1,0 +1,87 @@
+//! A subscriber of a three-layer simulcast track: starts on the top layer at a keyframe, drops
+//! to the bottom layer when its REMB falls, climbs back when it rises. Through both switches it
+//! sees one SSRC, sequence numbers that never skip or repeat, and timestamps that keep
+//! advancing; every switch happens at a keyframe of the new layer.
+
+mod common;
+use std::time::Duration;
+
+use common::{drain, got, Clock, Publisher};
+use mcu_sfu::{rtcp, Codec, Forwarder, ForwarderConfig};
+
+#[test]
+fn one_continuous_stream_across_switches() {
+    let mut clock = Clock::start();
+    let mut f = Forwarder::new(ForwarderConfig::default());
+    let layers = [(0x1111, 150_000), (0x2222, 500_000), (0x3333, 1_500_000)];
+    f.publish("cam", Codec::Vp8, 90_000, &layers).unwrap();
+    let mut publisher = Publisher::new();
+    f.subscribe(clock.0, 7, "cam", 0xAAAA, None).unwrap();
+    let mut received = Vec::new();
+    for frame in 0..300u64 {
+        let now = clock.advance(Duration::from_millis(33));
+        if frame == 100 {
+            f.handle_subscriber_rtcp(now, 7, &rtcp::remb(99, 300_000, &[0xAAAA])).unwrap();
+        }
+        if frame == 200 {
+            f.handle_subscriber_rtcp(now, 7, &rtcp::remb(99, 3_000_000, &[0xAAAA])).unwrap();
+        }
+        for p in publisher.frame() {
+            f.handle_rtp(now, &p).unwrap();
+        }
+        f.handle_timeout(now);
+        let (out, _) = drain(&mut f, &mut publisher);
+        received.extend(out.into_iter().map(|(to, p)| {
+            assert_eq!(to, 7);
+            (frame, got(&p))
+        }));
+    }
+    assert!(received[0].1 .4, "the stream starts at a keyframe");
+    let layers_seen: Vec<u8> = received.iter().map(|(_, g)| g.3).collect();
+    assert_eq!(layers_seen[0], 2, "top layer first");
+    assert!(layers_seen.contains(&0), "dropped to the bottom layer");
+    assert_eq!(*layers_seen.last().unwrap(), 2, "back on top");
+    for w in received.windows(2) {
+        let ((_, a), (_, b)) = (&w[0], &w[1]);
+        assert_eq!(b.2, 0xAAAA);
+        assert_eq!(b.0, a.0.wrapping_add(1), "sequence continuous: {a:?} -> {b:?}");
+        let dt = b.1.wrapping_sub(a.1);
+        assert!(dt < 90_000, "timestamp moves forward: {a:?} -> {b:?}");
+        if b.3 != a.3 {
+            assert!(b.4, "switches happen at a keyframe of the new layer");
+            assert!(dt > 0, "a switch advances the timestamp");
+        }
+    }
+    assert_eq!(f.stats().layer_switches, 2);
+}
+
+#[test]
+fn a_publisher_restart_with_new_ssrcs_stays_continuous() {
+    let mut clock = Clock::start();
+    let mut f = Forwarder::new(ForwarderConfig::default());
+    f.publish("mic", Codec::Audio, 48_000, &[(0x1111, 40_000)]).unwrap();
+    f.subscribe(clock.0, 1, "mic", 0xBBBB, None).unwrap();
+    let mut last: Option<(u16, u32)> = None;
+    let mut send = |f: &mut Forwarder, now, seq: u16, ts: u32, ssrc: u32| {
+        f.handle_rtp(now, &mcu_sfu::rtp::build(111, false, seq, ts, ssrc, b"opus")).unwrap();
+        while let Some(mcu_sfu::Output::Rtp { packet, .. }) = f.poll_output() {
+            let p = mcu_sfu::rtp::RtpPacket::parse(&packet).unwrap();
+            if let Some((s, t)) = last {
+                assert_eq!(p.seq, s.wrapping_add(1));
+                assert!(p.timestamp.wrapping_sub(t) >= 960 && p.timestamp.wrapping_sub(t) < 48_000);
+            }
+            last = Some((p.seq, p.timestamp));
+        }
+    };
+    for k in 0..50u16 {
+        let now = clock.advance(Duration::from_millis(20));
+        send(&mut f, now, 1000 + k, 10_000 + 960 * k as u32, 0x1111);
+    }
+    // The publisher reconnects: new SSRC, new random bases.
+    f.replace_ssrc("mic", 0, 0x5555).unwrap();
+    for k in 0..50u16 {
+        let now = clock.advance(Duration::from_millis(20));
+        send(&mut f, now, 40_000 + k, 7_777_777 + 960 * k as u32, 0x5555);
+    }
+    assert_eq!(f.stats().forwarded, 100);
+}
