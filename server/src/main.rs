@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod demo;
+mod token;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Composite synthetic participants in every layout and write the canvases as PNGs.
     Demo(DemoArgs),
+    /// Mint an access token (JWT) for a room.
+    Token(token::TokenArgs),
     /// List the GPU adapters wgpu finds and the one `--adapter` picks.
     Adapters {
         /// Adapter choice: auto, hardware, lavapipe, gl or name:<text>.
@@ -69,5 +72,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Adapters { adapter } => demo::adapters(&adapter),
+        Command::Token(args) => token::run(&args),
     }
 }
