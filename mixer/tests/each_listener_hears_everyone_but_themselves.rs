@@ -15,8 +15,8 @@ fn room(n: usize) -> Mixer {
 }
 
 fn run(m: &mut Mixer, n: usize, tick: u64) -> MixTick {
-    for i in 0..n {
-        m.push(&format!("p{i}"), tick, &tone_frame(FREQS[i], 0.2, tick)).unwrap();
+    for (i, &f) in FREQS.iter().enumerate().take(n) {
+        m.push(&format!("p{i}"), tick, &tone_frame(f, 0.2, tick)).unwrap();
     }
     m.tick(tick)
 }

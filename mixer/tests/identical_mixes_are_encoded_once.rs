@@ -19,8 +19,8 @@ fn hundred_listeners_three_speakers_four_encodes() {
     let (mut shared_pcm, mut speaker_pcm) = (Vec::new(), Vec::new());
     let ticks = 25;
     for tick in 0..ticks {
-        for s in 0..3 {
-            m.push(&format!("p{s}"), tick, &tone_frame(FREQS[s], 0.2, tick)).unwrap();
+        for (s, &f) in FREQS.iter().enumerate().take(3) {
+            m.push(&format!("p{s}"), tick, &tone_frame(f, 0.2, tick)).unwrap();
         }
         // The other 97 have open microphones with faint hiss (-70 dBov): below the gate.
         for i in 3..100 {
@@ -42,8 +42,8 @@ fn hundred_listeners_three_speakers_four_encodes() {
     // Skip the codec's start-up; compare tone amplitudes (Opus at 32 kbps keeps them within 15 %).
     let tail = |v: &[f32]| v[v.len() - 9600..].to_vec();
     let (shared, speaker) = (tail(&shared_pcm), tail(&speaker_pcm));
-    for s in 0..3 {
-        let a = amplitude(&shared, FREQS[s]);
+    for (s, &f) in FREQS.iter().enumerate().take(3) {
+        let a = amplitude(&shared, f);
         assert!((a - 0.2).abs() < 0.03, "shared mix: tone {s} at {a}");
     }
     assert!(amplitude(&speaker, FREQS[0]) < 0.01, "p0 does not hear itself");
