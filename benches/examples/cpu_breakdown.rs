@@ -10,6 +10,10 @@ use mcu_media::{testsrc, PixelFormat, Rgb};
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(9);
     let threads: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (cw, ch): (u32, u32) = match std::env::args().nth(3).as_deref() {
+        Some("1080p") => (1920, 1080),
+        _ => (1280, 720),
+    };
     let frames: Vec<_> = (0..n)
         .map(|i| {
             let p = testsrc::Pattern::Card { color: testsrc::palette(i), label: i as u32 };
@@ -21,7 +25,7 @@ fn main() {
         c.register_input(id.clone());
     }
     let ids: Vec<String> = (0..n).map(|i| format!("in{i}")).collect();
-    let spec = CanvasSpec { id: CanvasId::new("m"), width: 1280, height: 720, format: PixelFormat::I420, background: Rgb::BLACK, layout: Layout::grid(ids), transition: None };
+    let spec = CanvasSpec { id: CanvasId::new("m"), width: cw, height: ch, format: PixelFormat::I420, background: Rgb::BLACK, layout: Layout::grid(ids), transition: None };
     c.update_scene(Scene { canvases: vec![spec] }).unwrap();
     for _ in 0..20 {
         c.render(FrameSet { pts: Duration::ZERO, frames: frames.clone() }).unwrap();
@@ -33,5 +37,5 @@ fn main() {
     }
     let wall = t.elapsed().as_secs_f64() * 1000.0 / k as f64;
     let cpu = (cpu_time(false) - c0).as_secs_f64() * 1000.0 / k as f64;
-    println!("{n} tiles 720p, CPU path: {wall:.2} ms wall, {cpu:.2} ms CPU per canvas");
+    println!("{n} tiles {cw}x{ch}, CPU path: {wall:.2} ms wall, {cpu:.2} ms CPU per canvas");
 }
