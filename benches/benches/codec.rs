@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcu_benches::{cpu_time, ffmpeg_version, git_rev, machine, results_dir};
+use mcu_benches::{cpu_time, ffmpeg_version, git_rev, machine, save_results, today};
 use mcu_codec::{
     new_decoder, new_software_encoder,
     nvenc::{self, NvencStatus},
@@ -356,8 +356,7 @@ fn main() {
     }
 
     if save {
-        let date = Command::new("date").arg("+%Y-%m-%d").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).unwrap_or_default();
-        let date = date.trim();
+        let date = today();
         let mut md = String::new();
         writeln!(md, "# Codec throughput, {date}\n").unwrap();
         writeln!(md, "- Machine: {}", machine()).unwrap();
@@ -379,8 +378,6 @@ fn main() {
         }
         writeln!(md, "\n## NVENC\n").unwrap();
         md.push_str(&nvenc_md);
-        let path = results_dir().join(format!("codec-{date}.md"));
-        std::fs::write(&path, md).expect("results written");
-        println!("saved {}", path.display());
+        save_results("codec", &date, &md);
     }
 }

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcu_benches::{cpu_time, ffmpeg_version, git_rev, machine, results_dir};
+use mcu_benches::{cpu_time, ffmpeg_version, git_rev, machine, save_results, today};
 use mcu_compositor::{gpu::describe, AdapterChoice, CanvasId, CanvasSpec, Compositor, FrameSet, Gpu, InputId, Layout, Scene};
 use mcu_media::{testsrc, PixelFormat, Rgb, VideoFrame};
 
@@ -167,8 +167,7 @@ fn main() {
     println!("({rounds})");
 
     if save {
-        let date = std::process::Command::new("date").arg("+%Y-%m-%d").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).unwrap_or_default();
-        let date = date.trim();
+        let date = today();
         let mut md = String::new();
         writeln!(md, "# Compositor throughput, {date}\n").unwrap();
         writeln!(md, "- Machine: {}", machine()).unwrap();
@@ -176,11 +175,9 @@ fn main() {
         writeln!(md, "- ffmpeg: {}", if have_ffmpeg { ffmpeg_version() } else { "not installed".into() }).unwrap();
         writeln!(md, "- Commit: {}", git_rev()).unwrap();
         writeln!(md, "- Command: `cargo bench -p mcu-benches --bench compositor -- --save --seconds {seconds}`").unwrap();
-        writeln!(md, "- What is timed: fresh {IN_W}x{IN_H} I420 frames for every input each canvas; wgpu: upload, render (instanced quads, one pass per plane), readback of the I420 canvas into memory, one canvas at a time (round trip, no pipelining); CPU path: bilinear SIMD scaling (fast_image_resize) in 64-row bands on a rayon pool of one thread per core. CPU = this process's user+system time (on lavapipe that is the rasterizer's threads). ffmpeg: raw I420 inputs, `scale=flags=bilinear` per tile + `xstack`, `-f null`, its own threading; CPU = its user+system time.\n").unwrap();
+        writeln!(md, "- What is timed: fresh {IN_W}x{IN_H} I420 frames for every input each canvas; wgpu: upload, render (instanced quads, one pass per plane), readback of the I420 canvas into memory, one canvas at a time (round trip, no pipelining); CPU path: bilinear SIMD scaling (fast_image_resize) in horizontal bands (two per thread, cut at tile edges where possible) on a rayon pool of one thread per core. CPU = this process's user+system time (on lavapipe that is the rasterizer's threads). ffmpeg: raw I420 inputs, `scale=flags=bilinear` per tile + `xstack`, `-f null`, its own threading; CPU = its user+system time.\n").unwrap();
         md.push_str(&table);
         md.push_str(&format!("\n{rounds}.\n"));
-        let path = results_dir().join(format!("compositor-{date}.md"));
-        std::fs::write(&path, md).expect("results written");
-        println!("saved {}", path.display());
+        save_results("compositor", &date, &md);
     }
 }

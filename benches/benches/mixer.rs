@@ -8,7 +8,7 @@
 
 use std::{fmt::Write as _, time::Instant};
 
-use mcu_benches::{cpu_time, git_rev, machine, results_dir};
+use mcu_benches::{cpu_time, git_rev, machine, save_results, today};
 use mcu_codec::audio::{OpusChannels, OpusConfig, OpusEncoder};
 use mcu_gpu::{describe, AdapterChoice, Gpu};
 use mcu_mixer::{soft_limit, AudioFrame, GpuMixer, MixPath, Mixer, MixerConfig, Role, SharedEncoders};
@@ -136,8 +136,7 @@ fn main() {
         writeln!(table, "{line}").unwrap();
     }
     if save {
-        let date = std::process::Command::new("date").arg("+%Y-%m-%d").output().ok().and_then(|o| String::from_utf8(o.stdout).ok()).unwrap_or_default();
-        let date = date.trim();
+        let date = today();
         let mut md = String::new();
         writeln!(md, "# Audio mixer cost per 20 ms tick, {date}\n").unwrap();
         writeln!(md, "- Machine: {}", machine()).unwrap();
@@ -146,8 +145,6 @@ fn main() {
         writeln!(md, "- Command: `cargo bench -p mcu-benches --bench mixer -- --save --ticks {ticks}`").unwrap();
         writeln!(md, "- What is timed, per tick, on one thread: pushing every participant's 20 ms frame (speakers: tones; the rest: open microphones with faint hiss, about -70 dBov, which the speech gate and top-K leave out), levels, top-K, grouping of identical mixes, the mixes, and one Opus encode (mono, 32 kbps, complexity default) per distinct mix. Naive: one mix (room total minus own) and one Opus encode per listener.\n").unwrap();
         md.push_str(&table);
-        let path = results_dir().join(format!("mixer-{date}.md"));
-        std::fs::write(&path, md).expect("results written");
-        println!("saved {}", path.display());
+        save_results("mixer", &date, &md);
     }
 }

@@ -66,3 +66,15 @@ pub fn git_rev() -> String {
 pub fn results_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results")
 }
+
+/// Today's date (`YYYY-MM-DD`, from `date`), for result file names and headings.
+pub fn today() -> String {
+    first_line("date", &["+%Y-%m-%d"])
+}
+
+/// Writes `benches/results/{name}-{date}.md` and says where.
+pub fn save_results(name: &str, date: &str, markdown: &str) {
+    let path = results_dir().join(format!("{name}-{date}.md"));
+    std::fs::write(&path, markdown).expect("benches/results is writable");
+    println!("saved {}", path.display());
+}
