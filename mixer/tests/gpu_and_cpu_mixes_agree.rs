@@ -71,3 +71,20 @@ fn the_mixer_gives_the_same_groups_on_both_paths() {
         assert!(worst < 1e-5, "{worst}");
     }
 }
+
+#[test]
+fn auto_keeps_small_mixes_and_software_adapters_on_the_cpu() {
+    let g = gpu();
+    let gm = GpuMixer::new(g.clone());
+    // Small work never pays for the transfer; large work does on hardware only.
+    assert!(!gm.worth_it(4, 3, 960));
+    assert_eq!(gm.worth_it(200, 20, 960), !g.kind.is_software());
+    let mut m = Mixer::new(MixerConfig { top_k: 0, path: MixPath::Auto, ..Default::default() }, Some(gm)).unwrap();
+    for i in 0..3 {
+        m.add(format!("p{i}"), Role::SourceAndListener).unwrap();
+        m.push(&format!("p{i}"), 0, &tone_frame(common::FREQS[i], 0.3, 0)).unwrap();
+    }
+    m.tick(0);
+    assert_eq!(m.stats().mixes, 3);
+    assert_eq!(m.stats().gpu_mixes, 0, "three small mixes stay on the CPU");
+}
