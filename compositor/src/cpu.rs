@@ -263,11 +263,27 @@ fn resample(resizer: &mut Resizer, input: &CpuInput, which: Which, t: &DrawTile,
         let box_top = (top + k0 as f64 * sy).clamp(0.0, sh as f64);
         let box_w = ((j1 - j0) as f64 * sx).min(sw as f64 - box_left);
         let box_h = ((k1 - k0) as f64 * sy).min(sh as f64 - box_top);
-        let options = ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear)).crop(box_left, box_top, box_w, box_h);
+        let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear));
+        let (out_w, out_h) = ((j1 - j0) as u32, (k1 - k0) as u32);
         let mut img = Image::from_slice_u8(dst.stride as u32, rows as u32, dst.data, PixelType::U8).expect("destination holds its rows");
-        let mut view = CroppedImageMut::new(&mut img, (dst.x + j0) as u32, (dst.y + k0) as u32, (j1 - j0) as u32, (k1 - k0) as u32)
-            .expect("region lies inside the destination");
-        if let Err(e) = resizer.resize(&src, &mut view, &options) {
+        let mut view =
+            CroppedImageMut::new(&mut img, (dst.x + j0) as u32, (dst.y + k0) as u32, out_w, out_h).expect("region lies inside the destination");
+        // fast_image_resize runs the vertical pass first for 8-bit pictures, which is cheaper when
+        // shrinking; when enlarging vertically it makes the (costlier) horizontal pass run over
+        // the enlarged row count, so there the horizontal pass goes first, over the source rows.
+        let enlarging = box_h < out_h as f64 && box_w != out_w as f64;
+        let result = if enlarging {
+            let ry0 = (box_top.floor() - 1.0).max(0.0);
+            let ry1 = ((box_top + box_h).ceil() + 1.0).min(sh as f64);
+            let temp_rows = (ry1 - ry0) as u32;
+            let mut temp = Image::new(out_w, temp_rows, PixelType::U8);
+            resizer
+                .resize(&src, &mut temp, &bilinear.crop(box_left, ry0, box_w, ry1 - ry0))
+                .and_then(|()| resizer.resize(&temp, &mut view, &bilinear.crop(0.0, box_top - ry0, out_w as f64, box_h)))
+        } else {
+            resizer.resize(&src, &mut view, &bilinear.crop(box_left, box_top, box_w, box_h))
+        };
+        if let Err(e) = result {
             // Not reachable with U8 views of the sizes computed above; a bug, not worth a crash.
             tracing::error!(input = %t.input, "CPU resize failed: {e}");
         }
