@@ -1,11 +1,12 @@
 //! `mcu`: the media server binary.
 //!
-//! Today it carries the compositor demo (`mcu demo`) and adapter discovery (`mcu adapters`);
-//! `mcu serve` arrives with the transport and MCU pipeline issues. This crate is the only one
+//! Today: `mcu serve` (the WebSocket room protocol; media transport to come), the compositor
+//! demo (`mcu demo`), token minting (`mcu token`) and adapter discovery (`mcu adapters`). This crate is the only one
 //! that reads the clock, opens sockets or spawns tasks.
 #![allow(clippy::disallowed_methods)]
 
 mod demo;
+mod serve;
 mod token;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Composite synthetic participants in every layout and write the canvases as PNGs.
     Demo(DemoArgs),
+    /// Run the server (today: the WebSocket room protocol at /ws and /healthz).
+    Serve(serve::ServeArgs),
     /// Mint an access token (JWT) for a room.
     Token(token::TokenArgs),
     /// List the GPU adapters wgpu finds and the one `--adapter` picks.
@@ -73,5 +76,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Adapters { adapter } => demo::adapters(&adapter),
         Command::Token(args) => token::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }

@@ -1,0 +1,140 @@
+//! `mcu serve`: the HTTP front door. Today: `/ws` (the WebSocket room protocol) and `/healthz`;
+//! WHIP/WHEP, the MCU pipeline and `/metrics` come with the transport issue.
+//!
+//! This module owns the sockets and the clock: it moves text frames between WebSockets and the
+//! sans-IO [`Hub`], passing the current time in, and tells the hub when a socket closes or
+//! vanishes.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::SystemTime,
+};
+
+use anyhow::Context;
+use axum::{
+    extract::{
+        ws::{Message, WebSocket, WebSocketUpgrade},
+        State,
+    },
+    response::IntoResponse,
+    routing::get,
+    Router,
+};
+use futures_util::{SinkExt, StreamExt};
+use mcu_signaling::{
+    auth::Keys,
+    room::{ConnId, Hub, Limits, Outbox, ServerMessage},
+};
+use tokio::sync::mpsc;
+
+/// Options of `mcu serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// HTTP listen address (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "MCU_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+    /// Development mode: accepts requests without tokens. Never in production.
+    #[arg(long, env = "MCU_DEV")]
+    pub dev: bool,
+    /// HS256 secret for access tokens (at least 32 bytes).
+    #[arg(long, env = "MCU_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Ed25519 public key (PEM) for EdDSA access tokens.
+    #[arg(long, env = "MCU_JWT_ED25519_PUBLIC_KEY")]
+    pub jwt_ed25519_public_key: Option<std::path::PathBuf>,
+    /// Participants per room.
+    #[arg(long, env = "MCU_MAX_PARTICIPANTS", default_value_t = 500)]
+    pub max_participants: usize,
+}
+
+struct Shared {
+    hub: Mutex<Hub>,
+    peers: Mutex<HashMap<ConnId, mpsc::UnboundedSender<ServerMessage>>>,
+    next_conn: AtomicU64,
+}
+
+impl Shared {
+    fn deliver(&self, out: Outbox) {
+        let peers = self.peers.lock().expect("peer map lock is never poisoned");
+        for (conn, msg) in out {
+            // A peer that went away has no sender any more; its own task reports the close.
+            if let Some(tx) = peers.get(&conn) {
+                let _ = tx.send(msg);
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let mut keys = Keys::new();
+    if let Some(secret) = &args.jwt_secret {
+        keys = keys.with_hs256(secret.as_bytes())?;
+    }
+    if let Some(path) = &args.jwt_ed25519_public_key {
+        keys = keys.with_ed25519_public_pem(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)?;
+    }
+    if args.dev {
+        tracing::warn!("DEVELOPMENT MODE: requests without access tokens are accepted. Do not expose this server.");
+    } else if args.jwt_secret.is_none() && args.jwt_ed25519_public_key.is_none() {
+        anyhow::bail!("no token key configured: set MCU_JWT_SECRET or --jwt-ed25519-public-key, or run with --dev");
+    }
+    let limits = Limits { max_participants: args.max_participants, ..Limits::default() };
+    let shared = Arc::new(Shared { hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let app = Router::new().route("/healthz", get(|| async { "ok\n" })).route("/ws", get(ws_upgrade)).with_state(shared);
+        let listener = tokio::net::TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
+        let addr = listener.local_addr()?;
+        println!("listening on http://{addr}");
+        tracing::info!(%addr, dev = args.dev, "mcu serving");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!("shutting down");
+            })
+            .await?;
+        anyhow::Ok(())
+    })
+}
+
+async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    ws.max_message_size(256 * 1024).on_upgrade(move |socket| session(socket, shared))
+}
+
+async fn session(socket: WebSocket, shared: Arc<Shared>) {
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMessage>();
+    shared.peers.lock().expect("peer map lock is never poisoned").insert(conn, tx);
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let text = serde_json::to_string(&msg).expect("server messages serialise");
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(frame) = stream.next().await {
+        let out = match frame {
+            Ok(Message::Text(text)) => shared.hub.lock().expect("hub lock is never poisoned").handle(conn, text.as_str(), unix_now()),
+            Ok(Message::Binary(_)) => vec![(conn, ServerMessage::Error { code: 400, message: "text frames only".into() })],
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        shared.deliver(out);
+    }
+    // Closed or vanished: leave the room, tell the others.
+    shared.peers.lock().expect("peer map lock is never poisoned").remove(&conn);
+    let out = shared.hub.lock().expect("hub lock is never poisoned").disconnect(conn);
+    shared.deliver(out);
+    writer.abort();
+}
