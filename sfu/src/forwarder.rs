@@ -379,11 +379,16 @@ impl Forwarder {
         let (codec, clock_rate) = (t.codec, t.clock_rate);
         let key = is_keyframe(codec, p.payload());
         let shared: Arc<[u8]> = Arc::from(raw);
+        // Layers that subscriptions still wait for, requested (throttled) after the fan-out.
+        let mut wanting: Vec<usize> = Vec::new();
         for i in 0..self.subs.len() {
             if self.subs[i].track != track {
                 continue;
             }
             let target = self.target_layer(i);
+            if self.subs[i].current != Some(target) && !(layer == target && key) {
+                wanting.push(target);
+            }
             let s = &mut self.subs[i];
             let from_current = s.current == Some(layer) && s.munger.source == p.ssrc;
             if !from_current {
@@ -418,11 +423,8 @@ impl Forwarder {
             self.stats.forwarded_bytes += packet.len() as u64;
             self.out.push_back(Output::Rtp { to: s.sub, packet });
         }
-        // Subscriptions wanting another layer get their keyframe requested (throttled).
-        let wanting: Vec<usize> = (0..self.subs.len())
-            .filter(|&i| self.subs[i].track == track && self.subs[i].current != Some(self.target_layer(i)))
-            .map(|i| self.target_layer(i))
-            .collect();
+        wanting.sort_unstable();
+        wanting.dedup();
         for l in wanting {
             self.request_keyframe(now, &track, l);
         }
