@@ -6,8 +6,12 @@
 #![allow(clippy::disallowed_methods)]
 
 mod demo;
+mod metrics;
+mod rtc;
 mod serve;
+mod sfu;
 mod token;
+mod whip;
 
 use std::path::PathBuf;
 

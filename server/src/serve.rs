@@ -1,5 +1,5 @@
-//! `mcu serve`: the HTTP front door. Today: `/ws` (the WebSocket room protocol) and `/healthz`;
-//! WHIP/WHEP, the MCU pipeline and `/metrics` come with the transport issue.
+//! `mcu serve`: the HTTP front door on one port: WHIP/WHEP and their session resources (the
+//! SFU, see [`crate::sfu`]), `/ws` (the WebSocket room protocol), `/metrics` and `/healthz`.
 //!
 //! This module owns the sockets and the clock: it moves text frames between WebSockets and the
 //! sans-IO [`Hub`], passing the current time in, and tells the hub when a socket closes or
@@ -19,11 +19,21 @@ use anyhow::Context;
 use axum::{
     extract::{
         ws::{Message, WebSocket, WebSocketUpgrade},
-        State,
+        DefaultBodyLimit, State,
     },
+    http::{header, HeaderName, Method},
     response::IntoResponse,
-    routing::get,
+    routing::{get, patch, post},
     Router,
+};
+use rtc::peer_connection::transport::RTCIceServer;
+use tower_http::cors::CorsLayer;
+
+use crate::{
+    metrics,
+    rtc::RtcConfig,
+    sfu::{Sfu, SfuLimits},
+    whip::{self, Http},
 };
 use futures_util::{SinkExt, StreamExt};
 use mcu_signaling::{
@@ -50,9 +60,36 @@ pub struct ServeArgs {
     /// Participants per room.
     #[arg(long, env = "MCU_MAX_PARTICIPANTS", default_value_t = 500)]
     pub max_participants: usize,
+    /// Rooms at once.
+    #[arg(long, env = "MCU_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
+    /// Tracks per participant.
+    #[arg(long, env = "MCU_MAX_TRACKS", default_value_t = 8)]
+    pub max_tracks: usize,
+    /// Subscriber (WHEP) sessions per room.
+    #[arg(long, env = "MCU_MAX_SUBSCRIBERS", default_value_t = 1000)]
+    pub max_subscribers: usize,
+    /// Largest request body (SDP offers, trickle fragments) in bytes.
+    #[arg(long, env = "MCU_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// UDP addresses WebRTC binds, comma-separated (port 0: a port per connection). `--dev`
+    /// adds 127.0.0.1 so local clients connect.
+    #[arg(long, env = "MCU_RTC_UDP", value_delimiter = ',', default_value = "0.0.0.0:0")]
+    pub rtc_udp: Vec<SocketAddr>,
+    /// STUN/TURN server URLs handed to the ICE agent and announced to WHIP/WHEP clients in
+    /// `Link` headers, comma-separated (e.g. `stun:stun.example.org:3478`).
+    #[arg(long, env = "MCU_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+    /// TURN username for the servers above.
+    #[arg(long, env = "MCU_TURN_USERNAME")]
+    pub turn_username: Option<String>,
+    /// TURN credential for the servers above.
+    #[arg(long, env = "MCU_TURN_CREDENTIAL", hide_env_values = true)]
+    pub turn_credential: Option<String>,
 }
 
 struct Shared {
+    http: Arc<Http>,
     hub: Mutex<Hub>,
     peers: Mutex<HashMap<ConnId, mpsc::UnboundedSender<ServerMessage>>>,
     next_conn: AtomicU64,
@@ -87,11 +124,42 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     } else if args.jwt_secret.is_none() && args.jwt_ed25519_public_key.is_none() {
         anyhow::bail!("no token key configured: set MCU_JWT_SECRET or --jwt-ed25519-public-key, or run with --dev");
     }
-    let limits = Limits { max_participants: args.max_participants, ..Limits::default() };
-    let shared = Arc::new(Shared { hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
+    let limits = Limits { max_participants: args.max_participants, max_rooms: args.max_rooms, max_tracks: args.max_tracks, ..Limits::default() };
+    let ice_servers: Vec<RTCIceServer> = args
+        .ice_servers
+        .iter()
+        .map(|u| RTCIceServer {
+            urls: vec![u.clone()],
+            username: args.turn_username.clone().unwrap_or_default(),
+            credential: args.turn_credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let ice_links = args.ice_servers.iter().map(|u| format!("<{u}>; rel=\"ice-server\"")).collect();
+    let rtc = RtcConfig::new(&args.rtc_udp, args.dev, ice_servers);
+    let sfu_limits = SfuLimits { max_rooms: args.max_rooms, max_participants: args.max_participants, max_tracks: args.max_tracks, max_subscribers: args.max_subscribers };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let app = Router::new().route("/healthz", get(|| async { "ok\n" })).route("/ws", get(ws_upgrade)).with_state(shared);
+        let sfu = Sfu::new(rtc, sfu_limits);
+        let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links });
+        let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
+        let cors = CorsLayer::new()
+            .allow_origin(tower_http::cors::Any)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
+            .expose_headers([header::LOCATION, header::ETAG, header::LINK, HeaderName::from_static("accept-patch"), HeaderName::from_static("x-participant")]);
+        let media = Router::new()
+            .route("/whip/{room}", post(whip::whip))
+            .route("/whep/{room}/{participant}", post(whip::whep_participant))
+            .route("/session/{id}", patch(whip::patch_session).delete(whip::delete_session))
+            .with_state(http)
+            .layer(DefaultBodyLimit::max(args.max_body_bytes))
+            .layer(cors);
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics_endpoint))
+            .route("/ws", get(ws_upgrade))
+            .with_state(shared)
+            .merge(media);
         let listener = tokio::net::TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
         let addr = listener.local_addr()?;
         println!("listening on http://{addr}");
@@ -102,8 +170,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 tracing::info!("shutting down");
             })
             .await?;
+        sfu.end_all().await;
         anyhow::Ok(())
     })
+}
+
+async fn metrics_endpoint(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let ws = shared.peers.lock().expect("peer map lock is never poisoned").len() as u64;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::render(&shared.http.sfu, ws))
 }
 
 async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -1,0 +1,81 @@
+//! `GET /metrics`: Prometheus text exposition (version 0.0.4) of the SFU and room protocol.
+
+use std::{fmt::Write, sync::atomic::Ordering};
+
+use mcu_sfu::forwarder::ForwarderStats;
+
+use crate::sfu::Sfu;
+
+struct Out(String);
+
+impl Out {
+    fn metric(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    }
+
+    fn labelled(&mut self, name: &str, kind: &str, help: &str, values: &[(&str, u64)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in values {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {v}");
+        }
+    }
+}
+
+fn add(a: &mut ForwarderStats, b: &ForwarderStats) {
+    a.forwarded += b.forwarded;
+    a.forwarded_bytes += b.forwarded_bytes;
+    a.dropped_slow += b.dropped_slow;
+    a.dropped_invalid += b.dropped_invalid;
+    a.nacks += b.nacks;
+    a.retransmitted += b.retransmitted;
+    a.nack_misses += b.nack_misses;
+    a.plis_sent += b.plis_sent;
+    a.plis_throttled += b.plis_throttled;
+    a.layer_switches += b.layer_switches;
+}
+
+/// The exposition text.
+pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
+    let mut total = ForwarderStats::default();
+    for s in sfu.retired_stats() {
+        add(&mut total, &s);
+    }
+    let rooms = sfu.rooms();
+    let (mut participants, mut tracks, mut subscribers) = (0, 0, 0);
+    for r in &rooms {
+        add(&mut total, &r.stats());
+        let (p, t, s) = r.counts();
+        participants += p as u64;
+        tracks += t as u64;
+        subscribers += s;
+    }
+    let c = &sfu.counters;
+    let mut o = Out(String::new());
+    o.metric("mcu_rooms", "gauge", "Rooms with at least one session.", rooms.len() as u64);
+    o.metric("mcu_participants", "gauge", "Publishing participants.", participants);
+    o.metric("mcu_tracks", "gauge", "Published tracks.", tracks);
+    o.metric("mcu_subscribers", "gauge", "Subscriber (WHEP) sessions.", subscribers);
+    o.metric("mcu_ws_connections", "gauge", "Open WebSocket room-protocol connections.", ws_connections);
+    o.metric("mcu_rtp_received_packets_total", "counter", "RTP packets received from publishers.", c.received.load(Ordering::Relaxed));
+    o.metric("mcu_rtp_received_bytes_total", "counter", "RTP bytes received from publishers.", c.received_bytes.load(Ordering::Relaxed));
+    o.metric("mcu_rtp_forwarded_packets_total", "counter", "RTP packets forwarded to subscribers (retransmissions excluded).", total.forwarded);
+    o.metric("mcu_rtp_forwarded_bytes_total", "counter", "RTP bytes forwarded to subscribers.", total.forwarded_bytes);
+    o.metric("mcu_rtp_sent_packets_total", "counter", "RTP packets written to subscriber connections.", c.sent.load(Ordering::Relaxed));
+    o.labelled(
+        "mcu_rtp_dropped_packets_total",
+        "counter",
+        "RTP packets dropped, by reason.",
+        &[
+            ("reason=\"slow_subscriber\"", total.dropped_slow),
+            ("reason=\"queue_full\"", c.dropped_queue_full.load(Ordering::Relaxed)),
+            ("reason=\"invalid\"", total.dropped_invalid),
+        ],
+    );
+    o.metric("mcu_nacks_total", "counter", "Sequence numbers NACKed by subscribers (seen by the forwarder).", total.nacks);
+    o.metric("mcu_retransmissions_total", "counter", "Retransmissions sent by the forwarder.", total.retransmitted);
+    o.metric("mcu_keyframe_requests_received_total", "counter", "PLI/FIR/REMB feedback received from subscribers.", c.keyframe_requests.load(Ordering::Relaxed));
+    o.labelled("mcu_plis_total", "counter", "Keyframe requests to publishers.", &[("result=\"sent\"", total.plis_sent), ("result=\"throttled\"", total.plis_throttled)]);
+    o.metric("mcu_layer_switches_total", "counter", "Simulcast layer switches.", total.layer_switches);
+    o.metric("mcu_sessions_refused_total", "counter", "WHIP/WHEP requests refused (auth, limits, bad offers).", c.refused.load(Ordering::Relaxed));
+    o.0
+}

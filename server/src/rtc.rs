@@ -1,0 +1,204 @@
+//! WebRTC peer connections (the `webrtc` crate, 0.21): the codecs we negotiate, the interceptor
+//! chain, and the addresses ICE offers.
+//!
+//! Every connection gets the same media engine: Opus (and G.711 for gateways), VP8, H.264
+//! (packetization-mode 1 and 0, baseline and constrained baseline) and AV1, each video codec with
+//! NACK, PLI, FIR and REMB feedback and an RTX pair. The answerer keeps the offerer's order of
+//! preference (JSEP), so a browser that prefers H.264 gets H.264.
+//!
+//! Inbound RTCP stops inside the interceptors unless one marks it for the application;
+//! [`FeedbackTap`] marks keyframe requests and REMB, which the SFU acts on (NACKs are answered by
+//! the NACK responder interceptor from its own send cache, receiver reports feed its statistics).
+
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Instant};
+
+use rtc::{
+    interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket},
+    peer_connection::{
+        configuration::{
+            interceptor_registry::register_default_interceptors,
+            media_engine::{MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_RTX, MIME_TYPE_VP8},
+            RTCConfigurationBuilder,
+        },
+        transport::RTCIceServer,
+    },
+    rtcp::payload_feedbacks::{
+        full_intra_request::FullIntraRequest, picture_loss_indication::PictureLossIndication,
+        receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate,
+    },
+    rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind},
+    sansio::Protocol,
+    shared::error::Error,
+};
+use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler};
+
+use mcu_sfu::keyframe::Codec;
+
+/// Transport settings shared by every connection.
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    /// UDP addresses each connection binds (port 0: an ephemeral port per connection). A
+    /// wildcard address gathers every interface except loopback.
+    pub udp_addrs: Vec<SocketAddr>,
+    /// STUN/TURN servers handed to the ICE agent (and, in answers, used for relay candidates).
+    pub ice_servers: Vec<RTCIceServer>,
+}
+
+impl RtcConfig {
+    /// Settings from the server's flags. Dev mode adds a loopback address so clients on the same
+    /// machine (which never gather 127.0.0.1 themselves) can connect.
+    pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>) -> RtcConfig {
+        let mut udp_addrs = addrs.to_vec();
+        if dev && !udp_addrs.iter().any(|a| a.ip().is_loopback()) {
+            udp_addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
+        RtcConfig { udp_addrs, ice_servers }
+    }
+
+    /// A new peer connection with our codecs and interceptors, reporting to `handler`.
+    pub async fn peer_connection(&self, handler: Arc<dyn PeerConnectionEventHandler>) -> anyhow::Result<Arc<dyn PeerConnection>> {
+        let mut engine = media_engine()?;
+        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+        // Application-most slot: every other interceptor has seen the RTCP first.
+        let registry = registry.with(Slot::from(14_000), FeedbackTap::default());
+        let config = RTCConfigurationBuilder::new().with_ice_servers(self.ice_servers.clone()).build();
+        let runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow::anyhow!("webrtc built without a runtime"))?;
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(config)
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(handler)
+            .with_runtime(runtime)
+            .with_udp_addrs(self.udp_addrs.iter().map(|a| a.to_string()).collect())
+            .build()
+            .await?;
+        Ok(Arc::new(pc))
+    }
+}
+
+fn fb(typ: &str, parameter: &str) -> RTCPFeedback {
+    RTCPFeedback { typ: typ.into(), parameter: parameter.into() }
+}
+
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, feedback: Vec<RTCPFeedback>, payload_type: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec { mime_type: mime.into(), clock_rate, channels, sdp_fmtp_line: fmtp.into(), rtcp_feedback: feedback },
+        payload_type,
+    }
+}
+
+/// The codecs every connection offers or accepts.
+pub fn media_engine() -> Result<MediaEngine, Error> {
+    let mut m = MediaEngine::default();
+    for c in [
+        codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", vec![fb("transport-cc", "")], 111),
+        codec(MIME_TYPE_PCMU, 8000, 0, "", vec![], 0),
+        codec(MIME_TYPE_PCMA, 8000, 0, "", vec![], 8),
+    ] {
+        m.register_codec(c, RtpCodecKind::Audio)?;
+    }
+    let video_fb = || vec![fb("goog-remb", ""), fb("ccm", "fir"), fb("nack", ""), fb("nack", "pli")];
+    let h264 = |mode: u8, profile: &str| format!("level-asymmetry-allowed=1;packetization-mode={mode};profile-level-id={profile}");
+    let rtx = |pt: u8, apt: u8| codec(MIME_TYPE_RTX, 90000, 0, &format!("apt={apt}"), vec![], pt);
+    for c in [
+        codec(MIME_TYPE_VP8, 90000, 0, "", video_fb(), 96),
+        rtx(97, 96),
+        codec(MIME_TYPE_H264, 90000, 0, &h264(1, "42e01f"), video_fb(), 102),
+        rtx(103, 102),
+        codec(MIME_TYPE_H264, 90000, 0, &h264(0, "42e01f"), video_fb(), 104),
+        rtx(105, 104),
+        codec(MIME_TYPE_H264, 90000, 0, &h264(1, "42001f"), video_fb(), 106),
+        rtx(107, 106),
+        codec(MIME_TYPE_H264, 90000, 0, &h264(0, "42001f"), video_fb(), 108),
+        rtx(109, 108),
+        codec(MIME_TYPE_AV1, 90000, 0, "", video_fb(), 45),
+        rtx(46, 45),
+    ] {
+        m.register_codec(c, RtpCodecKind::Video)?;
+    }
+    Ok(m)
+}
+
+/// The forwarder's codec family for a negotiated MIME type, if we forward it.
+pub fn codec_family(mime: &str) -> Option<Codec> {
+    let m = mime.to_ascii_lowercase();
+    match m.as_str() {
+        "video/vp8" => Some(Codec::Vp8),
+        "video/h264" => Some(Codec::H264),
+        "video/av1" => Some(Codec::Av1),
+        "audio/opus" | "audio/pcmu" | "audio/pcma" => Some(Codec::Audio),
+        _ => None,
+    }
+}
+
+/// `packetization-mode` from an H.264 fmtp line (0 when absent, per RFC 6184).
+pub fn packetization_mode(fmtp: &str) -> u8 {
+    fmtp.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| k.eq_ignore_ascii_case("packetization-mode")).and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Marks inbound keyframe requests (PLI, FIR) and REMB for the application: the SFU forwards
+/// the first upstream (throttled) and chooses layers by the second.
+#[derive(Default)]
+pub struct FeedbackTap {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+fn wanted(p: &dyn rtc::rtcp::Packet) -> bool {
+    let a = p.as_any();
+    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<ReceiverEstimatedMaximumBitrate>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let keep: Vec<Box<dyn rtc::rtcp::Packet>> = packets.iter().filter(|p| wanted(p.as_ref())).cloned().collect();
+            if keep.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(keep);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for FeedbackTap {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packetization_mode_defaults_to_zero() {
+        assert_eq!(packetization_mode("profile-level-id=42e01f;packetization-mode=1"), 1);
+        assert_eq!(packetization_mode("profile-level-id=42e01f"), 0);
+        assert_eq!(codec_family("video/H264"), Some(Codec::H264));
+        assert_eq!(codec_family("video/VP9"), None);
+    }
+}

@@ -1,0 +1,745 @@
+//! The SFU media plane: WebRTC sessions (WHIP publishers, WHEP subscribers) wired to one
+//! sans-IO [`Forwarder`] per room.
+//!
+//! A publisher's tracks feed the room's forwarder from the task that reads them; the forwarder's
+//! output goes to each subscriber track through a bounded queue drained by that track's own
+//! writer task, so a subscriber that stops reading fills only its own queue: its packets are
+//! dropped and counted, the forwarder pauses it (resuming at a keyframe once it drains), and
+//! nobody else waits. Keyframe requests travel the other way, throttled by the forwarder.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use mcu_sfu::forwarder::{Forwarder, ForwarderConfig, ForwarderStats, Output, SubscriberId, TrackId};
+use rtc::{
+    media_stream::MediaStreamTrack,
+    peer_connection::sdp::RTCSessionDescription,
+    rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication,
+    rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
+    shared::marshal::{Marshal, Unmarshal},
+};
+use tokio::sync::mpsc;
+use webrtc::{
+    media_stream::{
+        track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal, TrackLocalEvent},
+        track_remote::{TrackRemote, TrackRemoteEvent},
+    },
+    peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState},
+};
+
+use crate::rtc::{codec_family, packetization_mode, RtcConfig};
+
+/// Packets queued per subscriber track before its packets are dropped.
+const SINK_QUEUE: usize = 512;
+/// How long an answer waits for ICE gathering (host candidates come at once).
+const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a WHIP/WHEP request is refused; each maps to an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The offer is not usable SDP, or offers nothing we can use.
+    #[error("bad offer: {0}")]
+    BadOffer(String),
+    /// A configured limit.
+    #[error("{0}")]
+    Limit(String),
+    /// No such room, participant or session.
+    #[error("{0}")]
+    NotFound(String),
+    /// The name is taken in this room.
+    #[error("{0}")]
+    Conflict(String),
+    /// No codec in common.
+    #[error("{0}")]
+    NotAcceptable(String),
+    /// Our side failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl SessionError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            SessionError::BadOffer(_) => 400,
+            SessionError::NotFound(_) => 404,
+            SessionError::Conflict(_) => 409,
+            SessionError::NotAcceptable(_) => 406,
+            SessionError::Limit(_) => 429,
+            SessionError::Internal(_) => 500,
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> SessionError {
+    SessionError::Internal(e.to_string())
+}
+
+/// Limits on what clients may create.
+#[derive(Debug, Clone, Copy)]
+pub struct SfuLimits {
+    /// Rooms at once.
+    pub max_rooms: usize,
+    /// Participants (publishers) per room.
+    pub max_participants: usize,
+    /// Tracks per publisher.
+    pub max_tracks: usize,
+    /// Subscriber sessions per room.
+    pub max_subscribers: usize,
+}
+
+/// Counters the metrics endpoint reads, beside the forwarders' own.
+#[derive(Default)]
+pub struct Counters {
+    /// Packets received from publishers.
+    pub received: AtomicU64,
+    /// Bytes received from publishers.
+    pub received_bytes: AtomicU64,
+    /// Packets dropped because a subscriber's queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Packets sent on subscriber connections.
+    pub sent: AtomicU64,
+    /// Keyframe requests received from subscribers.
+    pub keyframe_requests: AtomicU64,
+    /// Sessions refused (bad offer, limits, auth).
+    pub refused: AtomicU64,
+}
+
+/// A published track.
+#[derive(Clone)]
+pub struct PublishedTrack {
+    /// Room-unique id: `participant/kind-n`.
+    pub id: TrackId,
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// What the publisher negotiated.
+    pub codec: RTCRtpCodec,
+}
+
+struct Participant {
+    session: String,
+    expected_tracks: usize,
+    tracks: Vec<PublishedTrack>,
+}
+
+struct SinkEntry {
+    sub: SubscriberId,
+    tx: mpsc::Sender<Bytes>,
+}
+
+/// One room's forwarding state.
+struct Media {
+    fwd: Forwarder,
+    /// Subscriber track queues, by the SSRC the forwarder writes.
+    sinks: HashMap<u32, SinkEntry>,
+    /// Subscribers paused for a full queue, rechecked by the room's timer.
+    backlogged: HashMap<SubscriberId, Vec<u32>>,
+    /// Keyframe requests to each publisher track.
+    feedback: HashMap<TrackId, mpsc::UnboundedSender<u32>>,
+}
+
+/// A room of the SFU.
+pub struct Room {
+    /// Its name.
+    pub name: String,
+    media: Mutex<Media>,
+    participants: Mutex<HashMap<String, Participant>>,
+    subscribers: AtomicU64,
+    counters: Arc<Counters>,
+}
+
+impl Room {
+    fn new(name: &str, counters: Arc<Counters>) -> Arc<Room> {
+        Arc::new(Room {
+            name: name.into(),
+            media: Mutex::new(Media {
+                // The NACK responder interceptor answers NACKs on each subscriber connection, so
+                // the forwarder keeps only a token cache.
+                fwd: Forwarder::new(ForwarderConfig { retransmit_cache: 1, ..ForwarderConfig::default() }),
+                sinks: HashMap::new(),
+                backlogged: HashMap::new(),
+                feedback: HashMap::new(),
+            }),
+            participants: Mutex::default(),
+            subscribers: AtomicU64::new(0),
+            counters,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Media> {
+        self.media.lock().expect("room media lock is never poisoned")
+    }
+
+    /// Runs the forwarder on one input and delivers what it produces.
+    fn drive(&self, now: Instant, f: impl FnOnce(&mut Forwarder, Instant)) {
+        let mut m = self.lock();
+        f(&mut m.fwd, now);
+        self.flush(&mut m, now);
+    }
+
+    fn flush(&self, m: &mut Media, now: Instant) {
+        while let Some(out) = m.fwd.poll_output() {
+            match out {
+                Output::Rtp { to, packet } => {
+                    let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+                    let Some(sink) = m.sinks.get(&ssrc) else { continue };
+                    debug_assert_eq!(sink.sub, to);
+                    match sink.tx.try_send(Bytes::from(packet)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            self.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+                            let entry = m.backlogged.entry(to).or_default();
+                            if !entry.contains(&ssrc) {
+                                entry.push(ssrc);
+                            }
+                            m.fwd.set_backlog(now, to, usize::MAX);
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+                Output::PublisherRtcp { track, packet } => {
+                    if packet.len() >= 12
+                        && let Some(tx) = m.feedback.get(&track)
+                    {
+                        let _ = tx.send(u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Timer work: keyframe retries and resuming drained subscribers.
+    fn tick(&self, now: Instant) {
+        let mut m = self.lock();
+        let mut resumed = Vec::new();
+        for (sub, ssrcs) in &m.backlogged {
+            let queued: usize = ssrcs.iter().filter_map(|s| m.sinks.get(s)).map(|s| SINK_QUEUE - s.tx.capacity()).sum();
+            if queued < SINK_QUEUE / 4 {
+                resumed.push(*sub);
+            }
+        }
+        for sub in resumed {
+            m.backlogged.remove(&sub);
+            m.fwd.set_backlog(now, sub, 0);
+        }
+        if m.fwd.poll_timeout().is_some_and(|t| t <= now) {
+            m.fwd.handle_timeout(now);
+        }
+        self.flush(&mut m, now);
+    }
+
+    /// The forwarder's counters.
+    pub fn stats(&self) -> ForwarderStats {
+        self.lock().fwd.stats()
+    }
+
+    /// Publishers and their track counts.
+    pub fn counts(&self) -> (usize, usize, u64) {
+        let p = self.participants.lock().expect("participants lock is never poisoned");
+        (p.len(), p.values().map(|p| p.tracks.len()).sum(), self.subscribers.load(Ordering::Relaxed))
+    }
+}
+
+enum Role {
+    Publisher { participant: String },
+    Subscriber { sub: SubscriberId },
+}
+
+struct Session {
+    room: Arc<Room>,
+    pc: Arc<dyn PeerConnection>,
+    role: Role,
+}
+
+/// The SFU: rooms and the sessions in them.
+pub struct Sfu {
+    rtc: RtcConfig,
+    limits: SfuLimits,
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    next_id: AtomicU64,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    /// Forwarder counters of rooms that have closed (metrics counters never go down).
+    retired: Mutex<Vec<ForwarderStats>>,
+    epoch: Instant,
+}
+
+/// An accepted session: where it lives and the answer.
+pub struct Accepted {
+    /// Session id (the resource is `/session/{id}`).
+    pub id: String,
+    /// The SDP answer.
+    pub answer: String,
+    /// The participant's identity.
+    pub participant: String,
+}
+
+impl Sfu {
+    /// An SFU with these transport settings and limits.
+    pub fn new(rtc: RtcConfig, limits: SfuLimits) -> Arc<Sfu> {
+        let sfu = Arc::new(Sfu {
+            rtc,
+            limits,
+            rooms: Mutex::default(),
+            sessions: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            counters: Arc::default(),
+            retired: Mutex::default(),
+            epoch: Instant::now(),
+        });
+        // One timer for every room: keyframe retries and backlog recovery.
+        let weak = Arc::downgrade(&sfu);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                every.tick().await;
+                let Some(sfu) = weak.upgrade() else { return };
+                let rooms: Vec<Arc<Room>> = sfu.rooms.lock().expect("rooms lock is never poisoned").values().cloned().collect();
+                let now = Instant::now();
+                for r in rooms {
+                    r.tick(now);
+                }
+            }
+        });
+        sfu
+    }
+
+    /// Every room, for metrics.
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        self.rooms.lock().expect("rooms lock is never poisoned").values().cloned().collect()
+    }
+
+    /// Forwarder counters of closed rooms.
+    pub fn retired_stats(&self) -> Vec<ForwarderStats> {
+        self.retired.lock().expect("retired lock is never poisoned").clone()
+    }
+
+    fn fresh_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let salt = self.epoch.elapsed().as_nanos() as u64 ^ (std::process::id() as u64).rotate_left(32);
+        format!("{:016x}{:04x}", salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n, n & 0xffff)
+    }
+
+    fn room(&self, name: &str, create: bool) -> Result<Arc<Room>, SessionError> {
+        let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
+        if let Some(r) = rooms.get(name) {
+            return Ok(r.clone());
+        }
+        if !create {
+            return Err(SessionError::NotFound(format!("no room \"{name}\"")));
+        }
+        if rooms.len() >= self.limits.max_rooms {
+            return Err(SessionError::Limit(format!("room limit reached ({})", self.limits.max_rooms)));
+        }
+        let r = Room::new(name, self.counters.clone());
+        rooms.insert(name.into(), r.clone());
+        Ok(r)
+    }
+
+    /// WHIP: a publisher's offer for `room`.
+    pub async fn publish(self: &Arc<Self>, room_name: &str, participant: &str, offer: String) -> Result<Accepted, SessionError> {
+        let sending = count_sending_sections(&offer);
+        if sending == 0 {
+            return Err(SessionError::BadOffer("the offer sends no audio or video".into()));
+        }
+        if sending > self.limits.max_tracks {
+            return Err(SessionError::Limit(format!("{sending} tracks offered; at most {} per participant", self.limits.max_tracks)));
+        }
+        let desc = RTCSessionDescription::offer(offer).map_err(|e| SessionError::BadOffer(e.to_string()))?;
+        let room = self.room(room_name, true)?;
+        let id = self.fresh_id();
+        {
+            let mut ps = room.participants.lock().expect("participants lock is never poisoned");
+            if ps.contains_key(participant) {
+                return Err(SessionError::Conflict(format!("\"{participant}\" already publishes in \"{room_name}\"")));
+            }
+            if ps.len() >= self.limits.max_participants {
+                return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({} participants)", self.limits.max_participants)));
+            }
+            ps.insert(participant.into(), Participant { session: id.clone(), expected_tracks: sending, tracks: Vec::new() });
+        }
+        let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), Some((room.clone(), participant.to_string()))));
+        let result = async {
+            let pc = self.rtc.peer_connection(handler.clone()).await.map_err(internal)?;
+            let answer = negotiate(&pc, &handler, desc).await?;
+            Ok::<_, SessionError>((pc, answer))
+        }
+        .await;
+        match result {
+            Ok((pc, answer)) => {
+                tracing::info!(room = room_name, participant, session = %id, tracks = sending, "publisher joined (WHIP)");
+                self.sessions
+                    .lock()
+                    .expect("sessions lock is never poisoned")
+                    .insert(id.clone(), Session { room, pc, role: Role::Publisher { participant: participant.into() } });
+                Ok(Accepted { id, answer, participant: participant.into() })
+            }
+            Err(e) => {
+                room.participants.lock().expect("participants lock is never poisoned").remove(participant);
+                Err(e)
+            }
+        }
+    }
+
+    /// WHEP: a subscriber's offer for one participant's forwarded tracks.
+    pub async fn play(self: &Arc<Self>, room_name: &str, target: &str, viewer: &str, offer: String) -> Result<Accepted, SessionError> {
+        let desc = RTCSessionDescription::offer(offer).map_err(|e| SessionError::BadOffer(e.to_string()))?;
+        let room = self.room(room_name, false)?;
+        if room.subscribers.load(Ordering::Relaxed) as usize >= self.limits.max_subscribers {
+            return Err(SessionError::Limit(format!("room \"{room_name}\" has its maximum of {} subscribers", self.limits.max_subscribers)));
+        }
+        let tracks = wait_for_tracks(&room, target).await?;
+        let id = self.fresh_id();
+        let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), None));
+        let pc = self.rtc.peer_connection(handler.clone()).await.map_err(internal)?;
+        pc.set_remote_description(desc).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
+        let mut locals = Vec::new();
+        for t in &tracks {
+            let ssrc = rand_ssrc(&self.next_id);
+            let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                format!("{target}"),
+                t.id.to_string(),
+                t.id.to_string(),
+                t.kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                    codec: t.codec.clone(),
+                    ..Default::default()
+                }],
+            )));
+            let sender = pc.add_track(local.clone() as Arc<dyn TrackLocal>).await.map_err(internal)?;
+            locals.push((t.clone(), ssrc, local, sender));
+        }
+        let answer = pc.create_answer(None).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
+        pc.set_local_description(answer).await.map_err(internal)?;
+        handler.gathered().await;
+        let answer = pc.local_description().await.ok_or_else(|| internal("no local description"))?.sdp;
+
+        let mut wired = 0;
+        for (t, ssrc, local, sender) in locals {
+            let params = sender.get_parameters().await.map_err(internal)?;
+            let Some(pt) = matching_payload_type(&t.codec, &params.rtp_parameters.codecs) else {
+                tracing::info!(room = room_name, track = %t.id, codec = %t.codec.mime_type, "subscriber did not accept the track's codec; skipped");
+                continue;
+            };
+            let (tx, rx) = mpsc::channel::<Bytes>(SINK_QUEUE);
+            tokio::spawn(sink_writer(local.clone(), rx, pt, self.counters.clone()));
+            tokio::spawn(subscriber_feedback(local, room.clone(), sub));
+            room.drive(Instant::now(), |fwd, now| {
+                if let Err(e) = fwd.subscribe(now, sub, &t.id, ssrc, None) {
+                    tracing::warn!(error = %e, "subscribe failed");
+                }
+            });
+            room.lock().sinks.insert(ssrc, SinkEntry { sub, tx });
+            wired += 1;
+        }
+        if wired == 0 && !tracks.is_empty() {
+            let _ = pc.close().await;
+            return Err(SessionError::NotAcceptable("no codec in common with the published tracks".into()));
+        }
+        room.subscribers.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(room = room_name, target, viewer, session = %id, tracks = wired, "subscriber joined (WHEP)");
+        self.sessions.lock().expect("sessions lock is never poisoned").insert(id.clone(), Session { room, pc, role: Role::Subscriber { sub } });
+        Ok(Accepted { id, answer, participant: viewer.into() })
+    }
+
+    /// Trickle ICE (`PATCH`): candidates from an SDP fragment.
+    pub async fn trickle(&self, id: &str, fragment: &str) -> Result<(), SessionError> {
+        let pc = self.sessions.lock().expect("sessions lock is never poisoned").get(id).map(|s| s.pc.clone());
+        let pc = pc.ok_or_else(|| SessionError::NotFound(format!("no session {id}")))?;
+        let mut mid = None;
+        for line in fragment.lines().map(str::trim) {
+            if let Some(m) = line.strip_prefix("a=mid:") {
+                mid = Some(m.to_string());
+            } else if let Some(c) = line.strip_prefix("a=") {
+                if c.starts_with("candidate:") {
+                    let init = rtc::peer_connection::transport::RTCIceCandidateInit { candidate: c.to_string(), sdp_mid: mid.clone(), ..Default::default() };
+                    pc.add_ice_candidate(init).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a session (`DELETE`, a failed connection, shutdown).
+    pub async fn end(&self, id: &str) -> Result<(), SessionError> {
+        let s = self.sessions.lock().expect("sessions lock is never poisoned").remove(id);
+        let s = s.ok_or_else(|| SessionError::NotFound(format!("no session {id}")))?;
+        match &s.role {
+            Role::Publisher { participant } => {
+                let p = s.room.participants.lock().expect("participants lock is never poisoned").remove(participant);
+                let mut m = s.room.lock();
+                for t in p.map(|p| p.tracks).unwrap_or_default() {
+                    m.fwd.unpublish(&t.id);
+                    m.feedback.remove(&t.id);
+                }
+                tracing::info!(room = %s.room.name, participant, session = id, "publisher left");
+            }
+            Role::Subscriber { sub } => {
+                let mut m = s.room.lock();
+                m.fwd.unsubscribe(*sub, None);
+                m.sinks.retain(|_, e| e.sub != *sub);
+                m.backlogged.remove(sub);
+                s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
+                tracing::info!(room = %s.room.name, session = id, "subscriber left");
+            }
+        }
+        let _ = s.pc.close().await;
+        // An empty room goes away.
+        let empty = s.room.counts() == (0, 0, 0);
+        if empty && self.rooms.lock().expect("rooms lock is never poisoned").remove(&s.room.name).is_some() {
+            self.retired.lock().expect("retired lock is never poisoned").push(s.room.stats());
+        }
+        Ok(())
+    }
+
+    /// Ends every session (shutdown).
+    pub async fn end_all(&self) {
+        let ids: Vec<String> = self.sessions.lock().expect("sessions lock is never poisoned").keys().cloned().collect();
+        for id in ids {
+            let _ = self.end(&id).await;
+        }
+    }
+
+    /// Whether a session exists.
+    pub fn has_session(&self, id: &str) -> bool {
+        self.sessions.lock().expect("sessions lock is never poisoned").contains_key(id)
+    }
+
+    /// Tracks a participant publishes in a room.
+    pub fn tracks(&self, room: &str, participant: &str) -> Vec<PublishedTrack> {
+        let Ok(r) = self.room(room, false) else { return Vec::new() };
+        let ps = r.participants.lock().expect("participants lock is never poisoned");
+        ps.get(participant).map(|p| p.tracks.clone()).unwrap_or_default()
+    }
+}
+
+fn rand_ssrc(seq: &AtomicU64) -> u32 {
+    // Distinct per track within the process; unpredictability is not a goal for SSRCs.
+    let n = seq.fetch_add(1, Ordering::Relaxed);
+    let x = (n ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((x >> 32) as u32) | 1
+}
+
+/// The subscriber's payload type for a publisher's codec: same MIME type, same H.264
+/// packetization mode.
+fn matching_payload_type(codec: &RTCRtpCodec, offered: &[rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters]) -> Option<u8> {
+    let is_h264 = codec.mime_type.eq_ignore_ascii_case("video/h264");
+    offered
+        .iter()
+        .find(|c| {
+            c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type)
+                && (!is_h264 || packetization_mode(&c.rtp_codec.sdp_fmtp_line) == packetization_mode(&codec.sdp_fmtp_line))
+        })
+        .map(|c| c.payload_type)
+}
+
+/// m-sections of an offer that send media (sendrecv or sendonly audio/video).
+pub fn count_sending_sections(sdp: &str) -> usize {
+    let mut count = 0;
+    let mut in_media = false;
+    let mut sends = true;
+    for line in sdp.lines().map(str::trim) {
+        if line.starts_with("m=") {
+            if in_media && sends {
+                count += 1;
+            }
+            in_media = line.starts_with("m=audio") || line.starts_with("m=video");
+            sends = !line.starts_with("m=audio 0") && !line.starts_with("m=video 0");
+        } else if in_media && (line == "a=recvonly" || line == "a=inactive") {
+            sends = false;
+        }
+    }
+    if in_media && sends {
+        count += 1;
+    }
+    count
+}
+
+async fn negotiate(pc: &Arc<dyn PeerConnection>, handler: &Handler, offer: RTCSessionDescription) -> Result<String, SessionError> {
+    pc.set_remote_description(offer).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
+    let answer = pc.create_answer(None).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
+    pc.set_local_description(answer).await.map_err(internal)?;
+    handler.gathered().await;
+    Ok(pc.local_description().await.ok_or_else(|| internal("no local description"))?.sdp)
+}
+
+async fn wait_for_tracks(room: &Room, target: &str) -> Result<Vec<PublishedTrack>, SessionError> {
+    // A publisher's tracks appear when their first packets arrive; a viewer that asks at once
+    // waits briefly for all the tracks the publisher offered.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (tracks, expected) = {
+            let ps = room.participants.lock().expect("participants lock is never poisoned");
+            let p = ps.get(target).ok_or_else(|| SessionError::NotFound(format!("no participant \"{target}\" in \"{}\"", room.name)))?;
+            (p.tracks.clone(), p.expected_tracks)
+        };
+        if tracks.len() >= expected || (Instant::now() >= deadline && !tracks.is_empty()) {
+            return Ok(tracks);
+        }
+        if Instant::now() >= deadline {
+            return Err(SessionError::NotFound(format!("\"{target}\" publishes no media yet")));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes one subscriber track's packets with the subscriber's payload type.
+async fn sink_writer(track: Arc<TrackLocalStaticRTP>, mut rx: mpsc::Receiver<Bytes>, pt: u8, counters: Arc<Counters>) {
+    while let Some(raw) = rx.recv().await {
+        let mut buf = raw;
+        let Ok(mut p) = rtc::rtp::Packet::unmarshal(&mut buf) else { continue };
+        p.header.payload_type = pt;
+        // Header-extension ids are per connection; the publisher's mean nothing here.
+        p.header.extension = false;
+        p.header.extensions.clear();
+        if track.write_rtp(p).await.is_err() {
+            return;
+        }
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Keyframe requests and REMB from one subscriber track into the forwarder.
+async fn subscriber_feedback(track: Arc<TrackLocalStaticRTP>, room: Arc<Room>, sub: SubscriberId) {
+    while let Some(evt) = track.poll().await {
+        let TrackLocalEvent::OnRtcpPacket(packets) = evt else { continue };
+        let Ok(raw) = rtc::rtcp::packet::marshal(&packets) else { continue };
+        room.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        room.drive(Instant::now(), |fwd, now| {
+            let _ = fwd.handle_subscriber_rtcp(now, sub, &raw);
+        });
+    }
+}
+
+/// Peer connection events of one session.
+struct Handler {
+    sfu: Weak<Sfu>,
+    session: String,
+    publisher: Option<(Arc<Room>, String)>,
+    gathered_tx: tokio::sync::watch::Sender<bool>,
+    track_count: AtomicU64,
+}
+
+impl Handler {
+    fn new(sfu: Weak<Sfu>, session: String, publisher: Option<(Arc<Room>, String)>) -> Handler {
+        Handler { sfu, session, publisher, gathered_tx: tokio::sync::watch::channel(false).0, track_count: AtomicU64::new(0) }
+    }
+
+    async fn gathered(&self) {
+        let mut rx = self.gathered_tx.subscribe();
+        let _ = tokio::time::timeout(GATHER_TIMEOUT, rx.wait_for(|g| *g)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered_tx.send_replace(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(session = %self.session, %state, "connection state");
+        if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
+            && let Some(sfu) = self.sfu.upgrade()
+            && sfu.has_session(&self.session)
+        {
+            tracing::info!(session = %self.session, %state, "connection ended without DELETE; cleaning up");
+            let id = self.session.clone();
+            tokio::spawn(async move {
+                let _ = sfu.end(&id).await;
+            });
+        }
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let Some((room, participant)) = self.publisher.clone() else { return };
+        let Some(ssrc) = track.ssrcs().await.first().copied() else { return };
+        let Some(codec) = track.codec(ssrc).await else { return };
+        let kind = track.kind().await;
+        let Some(family) = codec_family(&codec.mime_type) else {
+            tracing::info!(%participant, codec = %codec.mime_type, "track with a codec the SFU does not forward; ignored");
+            return;
+        };
+        let n = self.track_count.fetch_add(1, Ordering::Relaxed);
+        let id: TrackId = Arc::from(format!("{participant}/{}-{n}", if kind == RtpCodecKind::Audio { "audio" } else { "video" }));
+        let (fb_tx, mut fb_rx) = mpsc::unbounded_channel::<u32>();
+        let published = {
+            let mut m = room.lock();
+            match m.fwd.publish(id.clone(), family, codec.clock_rate, &[(ssrc, 0)]) {
+                Ok(()) => {
+                    m.feedback.insert(id.clone(), fb_tx);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "publish refused");
+                    false
+                }
+            }
+        };
+        if !published {
+            return;
+        }
+        if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get_mut(&participant) {
+            debug_assert_eq!(p.session, self.session);
+            p.tracks.push(PublishedTrack { id: id.clone(), kind, codec: codec.clone() });
+        }
+        tracing::info!(room = %room.name, track = %id, codec = %codec.mime_type, ssrc, "track published");
+        // Keyframe requests the forwarder sends upstream.
+        let pli_track = track.clone();
+        tokio::spawn(async move {
+            while let Some(media_ssrc) = fb_rx.recv().await {
+                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+                if pli_track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        // The handler must return at once (the connection's driver awaits it): read in a task.
+        let counters = room.counters.clone();
+        tokio::spawn(async move {
+            read_publisher_track(track, room, counters).await;
+        });
+    }
+}
+
+async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, counters: Arc<Counters>) {
+    while let Some(evt) = track.poll().await {
+        match evt {
+            TrackRemoteEvent::OnRtpPacket(p) => {
+                let Ok(raw) = p.marshal() else { continue };
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                counters.received_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+                room.drive(Instant::now(), |fwd, now| {
+                    let _ = fwd.handle_rtp(now, &raw);
+                });
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sending_sections_are_counted() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+        assert_eq!(count_sending_sections(sdp), 2);
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n";
+        assert_eq!(count_sending_sections(sdp), 0);
+    }
+}
