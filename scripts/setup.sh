@@ -9,10 +9,12 @@ set -euo pipefail
 # - ffmpeg: the reference the benchmarks compare against (and, later, the end-to-end checks).
 # - pkg-config, cmake, nasm, g++: native builds of codec crates.
 # - libvpx-dev, libdav1d-dev: libvpx (VP8) and dav1d (AV1 decoding), linked by the codec crate.
+# - python3, python3-venv: the aiortc end-to-end clients (scripts/e2e-setup.sh makes the venv).
 APT_PACKAGES=(
   mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
   ffmpeg pkg-config cmake nasm g++
   libvpx-dev libdav1d-dev
+  python3 python3-venv
 )
 
 missing=()

@@ -10,13 +10,19 @@
 //! [`FeedbackTap`] marks keyframe requests and REMB, which the SFU acts on (NACKs are answered by
 //! the NACK responder interceptor from its own send cache, receiver reports feed its statistics).
 
-use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use rtc::{
     interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket},
     peer_connection::{
         configuration::{
             interceptor_registry::register_default_interceptors,
+            setting_engine::SettingEngineBuilder,
             media_engine::{MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_RTX, MIME_TYPE_VP8},
             RTCConfigurationBuilder,
         },
@@ -42,17 +48,20 @@ pub struct RtcConfig {
     pub udp_addrs: Vec<SocketAddr>,
     /// STUN/TURN servers handed to the ICE agent (and, in answers, used for relay candidates).
     pub ice_servers: Vec<RTCIceServer>,
+    /// A connection with no traffic for this long is disconnected; after as long again, failed
+    /// (and its session ends, as if the client had sent DELETE).
+    pub ice_disconnected_timeout: Duration,
 }
 
 impl RtcConfig {
     /// Settings from the server's flags. Dev mode adds a loopback address so clients on the same
     /// machine (which never gather 127.0.0.1 themselves) can connect.
-    pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>) -> RtcConfig {
+    pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>, ice_disconnected_timeout: Duration) -> RtcConfig {
         let mut udp_addrs = addrs.to_vec();
         if dev && !udp_addrs.iter().any(|a| a.ip().is_loopback()) {
             udp_addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
-        RtcConfig { udp_addrs, ice_servers }
+        RtcConfig { udp_addrs, ice_servers, ice_disconnected_timeout }
     }
 
     /// A new peer connection with our codecs and interceptors, reporting to `handler`.
@@ -63,8 +72,11 @@ impl RtcConfig {
         let registry = registry.with(Slot::from(14_000), FeedbackTap::default());
         let config = RTCConfigurationBuilder::new().with_ice_servers(self.ice_servers.clone()).build();
         let runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow::anyhow!("webrtc built without a runtime"))?;
+        let t = self.ice_disconnected_timeout;
+        let settings = SettingEngineBuilder::new().with_ice_timeouts(Some(t), Some(t), Some(Duration::from_secs(2).min(t / 2))).build();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
+            .with_setting_engine(settings)
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .with_handler(handler)

@@ -269,7 +269,6 @@ pub struct Sfu {
     pub counters: Arc<Counters>,
     /// Forwarder counters of rooms that have closed (metrics counters never go down).
     retired: Mutex<Vec<ForwarderStats>>,
-    epoch: Instant,
 }
 
 /// An accepted session: where it lives and the answer.
@@ -293,7 +292,6 @@ impl Sfu {
             next_id: AtomicU64::new(1),
             counters: Arc::default(),
             retired: Mutex::default(),
-            epoch: Instant::now(),
         });
         // One timer for every room: keyframe retries and backlog recovery.
         let weak = Arc::downgrade(&sfu);
@@ -322,10 +320,10 @@ impl Sfu {
         self.retired.lock().expect("retired lock is never poisoned").clone()
     }
 
+    /// A session id: 128 random bits, so the session URL is an unguessable capability (RFC
+    /// 9725 lets the resource URL alone authorise PATCH and DELETE).
     fn fresh_id(&self) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let salt = self.epoch.elapsed().as_nanos() as u64 ^ (std::process::id() as u64).rotate_left(32);
-        format!("{:016x}{:04x}", salt.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ n, n & 0xffff)
+        format!("{:032x}", rand::random::<u128>())
     }
 
     fn room(&self, name: &str, create: bool) -> Result<Arc<Room>, SessionError> {
@@ -367,12 +365,17 @@ impl Sfu {
             ps.insert(participant.into(), Participant { session: id.clone(), expected_tracks: sending, tracks: Vec::new() });
         }
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), Some((room.clone(), participant.to_string()))));
-        let result = async {
-            let pc = self.rtc.peer_connection(handler.clone()).await.map_err(internal)?;
-            let answer = negotiate(&pc, &handler, desc).await?;
-            Ok::<_, SessionError>((pc, answer))
-        }
-        .await;
+        let result = match self.rtc.peer_connection(handler.clone()).await.map_err(internal) {
+            Ok(pc) => match negotiate(&pc, &handler, desc).await {
+                Ok(answer) => Ok((pc, answer)),
+                Err(e) => {
+                    // Dropping a connection leaves its sockets open: close it.
+                    let _ = pc.close().await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
         match result {
             Ok((pc, answer)) => {
                 tracing::info!(room = room_name, participant, session = %id, tracks = sending, "publisher joined (WHIP)");
@@ -384,6 +387,7 @@ impl Sfu {
             }
             Err(e) => {
                 room.participants.lock().expect("participants lock is never poisoned").remove(participant);
+                self.drop_if_empty(&room);
                 Err(e)
             }
         }
@@ -401,9 +405,37 @@ impl Sfu {
         let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), None));
         let pc = self.rtc.peer_connection(handler.clone()).await.map_err(internal)?;
+        match self.answer_subscriber(&pc, &handler, &room, &tracks, desc, sub).await {
+            Ok((answer, wired)) => {
+                room.subscribers.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(room = room_name, target, viewer, session = %id, tracks = wired, "subscriber joined (WHEP)");
+                self.sessions.lock().expect("sessions lock is never poisoned").insert(id.clone(), Session { room, pc, role: Role::Subscriber { sub } });
+                Ok(Accepted { id, answer, participant: viewer.into() })
+            }
+            Err(e) => {
+                // Dropping a connection leaves its sockets open: close it.
+                let _ = pc.close().await;
+                let mut m = room.lock();
+                m.fwd.unsubscribe(sub, None);
+                m.sinks.retain(|_, e| e.sub != sub);
+                Err(e)
+            }
+        }
+    }
+
+    async fn answer_subscriber(
+        &self,
+        pc: &Arc<dyn PeerConnection>,
+        handler: &Arc<Handler>,
+        room: &Arc<Room>,
+        tracks: &[PublishedTrack],
+        desc: RTCSessionDescription,
+        sub: SubscriberId,
+    ) -> Result<(String, usize), SessionError> {
+        let target = tracks.first().map(|t| t.id.split('/').next().unwrap_or("").to_string()).unwrap_or_default();
         pc.set_remote_description(desc).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
         let mut locals = Vec::new();
-        for t in &tracks {
+        for t in tracks {
             let ssrc = rand_ssrc(&self.next_id);
             let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
                 format!("{target}"),
@@ -424,32 +456,39 @@ impl Sfu {
         handler.gathered().await;
         let answer = pc.local_description().await.ok_or_else(|| internal("no local description"))?.sdp;
 
-        let mut wired = 0;
+        let mut wired = Vec::new();
         for (t, ssrc, local, sender) in locals {
             let params = sender.get_parameters().await.map_err(internal)?;
             let Some(pt) = matching_payload_type(&t.codec, &params.rtp_parameters.codecs) else {
-                tracing::info!(room = room_name, track = %t.id, codec = %t.codec.mime_type, "subscriber did not accept the track's codec; skipped");
+                tracing::info!(room = %room.name, track = %t.id, codec = %t.codec.mime_type, "subscriber did not accept the track's codec; skipped");
                 continue;
             };
             let (tx, rx) = mpsc::channel::<Bytes>(SINK_QUEUE);
             tokio::spawn(sink_writer(local.clone(), rx, pt, self.counters.clone()));
             tokio::spawn(subscriber_feedback(local, room.clone(), sub));
+            room.lock().sinks.insert(ssrc, SinkEntry { sub, tx });
+            wired.push((t.id.clone(), ssrc));
+        }
+        if wired.is_empty() && !tracks.is_empty() {
+            return Err(SessionError::NotAcceptable(format!("no codec in common with the tracks of \"{target}\"")));
+        }
+        // Forwarding (and the keyframe request that starts it) begins once DTLS is up: a
+        // keyframe sent before then would be lost and the viewer would wait for the next one.
+        let count = wired.len();
+        let (room, mut connected) = (room.clone(), handler.connected_tx.subscribe());
+        tokio::spawn(async move {
+            if connected.wait_for(|c| *c).await.is_err() {
+                return;
+            }
             room.drive(Instant::now(), |fwd, now| {
-                if let Err(e) = fwd.subscribe(now, sub, &t.id, ssrc, None) {
-                    tracing::warn!(error = %e, "subscribe failed");
+                for (track, ssrc) in &wired {
+                    if let Err(e) = fwd.subscribe(now, sub, track, *ssrc, None) {
+                        tracing::debug!(error = %e, "subscription not started (track gone)");
+                    }
                 }
             });
-            room.lock().sinks.insert(ssrc, SinkEntry { sub, tx });
-            wired += 1;
-        }
-        if wired == 0 && !tracks.is_empty() {
-            let _ = pc.close().await;
-            return Err(SessionError::NotAcceptable("no codec in common with the published tracks".into()));
-        }
-        room.subscribers.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(room = room_name, target, viewer, session = %id, tracks = wired, "subscriber joined (WHEP)");
-        self.sessions.lock().expect("sessions lock is never poisoned").insert(id.clone(), Session { room, pc, role: Role::Subscriber { sub } });
-        Ok(Accepted { id, answer, participant: viewer.into() })
+        });
+        Ok((answer, count))
     }
 
     /// Trickle ICE (`PATCH`): candidates from an SDP fragment.
@@ -494,12 +533,17 @@ impl Sfu {
             }
         }
         let _ = s.pc.close().await;
-        // An empty room goes away.
-        let empty = s.room.counts() == (0, 0, 0);
-        if empty && self.rooms.lock().expect("rooms lock is never poisoned").remove(&s.room.name).is_some() {
-            self.retired.lock().expect("retired lock is never poisoned").push(s.room.stats());
-        }
+        self.drop_if_empty(&s.room);
         Ok(())
+    }
+
+    /// An empty room goes away; its counters are kept for the metrics.
+    fn drop_if_empty(&self, room: &Arc<Room>) {
+        let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
+        if room.counts() == (0, 0, 0) && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
+            rooms.remove(&room.name);
+            self.retired.lock().expect("retired lock is never poisoned").push(room.stats());
+        }
     }
 
     /// Ends every session (shutdown).
@@ -513,13 +557,6 @@ impl Sfu {
     /// Whether a session exists.
     pub fn has_session(&self, id: &str) -> bool {
         self.sessions.lock().expect("sessions lock is never poisoned").contains_key(id)
-    }
-
-    /// Tracks a participant publishes in a room.
-    pub fn tracks(&self, room: &str, participant: &str) -> Vec<PublishedTrack> {
-        let Ok(r) = self.room(room, false) else { return Vec::new() };
-        let ps = r.participants.lock().expect("participants lock is never poisoned");
-        ps.get(participant).map(|p| p.tracks.clone()).unwrap_or_default()
     }
 }
 
@@ -627,12 +664,20 @@ struct Handler {
     session: String,
     publisher: Option<(Arc<Room>, String)>,
     gathered_tx: tokio::sync::watch::Sender<bool>,
+    connected_tx: tokio::sync::watch::Sender<bool>,
     track_count: AtomicU64,
 }
 
 impl Handler {
     fn new(sfu: Weak<Sfu>, session: String, publisher: Option<(Arc<Room>, String)>) -> Handler {
-        Handler { sfu, session, publisher, gathered_tx: tokio::sync::watch::channel(false).0, track_count: AtomicU64::new(0) }
+        Handler {
+            sfu,
+            session,
+            publisher,
+            gathered_tx: tokio::sync::watch::channel(false).0,
+            connected_tx: tokio::sync::watch::channel(false).0,
+            track_count: AtomicU64::new(0),
+        }
     }
 
     async fn gathered(&self) {
@@ -651,6 +696,9 @@ impl PeerConnectionEventHandler for Handler {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(session = %self.session, %state, "connection state");
+        if state == RTCPeerConnectionState::Connected {
+            self.connected_tx.send_replace(true);
+        }
         if matches!(state, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
             && let Some(sfu) = self.sfu.upgrade()
             && sfu.has_session(&self.session)

@@ -45,7 +45,12 @@ impl Http {
     /// else a fresh one.
     fn authorize(&self, headers: &HeaderMap, room: &str, need: Need, query: &HashMap<String, String>) -> Result<String, Response> {
         let token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-        let name = query.get("name").filter(|n| valid_name(n)).cloned();
+        let name = query.get("name").cloned();
+        if let Some(n) = &name
+            && !valid_name(n)
+        {
+            return Err(problem(400, "?name= takes 1-64 characters of A-Z a-z 0-9 . _ -"));
+        }
         if token.is_none() && self.dev {
             return Ok(name.unwrap_or_else(|| format!("guest-{:08x}", rand::random::<u32>())));
         }
