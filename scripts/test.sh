@@ -19,6 +19,10 @@ cargo build -q -p mcu-server
 target/e2e-venv/bin/python tests/e2e/selftest.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_sfu.py 2>&1 | tee -a "$log"
 
+echo "== end to end: headless Chromium over WHIP/WHEP"
+scripts/browser-setup.sh
+MCU_BIN="$PWD/target/debug/mcu" node tests/browser/sfu.test.mjs 2>&1 | tee -a "$log"
+
 echo "== golden frames again on the GL fallback (llvmpipe through EGL)"
 MCU_TEST_ADAPTER=gl cargo test -p mcu-tests 2>&1 | tee -a "$log"
 
@@ -30,6 +34,7 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 cargo clippy -p mcu-codec --features nvenc --all-targets -q -- -D warnings
 
 # One closing line over every test run above: cargo's "test result: ok. N passed; M failed"
-# lines and the end-to-end suites' "selftest: N passed, M failed" / "e2e sfu: N passed, M failed".
-awk '/^test result:|^(selftest|e2e sfu): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+# lines and the end-to-end suites' "selftest: N passed, M failed" / "e2e sfu: N passed, M failed" /
+# "browser sfu: N passed, M failed".
+awk '/^test result:|^(selftest|e2e sfu|browser sfu): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "all suites: %d passed, %d failed\n", p, f }' "$log"

@@ -1,0 +1,409 @@
+#!/usr/bin/env node
+// End to end in a real browser: Debian's headless Chromium (/usr/bin/chromium), driven by
+// playwright-core, publishes its fake camera and microphone to `mcu serve --dev` over WHIP and
+// plays them back over WHEP in a second browser context.
+//
+//   scripts/browser-setup.sh && node tests/browser/sfu.test.mjs
+//
+// Starts `target/debug/mcu serve --dev --http-listen 127.0.0.1:0` (or $MCU_BIN) and reads the
+// address it prints; serves tests/browser/pages/ from a static HTTP server on 127.0.0.1 port 0
+// (getUserMedia needs an http origin, and 127.0.0.1 counts as secure); publish.html publishes
+// as participant "cam" in room "browser", play.html plays /whep/browser/cam. Checks: both
+// connect; the player decodes >= 30 frames within 15 s of connecting, at the publisher's capture
+// size; the frame shows the fake camera's picture (green background, moving bright disc); audio
+// energy arrives; the same video codec on both sides (printed); DELETE of both sessions; then
+// /metrics gauges back to 0. Closes with "browser sfu: N passed, M failed" and exits non-zero on
+// any failure; the server log, SDPs and page logs of a failed run stay in the directory printed.
+// MCU_BROWSER_SERVER_LOG sets the server's log filter (e.g. "debug"); MCU_BROWSER_VIDEO_CODEC
+// (VP8, H264, AV1) makes the publisher offer that codec first; MCU_BROWSER_KEEP_LOGS=1 keeps the
+// log directory of a passing run too.
+
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+
+import { chromium } from "playwright-core";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, "..", "..");
+const PAGES = path.join(HERE, "pages");
+const MCU_BIN = process.env.MCU_BIN || path.join(ROOT, "target", "debug", "mcu");
+const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
+const SETPRIV = "/usr/bin/setpriv";
+const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--use-fake-device-for-media-stream",
+  "--use-fake-ui-for-media-stream",
+  "--allow-loopback-in-peer-connection",
+];
+
+// The publisher's preferred video codec (VP8, H264, AV1); unset: Chromium's own order (VP8 first).
+const VIDEO_CODEC = process.env.MCU_BROWSER_VIDEO_CODEC || "";
+const ROOM = "browser";
+const NAME = "cam";
+// Generous for a loaded 2-core VM: a debug server and two renderers share it.
+const SERVER_START_TIMEOUT = 30_000; // ms, for the "listening on" line
+const CONNECT_TIMEOUT = 30_000; // ms, getUserMedia + gathering + WHIP/WHEP + ICE + DTLS
+const FRAMES_TIMEOUT = 15_000; // ms after the player connects
+const MIN_FRAMES = 30;
+const METRICS_TIMEOUT = 10_000; // ms for the gauges to drop after DELETE
+
+// Chromium's fake camera paints an I420 frame whose U and V planes stay 0 and whose Y plane is 0
+// except for the sweeping disc ("pacman", radius min(w, h) / 4 at the centre), the timer text
+// and four gradient squares in the corners, which are painted bright. U = V = 0 is a deep green:
+// Y = 0 shows as about (0, 135, 0) in BT.601 limited range, Y = 255 as about (74, 255, 20).
+// (With MCU_BROWSER_VIDEO_CODEC=AV1 the background shows as (0, 77, 0), BT.709: the colour space
+// travels in the color-space RTP header extension, which the SFU neither negotiates nor forwards;
+// see README.md.)
+const BACKGROUND_RGB = [0, 135, 0]; // the plain background band below the disc
+const BACKGROUND_TOLERANCE = 25; // per channel, for the codec and colour conversions
+const FRAME_G_MIN = 110; // mean G of the whole frame (measured: about 146)
+const DISC_SPREAD_MIN = 0.05; // the disc's bright share must change across the samples
+
+const LOG_DIR = fs.mkdtempSync(path.join(os.tmpdir(), "mcu-browser-"));
+const t0 = Date.now();
+const elapsed = () => ((Date.now() - t0) / 1000).toFixed(1) + " s";
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const say = (msg) => console.log(msg);
+
+// --------------------------------------------------------------------------------------------
+// Processes: the server, the static page server, the browser. All stopped at the end, on a
+// failure, on SIGINT/SIGTERM, and (the server) with SIGKILL if this process exits anyway.
+// --------------------------------------------------------------------------------------------
+
+let server = null; // ChildProcess
+let pageServer = null; // http.Server
+let browser = null;
+const serverLog = path.join(LOG_DIR, "mcu.log");
+
+async function startServer() {
+  if (!fs.existsSync(MCU_BIN)) throw new Error(`${MCU_BIN} is missing: cargo build -p mcu-server (or set MCU_BIN)`);
+  // The server reads MCU_* variables as flags: only ours reach it.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MCU_")));
+  env.MCU_LOG = process.env.MCU_BROWSER_SERVER_LOG || "info,webrtc=warn,rtc=warn";
+  env.NO_COLOR = "1";
+  const log = fs.openSync(serverLog, "w");
+  const argv = [MCU_BIN, "serve", "--dev", "--http-listen", "127.0.0.1:0"];
+  // setpriv (util-linux) sets PR_SET_PDEATHSIG before exec: the server dies with this process
+  // even when it is SIGKILLed and its exit handler never runs.
+  if (fs.existsSync(SETPRIV)) argv.unshift(SETPRIV, "--pdeathsig", "KILL", "--");
+  server = spawn(argv[0], argv.slice(1), { env, stdio: ["ignore", "pipe", log] });
+  fs.closeSync(log);
+  const lines = readline.createInterface({ input: server.stdout });
+  return await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no 'listening on' line within ${SERVER_START_TIMEOUT / 1000} s`)), SERVER_START_TIMEOUT);
+    server.once("exit", (code, sig) => { clearTimeout(timer); reject(new Error(`mcu exited (${code ?? sig}) before listening`)); });
+    server.once("error", (e) => { clearTimeout(timer); reject(e); });
+    lines.on("line", (line) => {
+      const m = /^listening on (http:\/\/\S+)/.exec(line.trim());
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+  });
+}
+
+async function stopServer() {
+  if (!server) return null;
+  const p = server;
+  server = null;
+  if (p.exitCode !== null || p.signalCode !== null) return p.exitCode ?? p.signalCode;
+  const exited = once(p, "exit");
+  p.kill("SIGINT"); // graceful shutdown
+  const t = setTimeout(() => p.kill("SIGKILL"), 5000);
+  const [code, sig] = await exited;
+  clearTimeout(t);
+  return code ?? sig;
+}
+
+async function startPageServer() {
+  pageServer = http.createServer((req, res) => {
+    const name = new URL(req.url, "http://x").pathname.replace(/^\/+/, "");
+    if (name === "favicon.ico") {
+      res.writeHead(204).end();
+      return;
+    }
+    if (!/^[a-z]+\.html$/.test(name) || !fs.existsSync(path.join(PAGES, name))) {
+      res.writeHead(404, { "Content-Type": "text/plain" }).end("not found\n");
+      return;
+    }
+    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" });
+    res.end(fs.readFileSync(path.join(PAGES, name)));
+  });
+  pageServer.listen(0, "127.0.0.1");
+  await once(pageServer, "listening");
+  return `http://127.0.0.1:${pageServer.address().port}`;
+}
+
+async function cleanup() {
+  if (browser) {
+    const b = browser;
+    browser = null;
+    await Promise.race([b.close().catch(() => {}), sleep(10_000)]);
+  }
+  if (pageServer) {
+    pageServer.closeAllConnections?.();
+    pageServer.close();
+    pageServer = null;
+  }
+  return await stopServer();
+}
+
+process.on("exit", () => { if (server && server.exitCode === null) server.kill("SIGKILL"); });
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.on(sig, () => {
+    say(`interrupted (${sig}): stopping`);
+    cleanup().finally(() => process.exit(130));
+  });
+}
+
+// --------------------------------------------------------------------------------------------
+// Checks
+// --------------------------------------------------------------------------------------------
+
+const results = []; // [name, ok, detail]
+
+function record(name, ok, detail) {
+  results.push([name, ok, detail]);
+  say(`${ok ? "PASS" : "FAIL"} ${name}${detail ? ": " + detail : ""}`);
+}
+
+async function waitFor(what, timeoutMs, intervalMs, probe) {
+  const deadline = Date.now() + timeoutMs;
+  let last;
+  for (;;) {
+    last = await probe();
+    if (last.ok) return last;
+    if (Date.now() > deadline) {
+      const err = new Error(`${what}: not within ${timeoutMs / 1000} s; last ${JSON.stringify(last.value ?? last)}`);
+      err.last = last;
+      throw err;
+    }
+    await sleep(intervalMs);
+  }
+}
+
+function parseMetrics(text) {
+  const out = {};
+  for (const line of text.split("\n")) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$/.exec(line.trim());
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+function tail(file, n = 40) {
+  try {
+    return fs.readFileSync(file, "utf8").trimEnd().split("\n").slice(-n).map((l) => "  [mcu] " + l).join("\n");
+  } catch {
+    return "";
+  }
+}
+
+// Page state (status, SDPs, errors) into LOG_DIR for a failed run.
+async function dumpPage(page, label, stateVar) {
+  if (!page) return;
+  try {
+    const st = await page.evaluate((v) => window[v], stateVar);
+    if (!st) return;
+    if (st.offer) fs.writeFileSync(path.join(LOG_DIR, `${label}-offer.sdp`), st.offer);
+    if (st.answer) fs.writeFileSync(path.join(LOG_DIR, `${label}-answer.sdp`), st.answer);
+    const { offer, answer, ...rest } = st;
+    fs.writeFileSync(path.join(LOG_DIR, `${label}-state.json`), JSON.stringify(rest, null, 2));
+  } catch (e) {
+    fs.writeFileSync(path.join(LOG_DIR, `${label}-state.json`), `unreadable: ${e}`);
+  }
+}
+
+async function main() {
+  const PLANNED = ["publish", "play", "frames", "size", "colour", "audio", "codec", "delete", "metrics"];
+  let pubPage = null, playPage = null;
+  const consoleLog = fs.createWriteStream(path.join(LOG_DIR, "console.log"));
+
+  // Runs the planned checks in order; a check that throws fails, and so do the ones after it
+  // that depend on it (the rest of the media checks), which are reported as not reached.
+  let broken = null;
+  async function check(name, fn) {
+    if (broken) {
+      record(name, false, `not reached (${broken} failed)`);
+      return;
+    }
+    try {
+      const detail = await fn();
+      record(name, true, detail);
+    } catch (e) {
+      record(name, false, e.message);
+      if (!["colour", "audio", "codec", "size"].includes(name)) broken = name;
+    }
+  }
+
+  let base, pages;
+  try {
+    base = await startServer();
+    pages = await startPageServer();
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+  } catch (e) {
+    say(`setup failed: ${e.message}`);
+    const t = tail(serverLog);
+    if (t) say(t);
+    for (const name of PLANNED) record(name, false, "setup failed");
+    return;
+  }
+  say(`mcu at ${base}, pages at ${pages}, ${CHROMIUM} ${browser.version()}, logs in ${LOG_DIR}`);
+
+  const newPage = async (label) => {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    page.on("console", (m) => consoleLog.write(`[${label}] ${m.type()}: ${m.text()}\n`));
+    page.on("pageerror", (e) => consoleLog.write(`[${label}] pageerror: ${e}\n`));
+    return page;
+  };
+
+  let pubInfo = null, playConnectedAt = 0, stats = null;
+
+  await check("publish", async () => {
+    pubPage = await newPage("publish");
+    const whip = `${base}/whip/${ROOM}?name=${NAME}`;
+    const codec = VIDEO_CODEC ? `&codec=${encodeURIComponent(VIDEO_CODEC)}` : "";
+    await pubPage.goto(`${pages}/publish.html?whip=${encodeURIComponent(whip)}${codec}`);
+    await waitFor("publisher connected", CONNECT_TIMEOUT, 200, async () => {
+      const st = await pubPage.evaluate(() => window.pub);
+      if (st.status === "failed") throw new Error(`publisher: ${st.error}`);
+      return { ok: st.status === "connected", value: { status: st.status, connectionState: st.connectionState, ice: st.iceConnectionState } };
+    });
+    pubInfo = await pubPage.evaluate(() => window.pub);
+    return `WHIP ${pubInfo.httpStatus} ${new URL(pubInfo.location).pathname} as ${pubInfo.participant}, ` +
+      `capture ${pubInfo.width}x${pubInfo.height} @ ${pubInfo.frameRate} fps (${pubInfo.tracks.map((t) => `${t.kind} "${t.label}"`).join(", ")}), connected at ${elapsed()}`;
+  });
+
+  await check("play", async () => {
+    playPage = await newPage("play");
+    const whep = `${base}/whep/${ROOM}/${NAME}`;
+    await playPage.goto(`${pages}/play.html?whep=${encodeURIComponent(whep)}`);
+    // A click gives the page user activation, so the unmuted <video> may autoplay whatever
+    // Chromium's autoplay policy says about remote streams.
+    await playPage.mouse.click(2, 2);
+    await waitFor("player connected", CONNECT_TIMEOUT, 200, async () => {
+      const st = await playPage.evaluate(() => window.play);
+      if (st.status === "failed") throw new Error(`player: ${st.error}`);
+      return { ok: st.status === "connected", value: { status: st.status, connectionState: st.connectionState, ice: st.iceConnectionState } };
+    });
+    playConnectedAt = Date.now();
+    const st = await playPage.evaluate(() => window.play);
+    return `WHEP ${st.httpStatus} ${new URL(st.location).pathname}, tracks ${st.tracks.map((t) => t.kind).join("+")}, connected at ${elapsed()}` +
+      (st.playError ? ` (video.play(): ${st.playError})` : "");
+  });
+
+  await check("frames", async () => {
+    const r = await waitFor(`${MIN_FRAMES} frames decoded`, FRAMES_TIMEOUT, 250, async () => {
+      const s = await playPage.evaluate(() => window.playStats());
+      return { ok: s.framesDecoded >= MIN_FRAMES && s.videoWidth > 0, value: s };
+    });
+    stats = r.value;
+    return `${stats.framesDecoded} decoded (${stats.keyFramesDecoded} key) ${((Date.now() - playConnectedAt) / 1000).toFixed(1)} s after connecting`;
+  });
+
+  await check("size", async () => {
+    const s = await playPage.evaluate(() => window.playStats());
+    const detail = `<video> ${s.videoWidth}x${s.videoHeight}, inbound-rtp ${s.frameWidth}x${s.frameHeight}, publisher capture ${pubInfo.width}x${pubInfo.height}`;
+    if (!(s.videoWidth > 0 && s.videoWidth === pubInfo.width && s.videoHeight === pubInfo.height)) throw new Error(detail);
+    return detail;
+  });
+
+  await check("colour", async () => {
+    // Several frames ~150 ms apart: the disc sweeps 600°/s, so its bright share changes.
+    const samples = [];
+    for (let i = 0; i < 6; i++) {
+      const c = await playPage.evaluate(() => window.frameColour());
+      if (c) samples.push(c);
+      await sleep(150);
+    }
+    if (samples.length === 0) throw new Error("no frame to draw");
+    const avg = (f) => [0, 1, 2].map((k) => Math.round(samples.reduce((a, s) => a + f(s)[k], 0) / samples.length));
+    const mean = avg((s) => s.mean), bg = avg((s) => s.background);
+    const disc = samples.map((s) => s.discBright);
+    const spread = Math.max(...disc) - Math.min(...disc);
+    const detail = `frame mean RGB ${mean.join(",")}, background band ${bg.join(",")}, bright share of the disc box ${disc.join(" ")}`;
+    fs.writeFileSync(path.join(LOG_DIR, "colour.json"), JSON.stringify(samples, null, 2));
+    const problems = [];
+    if (mean[1] < FRAME_G_MIN) problems.push(`frame mean G ${mean[1]} < ${FRAME_G_MIN} (black or wrong picture)`);
+    if (bg.some((v, k) => Math.abs(v - BACKGROUND_RGB[k]) > BACKGROUND_TOLERANCE)) {
+      problems.push(`background ${bg.join(",")} is not the fake camera's ${BACKGROUND_RGB.join(",")} (± ${BACKGROUND_TOLERANCE})`);
+    }
+    if (spread < DISC_SPREAD_MIN) problems.push(`the disc does not move (bright share spread ${spread.toFixed(3)} < ${DISC_SPREAD_MIN})`);
+    if (problems.length) throw new Error(`${problems.join("; ")} [${detail}]`);
+    return detail;
+  });
+
+  await check("audio", async () => {
+    const r = await waitFor("audio energy", FRAMES_TIMEOUT, 250, async () => {
+      const s = await playPage.evaluate(() => window.playStats());
+      return { ok: s.audioEnergy > 0, value: { audioPackets: s.audioPackets, audioSamples: s.audioSamples, audioEnergy: s.audioEnergy, audioLevel: s.audioLevel } };
+    });
+    const s = r.value;
+    return `totalAudioEnergy ${s.audioEnergy.toExponential(3)} over ${s.audioSamples} samples (${s.audioPackets} packets), audioLevel ${s.audioLevel.toFixed(4)}`;
+  });
+
+  await check("codec", async () => {
+    const p = await pubPage.evaluate(() => window.pubStats());
+    const s = await playPage.evaluate(() => window.playStats());
+    const detail = `publisher sends ${p.codec} (${p.encoderImplementation}, ${p.framesEncoded} frames encoded), player receives ${s.videoCodec}, audio ${s.audioCodec}`;
+    const mime = (c) => (c || "").split(";")[0].toLowerCase();
+    if (!s.videoCodec || mime(p.codec) !== mime(s.videoCodec)) throw new Error(`video codecs differ or missing: ${detail}`);
+    if (!["video/vp8", "video/h264", "video/av1"].includes(mime(s.videoCodec))) throw new Error(`not a codec the SFU forwards: ${detail}`);
+    return detail;
+  });
+
+  await check("delete", async () => {
+    const playStatus = await playPage.evaluate(() => window.stop());
+    const pubStatus = await pubPage.evaluate(() => window.stop());
+    const detail = `DELETE player session ${playStatus}, publisher session ${pubStatus}`;
+    if (playStatus !== 200 || pubStatus !== 200) throw new Error(detail);
+    return detail;
+  });
+
+  await check("metrics", async () => {
+    const r = await waitFor("gauges back to 0", METRICS_TIMEOUT, 200, async () => {
+      const res = await fetch(`${base}/metrics`);
+      if (res.status !== 200) throw new Error(`GET /metrics: ${res.status}`);
+      const m = parseMetrics(await res.text());
+      const g = { mcu_participants: m.mcu_participants, mcu_subscribers: m.mcu_subscribers, mcu_tracks: m.mcu_tracks, mcu_rooms: m.mcu_rooms };
+      return { ok: Object.values(g).every((v) => v === 0), value: { ...g, received: m.mcu_rtp_received_packets_total, forwarded: m.mcu_rtp_forwarded_packets_total } };
+    });
+    const v = r.value;
+    return `mcu_participants ${v.mcu_participants}, subscribers ${v.mcu_subscribers}, tracks ${v.mcu_tracks}, rooms ${v.mcu_rooms}; ${v.received} RTP packets received, ${v.forwarded} forwarded`;
+  });
+
+  if (results.some(([, ok]) => !ok) || process.env.MCU_BROWSER_KEEP_LOGS) {
+    await dumpPage(pubPage, "publish", "pub");
+    await dumpPage(playPage, "play", "play");
+  }
+  consoleLog.end();
+}
+
+let crashed = null;
+try {
+  await main();
+} catch (e) {
+  crashed = e;
+  say(`error: ${e.stack || e}`);
+}
+const code = await cleanup();
+const failed = results.filter(([, ok]) => !ok).length + (crashed ? 1 : 0);
+const passed = results.filter(([, ok]) => ok).length;
+if (failed) {
+  say(`server exit: ${code}; log tail:\n${tail(serverLog)}`);
+  say(`server log, SDPs and page logs kept in ${LOG_DIR}`);
+} else {
+  if (!process.env.MCU_BROWSER_KEEP_LOGS) fs.rmSync(LOG_DIR, { recursive: true, force: true });
+}
+say(`took ${elapsed()}`);
+say(`browser sfu: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
