@@ -21,7 +21,12 @@ MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_sfu.py
 
 echo "== end to end: headless Chromium over WHIP/WHEP"
 scripts/browser-setup.sh
-MCU_BIN="$PWD/target/debug/mcu" node tests/browser/sfu.test.mjs 2>&1 | tee -a "$log"
+# Once per video codec Chromium publishes: VP8 (its default), H.264, and AV1 (whose colour space
+# travels in a header extension the SFU must forward).
+for codec in VP8 H264 AV1; do
+  echo "-- Chromium publishing $codec"
+  MCU_BROWSER_VIDEO_CODEC=$codec MCU_BIN="$PWD/target/debug/mcu" node tests/browser/sfu.test.mjs 2>&1 | tee -a "$log"
+done
 
 echo "== golden frames again on the GL fallback (llvmpipe through EGL)"
 MCU_TEST_ADAPTER=gl cargo test -p mcu-tests 2>&1 | tee -a "$log"

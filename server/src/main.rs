@@ -16,6 +16,11 @@ mod whip;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+// The WebRTC stack allocates and frees a few buffers per packet; glibc's allocator spent a third
+// of the fan-out's CPU zeroing pages it had just returned to the kernel (benches/results/fanout-*).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use mcu_compositor::{AdapterChoice, RenderPath};
 
 #[derive(Parser, Debug)]

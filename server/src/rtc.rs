@@ -32,7 +32,7 @@ use rtc::{
         full_intra_request::FullIntraRequest, picture_loss_indication::PictureLossIndication,
         receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate,
     },
-    rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind},
+    rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind},
     sansio::Protocol,
     shared::error::Error,
 };
@@ -48,20 +48,20 @@ pub struct RtcConfig {
     pub udp_addrs: Vec<SocketAddr>,
     /// STUN/TURN servers handed to the ICE agent (and, in answers, used for relay candidates).
     pub ice_servers: Vec<RTCIceServer>,
-    /// A connection with no traffic for this long is disconnected; after as long again, failed
-    /// (and its session ends, as if the client had sent DELETE).
-    pub ice_disconnected_timeout: Duration,
+    /// A connection with no traffic for 5 s is disconnected; after this long more, failed (and
+    /// its session ends, as if the client had sent DELETE).
+    pub ice_failed_timeout: Duration,
 }
 
 impl RtcConfig {
     /// Settings from the server's flags. Dev mode adds a loopback address so clients on the same
     /// machine (which never gather 127.0.0.1 themselves) can connect.
-    pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>, ice_disconnected_timeout: Duration) -> RtcConfig {
+    pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>, ice_failed_timeout: Duration) -> RtcConfig {
         let mut udp_addrs = addrs.to_vec();
         if dev && !udp_addrs.iter().any(|a| a.ip().is_loopback()) {
             udp_addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
-        RtcConfig { udp_addrs, ice_servers, ice_disconnected_timeout }
+        RtcConfig { udp_addrs, ice_servers, ice_failed_timeout }
     }
 
     /// A new peer connection with our codecs and interceptors, reporting to `handler`.
@@ -72,8 +72,7 @@ impl RtcConfig {
         let registry = registry.with(Slot::from(14_000), FeedbackTap::default());
         let config = RTCConfigurationBuilder::new().with_ice_servers(self.ice_servers.clone()).build();
         let runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow::anyhow!("webrtc built without a runtime"))?;
-        let t = self.ice_disconnected_timeout;
-        let settings = SettingEngineBuilder::new().with_ice_timeouts(Some(t), Some(t), Some(Duration::from_secs(2).min(t / 2))).build();
+        let settings = SettingEngineBuilder::new().with_ice_timeouts(Some(Duration::from_secs(5)), Some(self.ice_failed_timeout), Some(Duration::from_secs(2))).build();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_setting_engine(settings)
@@ -128,7 +127,34 @@ pub fn media_engine() -> Result<MediaEngine, Error> {
     ] {
         m.register_codec(c, RtpCodecKind::Video)?;
     }
+    for (uri, kind) in FORWARDED_EXTENSIONS {
+        m.register_header_extension(RTCRtpHeaderExtensionCapability { uri: uri.to_string() }, *kind, None)?;
+    }
     Ok(m)
+}
+
+/// RTP header extensions the SFU passes from publisher to subscribers (their ids rewritten to
+/// each subscriber's): audio levels (RFC 6464), rotation, and the colour space, without which
+/// AV1 and VP9 pictures decode with the wrong matrix.
+pub const FORWARDED_EXTENSIONS: &[(&str, RtpCodecKind)] = &[
+    ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", RtpCodecKind::Audio),
+    ("urn:3gpp:video-orientation", RtpCodecKind::Video),
+    ("http://www.webrtc.org/experiments/rtp-hdrext/color-space", RtpCodecKind::Video),
+];
+
+/// `a=extmap` ids of an SDP whose URI is one we forward: id → URI.
+pub fn forwarded_extmap(sdp: &str) -> std::collections::HashMap<u8, &'static str> {
+    let mut map = std::collections::HashMap::new();
+    for line in sdp.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("a=extmap:") else { continue };
+        let mut parts = rest.split_whitespace();
+        let (Some(id), Some(uri)) = (parts.next(), parts.next()) else { continue };
+        let Ok(id) = id.split('/').next().unwrap_or("").parse::<u8>() else { continue };
+        if let Some((u, _)) = FORWARDED_EXTENSIONS.iter().find(|(u, _)| *u == uri) {
+            map.insert(id, *u);
+        }
+    }
+    map
 }
 
 /// The forwarder's codec family for a negotiated MIME type, if we forward it.
@@ -212,5 +238,14 @@ mod tests {
         assert_eq!(packetization_mode("profile-level-id=42e01f"), 0);
         assert_eq!(codec_family("video/H264"), Some(Codec::H264));
         assert_eq!(codec_family("video/VP9"), None);
+    }
+
+    #[test]
+    fn extmap_keeps_forwarded_uris() {
+        let sdp = "a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=extmap:3/recvonly urn:3gpp:video-orientation\r\na=extmap:4 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n";
+        let m = forwarded_extmap(sdp);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[&1], "urn:ietf:params:rtp-hdrext:ssrc-audio-level");
+        assert_eq!(m[&3], "urn:3gpp:video-orientation");
     }
 }

@@ -80,10 +80,10 @@ pub struct ServeArgs {
     /// `Link` headers, comma-separated (e.g. `stun:stun.example.org:3478`).
     #[arg(long, env = "MCU_ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Vec<String>,
-    /// Seconds without traffic before a WebRTC connection counts as disconnected; as long again
-    /// and it has failed: its session ends as if the client had sent DELETE.
-    #[arg(long, env = "MCU_ICE_TIMEOUT_SECS", default_value_t = 5)]
-    pub ice_timeout_secs: u64,
+    /// A WebRTC connection without traffic for 5 s is disconnected; this many seconds more and
+    /// it has failed: its session ends as if the client had sent DELETE.
+    #[arg(long, env = "MCU_ICE_FAILED_TIMEOUT_SECS", default_value_t = 15)]
+    pub ice_failed_timeout_secs: u64,
     /// TURN username for the servers above.
     #[arg(long, env = "MCU_TURN_USERNAME")]
     pub turn_username: Option<String>,
@@ -139,7 +139,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         })
         .collect();
     let ice_links = args.ice_servers.iter().map(|u| format!("<{u}>; rel=\"ice-server\"")).collect();
-    let rtc = RtcConfig::new(&args.rtc_udp, args.dev, ice_servers, std::time::Duration::from_secs(args.ice_timeout_secs.max(1)));
+    let rtc = RtcConfig::new(&args.rtc_udp, args.dev, ice_servers, std::time::Duration::from_secs(args.ice_failed_timeout_secs.max(1)));
     let sfu_limits = SfuLimits { max_rooms: args.max_rooms, max_participants: args.max_participants, max_tracks: args.max_tracks, max_subscribers: args.max_subscribers };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

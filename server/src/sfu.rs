@@ -34,7 +34,7 @@ use webrtc::{
     peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState},
 };
 
-use crate::rtc::{codec_family, packetization_mode, RtcConfig};
+use crate::rtc::{codec_family, forwarded_extmap, packetization_mode, RtcConfig};
 
 /// Packets queued per subscriber track before its packets are dropped.
 const SINK_QUEUE: usize = 512;
@@ -121,10 +121,13 @@ pub struct PublishedTrack {
     pub kind: RtpCodecKind,
     /// What the publisher negotiated.
     pub codec: RTCRtpCodec,
+    /// The publisher's ids of the header extensions we forward.
+    pub extmap: Arc<HashMap<u8, &'static str>>,
 }
 
 struct Participant {
     session: String,
+    extmap: Arc<HashMap<u8, &'static str>>,
     expected_tracks: usize,
     tracks: Vec<PublishedTrack>,
 }
@@ -351,6 +354,7 @@ impl Sfu {
         if sending > self.limits.max_tracks {
             return Err(SessionError::Limit(format!("{sending} tracks offered; at most {} per participant", self.limits.max_tracks)));
         }
+        let extmap = Arc::new(forwarded_extmap(&offer));
         let desc = RTCSessionDescription::offer(offer).map_err(|e| SessionError::BadOffer(e.to_string()))?;
         let room = self.room(room_name, true)?;
         let id = self.fresh_id();
@@ -362,7 +366,7 @@ impl Sfu {
             if ps.len() >= self.limits.max_participants {
                 return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({} participants)", self.limits.max_participants)));
             }
-            ps.insert(participant.into(), Participant { session: id.clone(), expected_tracks: sending, tracks: Vec::new() });
+            ps.insert(participant.into(), Participant { session: id.clone(), extmap, expected_tracks: sending, tracks: Vec::new() });
         }
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), Some((room.clone(), participant.to_string()))));
         let result = match self.rtc.peer_connection(handler.clone()).await.map_err(internal) {
@@ -456,15 +460,18 @@ impl Sfu {
         handler.gathered().await;
         let answer = pc.local_description().await.ok_or_else(|| internal("no local description"))?.sdp;
 
+        // The subscriber's ids for the extensions we forward, from our answer.
+        let theirs: HashMap<&'static str, u8> = forwarded_extmap(&answer).into_iter().map(|(id, uri)| (uri, id)).collect();
         let mut wired = Vec::new();
         for (t, ssrc, local, sender) in locals {
+            let ext_ids: Vec<(u8, u8)> = t.extmap.iter().filter_map(|(&id, uri)| theirs.get(uri).map(|&to| (id, to))).collect();
             let params = sender.get_parameters().await.map_err(internal)?;
             let Some(pt) = matching_payload_type(&t.codec, &params.rtp_parameters.codecs) else {
                 tracing::info!(room = %room.name, track = %t.id, codec = %t.codec.mime_type, "subscriber did not accept the track's codec; skipped");
                 continue;
             };
             let (tx, rx) = mpsc::channel::<Bytes>(SINK_QUEUE);
-            tokio::spawn(sink_writer(local.clone(), rx, pt, self.counters.clone()));
+            tokio::spawn(sink_writer(local.clone(), rx, pt, ext_ids, self.counters.clone()));
             tokio::spawn(subscriber_feedback(local, room.clone(), sub));
             room.lock().sinks.insert(ssrc, SinkEntry { sub, tx });
             wired.push((t.id.clone(), ssrc));
@@ -630,15 +637,23 @@ async fn wait_for_tracks(room: &Room, target: &str) -> Result<Vec<PublishedTrack
     }
 }
 
-/// Writes one subscriber track's packets with the subscriber's payload type.
-async fn sink_writer(track: Arc<TrackLocalStaticRTP>, mut rx: mpsc::Receiver<Bytes>, pt: u8, counters: Arc<Counters>) {
+/// Writes one subscriber track's packets with the subscriber's payload type and extension ids
+/// (`ext_ids`: publisher id → subscriber id; other extensions are dropped: ids are per
+/// connection, so the publisher's mean nothing here).
+async fn sink_writer(track: Arc<TrackLocalStaticRTP>, mut rx: mpsc::Receiver<Bytes>, pt: u8, ext_ids: Vec<(u8, u8)>, counters: Arc<Counters>) {
     while let Some(raw) = rx.recv().await {
         let mut buf = raw;
         let Ok(mut p) = rtc::rtp::Packet::unmarshal(&mut buf) else { continue };
         p.header.payload_type = pt;
-        // Header-extension ids are per connection; the publisher's mean nothing here.
+        // Rebuilt through set_extension, which keeps the block's padding consistent.
+        let old = std::mem::take(&mut p.header.extensions);
         p.header.extension = false;
-        p.header.extensions.clear();
+        p.header.extensions_padding = 0;
+        for e in old {
+            if let Some(&(_, to)) = ext_ids.iter().find(|(from, _)| *from == e.id) {
+                let _ = p.header.set_extension(to, e.payload);
+            }
+        }
         if track.write_rtp(p).await.is_err() {
             return;
         }
@@ -741,7 +756,7 @@ impl PeerConnectionEventHandler for Handler {
         }
         if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get_mut(&participant) {
             debug_assert_eq!(p.session, self.session);
-            p.tracks.push(PublishedTrack { id: id.clone(), kind, codec: codec.clone() });
+            p.tracks.push(PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: p.extmap.clone() });
         }
         tracing::info!(room = %room.name, track = %id, codec = %codec.mime_type, ssrc, "track published");
         // Keyframe requests the forwarder sends upstream.
