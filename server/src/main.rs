@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod demo;
+mod mcu;
 mod metrics;
 mod rtc;
 mod serve;

@@ -30,6 +30,7 @@ use rtc::peer_connection::transport::RTCIceServer;
 use tower_http::cors::CorsLayer;
 
 use crate::{
+    mcu::McuConfig,
     metrics,
     rtc::RtcConfig,
     sfu::{Sfu, SfuLimits},
@@ -84,6 +85,18 @@ pub struct ServeArgs {
     /// it has failed: its session ends as if the client had sent DELETE.
     #[arg(long, env = "MCU_ICE_FAILED_TIMEOUT_SECS", default_value_t = 15)]
     pub ice_failed_timeout_secs: u64,
+    /// Room composite canvas width.
+    #[arg(long, env = "MCU_MIX_WIDTH", default_value_t = 1280)]
+    pub mix_width: u32,
+    /// Room composite canvas height.
+    #[arg(long, env = "MCU_MIX_HEIGHT", default_value_t = 720)]
+    pub mix_height: u32,
+    /// Room composite frames per second.
+    #[arg(long, env = "MCU_MIX_FPS", default_value_t = 30)]
+    pub mix_fps: u32,
+    /// Room composite video bitrate (bps).
+    #[arg(long, env = "MCU_MIX_VIDEO_BITRATE", default_value_t = 2_000_000)]
+    pub mix_video_bitrate: u32,
     /// TURN username for the servers above.
     #[arg(long, env = "MCU_TURN_USERNAME")]
     pub turn_username: Option<String>,
@@ -144,7 +157,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let sfu = Sfu::new(rtc, sfu_limits);
-        let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links });
+        let mcu = McuConfig {
+            width: args.mix_width & !1,
+            height: args.mix_height & !1,
+            fps: args.mix_fps.clamp(1, 60),
+            video_bitrate: args.mix_video_bitrate,
+            audio_bitrate: 48_000,
+        };
+        let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu });
         let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
         let cors = CorsLayer::new()
             .allow_origin(tower_http::cors::Any)
@@ -153,6 +173,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .expose_headers([header::LOCATION, header::ETAG, header::LINK, HeaderName::from_static("accept-patch"), HeaderName::from_static("x-participant")]);
         let media = Router::new()
             .route("/whip/{room}", post(whip::whip))
+            .route("/whep/{room}", post(whip::whep_room))
             .route("/whep/{room}/{participant}", post(whip::whep_participant))
             .route("/session/{id}", patch(whip::patch_session).delete(whip::delete_session))
             .with_state(http)

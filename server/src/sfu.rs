@@ -34,7 +34,11 @@ use webrtc::{
     peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState},
 };
 
-use crate::rtc::{codec_family, forwarded_extmap, packetization_mode, RtcConfig};
+use crate::{
+    mcu::{McuConfig, TapPacket, MIX},
+    rtc::{codec_family, forwarded_extmap, packetization_mode, RtcConfig},
+};
+use mcu_sfu::keyframe::Codec;
 
 /// Packets queued per subscriber track before its packets are dropped.
 const SINK_QUEUE: usize = 512;
@@ -146,6 +150,8 @@ struct Media {
     backlogged: HashMap<SubscriberId, Vec<u32>>,
     /// Keyframe requests to each publisher track.
     feedback: HashMap<TrackId, mpsc::UnboundedSender<u32>>,
+    /// Each published track's SSRC.
+    ssrcs: HashMap<TrackId, u32>,
 }
 
 /// A room of the SFU.
@@ -156,6 +162,10 @@ pub struct Room {
     participants: Mutex<HashMap<String, Participant>>,
     subscribers: AtomicU64,
     counters: Arc<Counters>,
+    /// Copies of every publisher packet for the room composite, while it runs.
+    mcu_tap: Mutex<Option<std::sync::mpsc::SyncSender<TapPacket>>>,
+    /// The composite's video and audio SSRCs, while it runs.
+    mix: Mutex<Option<(u32, u32)>>,
 }
 
 impl Room {
@@ -169,7 +179,10 @@ impl Room {
                 sinks: HashMap::new(),
                 backlogged: HashMap::new(),
                 feedback: HashMap::new(),
+                ssrcs: HashMap::new(),
             }),
+            mcu_tap: Mutex::new(None),
+            mix: Mutex::new(None),
             participants: Mutex::default(),
             subscribers: AtomicU64::new(0),
             counters,
@@ -243,10 +256,84 @@ impl Room {
         self.lock().fwd.stats()
     }
 
-    /// Publishers and their track counts.
+    /// Publishers (the composite not counted), their tracks, and subscriber sessions.
     pub fn counts(&self) -> (usize, usize, u64) {
         let p = self.participants.lock().expect("participants lock is never poisoned");
-        (p.len(), p.values().map(|p| p.tracks.len()).sum(), self.subscribers.load(Ordering::Relaxed))
+        let real = || p.iter().filter(|(k, _)| k.as_str() != MIX).map(|(_, v)| v);
+        (real().count(), real().map(|p| p.tracks.len()).sum(), self.subscribers.load(Ordering::Relaxed))
+    }
+
+    fn participants(&self) -> std::sync::MutexGuard<'_, HashMap<String, Participant>> {
+        self.participants.lock().expect("participants lock is never poisoned")
+    }
+
+    /// Registers the composite's tracks as a publisher's and starts copying packets to it.
+    /// False when it runs already.
+    pub fn start_mix(&self, tap: std::sync::mpsc::SyncSender<TapPacket>, tracks: Vec<PublishedTrack>, keyframes: mpsc::UnboundedSender<u32>, video_ssrc: u32, audio_ssrc: u32) -> bool {
+        let mut mix = self.mix.lock().expect("mix lock is never poisoned");
+        if mix.is_some() {
+            return false;
+        }
+        *mix = Some((video_ssrc, audio_ssrc));
+        *self.mcu_tap.lock().expect("tap lock is never poisoned") = Some(tap);
+        let mut m = self.lock();
+        for t in &tracks {
+            let (family, ssrc) = if t.kind == RtpCodecKind::Video { (Codec::Vp8, video_ssrc) } else { (Codec::Audio, audio_ssrc) };
+            if let Err(e) = m.fwd.publish(t.id.clone(), family, t.codec.clock_rate, &[(ssrc, 0)]) {
+                tracing::warn!(error = %e, "composite track not published");
+            }
+            m.ssrcs.insert(t.id.clone(), ssrc);
+            if t.kind == RtpCodecKind::Video {
+                m.feedback.insert(t.id.clone(), keyframes.clone());
+            }
+        }
+        drop(m);
+        self.participants().insert(MIX.into(), Participant { session: String::new(), extmap: Arc::default(), expected_tracks: tracks.len(), tracks });
+        true
+    }
+
+    /// Stops copying packets to the composite and unpublishes its tracks.
+    pub fn stop_mix(&self) {
+        *self.mcu_tap.lock().expect("tap lock is never poisoned") = None;
+        *self.mix.lock().expect("mix lock is never poisoned") = None;
+        let p = self.participants().remove(MIX);
+        let mut m = self.lock();
+        for t in p.map(|p| p.tracks).unwrap_or_default() {
+            m.fwd.unpublish(&t.id);
+            m.feedback.remove(&t.id);
+            m.ssrcs.remove(&t.id);
+        }
+    }
+
+    /// The composite's video and audio SSRCs (zero when it is not running).
+    pub fn mix_ssrcs(&self) -> (u32, u32) {
+        self.mix.lock().expect("mix lock is never poisoned").unwrap_or((0, 0))
+    }
+
+    /// A packet of the composite, fanned out to its viewers.
+    pub fn publish_mix_packet(&self, now: Instant, raw: &[u8]) {
+        self.drive(now, |fwd, now| {
+            let _ = fwd.handle_rtp(now, raw);
+        });
+    }
+
+    /// Asks a publisher track for a keyframe (the composite's decoder needs one).
+    pub fn request_keyframe(&self, track: &TrackId) {
+        let m = self.lock();
+        if let (Some(tx), Some(&ssrc)) = (m.feedback.get(track), m.ssrcs.get(track)) {
+            let _ = tx.send(ssrc);
+        }
+    }
+
+    /// Tracks published by real participants.
+    pub fn live_tracks(&self) -> std::collections::HashSet<TrackId> {
+        self.participants().iter().filter(|(k, _)| k.as_str() != MIX).flat_map(|(_, p)| p.tracks.iter().map(|t| t.id.clone())).collect()
+    }
+
+    /// No publisher and no viewer: the composite may stop.
+    pub fn idle_for_mix(&self) -> bool {
+        let (p, _, s) = self.counts();
+        p == 0 && s == 0
     }
 }
 
@@ -347,6 +434,9 @@ impl Sfu {
 
     /// WHIP: a publisher's offer for `room`.
     pub async fn publish(self: &Arc<Self>, room_name: &str, participant: &str, offer: String) -> Result<Accepted, SessionError> {
+        if participant.starts_with('_') {
+            return Err(SessionError::Conflict(format!("\"{participant}\": names starting with _ are reserved for the server")));
+        }
         let sending = count_sending_sections(&offer);
         if sending == 0 {
             return Err(SessionError::BadOffer("the offer sends no audio or video".into()));
@@ -442,7 +532,7 @@ impl Sfu {
         for t in tracks {
             let ssrc = rand_ssrc(&self.next_id);
             let local = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                format!("{target}"),
+                target.to_string(),
                 t.id.to_string(),
                 t.id.to_string(),
                 t.kind,
@@ -498,6 +588,14 @@ impl Sfu {
         Ok((answer, count))
     }
 
+    /// WHEP of the room composite: starts it when needed (a room with nobody in it yet shows
+    /// an empty canvas until publishers arrive).
+    pub async fn play_mix(self: &Arc<Self>, room_name: &str, viewer: &str, offer: String, config: McuConfig) -> Result<Accepted, SessionError> {
+        let room = self.room(room_name, true)?;
+        crate::mcu::ensure(self, &room, config);
+        self.play(room_name, MIX, viewer, offer).await
+    }
+
     /// Trickle ICE (`PATCH`): candidates from an SDP fragment.
     pub async fn trickle(&self, id: &str, fragment: &str) -> Result<(), SessionError> {
         let pc = self.sessions.lock().expect("sessions lock is never poisoned").get(id).map(|s| s.pc.clone());
@@ -506,11 +604,11 @@ impl Sfu {
         for line in fragment.lines().map(str::trim) {
             if let Some(m) = line.strip_prefix("a=mid:") {
                 mid = Some(m.to_string());
-            } else if let Some(c) = line.strip_prefix("a=") {
-                if c.starts_with("candidate:") {
-                    let init = rtc::peer_connection::transport::RTCIceCandidateInit { candidate: c.to_string(), sdp_mid: mid.clone(), ..Default::default() };
-                    pc.add_ice_candidate(init).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
-                }
+            } else if let Some(c) = line.strip_prefix("a=")
+                && c.starts_with("candidate:")
+            {
+                let init = rtc::peer_connection::transport::RTCIceCandidateInit { candidate: c.to_string(), sdp_mid: mid.clone(), ..Default::default() };
+                pc.add_ice_candidate(init).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
             }
         }
         Ok(())
@@ -544,10 +642,16 @@ impl Sfu {
         Ok(())
     }
 
-    /// An empty room goes away; its counters are kept for the metrics.
+    /// An empty room (the composite stopped too) goes away; its counters are kept for the
+    /// metrics.
+    pub fn forget_if_empty(&self, room: &Arc<Room>) {
+        self.drop_if_empty(room);
+    }
+
     fn drop_if_empty(&self, room: &Arc<Room>) {
         let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
-        if room.counts() == (0, 0, 0) && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
+        let mix_running = room.mix.lock().expect("mix lock is never poisoned").is_some();
+        if !mix_running && room.counts() == (0, 0, 0) && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);
             self.retired.lock().expect("retired lock is never poisoned").push(room.stats());
         }
@@ -770,14 +874,15 @@ impl PeerConnectionEventHandler for Handler {
             }
         });
         // The handler must return at once (the connection's driver awaits it): read in a task.
+        room.lock().ssrcs.insert(id.clone(), ssrc);
         let counters = room.counters.clone();
         tokio::spawn(async move {
-            read_publisher_track(track, room, counters).await;
+            read_publisher_track(track, room, counters, id, participant, codec).await;
         });
     }
 }
 
-async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, counters: Arc<Counters>) {
+async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, counters: Arc<Counters>, id: TrackId, participant: String, codec: RTCRtpCodec) {
     while let Some(evt) = track.poll().await {
         match evt {
             TrackRemoteEvent::OnRtpPacket(p) => {
@@ -787,6 +892,11 @@ async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, coun
                 room.drive(Instant::now(), |fwd, now| {
                     let _ = fwd.handle_rtp(now, &raw);
                 });
+                if let Some(tap) = room.mcu_tap.lock().expect("tap lock is never poisoned").as_ref() {
+                    // A composite that falls behind loses packets (its decoder then asks for a
+                    // keyframe); the forwarding path never waits for it.
+                    let _ = tap.try_send(TapPacket { track: id.clone(), participant: participant.clone(), codec: codec.clone(), packet: p });
+                }
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}

@@ -5,6 +5,9 @@
 //! Answers are complete (ICE gathered) so clients that never trickle still connect. CORS is
 //! open so browser pages on other origins can use the endpoints with a token.
 
+// Helpers return the finished error response; they run once per request, so its size is moot.
+#![allow(clippy::result_large_err)]
+
 use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use axum::{
@@ -27,6 +30,8 @@ pub struct Http {
     pub dev: bool,
     /// `Link` header values announcing ICE servers (RFC 9725 §4.6).
     pub ice_links: Vec<String>,
+    /// Room composite settings.
+    pub mcu: crate::mcu::McuConfig,
 }
 
 fn unix_now() -> u64 {
@@ -154,6 +159,30 @@ pub async fn whep_participant(
         Err(e) => {
             http.sfu.counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(room, participant, viewer = who, error = %e, "WHEP offer refused");
+            problem(e.status(), e.to_string())
+        }
+    }
+}
+
+/// `POST /whep/{room}`: the room composite (grid of every published video, the room's audio
+/// mix).
+pub async fn whep_room(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !valid_name(&room) {
+        return problem(400, "room names are 1-64 characters of A-Z a-z 0-9 . _ -");
+    }
+    let who = match http.authorize(&headers, &room, Need::Subscribe, &q) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let offer = match sdp_body(&headers, &body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    match http.sfu.play_mix(&room, &who, offer, http.mcu).await {
+        Ok(a) => http.created(a),
+        Err(e) => {
+            http.sfu.counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(room, viewer = who, error = %e, "WHEP (composite) offer refused");
             problem(e.status(), e.to_string())
         }
     }

@@ -1,0 +1,377 @@
+//! The room composite (MCU): every published track of a room is depacketized and decoded, the
+//! videos composited into a grid, the audio mixed, and the result encoded once and published
+//! back into the room as the tracks of a virtual participant, [`MIX`]. Viewers of the composite
+//! (`POST /whep/{room}`) subscribe to those tracks through the room's forwarder like to any
+//! publisher's, so they share one encode, and keyframe requests, slow-viewer handling and
+//! sequence rewriting come from the SFU path.
+//!
+//! The engine runs on its own OS thread per room (decode, composite and encode are CPU work) and
+//! is driven by the clock of that loop: inputs arrive through a tap on the room, the audio mix
+//! ticks every 20 ms, the canvas every frame interval.
+//!
+//! Not yet here: an adaptive jitter buffer (the sample builder waits a fixed number of packets),
+//! per-viewer (personalised) canvases and mixes, layouts other than the grid, bitrate following
+//! viewers' estimates.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::{mpsc as std_mpsc, Arc, Weak},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use mcu_codec::{
+    audio::{OpusChannels, OpusConfig, OpusDecoder, OpusEncoder},
+    new_decoder, new_software_encoder, Decoded, DecoderOptions, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder,
+};
+use mcu_compositor::{CanvasId, CanvasSpec, Compositor, FrameSet, InputId, Layout, Scene, Tile};
+use mcu_media::{PixelFormat, Rgb, VideoFrame};
+use mcu_mixer::{AudioFrame, Mixer, MixerConfig, Role};
+use mcu_sfu::{forwarder::TrackId, rtp};
+use rtc::{
+    media::io::sample_builder::SampleBuilder,
+    rtp::{
+        codec::{av1::Av1Depacketizer, h264::H264Packet, vp8::{Vp8Packet, Vp8Payloader}},
+        packetizer::Payloader,
+    },
+    rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind},
+};
+use tokio::sync::mpsc;
+
+use crate::sfu::{PublishedTrack, Room, Sfu};
+
+/// The virtual participant whose tracks are the room composite.
+pub const MIX: &str = "_mix";
+const LISTENER: &str = "_room";
+const VIDEO_PT: u8 = 96;
+const AUDIO_PT: u8 = 111;
+const MTU: usize = 1200;
+/// Sequence numbers the sample builder waits for a missing packet.
+const MAX_LATE: u16 = 64;
+
+/// Composite settings.
+#[derive(Debug, Clone, Copy)]
+pub struct McuConfig {
+    /// Canvas width.
+    pub width: u32,
+    /// Canvas height.
+    pub height: u32,
+    /// Canvas frames per second.
+    pub fps: u32,
+    /// Video bitrate (bps).
+    pub video_bitrate: u32,
+    /// Opus bitrate (bps).
+    pub audio_bitrate: u32,
+}
+
+/// A packet from a room's publisher, copied for the composite.
+pub struct TapPacket {
+    /// The track.
+    pub track: TrackId,
+    /// Who publishes it.
+    pub participant: String,
+    /// Its negotiated codec.
+    pub codec: RTCRtpCodec,
+    /// The packet.
+    pub packet: rtc::rtp::Packet,
+}
+
+/// The tracks the composite publishes into its room.
+pub fn mix_tracks() -> Vec<PublishedTrack> {
+    vec![
+        PublishedTrack {
+            id: Arc::from(format!("{MIX}/video-0")),
+            kind: RtpCodecKind::Video,
+            codec: RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90000, channels: 0, ..Default::default() },
+            extmap: Arc::default(),
+        },
+        PublishedTrack {
+            id: Arc::from(format!("{MIX}/audio-0")),
+            kind: RtpCodecKind::Audio,
+            codec: RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), ..Default::default() },
+            extmap: Arc::default(),
+        },
+    ]
+}
+
+enum Depack {
+    Vp8(SampleBuilder<Vp8Packet>),
+    H264(SampleBuilder<H264Packet>),
+    Av1(SampleBuilder<Av1Depacketizer>),
+}
+
+impl Depack {
+    fn new(codec: VideoCodec) -> Option<Depack> {
+        Some(match codec {
+            VideoCodec::Vp8 => Depack::Vp8(SampleBuilder::new(MAX_LATE, Vp8Packet::default(), 90000)),
+            VideoCodec::H264 => Depack::H264(SampleBuilder::new(MAX_LATE, H264Packet::default(), 90000)),
+            VideoCodec::Av1 => Depack::Av1(SampleBuilder::new(MAX_LATE, Av1Depacketizer::default(), 90000)),
+            VideoCodec::Hevc => return None,
+        })
+    }
+
+    fn push(&mut self, now: Instant, p: rtc::rtp::Packet) {
+        match self {
+            Depack::Vp8(b) => b.push(now, p),
+            Depack::H264(b) => b.push(now, p),
+            Depack::Av1(b) => b.push(now, p),
+        }
+    }
+
+    fn pop(&mut self, now: Instant) -> Option<(Bytes, u16)> {
+        let s = match self {
+            Depack::Vp8(b) => b.pop(now),
+            Depack::H264(b) => b.pop(now),
+            Depack::Av1(b) => b.pop(now),
+        }?;
+        Some((s.data, s.prev_dropped_packets))
+    }
+}
+
+struct VideoInput {
+    participant: String,
+    depack: Depack,
+    decoder: Box<dyn VideoDecoder>,
+    last_pli: Option<Instant>,
+    last_frame: Option<Instant>,
+}
+
+struct AudioInput {
+    participant: String,
+    decoder: OpusDecoder,
+    queue: VecDeque<Vec<i16>>,
+}
+
+/// Starts the composite of `room` unless it runs already.
+pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
+    let (tap_tx, tap_rx) = std_mpsc::sync_channel::<TapPacket>(4096);
+    let (kf_tx, kf_rx) = mpsc::unbounded_channel::<u32>();
+    let tracks = mix_tracks();
+    if !room.start_mix(tap_tx, tracks, kf_tx, rand::random::<u32>() | 1, rand::random::<u32>() | 1) {
+        return;
+    }
+    tracing::info!(room = %room.name, width = config.width, height = config.height, fps = config.fps, "room composite started");
+    let (weak_sfu, weak_room) = (Arc::downgrade(sfu), Arc::downgrade(room));
+    let name = room.name.clone();
+    let handle = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new().name(format!("mcu-{name}")).spawn(move || {
+        let _rt = handle.enter();
+        if let Err(e) = run(weak_room.clone(), tap_rx, kf_rx, config) {
+            tracing::error!(room = %name, error = %e, "room composite failed");
+        }
+        if let (Some(sfu), Some(room)) = (weak_sfu.upgrade(), weak_room.upgrade()) {
+            room.stop_mix();
+            sfu.forget_if_empty(&room);
+        }
+        tracing::info!(room = %name, "room composite stopped");
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the composite thread");
+        room.stop_mix();
+    }
+}
+
+fn video_codec(mime: &str) -> Option<VideoCodec> {
+    match mime.to_ascii_lowercase().as_str() {
+        "video/vp8" => Some(VideoCodec::Vp8),
+        "video/h264" => Some(VideoCodec::H264),
+        "video/av1" => Some(VideoCodec::Av1),
+        _ => None,
+    }
+}
+
+fn grid_scene(config: &McuConfig, inputs: &[String]) -> Scene {
+    Scene {
+        canvases: vec![CanvasSpec {
+            id: CanvasId::new("grid"),
+            width: config.width,
+            height: config.height,
+            format: PixelFormat::I420,
+            background: Rgb(16, 16, 24),
+            layout: Layout::Grid { tiles: inputs.iter().map(Tile::new).collect(), columns: None, rows: None, gap: 0 },
+            transition: None,
+        }],
+    }
+}
+
+fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_requests: mpsc::UnboundedReceiver<u32>, config: McuConfig) -> anyhow::Result<()> {
+    let epoch = Instant::now();
+    let frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
+    let tick = Duration::from_millis(20);
+    let mut compositor = Compositor::new_cpu(1);
+    let mut encoder: Box<dyn VideoEncoder> = new_software_encoder(VideoCodec::Vp8, &EncoderConfig::realtime(config.video_bitrate, config.fps as f64))?;
+    let mut payloader = Vp8Payloader::default();
+    let mut opus = OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate))?;
+    let mut mixer = Mixer::new(MixerConfig { top_k: 0, ..MixerConfig::default() }, None)?;
+    mixer.add(LISTENER, Role::Listener)?;
+
+    let mut videos: HashMap<TrackId, VideoInput> = HashMap::new();
+    let mut audios: HashMap<TrackId, AudioInput> = HashMap::new();
+    let mut pending: BTreeMap<String, VideoFrame> = BTreeMap::new();
+    let mut layout: Vec<String> = Vec::new();
+    compositor.update_scene(grid_scene(&config, &layout))?;
+
+    let (mut next_frame, mut next_tick) = (epoch, epoch);
+    let (mut vseq, mut aseq, mut mix_tick) = (rand::random::<u16>(), rand::random::<u16>(), 0u64);
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        let deadline = next_frame.min(next_tick);
+        let now = Instant::now();
+        let first = if deadline > now { tap.recv_timeout(deadline - now) } else { tap.try_recv().map_err(|e| match e {
+            std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
+            std_mpsc::TryRecvError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
+        }) };
+        let mut batch = Vec::new();
+        match first {
+            Ok(p) => batch.push(p),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        batch.extend(tap.try_iter().take(1024));
+        let Some(room) = room.upgrade() else { return Ok(()) };
+        let now = Instant::now();
+
+        // Inputs.
+        for t in batch {
+            if let Some(codec) = video_codec(&t.codec.mime_type) {
+                let input = match videos.entry(t.track.clone()) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let (Some(depack), Ok(decoder)) = (Depack::new(codec), new_decoder(codec, &DecoderOptions::default())) else { continue };
+                        compositor.register_input(InputId::new(&t.participant));
+                        tracing::info!(room = %room.name, track = %t.track, %codec, "composite input added");
+                        v.insert(VideoInput { participant: t.participant.clone(), depack, decoder, last_pli: None, last_frame: None })
+                    }
+                };
+                input.depack.push(now, t.packet);
+                while let Some((data, dropped)) = input.depack.pop(now) {
+                    if dropped > 0 {
+                        input.decoder.report_loss();
+                    }
+                    match input.decoder.decode(&data, now - epoch) {
+                        Ok(Decoded::Frame(f)) => {
+                            input.last_frame = Some(now);
+                            pending.insert(input.participant.clone(), f);
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(track = %t.track, error = %e, "undecodable video"),
+                    }
+                }
+                if input.decoder.needs_keyframe() && input.last_pli.is_none_or(|at| now - at > Duration::from_millis(500)) {
+                    input.last_pli = Some(now);
+                    room.request_keyframe(&t.track);
+                }
+            } else if t.codec.mime_type.eq_ignore_ascii_case("audio/opus") {
+                let input = match audios.entry(t.track.clone()) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let Ok(decoder) = OpusDecoder::new(OpusChannels::Stereo) else { continue };
+                        let _ = mixer.add(t.participant.as_str(), Role::Source);
+                        v.insert(AudioInput { participant: t.participant.clone(), decoder, queue: VecDeque::new() })
+                    }
+                };
+                match input.decoder.decode(&t.packet.payload) {
+                    Ok(pcm) if pcm.len() == 960 * 2 => {
+                        input.queue.push_back(pcm);
+                        // A small fixed jitter allowance: more than three frames waiting is lag.
+                        while input.queue.len() > 3 {
+                            input.queue.pop_front();
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(track = %t.track, error = %e, "undecodable audio"),
+                }
+            }
+        }
+        while let Ok(_ssrc) = keyframe_requests.try_recv() {
+            encoder.request_keyframe();
+        }
+
+        // Inputs whose publisher left.
+        let live = room.live_tracks();
+        videos.retain(|id, v| {
+            let keep = live.contains(id);
+            if !keep {
+                compositor.unregister_input(&InputId::new(&v.participant));
+                pending.remove(&v.participant);
+            }
+            keep
+        });
+        audios.retain(|id, a| {
+            let keep = live.contains(id);
+            if !keep {
+                let _ = mixer.remove(&a.participant);
+            }
+            keep
+        });
+
+        // The audio mix, every 20 ms.
+        if now >= next_tick {
+            next_tick += tick;
+            if now > next_tick + tick * 5 {
+                next_tick = now + tick;
+            }
+            for a in audios.values_mut() {
+                if let Some(pcm) = a.queue.pop_front() {
+                    let _ = mixer.push(&a.participant, mix_tick, &AudioFrame { sample_rate: 48000, channels: 2, samples: pcm });
+                }
+            }
+            let out = mixer.tick(mix_tick);
+            mix_tick += 1;
+            if let Some(g) = out.groups.iter().find(|g| g.listeners.iter().any(|l| &**l == LISTENER)) {
+                let pcm: Vec<i16> = g.pcm.iter().map(|s| (s * 32767.0) as i16).collect();
+                if let Ok(packet) = opus.encode(&pcm) {
+                    aseq = aseq.wrapping_add(1);
+                    let raw = rtp::build(AUDIO_PT, false, aseq, (mix_tick * 960) as u32, room.mix_ssrcs().1, &packet);
+                    room.publish_mix_packet(now, &raw);
+                }
+            }
+        }
+
+        // The canvas, every frame interval.
+        if now >= next_frame {
+            next_frame += frame_interval;
+            if now > next_frame + frame_interval * 3 {
+                next_frame = now + frame_interval;
+            }
+            let mut want: Vec<String> = videos.values().map(|v| v.participant.clone()).collect();
+            want.sort();
+            want.dedup();
+            if want != layout {
+                layout = want;
+                compositor.update_scene(grid_scene(&config, &layout))?;
+            }
+            // A sender that stopped sending shows its placeholder instead of a frozen picture.
+            for v in videos.values() {
+                if v.last_frame.is_some_and(|t| now - t > Duration::from_secs(2)) {
+                    compositor.set_no_video(&InputId::new(&v.participant));
+                }
+            }
+            let pts = now - epoch;
+            let frames = std::mem::take(&mut pending).into_iter().map(|(p, f)| (InputId::new(&p), f)).collect();
+            let rendered = compositor.render(FrameSet { pts, frames })?;
+            if let Some((_, canvas)) = rendered.canvases.into_iter().next() {
+                let ts = (pts.as_micros() * 9 / 100) as u32;
+                for unit in encoder.encode(&canvas)? {
+                    let Ok(payloads) = payloader.payload(MTU, &Bytes::from(unit.data)) else { continue };
+                    let n = payloads.len();
+                    for (i, p) in payloads.into_iter().enumerate() {
+                        vseq = vseq.wrapping_add(1);
+                        let raw = rtp::build(VIDEO_PT, i + 1 == n, vseq, ts, room.mix_ssrcs().0, &p);
+                        room.publish_mix_packet(now, &raw);
+                    }
+                }
+            }
+        }
+
+        // Nobody publishing and nobody watching for a while: stop.
+        if room.idle_for_mix() {
+            let since = *idle_since.get_or_insert(now);
+            if now - since > Duration::from_secs(5) {
+                return Ok(());
+            }
+        } else {
+            idle_since = None;
+        }
+    }
+}
