@@ -5,6 +5,7 @@
 //! that reads the clock, opens sockets or spawns tasks.
 #![allow(clippy::disallowed_methods)]
 
+mod config;
 mod demo;
 mod mcu;
 mod metrics;
@@ -30,6 +31,10 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "mcu_compositor=debug".
     #[arg(long, env = "MCU_LOG", default_value = "info", global = true)]
     log: String,
+    /// A TOML file of flag values (keys are the long flag names); flags and MCU_* variables win.
+    #[arg(long, env = "MCU_CONFIG", global = true)]
+    #[allow(dead_code)] // read from the raw arguments before parsing (see `config`)
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +82,10 @@ pub struct DemoArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The config file feeds the flags' environment variables, so it is read before parsing.
+    if let Some(path) = config::path_from_args(&std::env::args().collect::<Vec<_>>()) {
+        config::apply(std::path::Path::new(&path))?;
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))

@@ -38,7 +38,7 @@ use rtc::{
 };
 use tokio::sync::mpsc;
 
-use crate::sfu::{PublishedTrack, Room, Sfu};
+use crate::sfu::{PublishedTrack, Room, Sfu, SfuEvent};
 
 /// The virtual participant whose tracks are the room composite.
 pub const MIX: &str = "_mix";
@@ -151,6 +151,7 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
         return;
     }
     tracing::info!(room = %room.name, width = config.width, height = config.height, fps = config.fps, "room composite started");
+    let _ = sfu.events.send(SfuEvent::MixAvailable { room: room.name.clone(), available: true });
     let (weak_sfu, weak_room) = (Arc::downgrade(sfu), Arc::downgrade(room));
     let name = room.name.clone();
     let handle = tokio::runtime::Handle::current();
@@ -161,6 +162,7 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
         }
         if let (Some(sfu), Some(room)) = (weak_sfu.upgrade(), weak_room.upgrade()) {
             room.stop_mix();
+            let _ = sfu.events.send(SfuEvent::MixAvailable { room: room.name.clone(), available: false });
             sfu.forget_if_empty(&room);
         }
         tracing::info!(room = %name, "room composite stopped");

@@ -144,17 +144,10 @@ pub const FORWARDED_EXTENSIONS: &[(&str, RtpCodecKind)] = &[
 
 /// `a=extmap` ids of an SDP whose URI is one we forward: id → URI.
 pub fn forwarded_extmap(sdp: &str) -> std::collections::HashMap<u8, &'static str> {
-    let mut map = std::collections::HashMap::new();
-    for line in sdp.lines().map(str::trim) {
-        let Some(rest) = line.strip_prefix("a=extmap:") else { continue };
-        let mut parts = rest.split_whitespace();
-        let (Some(id), Some(uri)) = (parts.next(), parts.next()) else { continue };
-        let Ok(id) = id.split('/').next().unwrap_or("").parse::<u8>() else { continue };
-        if let Some((u, _)) = FORWARDED_EXTENSIONS.iter().find(|(u, _)| *u == uri) {
-            map.insert(id, *u);
-        }
-    }
-    map
+    mcu_signaling::sdp::extmaps(sdp)
+        .into_iter()
+        .filter_map(|(id, uri)| FORWARDED_EXTENSIONS.iter().find(|(u, _)| *u == uri).map(|(u, _)| (id, *u)))
+        .collect()
 }
 
 /// The forwarder's codec family for a negotiated MIME type, if we forward it.
@@ -169,10 +162,7 @@ pub fn codec_family(mime: &str) -> Option<Codec> {
     }
 }
 
-/// `packetization-mode` from an H.264 fmtp line (0 when absent, per RFC 6184).
-pub fn packetization_mode(fmtp: &str) -> u8 {
-    fmtp.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| k.eq_ignore_ascii_case("packetization-mode")).and_then(|(_, v)| v.trim().parse().ok()).unwrap_or(0)
-}
+pub use mcu_signaling::sdp::packetization_mode;
 
 /// Marks inbound keyframe requests (PLI, FIR) and REMB for the application: the SFU forwards
 /// the first upstream (throttled) and chooses layers by the second.
@@ -233,9 +223,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn packetization_mode_defaults_to_zero() {
-        assert_eq!(packetization_mode("profile-level-id=42e01f;packetization-mode=1"), 1);
-        assert_eq!(packetization_mode("profile-level-id=42e01f"), 0);
+    fn codec_families() {
         assert_eq!(codec_family("video/H264"), Some(Codec::H264));
         assert_eq!(codec_family("video/VP9"), None);
     }

@@ -33,7 +33,7 @@ use crate::{
     mcu::McuConfig,
     metrics,
     rtc::RtcConfig,
-    sfu::{Sfu, SfuLimits},
+    sfu::{Sfu, SfuEvent, SfuLimits},
     whip::{self, Http},
 };
 use futures_util::{SinkExt, StreamExt};
@@ -166,6 +166,22 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         };
         let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu });
         let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
+        // Room events the WebSocket clients hear about (a composite appearing, as LiveSwitch tells
+        // SFU participants when an MCU mix joins their session).
+        let mut events = sfu.events.subscribe();
+        let ws_shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(SfuEvent::MixAvailable { room, available }) => {
+                        let out = ws_shared.hub.lock().expect("hub lock is never poisoned").set_mix_available(&room, available);
+                        ws_shared.deliver(out);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "room events lagged"),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
         let cors = CorsLayer::new()
             .allow_origin(tower_http::cors::Any)
             .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])

@@ -34,6 +34,8 @@ use webrtc::{
     peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState},
 };
 
+use mcu_signaling::sdp::count_sending_sections;
+
 use crate::{
     mcu::{McuConfig, TapPacket, MIX},
     rtc::{codec_family, forwarded_extmap, packetization_mode, RtcConfig},
@@ -359,6 +361,20 @@ pub struct Sfu {
     pub counters: Arc<Counters>,
     /// Forwarder counters of rooms that have closed (metrics counters never go down).
     retired: Mutex<Vec<ForwarderStats>>,
+    /// Room events for the WebSocket protocol (and, later, the gRPC event stream).
+    pub events: tokio::sync::broadcast::Sender<SfuEvent>,
+}
+
+/// Something the room's other clients should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SfuEvent {
+    /// The room composite started (true) or stopped (false).
+    MixAvailable {
+        /// The room.
+        room: String,
+        /// Whether it runs.
+        available: bool,
+    },
 }
 
 /// An accepted session: where it lives and the answer.
@@ -382,6 +398,7 @@ impl Sfu {
             next_id: AtomicU64::new(1),
             counters: Arc::default(),
             retired: Mutex::default(),
+            events: tokio::sync::broadcast::channel(256).0,
         });
         // One timer for every room: keyframe retries and backlog recovery.
         let weak = Arc::downgrade(&sfu);
@@ -691,28 +708,6 @@ fn matching_payload_type(codec: &RTCRtpCodec, offered: &[rtc::rtp_transceiver::r
         .map(|c| c.payload_type)
 }
 
-/// m-sections of an offer that send media (sendrecv or sendonly audio/video).
-pub fn count_sending_sections(sdp: &str) -> usize {
-    let mut count = 0;
-    let mut in_media = false;
-    let mut sends = true;
-    for line in sdp.lines().map(str::trim) {
-        if line.starts_with("m=") {
-            if in_media && sends {
-                count += 1;
-            }
-            in_media = line.starts_with("m=audio") || line.starts_with("m=video");
-            sends = !line.starts_with("m=audio 0") && !line.starts_with("m=video 0");
-        } else if in_media && (line == "a=recvonly" || line == "a=inactive") {
-            sends = false;
-        }
-    }
-    if in_media && sends {
-        count += 1;
-    }
-    count
-}
-
 async fn negotiate(pc: &Arc<dyn PeerConnection>, handler: &Handler, offer: RTCSessionDescription) -> Result<String, SessionError> {
     pc.set_remote_description(offer).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
     let answer = pc.create_answer(None).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
@@ -901,18 +896,5 @@ async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, coun
             TrackRemoteEvent::OnEnded => break,
             _ => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sending_sections_are_counted() {
-        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=sendrecv\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=sendonly\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n";
-        assert_eq!(count_sending_sections(sdp), 2);
-        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=recvonly\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n";
-        assert_eq!(count_sending_sections(sdp), 0);
     }
 }
