@@ -9,9 +9,12 @@
 //! is driven by the clock of that loop: inputs arrive through a tap on the room, the audio mix
 //! ticks every 20 ms, the canvas every frame interval.
 //!
+//! MCU participants (`POST /mcu/{room}`) are listeners of the mixer too: each hears everyone but
+//! itself on a track of its own (`_mix/audio-for-{name}`); listeners whose mixes are equal share
+//! one Opus encode.
+//!
 //! Not yet here: an adaptive jitter buffer (the sample builder waits a fixed number of packets),
-//! per-viewer (personalised) canvases and mixes, layouts other than the grid, bitrate following
-//! viewers' estimates.
+//! personalised canvases, layouts other than the grid, bitrate following viewers' estimates.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -203,9 +206,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut compositor = Compositor::new_cpu(1);
     let mut encoder: Box<dyn VideoEncoder> = new_software_encoder(VideoCodec::Vp8, &EncoderConfig::realtime(config.video_bitrate, config.fps as f64))?;
     let mut payloader = Vp8Payloader::default();
-    let mut opus = OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate))?;
+    let mut encoders: HashMap<u64, OpusEncoder> = HashMap::new();
     let mut mixer = Mixer::new(MixerConfig { top_k: 0, ..MixerConfig::default() }, None)?;
     mixer.add(LISTENER, Role::Listener)?;
+    let mut roles: HashMap<String, Role> = HashMap::new();
+    let mut listener_seq: HashMap<String, u16> = HashMap::new();
 
     let mut videos: HashMap<TrackId, VideoInput> = HashMap::new();
     let mut audios: HashMap<TrackId, AudioInput> = HashMap::new();
@@ -268,7 +273,6 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
                         let Ok(decoder) = OpusDecoder::new(OpusChannels::Stereo) else { continue };
-                        let _ = mixer.add(t.participant.as_str(), Role::Source);
                         v.insert(AudioInput { participant: t.participant.clone(), decoder, queue: VecDeque::new() })
                     }
                 };
@@ -299,10 +303,33 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             }
             keep
         });
-        audios.retain(|id, a| {
-            let keep = live.contains(id);
+        audios.retain(|id, _| live.contains(id));
+
+        // Who is in the mix, and how: audio publishers are sources, MCU participants also
+        // listeners (each hears everyone but itself), the room's viewers one more listener.
+        let listeners: HashMap<String, u32> = room.mix_listeners().into_iter().collect();
+        let mut want: HashMap<String, Role> = audios.values().map(|a| (a.participant.clone(), Role::Source)).collect();
+        for l in listeners.keys() {
+            let r = want.entry(l.clone()).or_insert(Role::Listener);
+            if *r == Role::Source {
+                *r = Role::SourceAndListener;
+            }
+        }
+        for (p, role) in &want {
+            if roles.get(p) != Some(role) {
+                if roles.remove(p).is_some() {
+                    let _ = mixer.remove(p);
+                }
+                if mixer.add(p.as_str(), *role).is_ok() {
+                    roles.insert(p.clone(), *role);
+                }
+            }
+        }
+        roles.retain(|p, _| {
+            let keep = want.contains_key(p);
             if !keep {
-                let _ = mixer.remove(&a.participant);
+                let _ = mixer.remove(p);
+                listener_seq.remove(p);
             }
             keep
         });
@@ -314,20 +341,38 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 next_tick = now + tick;
             }
             for a in audios.values_mut() {
-                if let Some(pcm) = a.queue.pop_front() {
+                if let Some(pcm) = a.queue.pop_front()
+                    && roles.get(&a.participant).is_some_and(|r| *r != Role::Listener)
+                {
                     let _ = mixer.push(&a.participant, mix_tick, &AudioFrame { sample_rate: 48000, channels: 2, samples: pcm });
                 }
             }
             let out = mixer.tick(mix_tick);
             mix_tick += 1;
-            if let Some(g) = out.groups.iter().find(|g| g.listeners.iter().any(|l| &**l == LISTENER)) {
+            let ts = (mix_tick * 960) as u32;
+            // One encode per distinct mix, sent on the track of everyone who hears it. Opus keeps
+            // state between frames, so each group key keeps its encoder.
+            let mut used = Vec::with_capacity(out.groups.len());
+            for g in &out.groups {
+                used.push(g.key);
+                let enc = match encoders.entry(g.key) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate))?),
+                };
                 let pcm: Vec<i16> = g.pcm.iter().map(|s| (s * 32767.0) as i16).collect();
-                if let Ok(packet) = opus.encode(&pcm) {
-                    aseq = aseq.wrapping_add(1);
-                    let raw = rtp::build(AUDIO_PT, false, aseq, (mix_tick * 960) as u32, room.mix_ssrcs().1, &packet);
-                    room.publish_mix_packet(now, &raw);
+                let Ok(packet) = enc.encode(&pcm) else { continue };
+                for l in &g.listeners {
+                    if &**l == LISTENER {
+                        aseq = aseq.wrapping_add(1);
+                        room.publish_mix_packet(now, &rtp::build(AUDIO_PT, false, aseq, ts, room.mix_ssrcs().1, &packet));
+                    } else if let Some(&ssrc) = listeners.get(&**l) {
+                        let seq = listener_seq.entry(l.to_string()).or_insert_with(rand::random::<u16>);
+                        *seq = seq.wrapping_add(1);
+                        room.publish_mix_packet(now, &rtp::build(AUDIO_PT, false, *seq, ts, ssrc, &packet));
+                    }
                 }
             }
+            encoders.retain(|k, _| used.contains(k));
         }
 
         // The canvas, every frame interval.

@@ -190,6 +190,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let media = Router::new()
             .route("/whip/{room}", post(whip::whip))
             .route("/whep/{room}", post(whip::whep_room))
+            .route("/mcu/{room}", post(whip::mcu_join))
             .route("/whep/{room}/{participant}", post(whip::whep_participant))
             .route("/session/{id}", patch(whip::patch_session).delete(whip::delete_session))
             .with_state(http)

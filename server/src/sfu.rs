@@ -168,6 +168,8 @@ pub struct Room {
     mcu_tap: Mutex<Option<std::sync::mpsc::SyncSender<TapPacket>>>,
     /// The composite's video and audio SSRCs, while it runs.
     mix: Mutex<Option<(u32, u32)>>,
+    /// MCU participants (`POST /mcu/{room}`): each hears its own mix on its own track.
+    listeners: Mutex<HashMap<String, u32>>,
 }
 
 impl Room {
@@ -185,6 +187,7 @@ impl Room {
             }),
             mcu_tap: Mutex::new(None),
             mix: Mutex::new(None),
+            listeners: Mutex::default(),
             participants: Mutex::default(),
             subscribers: AtomicU64::new(0),
             counters,
@@ -307,6 +310,31 @@ impl Room {
         }
     }
 
+    /// Registers an MCU participant's own mix as a track of the composite (its SSRC is what
+    /// the engine writes for that listener).
+    pub fn add_mix_listener(&self, name: &str) -> PublishedTrack {
+        let ssrc = rand::random::<u32>() | 1;
+        let mut t = crate::mcu::mix_tracks().remove(1);
+        t.id = Arc::from(format!("{MIX}/audio-for-{name}"));
+        if let Err(e) = self.lock().fwd.publish(t.id.clone(), Codec::Audio, 48000, &[(ssrc, 0)]) {
+            tracing::warn!(error = %e, "listener track not published");
+        }
+        self.listeners.lock().expect("listeners lock is never poisoned").insert(name.into(), ssrc);
+        t
+    }
+
+    /// Removes an MCU participant's own mix.
+    pub fn remove_mix_listener(&self, name: &str) {
+        if self.listeners.lock().expect("listeners lock is never poisoned").remove(name).is_some() {
+            self.lock().fwd.unpublish(&format!("{MIX}/audio-for-{name}"));
+        }
+    }
+
+    /// MCU participants and the SSRC of their own mix.
+    pub fn mix_listeners(&self) -> Vec<(String, u32)> {
+        self.listeners.lock().expect("listeners lock is never poisoned").iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
     /// The composite's video and audio SSRCs (zero when it is not running).
     pub fn mix_ssrcs(&self) -> (u32, u32) {
         self.mix.lock().expect("mix lock is never poisoned").unwrap_or((0, 0))
@@ -340,7 +368,8 @@ impl Room {
 }
 
 enum Role {
-    Publisher { participant: String },
+    /// A WHIP publisher, or an MCU participant (which also subscribes, as `sub`).
+    Publisher { participant: String, sub: Option<SubscriberId> },
     Subscriber { sub: SubscriberId },
 }
 
@@ -451,6 +480,16 @@ impl Sfu {
 
     /// WHIP: a publisher's offer for `room`.
     pub async fn publish(self: &Arc<Self>, room_name: &str, participant: &str, offer: String) -> Result<Accepted, SessionError> {
+        self.join(room_name, participant, offer, None).await
+    }
+
+    /// An MCU participant (`POST /mcu/{room}`): publishes like WHIP and, on the same connection,
+    /// receives the room composite and its own audio mix (everyone but itself).
+    pub async fn join_mcu(self: &Arc<Self>, room_name: &str, participant: &str, offer: String, config: McuConfig) -> Result<Accepted, SessionError> {
+        self.join(room_name, participant, offer, Some(config)).await
+    }
+
+    async fn join(self: &Arc<Self>, room_name: &str, participant: &str, offer: String, mcu: Option<McuConfig>) -> Result<Accepted, SessionError> {
         if participant.starts_with('_') {
             return Err(SessionError::Conflict(format!("\"{participant}\": names starting with _ are reserved for the server")));
         }
@@ -476,28 +515,55 @@ impl Sfu {
             ps.insert(participant.into(), Participant { session: id.clone(), extmap, expected_tracks: sending, tracks: Vec::new() });
         }
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), Some((room.clone(), participant.to_string()))));
+        // An MCU participant also receives the composite and its own mix.
+        let sub: Option<SubscriberId> = mcu.map(|_| self.next_id.fetch_add(1, Ordering::Relaxed));
+        let receive = match mcu {
+            Some(config) => {
+                crate::mcu::ensure(self, &room, config);
+                let mut tracks: Vec<PublishedTrack> = crate::mcu::mix_tracks().into_iter().filter(|t| t.kind == RtpCodecKind::Video).collect();
+                tracks.push(room.add_mix_listener(participant));
+                tracks
+            }
+            None => Vec::new(),
+        };
         let result = match self.rtc.peer_connection(handler.clone()).await.map_err(internal) {
-            Ok(pc) => match negotiate(&pc, &handler, desc).await {
-                Ok(answer) => Ok((pc, answer)),
-                Err(e) => {
-                    // Dropping a connection leaves its sockets open: close it.
-                    let _ = pc.close().await;
-                    Err(e)
+            Ok(pc) => {
+                let answered = match sub {
+                    Some(sub) => self.answer_subscriber(&pc, &handler, &room, &receive, desc, sub).await.map(|(a, _)| a),
+                    None => negotiate(&pc, &handler, desc).await,
+                };
+                match answered {
+                    Ok(answer) => Ok((pc, answer)),
+                    Err(e) => {
+                        // Dropping a connection leaves its sockets open: close it.
+                        let _ = pc.close().await;
+                        Err(e)
+                    }
                 }
-            },
+            }
             Err(e) => Err(e),
         };
         match result {
             Ok((pc, answer)) => {
-                tracing::info!(room = room_name, participant, session = %id, tracks = sending, "publisher joined (WHIP)");
+                let kind = if sub.is_some() { "MCU participant joined" } else { "publisher joined (WHIP)" };
+                tracing::info!(room = room_name, participant, session = %id, tracks = sending, "{kind}");
+                if sub.is_some() {
+                    room.subscribers.fetch_add(1, Ordering::Relaxed);
+                }
                 self.sessions
                     .lock()
                     .expect("sessions lock is never poisoned")
-                    .insert(id.clone(), Session { room, pc, role: Role::Publisher { participant: participant.into() } });
+                    .insert(id.clone(), Session { room, pc, role: Role::Publisher { participant: participant.into(), sub } });
                 Ok(Accepted { id, answer, participant: participant.into() })
             }
             Err(e) => {
                 room.participants.lock().expect("participants lock is never poisoned").remove(participant);
+                if let Some(sub) = sub {
+                    room.remove_mix_listener(participant);
+                    let mut m = room.lock();
+                    m.fwd.unsubscribe(sub, None);
+                    m.sinks.retain(|_, e| e.sub != sub);
+                }
                 self.drop_if_empty(&room);
                 Err(e)
             }
@@ -636,12 +702,21 @@ impl Sfu {
         let s = self.sessions.lock().expect("sessions lock is never poisoned").remove(id);
         let s = s.ok_or_else(|| SessionError::NotFound(format!("no session {id}")))?;
         match &s.role {
-            Role::Publisher { participant } => {
+            Role::Publisher { participant, sub } => {
                 let p = s.room.participants.lock().expect("participants lock is never poisoned").remove(participant);
+                if sub.is_some() {
+                    s.room.remove_mix_listener(participant);
+                }
                 let mut m = s.room.lock();
                 for t in p.map(|p| p.tracks).unwrap_or_default() {
                     m.fwd.unpublish(&t.id);
                     m.feedback.remove(&t.id);
+                }
+                if let Some(sub) = sub {
+                    m.fwd.unsubscribe(*sub, None);
+                    m.sinks.retain(|_, e| e.sub != *sub);
+                    m.backlogged.remove(sub);
+                    s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
                 }
                 tracing::info!(room = %s.room.name, participant, session = id, "publisher left");
             }

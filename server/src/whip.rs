@@ -188,6 +188,31 @@ pub async fn whep_room(State(http): State<Arc<Http>>, Path(room): Path<String>, 
     }
 }
 
+/// `POST /mcu/{room}`: an MCU participant (sendrecv): publishes, and receives the room
+/// composite and its own audio mix (everyone but itself).
+pub async fn mcu_join(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !valid_name(&room) {
+        return problem(400, "room names are 1-64 characters of A-Z a-z 0-9 . _ -");
+    }
+    // Both grants: it publishes and it receives.
+    let who = match http.authorize(&headers, &room, Need::Publish, &q).and_then(|w| http.authorize(&headers, &room, Need::Subscribe, &q).map(|_| w)) {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let offer = match sdp_body(&headers, &body) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
+    match http.sfu.join_mcu(&room, &who, offer, http.mcu).await {
+        Ok(a) => http.created(a),
+        Err(e) => {
+            http.sfu.counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(room, participant = who, error = %e, "MCU offer refused");
+            problem(e.status(), e.to_string())
+        }
+    }
+}
+
 /// `PATCH /session/{id}`: trickled candidates.
 pub async fn patch_session(State(http): State<Arc<Http>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -503,19 +503,21 @@ def publisher_pc(
     tone_hz: Optional[float] = 440.0,
     video_codec: str = "VP8",
     duration: Optional[float] = None,
+    direction: str = "sendonly",
 ) -> tuple[RTCPeerConnection, list[MediaStreamTrack]]:
     """A peer connection sending a ColourVideoTrack (unless colour is None; offered with
-    `video_codec` only) and a ToneAudioTrack (unless tone_hz is None), both sendonly."""
+    `video_codec` only) and a ToneAudioTrack (unless tone_hz is None), both `direction`
+    (sendonly; sendrecv for an MCU participant)."""
     pc = new_peer_connection()
     tracks: list[MediaStreamTrack] = []
     if colour is not None:
         track = ColourVideoTrack(colour, duration=duration)
-        transceiver = pc.addTransceiver(track, direction="sendonly")
+        transceiver = pc.addTransceiver(track, direction=direction)
         transceiver.setCodecPreferences(codec_preferences("video", video_codec))
         tracks.append(track)
     if tone_hz is not None:
         track = ToneAudioTrack(tone_hz, duration=duration)
-        pc.addTransceiver(track, direction="sendonly")
+        pc.addTransceiver(track, direction=direction)
         tracks.append(track)
     return pc, tracks
 
@@ -812,6 +814,50 @@ async def play(
         raise
     log.info("playing %s", exchange.location)
     return Player(pc, offer, exchange, token, sink)
+
+
+class McuParticipant(Player):
+    """An MCU participant (`POST /mcu/{room}`): publishes like a Publisher and receives, on the
+    same connection, the room composite and its own mix (everyone but itself) in `.media`."""
+
+    def __init__(self, pc, offer_sdp, exchange, token, media: MediaSink, tracks: list[MediaStreamTrack]) -> None:
+        super().__init__(pc, offer_sdp, exchange, token, media)
+        self.tracks = tracks
+
+    async def _close_media(self) -> None:
+        for track in self.tracks:
+            track.stop()
+        await super()._close_media()
+
+
+async def join_mcu(
+    base_url: str,
+    room: str,
+    colour: Optional[Colour] = (255, 0, 0),
+    tone_hz: Optional[float] = 440.0,
+    token: Optional[str] = None,
+    name: Optional[str] = None,
+    video_codec: str = "VP8",
+    ice_addresses: Union[str, Sequence[str], None] = "auto",
+) -> McuParticipant:
+    """Join `{base_url}/mcu/{room}` as an MCU participant with sendrecv video and audio."""
+    addresses = _apply_ice_addresses(base_url, ice_addresses)
+    pc, tracks = publisher_pc(colour, tone_hz, video_codec, None, direction="sendrecv")
+    sink = MediaSink()
+    sink.attach(pc)
+    url = base_url.rstrip("/") + f"/mcu/{room}" + (f"?name={name}" if name else "")
+    try:
+        offer = await create_offer(pc)
+        exchange = await post_sdp(url, offer, token)
+        await apply_answer(pc, exchange.answer_sdp, addresses)
+    except BaseException:
+        for track in tracks:
+            track.stop()
+        await sink.stop()
+        await pc.close()
+        raise
+    log.info("joined the MCU at %s", exchange.location)
+    return McuParticipant(pc, offer, exchange, token, sink, tracks)
 
 
 # ----------------------------------------------------------------------------------------
