@@ -191,6 +191,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .route("/whip/{room}", post(whip::whip))
             .route("/whep/{room}", post(whip::whep_room))
             .route("/mcu/{room}", post(whip::mcu_join))
+            .route("/rooms/{room}", get(whip::room_info))
+            .route("/", get(whip::demo_page))
             .route("/whep/{room}/{participant}", post(whip::whep_participant))
             .route("/session/{id}", patch(whip::patch_session).delete(whip::delete_session))
             .with_state(http)

@@ -757,6 +757,23 @@ impl Sfu {
         }
     }
 
+    /// A room's publishers (the composite not listed) and whether its composite runs, as JSON.
+    pub fn room_info(&self, name: &str) -> Option<serde_json::Value> {
+        let room = self.room(name, false).ok()?;
+        let mut people: Vec<serde_json::Value> = room
+            .participants()
+            .iter()
+            .filter(|(k, _)| k.as_str() != MIX)
+            .map(|(k, p)| {
+                let kinds: Vec<&str> = p.tracks.iter().map(|t| if t.kind == RtpCodecKind::Audio { "audio" } else { "video" }).collect();
+                serde_json::json!({ "name": k, "tracks": p.tracks.len(), "kinds": kinds })
+            })
+            .collect();
+        people.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        let (_, _, subscribers) = room.counts();
+        Some(serde_json::json!({ "room": name, "participants": people, "subscribers": subscribers, "composite": room.mix_ssrcs() != (0, 0) }))
+    }
+
     /// Whether a session exists.
     pub fn has_session(&self, id: &str) -> bool {
         self.sessions.lock().expect("sessions lock is never poisoned").contains_key(id)

@@ -213,6 +213,25 @@ pub async fn mcu_join(State(http): State<Arc<Http>>, Path(room): Path<String>, Q
     }
 }
 
+/// `GET /rooms/{room}`: who publishes what, and whether the composite runs (JSON).
+pub async fn room_info(State(http): State<Arc<Http>>, Path(room): Path<String>, headers: HeaderMap) -> Response {
+    if !valid_name(&room) {
+        return problem(400, "room names are 1-64 characters of A-Z a-z 0-9 . _ -");
+    }
+    if let Err(r) = http.authorize(&headers, &room, Need::Subscribe, &HashMap::new()) {
+        return r;
+    }
+    match http.sfu.room_info(&room) {
+        Some(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        None => problem(404, format!("no room \"{room}\"")),
+    }
+}
+
+/// `GET /`: the demo page (join with camera and microphone, MCU mix or SFU tracks).
+pub async fn demo_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../web/index.html")).into_response()
+}
+
 /// `PATCH /session/{id}`: trickled candidates.
 pub async fn patch_session(State(http): State<Arc<Http>>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
