@@ -2,6 +2,8 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
+pub mod peers;
+
 /// CPU time (user + system) consumed so far by this process (`children = false`) or by its
 /// waited-for children (`children = true`).
 pub fn cpu_time(children: bool) -> Duration {

@@ -121,18 +121,61 @@ impl Depack {
         }
     }
 
-    fn pop(&mut self, now: Instant) -> Option<(Bytes, u16)> {
-        let s = match self {
-            Depack::Vp8(b) => b.pop(now),
-            Depack::H264(b) => b.pop(now),
-            Depack::Av1(b) => b.pop(now),
+    /// The next complete access unit: its bytes, packets lost before it, RTP timestamp.
+    fn pop(&mut self, now: Instant) -> Option<(Bytes, u16, u32)> {
+        let (s, ts) = match self {
+            Depack::Vp8(b) => b.pop_with_timestamp(now),
+            Depack::H264(b) => b.pop_with_timestamp(now),
+            Depack::Av1(b) => b.pop_with_timestamp(now),
         }?;
-        Some((s.data, s.prev_dropped_packets))
+        Some((s.data, s.prev_dropped_packets, ts))
     }
+}
+
+/// Unwraps 32-bit 90 kHz RTP timestamps into an increasing pts (decoders refuse a repeated
+/// pts as a duplicate).
+#[derive(Default)]
+struct PtsClock {
+    last_rtp: Option<u32>,
+    ticks: i64,
+    last_pts: Option<Duration>,
+}
+
+impl PtsClock {
+    fn pts(&mut self, rtp_ts: u32) -> Duration {
+        if let Some(last) = self.last_rtp {
+            self.ticks += rtp_ts.wrapping_sub(last) as i32 as i64;
+        }
+        self.last_rtp = Some(rtp_ts);
+        let mut pts = Duration::from_micros((self.ticks.max(0) as u64) * 100 / 9);
+        if let Some(prev) = self.last_pts
+            && pts <= prev
+        {
+            pts = prev + Duration::from_micros(1);
+        }
+        self.last_pts = Some(pts);
+        pts
+    }
+}
+
+/// Largest picture an input may announce (4K UHD); bigger is refused before decoding, so a
+/// forged header cannot make the decoder allocate gigabytes or stall the canvas.
+const MAX_INPUT_PIXELS: u32 = 3840 * 2160;
+
+/// Width and height a VP8 keyframe announces (RFC 6386 §9.1), if `data` is one.
+fn vp8_keyframe_size(data: &[u8]) -> Option<(u32, u32)> {
+    if data.len() < 10 || data[0] & 1 != 0 || data[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([data[6], data[7]]) & 0x3fff;
+    let h = u16::from_le_bytes([data[8], data[9]]) & 0x3fff;
+    Some((w as u32, h as u32))
 }
 
 struct VideoInput {
     participant: String,
+    codec: VideoCodec,
+    clock: PtsClock,
     depack: Depack,
     decoder: Box<dyn VideoDecoder>,
     last_pli: Option<Instant>,
@@ -247,15 +290,24 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                         let (Some(depack), Ok(decoder)) = (Depack::new(codec), new_decoder(codec, &DecoderOptions::default())) else { continue };
                         compositor.register_input(InputId::new(&t.participant));
                         tracing::info!(room = %room.name, track = %t.track, %codec, "composite input added");
-                        v.insert(VideoInput { participant: t.participant.clone(), depack, decoder, last_pli: None, last_frame: None })
+                        v.insert(VideoInput { participant: t.participant.clone(), codec, clock: PtsClock::default(), depack, decoder, last_pli: None, last_frame: None })
                     }
                 };
                 input.depack.push(now, t.packet);
-                while let Some((data, dropped)) = input.depack.pop(now) {
+                while let Some((data, dropped, rtp_ts)) = input.depack.pop(now) {
                     if dropped > 0 {
                         input.decoder.report_loss();
                     }
-                    match input.decoder.decode(&data, now - epoch) {
+                    if input.codec == VideoCodec::Vp8
+                        && let Some((w, h)) = vp8_keyframe_size(&data)
+                        && (w == 0 || h == 0 || w * h > MAX_INPUT_PIXELS)
+                    {
+                        tracing::debug!(track = %t.track, w, h, "VP8 keyframe of an unacceptable size dropped");
+                        input.decoder.report_loss();
+                        continue;
+                    }
+                    let pts = input.clock.pts(rtp_ts);
+                    match input.decoder.decode(&data, pts) {
                         Ok(Decoded::Frame(f)) => {
                             input.last_frame = Some(now);
                             pending.insert(input.participant.clone(), f);
@@ -420,5 +472,30 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
         } else {
             idle_since = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pts_increases_across_wraps_and_repeats() {
+        let mut c = PtsClock::default();
+        let a = c.pts(u32::MAX - 1499);
+        let b = c.pts(1500);
+        assert_eq!(b - a, Duration::from_micros(3000 * 100 / 9));
+        let d = c.pts(1500);
+        assert!(d > b, "a repeated timestamp still gets a later pts");
+    }
+
+    #[test]
+    fn vp8_sizes_are_read_from_keyframes_only() {
+        let key = [0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01];
+        assert_eq!(vp8_keyframe_size(&key), Some((640, 360)));
+        let mut inter = key;
+        inter[0] |= 1;
+        assert_eq!(vp8_keyframe_size(&inter), None);
+        assert_eq!(vp8_keyframe_size(&key[..5]), None);
     }
 }

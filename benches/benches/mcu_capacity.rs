@@ -1,0 +1,282 @@
+//! Room composites on this machine, CPU only: how many rooms of 4 senders (VP8 640×360 at 30
+//! fps plus Opus) composited into 1280×720 at 30 fps (VP8 out) with one viewer each run in real
+//! time, the server's CPU per room, and ffmpeg doing the media part of the same job (decode 4
+//! VP8 streams, 2×2 grid into 1280×720, VP8 encode at 30 fps) from files in the same run.
+//!
+//! Every sender and viewer is a real `webrtc` 0.21 connection (ICE, DTLS, SRTP) in this process,
+//! the server a separate `mcu serve --dev` (release, or `MCU_BIN`). Senders replay pre-encoded
+//! media: one second of `mcu_media::testsrc` cards (a moving bar, a distinct colour each) encoded
+//! with libvpx, and a 440 Hz tone encoded with Opus. A step passes when every room's viewer
+//! receives ≥ 90 % of 30 frames/s.
+//!
+//! Run: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save`
+//! (`--rooms 1,2,3,4`, `--seconds 10`).
+#![allow(clippy::disallowed_methods)]
+
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    net::SocketAddr,
+    path::Path,
+    process::Command,
+    sync::{atomic::Ordering, Arc},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bytes::Bytes;
+use mcu_benches::{
+    cpu_time, ffmpeg_version, git_rev, machine,
+    peers::{http, local_track, peer, proc_cpu, signal, start_server, RxStats},
+    save_results, today,
+};
+use mcu_codec::{
+    audio::{OpusChannels, OpusConfig, OpusEncoder},
+    new_software_encoder, EncoderConfig, VideoCodec,
+};
+use mcu_media::{testsrc, PixelFormat};
+use rtc::{
+    rtp::{codec::vp8::Vp8Payloader, header::Header, packet::Packet, packetizer::Payloader},
+    rtp_transceiver::{rtp_sender::RtpCodecKind, RTCRtpTransceiverDirection, RTCRtpTransceiverInit},
+};
+use tokio::sync::watch;
+use webrtc::{
+    media_stream::track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal},
+    peer_connection::PeerConnection,
+};
+
+const FPS: u32 = 30;
+
+/// One second of VP8 frames (keyframe first) of participant `i`'s card.
+fn encode_card(i: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut enc = new_software_encoder(VideoCodec::Vp8, &EncoderConfig::realtime(600_000, FPS as f64))?;
+    let pattern = testsrc::Pattern::Card { color: testsrc::palette(i), label: i as u32 };
+    let mut out = Vec::new();
+    for n in 0..FPS {
+        let pts = Duration::from_secs_f64(n as f64 / FPS as f64);
+        for unit in enc.encode(&testsrc::frame(&pattern, PixelFormat::I420, 640, 360, pts))? {
+            out.push(unit.data);
+        }
+    }
+    anyhow::ensure!(out.len() == FPS as usize, "libvpx returned {} frames for {FPS}", out.len());
+    Ok(out)
+}
+
+/// One second of a 440 Hz tone as 20 ms stereo Opus packets.
+fn encode_tone() -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut enc = OpusEncoder::new(OpusConfig::voice(OpusChannels::Stereo, 48_000))?;
+    let mut out = Vec::new();
+    for f in 0..50 {
+        let pcm: Vec<i16> = (0..960)
+            .flat_map(|k| {
+                let t = (f * 960 + k) as f64 / 48_000.0;
+                let v = ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * 8000.0) as i16;
+                [v, v]
+            })
+            .collect();
+        out.push(enc.encode(&pcm)?);
+    }
+    Ok(out)
+}
+
+fn write_ivf(path: &Path, frames: &[Vec<u8>], repeat: usize) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let n = (frames.len() * repeat) as u32;
+    f.write_all(b"DKIF")?;
+    f.write_all(&0u16.to_le_bytes())?;
+    f.write_all(&32u16.to_le_bytes())?;
+    f.write_all(b"VP80")?;
+    f.write_all(&640u16.to_le_bytes())?;
+    f.write_all(&360u16.to_le_bytes())?;
+    f.write_all(&FPS.to_le_bytes())?;
+    f.write_all(&1u32.to_le_bytes())?;
+    f.write_all(&n.to_le_bytes())?;
+    f.write_all(&0u32.to_le_bytes())?;
+    for (k, frame) in frames.iter().cycle().take(frames.len() * repeat).enumerate() {
+        f.write_all(&(frame.len() as u32).to_le_bytes())?;
+        f.write_all(&(k as u64).to_le_bytes())?;
+        f.write_all(frame)?;
+    }
+    f.flush()
+}
+
+/// Replays `video` at 30 fps and `audio` at 50 packets/s until `stop`.
+async fn send(video_track: Arc<TrackLocalStaticRTP>, audio_track: Arc<TrackLocalStaticRTP>, video: Arc<Vec<Vec<u8>>>, audio: Arc<Vec<Vec<u8>>>, stop: watch::Receiver<bool>) {
+    let mut payloader = Vp8Payloader::default();
+    let mut vtick = tokio::time::interval(Duration::from_secs_f64(1.0 / FPS as f64));
+    let mut atick = tokio::time::interval(Duration::from_millis(20));
+    let (mut vseq, mut aseq, mut frame, mut apkt) = (0u16, 0u16, 0u32, 0u32);
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = vtick.tick() => {
+                let data = Bytes::from(video[frame as usize % video.len()].clone());
+                let Ok(payloads) = payloader.payload(1200, &data) else { continue };
+                let n = payloads.len();
+                for (i, p) in payloads.into_iter().enumerate() {
+                    vseq = vseq.wrapping_add(1);
+                    let header = Header { version: 2, payload_type: 96, marker: i + 1 == n, sequence_number: vseq, timestamp: frame * 3000, ssrc: 1, ..Default::default() };
+                    let _ = video_track.write_rtp(Packet { header, payload: p }).await;
+                }
+                frame += 1;
+            }
+            _ = atick.tick() => {
+                aseq = aseq.wrapping_add(1);
+                let payload = Bytes::from(audio[apkt as usize % audio.len()].clone());
+                let header = Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: apkt * 960, ssrc: 2, ..Default::default() };
+                let _ = audio_track.write_rtp(Packet { header, payload }).await;
+                apkt += 1;
+            }
+        }
+    }
+}
+
+struct RoomLoad {
+    peers: Vec<(Arc<dyn PeerConnection>, String)>,
+    viewer: Arc<RxStats>,
+}
+
+async fn start_room(server: SocketAddr, r: usize, videos: &[Arc<Vec<Vec<u8>>>], audio: &Arc<Vec<Vec<u8>>>, stop: &watch::Receiver<bool>) -> anyhow::Result<RoomLoad> {
+    let mut peers = Vec::new();
+    for (i, video) in videos.iter().enumerate() {
+        let (pc, gathered) = peer(None).await?;
+        let vt = local_track(RtpCodecKind::Video, 1, "video/VP8", 90000, 0);
+        let at = local_track(RtpCodecKind::Audio, 2, "audio/opus", 48000, 2);
+        pc.add_track(vt.clone() as Arc<dyn TrackLocal>).await?;
+        pc.add_track(at.clone() as Arc<dyn TrackLocal>).await?;
+        let session = signal(&pc, gathered, server, &format!("/whip/room{r}?name=p{i}")).await?;
+        tokio::spawn(send(vt, at, video.clone(), audio.clone(), stop.clone()));
+        peers.push((pc, session));
+    }
+    let viewer = Arc::new(RxStats::default());
+    let (pc, gathered) = peer(Some(viewer.clone())).await?;
+    let init = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() });
+    pc.add_transceiver_from_kind(RtpCodecKind::Video, init()).await?;
+    pc.add_transceiver_from_kind(RtpCodecKind::Audio, init()).await?;
+    let session = signal(&pc, gathered, server, &format!("/whep/room{r}")).await?;
+    peers.push((pc, session));
+    Ok(RoomLoad { peers, viewer })
+}
+
+struct Step {
+    rooms: usize,
+    min_fps: f64,
+    server_cores: f64,
+    loadgen_cores: f64,
+}
+
+async fn run_step(server: SocketAddr, pid: u32, rooms: usize, seconds: u64, videos: &[Arc<Vec<Vec<u8>>>], audio: &Arc<Vec<Vec<u8>>>) -> anyhow::Result<Step> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut loads = Vec::new();
+    for r in 0..rooms {
+        loads.push(start_room(server, r, videos, audio, &stop_rx).await?);
+    }
+    // Connections up, decoders past their first keyframe, canvases flowing.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let f0: Vec<u64> = loads.iter().map(|l| l.viewer.video_frames.load(Ordering::Relaxed)).collect();
+    let (srv0, me0, w0) = (proc_cpu(pid), cpu_time(false), Instant::now());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let wall = w0.elapsed().as_secs_f64();
+    let (srv1, me1) = (proc_cpu(pid), cpu_time(false));
+    let min_fps = loads.iter().zip(&f0).map(|(l, f)| (l.viewer.video_frames.load(Ordering::Relaxed) - f) as f64 / wall).fold(f64::INFINITY, f64::min);
+    stop_tx.send_replace(true);
+    for l in loads {
+        for (pc, session) in l.peers {
+            let _ = http(server, "DELETE", &session, "").await;
+            let _ = pc.close().await;
+        }
+    }
+    Ok(Step { rooms, min_fps, server_cores: (srv1 - srv0).as_secs_f64() / wall, loadgen_cores: (me1 - me0).as_secs_f64() / wall })
+}
+
+/// ffmpeg doing one room's media work for `seconds` of media: CPU seconds per media second.
+fn ffmpeg_room(dir: &Path, seconds: u64) -> anyhow::Result<(f64, f64)> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-y"]);
+    for i in 0..4 {
+        cmd.args(["-c:v", "libvpx", "-i"]).arg(dir.join(format!("in{i}.ivf")));
+    }
+    cmd.args([
+        "-filter_complex",
+        "[0:v][1:v][2:v][3:v]xstack=inputs=4:layout=0_0|w0_0|0_h0|w0_h0,scale=1280:720",
+        "-c:v",
+        "libvpx",
+        "-deadline",
+        "realtime",
+        "-cpu-used",
+        "8",
+        "-b:v",
+        "2M",
+        "-r",
+        "30",
+        "-t",
+    ])
+    .arg(seconds.to_string())
+    .args(["-f", "null", "-"]);
+    let before = cpu_time(true);
+    let t0 = Instant::now();
+    let status = cmd.status().context("running ffmpeg")?;
+    anyhow::ensure!(status.success(), "ffmpeg failed: {status}");
+    let cpu = (cpu_time(true) - before).as_secs_f64();
+    Ok((cpu / seconds as f64, t0.elapsed().as_secs_f64()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
+    let save = args.iter().any(|a| a == "--save");
+    let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);
+    let steps: Vec<usize> = arg("--rooms").unwrap_or_else(|| "1,2,3,4".into()).split(',').filter_map(|s| s.parse().ok()).collect();
+
+    let videos: Vec<Arc<Vec<Vec<u8>>>> = (0..4).map(|i| encode_card(i).map(Arc::new)).collect::<anyhow::Result<_>>()?;
+    let audio = Arc::new(encode_tone()?);
+    let dir = std::env::temp_dir().join(format!("mcu-capacity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for (i, v) in videos.iter().enumerate() {
+        write_ivf(&dir.join(format!("in{i}.ivf")), v, seconds as usize + 1)?;
+    }
+    let (ff_cpu, ff_wall) = ffmpeg_room(&dir, seconds)?;
+    println!("ffmpeg, one room's media work: {ff_cpu:.2} cores per real-time room ({seconds} s of media in {ff_wall:.1} s)");
+
+    let (mut child, server) = start_server(&["--mix-width", "1280", "--mix-height", "720", "--mix-fps", "30"])?;
+    let pid = child.id();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut table = String::new();
+    writeln!(table, "| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) |")?;
+    writeln!(table, "|---:|---:|---|---:|---:|---:|")?;
+    let result = rt.block_on(async {
+        for &n in &steps {
+            let s = run_step(server, pid, n, seconds, &videos, &audio).await?;
+            let line = format!(
+                "| {} | {:.1} | {} | {:.2} | {:.2} | {:.2} |",
+                s.rooms,
+                s.min_fps,
+                if s.min_fps >= 27.0 { "yes" } else { "no" },
+                s.server_cores,
+                s.server_cores / s.rooms as f64,
+                s.loadgen_cores
+            );
+            println!("{line}");
+            writeln!(table, "{line}")?;
+            tokio::time::sleep(Duration::from_secs(7)).await;
+        }
+        anyhow::Ok(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    if save {
+        let date = today();
+        let mut md = String::new();
+        writeln!(md, "# Room composites in real time (MCU, CPU only), {date}\n")?;
+        writeln!(md, "- Machine: {}", machine())?;
+        writeln!(md, "- Commit: {}", git_rev())?;
+        writeln!(md, "- ffmpeg: {}", ffmpeg_version())?;
+        writeln!(md, "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save --seconds {seconds} --rooms {}`", arg("--rooms").unwrap_or_else(|| "1,2,3,4".into()))?;
+        writeln!(md, "- Per room: 4 WHIP senders replaying VP8 640×360 at 30 fps (~600 kbps, libvpx) and Opus, one WHEP viewer of `/whep/{{room}}`; the server composites 1280×720 at 30 fps (grid, CPU compositor), mixes, encodes VP8 (libvpx realtime, 2 Mbps) and Opus. Server: a separate process, CPU from /proc; load generator (all senders and viewers, DTLS-SRTP included): this process, on the same 2 cores.")?;
+        writeln!(md, "- ffmpeg, the media part of one room from files (4 × libvpx decode, xstack 2×2, scale to 1280×720, libvpx `-deadline realtime -cpu-used 8` 2 Mbps, 30 fps, no network): **{ff_cpu:.2} cores per real-time room** ({seconds} s of media in {ff_wall:.1} s wall).\n")?;
+        md.push_str(&table);
+        save_results("mcu_capacity", &date, &md);
+    }
+    Ok(())
+}

@@ -1,0 +1,756 @@
+#!/usr/bin/env python3
+"""End-to-end tests of `mcu serve` as an MCU: the room composite at `POST /whep/{room}`.
+
+Publishers send solid colours and sine tones over WHIP (aiortc, as in test_sfu.py); a WHEP
+player of `/whep/{room}` receives the composite: one VP8 canvas with every publisher's picture
+in a grid sorted by name (columns ceil(sqrt(n)), reading order, the last row centred, no gap,
+background RGB(16,16,24)), and the room's audio mix (Opus). The tests sample the centre half
+of each cell of that grid (±35 per channel) and look for each publisher's tone in the mix.
+
+Each test starts its own server (`target/debug/mcu`, or $MCU_BIN) on 127.0.0.1 port 0 with a
+640x360 30 fps canvas (to spare a small CPU) and `--ice-failed-timeout-secs 3`, and stops it
+afterwards, also when the test fails (the server processes, the base test case and the output
+helpers are test_sfu.py's).
+
+    1 grid_of_four        alice red 440 Hz, bob green 550, carol blue 660, dave yellow 770:
+                          a 640x360 2x2 grid with each colour in its cell; all four tones in
+                          the mix, each far above the noise floor (levels printed)
+    2 fifth_publisher_reflows
+                          erin (magenta, 930 Hz) joins: the grid becomes 3 columns (alice bob
+                          carol / dave erin, centred, background beside them); erin's tone
+    3 delete_reflows      of five, bob leaves with DELETE: 2x2 again (alice carol / dave erin),
+                          frames keep coming throughout, bob's tone leaves the mix
+    4 killed_publisher    carol is a CLI process SIGKILLed: frames keep coming and alice and bob
+                          keep their colours through the outage, carol's cell shows the
+                          placeholder within a few seconds, then (ICE failure) the grid reflows
+                          without her and her tone is gone (times printed)
+    5 late_viewer         a second viewer joins a running composite: time from its POST to its
+                          first decoded frame printed (target 500 ms on loopback; not asserted),
+                          both viewers see the same grid
+    6 empty_room          a viewer of a room nobody publishes in: 201 and a canvas of the
+                          background colour; then alice publishes and fills the canvas
+    7 garbage_video       mallory's video track sends random bytes as VP8 (fake keyframes and
+                          inter frames, correctly packetized): the composite keeps running,
+                          alice's and bob's cells keep their colours, mallory's tone is mixed
+
+Tones: 440/550/660/770/930 Hz, no one an integer multiple of another (erin is not at 880 Hz,
+the second harmonic of alice's 440).
+
+Run: scripts/e2e-setup.sh && target/e2e-venv/bin/python tests/e2e/test_mcu.py [-v] [name...]
+(`name` selects tests whose name contains it; MCU_E2E_SERVER_LOG sets the servers' log
+filter). Prints measured colours, tone levels and times, keeps the server logs of a failed run
+(the directory is printed), closes with "e2e mcu: N passed, M failed" and exits non-zero on any
+failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mcuclient as mc  # noqa: E402
+import test_sfu as sfu  # noqa: E402  (server processes, E2ETest, output helpers)
+from test_sfu import CONNECT_TIMEOUT, E2ETest, async_test, fmt_rgb, out  # noqa: E402
+
+WIDTH, HEIGHT, FPS = 640, 360, 30
+ICE_FAILED_TIMEOUT = 3  # s, after the 5 s without traffic that make a connection "disconnected"
+SERVER_ARGS = ("--mix-width", str(WIDTH), "--mix-height", str(HEIGHT), "--mix-fps", str(FPS),
+               "--ice-failed-timeout-secs", str(ICE_FAILED_TIMEOUT))
+
+BACKGROUND = (16, 16, 24)  # the canvas behind the grid (server/src/mcu.rs grid_scene)
+PLACEHOLDER = (48, 48, 56)  # a tile without video (compositor TileStyle::default)
+COLOUR_TOLERANCE = 35  # per channel, cells
+BACKGROUND_TOLERANCE = 20  # per channel, background
+TONE_TOLERANCE = 5.0  # Hz
+TONE_MIN_DBFS = -30.0  # a publisher's tone in the mix is at least this loud...
+TONE_OVER_FLOOR_DB = 30.0  # ...and this far above the noise floor
+TONE_GONE_DB = 30.0  # a departed publisher's tone is this far below the others'
+MEDIA_TIMEOUT = 25.0  # s, first picture (connect, keyframe) on a loaded machine
+REFLOW_LIMIT = 10.0  # s, for the grid to show a publisher who joined or left
+PLACEHOLDER_LIMIT = 6.0  # s after SIGKILL (the server waits 2 s without frames)
+REMOVAL_LIMIT = 5 + ICE_FAILED_TIMEOUT + 12.0  # s after SIGKILL (disconnected 5 s, failed 3 s more)
+STALL_LIMIT = 2.0  # s, the longest the composite may go without a new frame
+LATE_JOIN_TARGET_MS = 500  # the issue's target for a late viewer's first picture (reported only)
+
+Colour = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    colour: Colour
+    tone: float
+
+
+ALICE = Person("alice", (255, 0, 0), 440.0)
+BOB = Person("bob", (0, 255, 0), 550.0)
+CAROL = Person("carol", (0, 0, 255), 660.0)
+DAVE = Person("dave", (255, 255, 0), 770.0)
+ERIN = Person("erin", (255, 0, 255), 930.0)
+FOUR = (ALICE, BOB, CAROL, DAVE)
+MALLORY_TONE = 1230.0  # the garbage video publisher's (valid) audio
+ALL_TONES = (*(p.tone for p in (ALICE, BOB, CAROL, DAVE, ERIN)), MALLORY_TONE)
+
+# ----------------------------------------------------------------------------------------
+# The grid and what to look for in it
+# ----------------------------------------------------------------------------------------
+
+Rect = tuple[float, float, float, float]  # x0, y0, x1, y1 in canvas pixels
+
+
+def grid_cells(n: int, width: int = WIDTH, height: int = HEIGHT) -> list[Rect]:
+    """The cells of n tiles as the server lays them out: ceil(sqrt(n)) columns, as many rows as
+    needed, reading order, the last row centred when not full, no gap."""
+    if n == 0:
+        return []
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    cw, ch = width / cols, height / rows
+    cells = []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        shift = (cols - min(n - r * cols, cols)) * cw / 2
+        x, y = c * cw + shift, r * ch
+        cells.append((x, y, x + cw, y + ch))
+    return cells
+
+
+def grid_gaps(n: int, width: int = WIDTH, height: int = HEIGHT) -> list[Rect]:
+    """The background left and right of a last row that is not full."""
+    if n == 0:
+        return [(0, 0, width, height)]
+    cells = grid_cells(n, width, height)
+    last = cells[-1]
+    first_of_row = next(c for c in cells if c[1] == last[1])
+    if first_of_row[0] <= 0.5:
+        return []
+    return [(0, last[1], first_of_row[0], last[3]), (last[2], last[1], width, last[3])]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the centre half of `rect` should show: `colour` ±`tolerance` per channel; with
+    `not_colour`, also at least `tolerance` away from that colour in some channel."""
+
+    label: str
+    rect: Rect
+    colour: Optional[Colour]
+    tolerance: int = COLOUR_TOLERANCE
+    not_colour: Optional[Colour] = None
+
+
+def grid_probes(people: Sequence[Person], background: bool = True) -> list[Probe]:
+    """Each person's colour in their cell (sorted by name) and the background in the gaps."""
+    ordered = sorted(people, key=lambda p: p.name)
+    probes = [Probe(p.name, cell, p.colour) for p, cell in zip(ordered, grid_cells(len(ordered)))]
+    if background:
+        probes += [Probe(f"gap{i}", gap, BACKGROUND, BACKGROUND_TOLERANCE) for i, gap in enumerate(grid_gaps(len(ordered)))]
+    return probes
+
+
+def centre_half(rect: Rect) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = rect
+    w, h = x1 - x0, y1 - y0
+    return int(round(x0 + w / 4)), int(round(y0 + h / 4)), int(round(x1 - w / 4)), int(round(y1 - h / 4))
+
+
+def region_mean(frame: np.ndarray, rect: Rect) -> tuple[float, float, float]:
+    x0, y0, x1, y1 = centre_half(rect)
+    r, g, b = frame[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+    return float(r), float(g), float(b)
+
+
+def near(rgb, colour, tolerance: float) -> bool:
+    return max(abs(a - b) for a, b in zip(rgb, colour)) <= tolerance
+
+
+def probe_ok(probe: Probe, rgb) -> bool:
+    if probe.colour is not None and not near(rgb, probe.colour, probe.tolerance):
+        return False
+    return probe.not_colour is None or not near(rgb, probe.not_colour, probe.tolerance)
+
+
+def look(frames: Sequence[np.ndarray], probes: Sequence[Probe]) -> tuple[bool, list[tuple[Probe, tuple[float, float, float]]]]:
+    """Whether every probe holds in every frame, and each probe's mean colour over them."""
+    sized = bool(frames) and all(f.shape[:2] == (HEIGHT, WIDTH) for f in frames)
+    ok, seen = sized, []
+    for p in probes:
+        colours = [region_mean(f, p.rect) for f in frames] if sized else []
+        ok = ok and all(probe_ok(p, c) for c in colours)
+        seen.append((p, tuple(float(v) for v in np.mean(colours, axis=0)) if colours else None))
+    return ok, seen
+
+
+def describe(seen) -> str:
+    return ", ".join(f"{p.label} {fmt_rgb(c)}" + ("" if c is None or probe_ok(p, c) else f" (want {p.colour or 'not ' + str(p.not_colour)})")
+                     for p, c in seen)
+
+
+def recent_frames(player: mc.Player, n: int) -> list[np.ndarray]:
+    return list(player.media.video_frames)[-n:]
+
+
+async def wait_grid(player: mc.Player, probes: Sequence[Probe], timeout: float, what: str, frames: int = 3) -> float:
+    """Waits until the last `frames` frames all match `probes`; returns the seconds it took.
+    Fails after `timeout` s saying what each probe saw."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while True:
+        recent = recent_frames(player, frames)
+        ok, seen = look(recent, probes) if len(recent) == frames else (False, [])
+        if ok:
+            return loop.time() - start
+        if loop.time() - start > timeout:
+            size = player.frame_size
+            raise AssertionError(f"{what}: not within {timeout:g} s; {player.video_frame_count} frames {size}; "
+                                 f"the last {frames} show {describe(seen) if seen else 'nothing'}")
+        await asyncio.sleep(0.05)
+
+
+class FrameProgress:
+    """Samples a player's frame count every 50 ms in the background: how many frames arrived
+    and the longest stretch without a new one (to within the 50 ms)."""
+
+    def __init__(self, player: mc.Player) -> None:
+        self.player = player
+        self.start_count = player.video_frame_count
+        self.start = time.monotonic()
+        self._last_change = self.start
+        self._last_count = self.start_count
+        self.longest_stall = 0.0
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            self._sample()
+
+    def _sample(self) -> None:
+        now, count = time.monotonic(), self.player.video_frame_count
+        if count != self._last_count:
+            self._last_count, self._last_change = count, now
+        self.longest_stall = max(self.longest_stall, now - self._last_change)
+
+    @property
+    def frames(self) -> int:
+        return self.player.video_frame_count - self.start_count
+
+    def stop(self) -> str:
+        self._sample()
+        self._task.cancel()
+        elapsed = time.monotonic() - self.start
+        return f"{self.frames} frames in {elapsed:.1f} s ({self.frames / max(elapsed, 1e-6):.1f}/s), longest gap {self.longest_stall * 1000:.0f} ms"
+
+
+# ----------------------------------------------------------------------------------------
+# Tones in the mix
+# ----------------------------------------------------------------------------------------
+
+
+def tone_levels(player: mc.Player, tones: Sequence[float], seconds: float = 1.0) -> tuple[dict[float, float], float]:
+    """The level (dBFS) of each of `tones` in the last `seconds` of the player's audio, and the
+    noise floor: the median level of the 1 Hz bins from 100 Hz to 2 kHz, away (±30 Hz) from
+    every publisher's tone."""
+    spec = player.media.spectrum(seconds)
+    if spec is None:
+        return {t: -120.0 for t in tones}, -120.0
+    levels = {t: 20 * math.log10(max(spec.amplitude_near(t, TONE_TOLERANCE), 1e-6)) for t in tones}
+    band = (spec.freqs >= 100) & (spec.freqs <= 2000)
+    for tone in ALL_TONES:
+        band &= np.abs(spec.freqs - tone) > 30
+    floor = 20 * math.log10(max(float(np.median(spec.amplitude[band])), 1e-7))
+    return levels, floor
+
+
+def fmt_levels(levels: dict[float, float], floor: float) -> str:
+    return ", ".join(f"{t:g} Hz {db:.1f}" for t, db in levels.items()) + f" dBFS; floor {floor:.1f} dBFS"
+
+
+async def wait_tones(player: mc.Player, present: Sequence[float], absent: Sequence[float] = (), timeout: float = 15.0,
+                     what: str = "the mix") -> tuple[dict[float, float], float]:
+    """Waits until the last second of audio has every `present` tone loud (TONE_MIN_DBFS) and
+    far above the floor, and every `absent` tone TONE_GONE_DB below the quietest present one,
+    and still has a second later (so the levels returned are of a whole second after the
+    change). Returns the levels and the floor; fails after `timeout` s with them."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    held_since: Optional[float] = None
+    while True:
+        levels, floor = tone_levels(player, [*present, *absent])
+        quietest = min((levels[t] for t in present), default=0.0)
+        ok = player.media.audio_seconds >= 1.0
+        ok = ok and all(levels[t] >= TONE_MIN_DBFS and levels[t] >= floor + TONE_OVER_FLOOR_DB for t in present)
+        ok = ok and all(levels[t] <= quietest - TONE_GONE_DB for t in absent)
+        if not ok:
+            held_since = None
+        elif held_since is None:
+            held_since = loop.time()
+        elif loop.time() - held_since >= 1.0:
+            return levels, floor
+        if loop.time() - start > timeout:
+            raise AssertionError(f"{what}: want {list(present)} Hz present"
+                                 + (f" and {list(absent)} Hz gone" if absent else "")
+                                 + f" within {timeout:g} s; now {fmt_levels(levels, floor)}; "
+                                 f"{player.media.audio_seconds:.2f} s of audio buffered")
+        await asyncio.sleep(0.25)
+
+
+# ----------------------------------------------------------------------------------------
+# A publisher of garbage video
+# ----------------------------------------------------------------------------------------
+
+
+class GarbageVideoTrack(MediaStreamTrack):
+    """A video track whose "frames" are random bytes handed to aiortc already encoded
+    (av.Packet: the sender packetizes them as VP8 with valid payload descriptors, without
+    encoding), 30 per second. In turn: a fake keyframe (frame tag, start code, `size`, then
+    random partitions), a fake inter frame (tag with the inter bit, random rest), and bytes
+    that are random from the first."""
+
+    kind = "video"
+
+    def __init__(self, seed: int = 7, size: tuple[int, int] = (640, 360)) -> None:
+        super().__init__()
+        self._size = size
+        self._rng = np.random.default_rng(seed)
+        self._start: Optional[float] = None
+        self.frames_sent = 0
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        else:
+            await asyncio.sleep(self._start + self.frames_sent / FPS - time.time())
+        size = int(self._rng.integers(100, 4000))
+        data = bytearray(self._rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        kind = self.frames_sent % 3
+        if kind == 0:  # keyframe: show_frame, first partition size, start code, size
+            tag = (1 << 4) | (int(self._rng.integers(10, size)) << 5)
+            data[0:10] = bytes([tag & 0xFF, (tag >> 8) & 0xFF, (tag >> 16) & 0xFF, 0x9D, 0x01, 0x2A]) \
+                + self._size[0].to_bytes(2, "little") + self._size[1].to_bytes(2, "little")
+        elif kind == 1:  # inter frame
+            data[0] |= 0x01
+        packet = av.Packet(bytes(data))
+        packet.pts = self.frames_sent * 3000
+        packet.time_base = fractions.Fraction(1, 90000)
+        self.frames_sent += 1
+        return packet
+
+
+def exit_status(srv: sfu.McuServer) -> str:
+    code = srv.proc.poll() if srv.proc is not None else None
+    if code is None:
+        return "the server is running"
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"status {code}"
+    return f"the server exited on its own with {how} (SIGKILL/SIGTERM leave no line in its log)"
+
+
+# ----------------------------------------------------------------------------------------
+# The tests
+# ----------------------------------------------------------------------------------------
+
+
+class Composite(E2ETest):
+    def setUp(self) -> None:
+        super().setUp()
+        self._composite_of: dict[int, tuple[sfu.McuServer, str]] = {}  # id(player) -> its server and room
+
+    def mcu_server(self, label: str) -> sfu.McuServer:
+        return self.server(*SERVER_ARGS, label=label)
+
+    async def publish_person(self, srv: sfu.McuServer, room: str, p: Person) -> mc.Publisher:
+        return await self.publish(srv, room, colour=p.colour, tone_hz=p.tone, name=p.name)
+
+    async def publish_all(self, srv: sfu.McuServer, room: str, people: Sequence[Person]) -> list[mc.Publisher]:
+        return [await self.publish_person(srv, room, p) for p in people]
+
+    async def composite(self, srv: sfu.McuServer, room: str) -> mc.Player:
+        player = await self.play(srv, f"/whep/{room}")
+        self._composite_of[id(player)] = (srv, room)
+        await player.wait_connected(CONNECT_TIMEOUT)
+        await player.wait_media(MEDIA_TIMEOUT, video_frames=1, audio_seconds=0)
+        return player
+
+    async def show_grid(self, player: mc.Player, people: Sequence[Person], timeout: float, what: str) -> float:
+        """wait_grid, printing what the cells show. A failure also says what the publishers
+        whose cells are wrong send (each played on its own over WHEP), or how the server died."""
+        try:
+            took = await wait_grid(player, grid_probes(people), timeout, what)
+        except AssertionError as e:
+            srv, room = self._composite_of.get(id(player), (None, None))
+            raise AssertionError(f"{e}{await self.diagnose(player, people, srv, room)}") from None
+        _, seen = look(recent_frames(player, 3), grid_probes(people))
+        out(f"{what} after {took:.2f} s: {describe(seen)}")
+        return took
+
+    async def diagnose(self, player: mc.Player, people: Sequence[Person], srv: Optional[sfu.McuServer], room: Optional[str]) -> str:
+        if srv is None:
+            return ""
+        if not srv.alive():
+            return f"\n{exit_status(srv)}\n{srv.log_tail()}"
+        _, seen = look(recent_frames(player, 3), grid_probes(people, background=False))
+        wrong = [p for p, c in seen if c is not None and not probe_ok(p, c)]
+        notes = []
+        for probe in wrong:
+            try:
+                direct = await mc.play(srv.url, f"/whep/{room}/{probe.label}", audio=False)
+                try:
+                    await direct.wait_connected(CONNECT_TIMEOUT)
+                    await direct.wait_media(10, video_frames=10, audio_seconds=0)
+                    notes.append(f"{probe.label}'s own stream (WHEP /whep/{room}/{probe.label}) shows {fmt_rgb(direct.mean_colour())}")
+                finally:
+                    await sfu.close_quietly(direct)
+            except Exception as e:
+                notes.append(f"{probe.label}'s own stream: {type(e).__name__}: {e}")
+        return "".join(f"\n  {n}" for n in notes)
+
+    def check_alive(self, srv: sfu.McuServer) -> None:
+        self.assertTrue(srv.alive(), f"the server died: {exit_status(srv)}\n{srv.log_tail()}")
+
+    def tearDown(self) -> None:
+        for srv in self._servers:
+            if srv.proc is not None and srv.proc.poll() is not None:
+                out(f"{srv.label}: {exit_status(srv)}")
+        super().tearDown()
+
+    # -- 1 ------------------------------------------------------------------------------
+
+    @async_test()
+    async def test_1_grid_of_four(self) -> None:
+        srv = self.mcu_server("grid4")
+        await self.publish_all(srv, "four", FOUR)
+        player = await self.composite(srv, "four")
+        await self.show_grid(player, FOUR, MEDIA_TIMEOUT, "2x2 grid")
+        self.assertEqual(player.frame_size, (WIDTH, HEIGHT))
+        levels, floor = await wait_tones(player, [p.tone for p in FOUR], what="the mix of four")
+        dominant = player.dominant_tones(4)
+        out(f"tones: {fmt_levels(levels, floor)}; the four strongest: {[round(t, 1) for t in dominant]}")
+        for p in FOUR:  # and nothing else is as loud
+            self.assertTrue(any(abs(t - p.tone) <= TONE_TOLERANCE for t in dominant), f"{p.tone:g} Hz not among the four strongest {dominant}")
+        self.check_alive(srv)
+
+    # -- 2 ------------------------------------------------------------------------------
+
+    @async_test()
+    async def test_2_fifth_publisher_reflows(self) -> None:
+        srv = self.mcu_server("grid5")
+        await self.publish_all(srv, "five", FOUR)
+        player = await self.composite(srv, "five")
+        await self.show_grid(player, FOUR, MEDIA_TIMEOUT, "2x2 grid")
+        progress = FrameProgress(player)
+        t0 = time.monotonic()
+        await self.publish_person(srv, "five", ERIN)
+        took = await self.show_grid(player, (*FOUR, ERIN), REFLOW_LIMIT, "erin joined: 3+2 grid")
+        out(f"erin in the grid {time.monotonic() - t0:.2f} s after her POST; meanwhile {progress.stop()}")
+        levels, floor = await wait_tones(player, [p.tone for p in (*FOUR, ERIN)], what="the mix of five")
+        out(f"tones: {fmt_levels(levels, floor)}")
+        self.assertLess(took, REFLOW_LIMIT)
+        self.check_alive(srv)
+
+    # -- 3 ------------------------------------------------------------------------------
+
+    @async_test()
+    async def test_3_delete_reflows(self) -> None:
+        srv = self.mcu_server("delete")
+        five = (*FOUR, ERIN)
+        pubs = dict(zip((p.name for p in five), await self.publish_all(srv, "del", five)))
+        player = await self.composite(srv, "del")
+        await self.show_grid(player, five, MEDIA_TIMEOUT, "3+2 grid")
+        await wait_tones(player, [p.tone for p in five], what="the mix of five")
+        progress = FrameProgress(player)
+        t0 = time.monotonic()
+        await pubs["bob"].close()  # DELETE, then the peer connection closes
+        self.assertIn(pubs["bob"].delete_status, (200, 204))
+        rest = (ALICE, CAROL, DAVE, ERIN)
+        await self.show_grid(player, rest, REFLOW_LIMIT, "bob deleted: 2x2 grid")
+        out(f"2x2 again {time.monotonic() - t0:.2f} s after the DELETE")
+        before = player.video_frame_count
+        await player.wait_media(MEDIA_TIMEOUT, video_frames=before + FPS, audio_seconds=0)
+        levels, floor = await wait_tones(player, [p.tone for p in rest], absent=[BOB.tone], what="the mix without bob")
+        out(f"tones: {fmt_levels(levels, floor)}")
+        stats = progress.stop()
+        out(f"frames since the DELETE: {stats}")
+        self.assertLess(progress.longest_stall, STALL_LIMIT, f"the composite stalled: {stats}")
+        await self.show_grid(player, rest, 1.0, "and still")
+        self.check_alive(srv)
+
+    # -- 4 ------------------------------------------------------------------------------
+
+    @async_test(timeout=180)
+    async def test_4_killed_publisher(self) -> None:
+        srv = self.mcu_server("killed")
+        await self.publish_all(srv, "kill", (ALICE, BOB))
+        proc_log = open(sfu.LOG_DIR / "killed-publisher.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, sfu.MCUCLIENT, "publish", "--url", srv.url, "--room", "kill", "--name", CAROL.name,
+             "--colour", ",".join(map(str, CAROL.colour)), "--tone", str(CAROL.tone), "--seconds", "600"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=proc_log, preexec_fn=sfu._die_with_parent,
+        )
+        proc_log.close()
+        sfu._live_processes.append(proc)
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
+            self.assertTrue(line, "the publisher process printed nothing: see killed-publisher.log")
+            self.assertIn("/session/", json.loads(line)["location"])
+            player = await self.composite(srv, "kill")
+            three = (ALICE, BOB, CAROL)
+            await self.show_grid(player, three, MEDIA_TIMEOUT, "2+1 grid")
+            await wait_tones(player, [p.tone for p in three], what="the mix of three")
+
+            # Probes that hold whether carol is there or not: the middle of the top-left and
+            # top-right cells of the 2+1 grid lie in alice's and bob's halves of the 1x2 grid.
+            cells3 = grid_cells(3)
+            steady = [Probe("alice", cells3[0], ALICE.colour), Probe("bob", cells3[1], BOB.colour)]
+            carol_placeholder = Probe("carol's cell", cells3[2], PLACEHOLDER, not_colour=CAROL.colour)
+            without = grid_probes((ALICE, BOB))
+            progress = FrameProgress(player)
+            proc.kill()  # SIGKILL: no DELETE, no DTLS close_notify, just silence
+            proc.wait()
+            t0 = time.monotonic()
+            placeholder_at = removed_at = None
+            wrong: list[str] = []
+            carol_seen = []
+            while time.monotonic() - t0 < REMOVAL_LIMIT:
+                frames = recent_frames(player, 3)
+                ok, seen = look(frames[-1:], steady)
+                if not ok:
+                    wrong.append(f"{time.monotonic() - t0:.1f} s: {describe(seen)}")
+                if placeholder_at is None:
+                    ok, seen = look(frames, [carol_placeholder])
+                    carol_seen = seen
+                    if ok:
+                        placeholder_at = time.monotonic() - t0
+                        out(f"carol's cell shows the placeholder {placeholder_at:.2f} s after SIGKILL: {describe(seen)}")
+                if look(frames, without)[0]:
+                    removed_at = time.monotonic() - t0
+                    break
+                await asyncio.sleep(0.1)
+            stats = progress.stop()
+            out(f"during the outage: {stats}")
+            self.check_alive(srv)
+            m = await srv.metrics()
+            out(f"carol out of the grid {removed_at if removed_at is None else f'{removed_at:.2f} s'} after SIGKILL; "
+                f"server now {sfu.gauges(m)}")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            sfu._live_processes.remove(proc)
+        self.assertFalse(wrong, "alice's or bob's cell lost its colour during the outage:\n" + "\n".join(wrong[:10]))
+        self.assertLess(progress.longest_stall, STALL_LIMIT, f"the composite stalled during the outage: {stats}")
+        self.assertIsNotNone(placeholder_at, f"no placeholder in carol's cell (before her removal) after SIGKILL: {describe(carol_seen)}")
+        self.assertLessEqual(placeholder_at, PLACEHOLDER_LIMIT)
+        self.assertIsNotNone(removed_at, f"carol still in the grid {REMOVAL_LIMIT:g} s after SIGKILL: "
+                                         f"{describe(look(recent_frames(player, 3), without)[1])}")
+        await self.show_grid(player, (ALICE, BOB), 1.0, "1x2 grid")
+        levels, floor = await wait_tones(player, [ALICE.tone, BOB.tone], absent=[CAROL.tone], what="the mix without carol")
+        out(f"tones: {fmt_levels(levels, floor)}")
+        self.check_alive(srv)
+
+    # -- 5 ------------------------------------------------------------------------------
+
+    async def play_timed(self, srv: sfu.McuServer, path: str) -> tuple[mc.Player, dict[str, float]]:
+        """mc.play with times (ms) from the POST: the answer, "connected", the first decoded
+        frame."""
+        addresses = mc._apply_ice_addresses(srv.url, "auto")
+        pc, sink = mc.player_pc()
+        try:
+            offer = await mc.create_offer(pc)
+            t0 = time.monotonic()
+            exchange = await mc.post_sdp(srv.url + path, offer)
+            t_answer = time.monotonic()
+            await mc.apply_answer(pc, exchange.answer_sdp, addresses)
+        except BaseException:
+            await sink.stop()
+            await pc.close()
+            raise
+        player = mc.Player(pc, offer, exchange, None, sink)
+        self._sessions.append(player)
+        self._composite_of[id(player)] = (srv, path.rsplit("/", 1)[-1])
+        times = {"answer": (t_answer - t0) * 1000}
+        await player.wait_connected(CONNECT_TIMEOUT)
+        times["connected"] = (time.monotonic() - t0) * 1000
+        await player.wait_media(MEDIA_TIMEOUT, video_frames=1, audio_seconds=0)
+        times["first frame"] = (time.monotonic() - t0) * 1000
+        return player, times
+
+    @async_test()
+    async def test_5_late_viewer(self) -> None:
+        srv = self.mcu_server("late")
+        await self.publish_all(srv, "late", FOUR)
+        first = await self.composite(srv, "late")
+        await self.show_grid(first, FOUR, MEDIA_TIMEOUT, "first viewer: 2x2 grid")
+        await asyncio.sleep(1.0)  # well into the stream: the next keyframe is the late viewer's
+        undecodable = sfu._DecodeFailures.count
+        second, times = await self.play_timed(srv, "/whep/late")
+        first_frame = second.media.video_frames[0]
+        ok, seen = look([first_frame], grid_probes(FOUR))
+        out("second viewer, from its POST: " + ", ".join(f"{k} {v:.0f} ms" for k, v in times.items())
+            + f" (target {LATE_JOIN_TARGET_MS} ms, not asserted); frames it could not decode before: "
+            f"{sfu._DecodeFailures.count - undecodable}")
+        out(f"its first frame: {first_frame.shape[1]}x{first_frame.shape[0]}, {'the grid' if ok else 'not the grid yet'}: {describe(seen)}")
+        await self.show_grid(second, FOUR, MEDIA_TIMEOUT, "second viewer: 2x2 grid")
+        await wait_grid(first, grid_probes(FOUR), 1.0, "first viewer, still")
+        a, b = recent_frames(first, 1)[0], recent_frames(second, 1)[0]
+        diff = float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+        out(f"mean difference between the viewers' latest frames: {diff:.2f} per channel")
+        self.assertLess(diff, 8.0, "the two viewers see different pictures")
+        levels, floor = await wait_tones(second, [p.tone for p in FOUR], what="the second viewer's mix")
+        out(f"second viewer's tones: {fmt_levels(levels, floor)}")
+        self.check_alive(srv)
+
+    # -- 6 ------------------------------------------------------------------------------
+
+    @async_test()
+    async def test_6_empty_room(self) -> None:
+        srv = self.mcu_server("empty")
+        player = await self.composite(srv, "void")  # mc.play insists on 201 Created
+        out(f"viewer of an empty room: 201 {player.location}")
+        await player.wait_media(MEDIA_TIMEOUT, video_frames=15, audio_seconds=0)
+        self.assertEqual(player.frame_size, (WIDTH, HEIGHT))
+        frames = recent_frames(player, 5)
+        whole = [f.reshape(-1, 3).mean(axis=0) for f in frames]
+        extremes = [np.abs(f.astype(np.int16) - np.array(BACKGROUND)).max() for f in frames]
+        out(f"empty canvas: mean {fmt_rgb(tuple(np.mean(whole, axis=0)))}, largest deviation of any pixel from "
+            f"{BACKGROUND}: {max(extremes)}")
+        for f in frames:
+            self.assertTrue(near(f.reshape(-1, 3).mean(axis=0), BACKGROUND, BACKGROUND_TOLERANCE), f"mean {fmt_rgb(tuple(f.reshape(-1, 3).mean(axis=0)))}")
+            self.assertLessEqual(int(np.abs(f.astype(np.int16) - np.array(BACKGROUND)).max()), BACKGROUND_TOLERANCE,
+                                 "a pixel of the empty canvas is not the background colour")
+        t0 = time.monotonic()
+        await self.publish_person(srv, "void", ALICE)
+        await self.show_grid(player, (ALICE,), REFLOW_LIMIT, "alice joined: one tile, the whole canvas")
+        out(f"alice on the canvas {time.monotonic() - t0:.2f} s after her POST")
+        levels, floor = await wait_tones(player, [ALICE.tone], what="alice's tone")
+        out(f"tones: {fmt_levels(levels, floor)}")
+        self.check_alive(srv)
+
+    # -- 7 ------------------------------------------------------------------------------
+
+    async def publish_garbage(self, srv: sfu.McuServer, room: str, name: str, tone_hz: float,
+                              video: Optional[GarbageVideoTrack] = None) -> tuple[mc.Publisher, GarbageVideoTrack]:
+        """mc.publish with a GarbageVideoTrack (offered as VP8) and a tone."""
+        addresses = mc._apply_ice_addresses(srv.url, "auto")
+        pc = mc.new_peer_connection()
+        video, audio = video or GarbageVideoTrack(), mc.ToneAudioTrack(tone_hz)
+        pc.addTransceiver(video, direction="sendonly").setCodecPreferences(mc.codec_preferences("video", "VP8"))
+        pc.addTransceiver(audio, direction="sendonly")
+        try:
+            offer = await mc.create_offer(pc)
+            exchange = await mc.post_sdp(mc.whip_url(srv.url, room, name), offer)
+            await mc.apply_answer(pc, exchange.answer_sdp, addresses)
+        except BaseException:
+            video.stop()
+            audio.stop()
+            await pc.close()
+            raise
+        pub = mc.Publisher(pc, offer, exchange, None, [video, audio])
+        self._sessions.append(pub)
+        return pub, video
+
+    @async_test()
+    async def test_7_garbage_video(self) -> None:
+        srv = self.mcu_server("garbage")
+        await self.publish_all(srv, "junk", (ALICE, BOB))
+        player = await self.composite(srv, "junk")
+        await self.show_grid(player, (ALICE, BOB), MEDIA_TIMEOUT, "1x2 grid")
+        mallory_tone = MALLORY_TONE
+        mallory, garbage = await self.publish_garbage(srv, "junk", "mallory", mallory_tone)
+        await mallory.wait_connected(CONNECT_TIMEOUT)
+        # The 2+1 grid's top cells are alice's and bob's whether mallory gets a tile or not.
+        cells3 = grid_cells(3)
+        steady = [Probe("alice", cells3[0], ALICE.colour), Probe("bob", cells3[1], BOB.colour)]
+        progress = FrameProgress(player)
+        wrong: list[str] = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5.0:
+            ok, seen = look(recent_frames(player, 1), steady)
+            if not ok:
+                wrong.append(f"{time.monotonic() - t0:.1f} s: {describe(seen)}")
+            await asyncio.sleep(0.1)
+        stats = progress.stop()
+        sent = next((s.packetsSent for s in (await mallory.pc.getStats()).values()
+                     if s.type == "outbound-rtp" and s.kind == "video"), None)
+        frames = recent_frames(player, 3)
+        mallory_cell = look(frames, [Probe("mallory's cell (2+1 grid)", cells3[2], None)])[1]
+        one_by_two = look(frames, grid_probes((ALICE, BOB)))[0]
+        out(f"mallory sent {garbage.frames_sent} garbage frames in {sent} RTP packets; meanwhile {stats}")
+        out(f"layout now {'1x2 (no tile for mallory)' if one_by_two else '2+1'}; {describe(mallory_cell)}")
+        levels, floor = await wait_tones(player, [ALICE.tone, BOB.tone, mallory_tone], what="the mix with mallory")
+        out(f"tones: {fmt_levels(levels, floor)}")
+        self.check_alive(srv)
+        self.assertGreater(garbage.frames_sent, 100)
+        self.assertFalse(wrong, "alice's or bob's cell lost its colour while mallory sent garbage:\n" + "\n".join(wrong[:10]))
+        self.assertGreater(progress.frames, 3 * FPS, f"the composite slowed down or stopped: {stats}")
+        self.assertLess(progress.longest_stall, STALL_LIMIT, f"the composite stalled: {stats}")
+
+
+# ----------------------------------------------------------------------------------------
+
+ORDER = [
+    (Composite, ["test_1_grid_of_four", "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
+                 "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video"]),
+]
+
+
+def main(argv: list[str]) -> int:
+    verbose = "-v" in argv
+    selected = [a for a in argv if a != "-v"]
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sfu._quiet_decoder_warnings()
+    if verbose:
+        logging.getLogger("aiortc").setLevel(logging.WARNING)
+        logging.getLogger("aioice").setLevel(logging.WARNING)
+    suite = unittest.TestSuite()
+    for cls, names in ORDER:
+        for name in names:
+            if not selected or any(s in name for s in selected):
+                suite.addTest(cls(name))
+
+    def on_signal(signum, _frame) -> None:
+        sfu._kill_all()
+        print(f"e2e mcu: interrupted by {signal.Signals(signum).name}", flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    start = time.monotonic()
+    try:
+        result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=sfu._Result).run(suite)
+    finally:
+        sfu._kill_all()
+    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+    passed = result.passed
+    if failed:
+        print(f"server logs: {sfu.LOG_DIR}")
+    else:
+        shutil.rmtree(sfu.LOG_DIR, ignore_errors=True)
+    print(f"({time.monotonic() - start:.1f} s)")
+    print(f"e2e mcu: {passed} passed, {failed} failed", flush=True)
+    return 1 if failed or not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
