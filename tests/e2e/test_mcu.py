@@ -708,9 +708,33 @@ class Composite(E2ETest):
 
 # ----------------------------------------------------------------------------------------
 
+class McuParticipants(Composite):
+    async def test_8_mcu_participants_hear_everyone_but_themselves(self) -> None:
+        """POST /mcu/{room}: four sendrecv participants; each receives the 2x2 composite and a
+        mix with the three other tones and not its own."""
+        srv = self.mcu_server("mcu")
+        joined: list[mc.McuParticipant] = []
+        try:
+            for p in FOUR:
+                joined.append(await mc.join_mcu(srv.url, "mcuroom", p.colour, p.tone, name=p.name))
+            for p, m in zip(FOUR, joined):
+                await m.wait_connected(CONNECT_TIMEOUT)
+                await m.wait_media(MEDIA_TIMEOUT, video_frames=1, audio_seconds=0)
+            for p, m in zip(FOUR, joined):
+                await self.show_grid(m, FOUR, REFLOW_LIMIT, f"{p.name}'s composite")
+                others = [q.tone for q in FOUR if q is not p]
+                levels, floor = await wait_tones(m, others, absent=[p.tone], what=f"{p.name}'s own mix")
+                out(f"{p.name} hears {fmt_levels(levels, floor)}")
+            self.check_alive(srv)
+        finally:
+            for m in joined:
+                await m.close()
+
+
 ORDER = [
     (Composite, ["test_1_grid_of_four", "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
                  "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video"]),
+    (McuParticipants, ["test_8_mcu_participants_hear_everyone_but_themselves"]),
 ]
 
 
