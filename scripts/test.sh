@@ -18,6 +18,7 @@ scripts/e2e-setup.sh
 cargo build -q -p mcu-server
 target/e2e-venv/bin/python tests/e2e/selftest.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_sfu.py 2>&1 | tee -a "$log"
+MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_mcu.py 2>&1 | tee -a "$log"
 
 echo "== end to end: headless Chromium over WHIP/WHEP"
 scripts/browser-setup.sh
@@ -27,6 +28,8 @@ for codec in VP8 H264 AV1; do
   echo "-- Chromium publishing $codec"
   MCU_BROWSER_VIDEO_CODEC=$codec MCU_BIN="$PWD/target/debug/mcu" node tests/browser/sfu.test.mjs 2>&1 | tee -a "$log"
 done
+echo "-- the demo page at / (two people: MCU mix, then one switches to SFU tracks)"
+MCU_BIN="$PWD/target/debug/mcu" node tests/browser/demo.test.mjs 2>&1 | tee -a "$log"
 
 echo "== golden frames again on the GL fallback (llvmpipe through EGL)"
 MCU_TEST_ADAPTER=gl cargo test -p mcu-tests 2>&1 | tee -a "$log"
@@ -40,6 +43,6 @@ cargo clippy -p mcu-codec --features nvenc --all-targets -q -- -D warnings
 
 # One closing line over every test run above: cargo's "test result: ok. N passed; M failed"
 # lines and the end-to-end suites' "selftest: N passed, M failed" / "e2e sfu: N passed, M failed" /
-# "browser sfu: N passed, M failed".
-awk '/^test result:|^(selftest|e2e sfu|browser sfu): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+# "e2e mcu: N passed, M failed" / "browser sfu: N passed, M failed" / "browser demo: N passed, M failed".
+awk '/^test result:|^(selftest|e2e sfu|e2e mcu|browser sfu|browser demo): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "all suites: %d passed, %d failed\n", p, f }' "$log"
