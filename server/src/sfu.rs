@@ -674,6 +674,8 @@ impl Sfu {
     /// WHEP of the room composite: starts it when needed (a room with nobody in it yet shows
     /// an empty canvas until publishers arrive).
     pub async fn play_mix(self: &Arc<Self>, room_name: &str, viewer: &str, offer: String, config: McuConfig) -> Result<Accepted, SessionError> {
+        // A bad offer must not start a composite.
+        RTCSessionDescription::offer(offer.clone()).map_err(|e| SessionError::BadOffer(e.to_string()))?;
         let room = self.room(room_name, true)?;
         crate::mcu::ensure(self, &room, config);
         self.play(room_name, MIX, viewer, offer).await
