@@ -34,7 +34,7 @@ use mcu_sfu::{forwarder::TrackId, rtp};
 use rtc::{
     media::io::sample_builder::SampleBuilder,
     rtp::{
-        codec::{av1::Av1Depacketizer, h264::H264Packet, vp8::{Vp8Packet, Vp8Payloader}},
+        codec::{av1::Av1Depacketizer, h264::{H264Packet, H264Payloader}, vp8::{Vp8Packet, Vp8Payloader}},
         packetizer::Payloader,
     },
     rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind},
@@ -52,9 +52,20 @@ const MTU: usize = 1200;
 /// Sequence numbers the sample builder waits for a missing packet.
 const MAX_LATE: u16 = 64;
 
+/// The composite's video codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MixCodec {
+    /// VP8 (libvpx).
+    Vp8,
+    /// H.264 constrained baseline, packetization-mode 1 (openh264).
+    H264,
+}
+
 /// Composite settings.
 #[derive(Debug, Clone, Copy)]
 pub struct McuConfig {
+    /// Video codec of the composite.
+    pub codec: MixCodec,
     /// Canvas width.
     pub width: u32,
     /// Canvas height.
@@ -80,14 +91,19 @@ pub struct TapPacket {
 }
 
 /// The tracks the composite publishes into its room.
-pub fn mix_tracks() -> Vec<PublishedTrack> {
-    vec![
-        PublishedTrack {
-            id: Arc::from(format!("{MIX}/video-0")),
-            kind: RtpCodecKind::Video,
-            codec: RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90000, channels: 0, ..Default::default() },
-            extmap: Arc::default(),
+pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
+    let video = match codec {
+        MixCodec::Vp8 => RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90000, channels: 0, ..Default::default() },
+        MixCodec::H264 => RTCRtpCodec {
+            mime_type: "video/H264".into(),
+            clock_rate: 90000,
+            channels: 0,
+            sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+            ..Default::default()
         },
+    };
+    vec![
+        PublishedTrack { id: Arc::from(format!("{MIX}/video-0")), kind: RtpCodecKind::Video, codec: video, extmap: Arc::default() },
         PublishedTrack {
             id: Arc::from(format!("{MIX}/audio-0")),
             kind: RtpCodecKind::Audio,
@@ -192,7 +208,7 @@ struct AudioInput {
 pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
     let (tap_tx, tap_rx) = std_mpsc::sync_channel::<TapPacket>(4096);
     let (kf_tx, kf_rx) = mpsc::unbounded_channel::<u32>();
-    let tracks = mix_tracks();
+    let tracks = mix_tracks(config.codec);
     if !room.start_mix(tap_tx, tracks, kf_tx, rand::random::<u32>() | 1, rand::random::<u32>() | 1) {
         return;
     }
@@ -247,8 +263,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
     let tick = Duration::from_millis(20);
     let mut compositor = Compositor::new_cpu(1);
-    let mut encoder: Box<dyn VideoEncoder> = new_software_encoder(VideoCodec::Vp8, &EncoderConfig::realtime(config.video_bitrate, config.fps as f64))?;
-    let mut payloader = Vp8Payloader::default();
+    let (out_codec, mut payloader): (VideoCodec, Box<dyn Payloader>) = match config.codec {
+        MixCodec::Vp8 => (VideoCodec::Vp8, Box::new(Vp8Payloader::default())),
+        MixCodec::H264 => (VideoCodec::H264, Box::new(H264Payloader::default())),
+    };
+    let mut encoder: Box<dyn VideoEncoder> = new_software_encoder(out_codec, &EncoderConfig::realtime(config.video_bitrate, config.fps as f64))?;
     let mut encoders: HashMap<u64, OpusEncoder> = HashMap::new();
     let mut mixer = Mixer::new(MixerConfig { top_k: 0, ..MixerConfig::default() }, None)?;
     mixer.add(LISTENER, Role::Listener)?;

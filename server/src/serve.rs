@@ -94,6 +94,9 @@ pub struct ServeArgs {
     /// Room composite frames per second.
     #[arg(long, env = "MCU_MIX_FPS", default_value_t = 30)]
     pub mix_fps: u32,
+    /// Room composite video codec: vp8 or h264 (constrained baseline, packetization-mode 1).
+    #[arg(long, env = "MCU_MIX_CODEC", value_enum, default_value = "vp8")]
+    pub mix_codec: crate::mcu::MixCodec,
     /// Room composite video bitrate (bps).
     #[arg(long, env = "MCU_MIX_VIDEO_BITRATE", default_value_t = 2_000_000)]
     pub mix_video_bitrate: u32,
@@ -158,6 +161,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let sfu = Sfu::new(rtc, sfu_limits);
         let mcu = McuConfig {
+            codec: args.mix_codec,
             width: args.mix_width & !1,
             height: args.mix_height & !1,
             fps: args.mix_fps.clamp(1, 60),

@@ -283,7 +283,8 @@ impl Room {
         *self.mcu_tap.lock().expect("tap lock is never poisoned") = Some(tap);
         let mut m = self.lock();
         for t in &tracks {
-            let (family, ssrc) = if t.kind == RtpCodecKind::Video { (Codec::Vp8, video_ssrc) } else { (Codec::Audio, audio_ssrc) };
+            let family = codec_family(&t.codec.mime_type).unwrap_or(Codec::Audio);
+            let ssrc = if t.kind == RtpCodecKind::Video { video_ssrc } else { audio_ssrc };
             if let Err(e) = m.fwd.publish(t.id.clone(), family, t.codec.clock_rate, &[(ssrc, 0)]) {
                 tracing::warn!(error = %e, "composite track not published");
             }
@@ -314,7 +315,7 @@ impl Room {
     /// the engine writes for that listener).
     pub fn add_mix_listener(&self, name: &str) -> PublishedTrack {
         let ssrc = rand::random::<u32>() | 1;
-        let mut t = crate::mcu::mix_tracks().remove(1);
+        let mut t = crate::mcu::mix_tracks(crate::mcu::MixCodec::Vp8).remove(1);
         t.id = Arc::from(format!("{MIX}/audio-for-{name}"));
         if let Err(e) = self.lock().fwd.publish(t.id.clone(), Codec::Audio, 48000, &[(ssrc, 0)]) {
             tracing::warn!(error = %e, "listener track not published");
@@ -520,7 +521,7 @@ impl Sfu {
         let receive = match mcu {
             Some(config) => {
                 crate::mcu::ensure(self, &room, config);
-                let mut tracks: Vec<PublishedTrack> = crate::mcu::mix_tracks().into_iter().filter(|t| t.kind == RtpCodecKind::Video).collect();
+                let mut tracks: Vec<PublishedTrack> = crate::mcu::mix_tracks(config.codec).into_iter().filter(|t| t.kind == RtpCodecKind::Video).collect();
                 tracks.push(room.add_mix_listener(participant));
                 tracks
             }
