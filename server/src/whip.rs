@@ -18,7 +18,7 @@ use axum::{
 };
 use mcu_signaling::auth::{bearer, AuthError, Keys, Need};
 
-use crate::sfu::{Accepted, Sfu};
+use crate::sfu::{Accepted, SessionError, Sfu};
 
 /// What the WHIP/WHEP handlers share.
 pub struct Http {
@@ -112,27 +112,42 @@ fn sdp_body(headers: &HeaderMap, body: &Bytes) -> Result<String, Response> {
     Ok(text.to_string())
 }
 
-/// `POST /whip/{room}`.
-pub async fn whip(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !valid_name(&room) {
-        return problem(400, "room names are 1-64 characters of A-Z a-z 0-9 . _ -");
+const NAME_RULE: &str = "room and participant names are 1-64 characters of A-Z a-z 0-9 . _ -";
+
+/// The checks every offer endpoint makes, in order: names (400), token and grants (401/403),
+/// body (415/400). Returns who asks and the offer.
+fn admit(http: &Http, names: &[&str], needs: &[Need], headers: &HeaderMap, q: &HashMap<String, String>, body: &Bytes) -> Result<(String, String), Response> {
+    if !names.iter().all(|n| valid_name(n)) {
+        return Err(problem(400, NAME_RULE));
     }
-    let who = match http.authorize(&headers, &room, Need::Publish, &q) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let offer = match sdp_body(&headers, &body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    match http.sfu.publish(&room, &who, offer).await {
+    let mut who = None;
+    for &need in needs {
+        let w = http.authorize(headers, names[0], need, q)?;
+        who.get_or_insert(w);
+    }
+    let offer = sdp_body(headers, body)?;
+    Ok((who.unwrap_or_default(), offer))
+}
+
+/// `201 Created` with the answer, or the refusal (counted and logged).
+fn answered(http: &Http, result: Result<Accepted, SessionError>, what: &str, room: &str, who: &str) -> Response {
+    match result {
         Ok(a) => http.created(a),
         Err(e) => {
             http.sfu.counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(room, participant = who, error = %e, "WHIP offer refused");
+            tracing::info!(room, who, error = %e, "{what} offer refused");
             problem(e.status(), e.to_string())
         }
     }
+}
+
+/// `POST /whip/{room}`.
+pub async fn whip(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (who, offer) = match admit(&http, &[&room], &[Need::Publish], &headers, &q, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    answered(&http, http.sfu.publish(&room, &who, offer).await, "WHIP", &room, &who)
 }
 
 /// `POST /whep/{room}/{participant}`.
@@ -143,80 +158,37 @@ pub async fn whep_participant(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !valid_name(&room) || !valid_name(&participant) {
-        return problem(400, "room and participant names are 1-64 characters of A-Z a-z 0-9 . _ -");
-    }
-    let who = match http.authorize(&headers, &room, Need::Subscribe, &q) {
-        Ok(w) => w,
+    let (who, offer) = match admit(&http, &[&room, &participant], &[Need::Subscribe], &headers, &q, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let offer = match sdp_body(&headers, &body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    match http.sfu.play(&room, &participant, &who, offer).await {
-        Ok(a) => http.created(a),
-        Err(e) => {
-            http.sfu.counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(room, participant, viewer = who, error = %e, "WHEP offer refused");
-            problem(e.status(), e.to_string())
-        }
-    }
+    answered(&http, http.sfu.play(&room, &participant, &who, offer).await, "WHEP", &room, &who)
 }
 
 /// `POST /whep/{room}`: the room composite (grid of every published video, the room's audio
 /// mix).
 pub async fn whep_room(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !valid_name(&room) {
-        return problem(400, "room names are 1-64 characters of A-Z a-z 0-9 . _ -");
-    }
-    let who = match http.authorize(&headers, &room, Need::Subscribe, &q) {
-        Ok(w) => w,
+    let (who, offer) = match admit(&http, &[&room], &[Need::Subscribe], &headers, &q, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let offer = match sdp_body(&headers, &body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    match http.sfu.play_mix(&room, &who, offer, http.mcu).await {
-        Ok(a) => http.created(a),
-        Err(e) => {
-            http.sfu.counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(room, viewer = who, error = %e, "WHEP (composite) offer refused");
-            problem(e.status(), e.to_string())
-        }
-    }
+    answered(&http, http.sfu.play_mix(&room, &who, offer, http.mcu).await, "WHEP (composite)", &room, &who)
 }
 
 /// `POST /mcu/{room}`: an MCU participant (sendrecv): publishes, and receives the room
-/// composite and its own audio mix (everyone but itself).
+/// composite and its own audio mix (everyone but itself). It needs both grants.
 pub async fn mcu_join(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
-    if !valid_name(&room) {
-        return problem(400, "room names are 1-64 characters of A-Z a-z 0-9 . _ -");
-    }
-    // Both grants: it publishes and it receives.
-    let who = match http.authorize(&headers, &room, Need::Publish, &q).and_then(|w| http.authorize(&headers, &room, Need::Subscribe, &q).map(|_| w)) {
-        Ok(w) => w,
+    let (who, offer) = match admit(&http, &[&room], &[Need::Publish, Need::Subscribe], &headers, &q, &body) {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let offer = match sdp_body(&headers, &body) {
-        Ok(o) => o,
-        Err(r) => return r,
-    };
-    match http.sfu.join_mcu(&room, &who, offer, http.mcu).await {
-        Ok(a) => http.created(a),
-        Err(e) => {
-            http.sfu.counters.refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(room, participant = who, error = %e, "MCU offer refused");
-            problem(e.status(), e.to_string())
-        }
-    }
+    answered(&http, http.sfu.join_mcu(&room, &who, offer, http.mcu).await, "MCU", &room, &who)
 }
 
 /// `GET /rooms/{room}`: who publishes what, and whether the composite runs (JSON).
 pub async fn room_info(State(http): State<Arc<Http>>, Path(room): Path<String>, headers: HeaderMap) -> Response {
     if !valid_name(&room) {
-        return problem(400, "room names are 1-64 characters of A-Z a-z 0-9 . _ -");
+        return problem(400, NAME_RULE);
     }
     if let Err(r) = http.authorize(&headers, &room, Need::Subscribe, &HashMap::new()) {
         return r;
