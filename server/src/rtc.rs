@@ -51,17 +51,20 @@ pub struct RtcConfig {
     /// A connection with no traffic for 5 s is disconnected; after this long more, failed (and
     /// its session ends, as if the client had sent DELETE).
     pub ice_failed_timeout: Duration,
+    /// Public addresses of a 1:1 NAT (cloud VMs): announced as server-reflexive candidates
+    /// beside the host ones (see [`RtcConfig::announce`]).
+    pub public_ips: Vec<String>,
 }
 
 impl RtcConfig {
     /// Settings from the server's flags. Dev mode adds a loopback address so clients on the same
     /// machine (which never gather 127.0.0.1 themselves) can connect.
-    pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>, ice_failed_timeout: Duration) -> RtcConfig {
+    pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>, ice_failed_timeout: Duration, public_ips: Vec<String>) -> RtcConfig {
         let mut udp_addrs = addrs.to_vec();
         if dev && !udp_addrs.iter().any(|a| a.ip().is_loopback()) {
             udp_addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
-        RtcConfig { udp_addrs, ice_servers, ice_failed_timeout }
+        RtcConfig { udp_addrs, ice_servers, ice_failed_timeout, public_ips }
     }
 
     /// A new peer connection with our codecs and interceptors, reporting to `handler`.
@@ -84,6 +87,36 @@ impl RtcConfig {
             .build()
             .await?;
         Ok(Arc::new(pc))
+    }
+}
+
+impl RtcConfig {
+    /// Our SDP with a server-reflexive candidate on each public IP for every non-loopback host
+    /// candidate (same port: a 1:1 NAT forwards it). The `webrtc` crate's own 1:1 NAT setting is
+    /// not wired into its gathering in 0.21, so the answer says it.
+    pub fn announce(&self, sdp: &str) -> String {
+        if self.public_ips.is_empty() {
+            return sdp.to_string();
+        }
+        let mut out = String::with_capacity(sdp.len() + 256);
+        for line in sdp.split_inclusive('\n') {
+            out.push_str(line);
+            let Some(c) = line.trim_end().strip_prefix("a=candidate:") else { continue };
+            let f: Vec<&str> = c.split_whitespace().collect();
+            // foundation component transport priority address port "typ" host ...
+            if f.len() < 8 || f[6] != "typ" || f[7] != "host" {
+                continue;
+            }
+            let Ok(ip) = f[4].parse::<std::net::IpAddr>() else { continue };
+            if ip.is_loopback() {
+                continue;
+            }
+            let priority = f[3].parse::<u32>().unwrap_or(0) >> 1;
+            for (k, public) in self.public_ips.iter().enumerate() {
+                out.push_str(&format!("a=candidate:{}{} {} {} {} {} {} typ srflx raddr {} rport {}\r\n", f[0], 900 + k, f[1], f[2], priority, public, f[5], f[4], f[5]));
+            }
+        }
+        out
     }
 }
 
@@ -226,6 +259,16 @@ mod tests {
     fn codec_families() {
         assert_eq!(codec_family("video/H264"), Some(Codec::H264));
         assert_eq!(codec_family("video/VP9"), None);
+    }
+
+    #[test]
+    fn public_ips_become_srflx_candidates_of_non_loopback_hosts() {
+        let cfg = RtcConfig::new(&[], false, vec![], Duration::from_secs(15), vec!["203.0.113.7".into()]);
+        let sdp = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\na=candidate:2 1 udp 2130706431 127.0.0.1 40001 typ host\r\n";
+        let out = cfg.announce(sdp);
+        assert!(out.contains("a=candidate:1900 1 udp 1065353215 203.0.113.7 40000 typ srflx raddr 10.0.0.5 rport 40000\r\n"), "{out}");
+        assert_eq!(out.matches("typ srflx").count(), 1);
+        assert_eq!(RtcConfig::new(&[], false, vec![], Duration::from_secs(15), vec![]).announce(sdp), sdp);
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub struct ServeArgs {
     /// Room composite video bitrate (bps).
     #[arg(long, env = "MCU_MIX_VIDEO_BITRATE", default_value_t = 2_000_000)]
     pub mix_video_bitrate: u32,
+    /// Public IPs of a 1:1 NAT in front of this machine (cloud VMs), comma-separated: announced
+    /// as server-reflexive ICE candidates beside the host ones.
+    #[arg(long, env = "MCU_PUBLIC_IPS", value_delimiter = ',')]
+    pub public_ips: Vec<std::net::IpAddr>,
     /// TURN username for the servers above.
     #[arg(long, env = "MCU_TURN_USERNAME")]
     pub turn_username: Option<String>,
@@ -155,7 +159,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         })
         .collect();
     let ice_links = args.ice_servers.iter().map(|u| format!("<{u}>; rel=\"ice-server\"")).collect();
-    let rtc = RtcConfig::new(&args.rtc_udp, args.dev, ice_servers, std::time::Duration::from_secs(args.ice_failed_timeout_secs.max(1)));
+    let rtc = RtcConfig::new(&args.rtc_udp, args.dev, ice_servers, std::time::Duration::from_secs(args.ice_failed_timeout_secs.max(1)),
+        args.public_ips.iter().map(|ip| ip.to_string()).collect(),
+    );
     let sfu_limits = SfuLimits { max_rooms: args.max_rooms, max_participants: args.max_participants, max_tracks: args.max_tracks, max_subscribers: args.max_subscribers };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {

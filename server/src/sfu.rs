@@ -531,7 +531,7 @@ impl Sfu {
             Ok(pc) => {
                 let answered = match sub {
                     Some(sub) => self.answer_subscriber(&pc, &handler, &room, &receive, desc, sub).await.map(|(a, _)| a),
-                    None => negotiate(&pc, &handler, desc).await,
+                    None => negotiate(&self.rtc, &pc, &handler, desc).await,
                 };
                 match answered {
                     Ok(answer) => Ok((pc, answer)),
@@ -632,7 +632,7 @@ impl Sfu {
         let answer = pc.create_answer(None).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
         pc.set_local_description(answer).await.map_err(internal)?;
         handler.gathered().await;
-        let answer = pc.local_description().await.ok_or_else(|| internal("no local description"))?.sdp;
+        let answer = self.rtc.announce(&pc.local_description().await.ok_or_else(|| internal("no local description"))?.sdp);
 
         // The subscriber's ids for the extensions we forward, from our answer.
         let theirs: HashMap<&'static str, u8> = forwarded_extmap(&answer).into_iter().map(|(id, uri)| (uri, id)).collect();
@@ -803,12 +803,12 @@ fn matching_payload_type(codec: &RTCRtpCodec, offered: &[rtc::rtp_transceiver::r
         .map(|c| c.payload_type)
 }
 
-async fn negotiate(pc: &Arc<dyn PeerConnection>, handler: &Handler, offer: RTCSessionDescription) -> Result<String, SessionError> {
+async fn negotiate(rtc: &RtcConfig, pc: &Arc<dyn PeerConnection>, handler: &Handler, offer: RTCSessionDescription) -> Result<String, SessionError> {
     pc.set_remote_description(offer).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
     let answer = pc.create_answer(None).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
     pc.set_local_description(answer).await.map_err(internal)?;
     handler.gathered().await;
-    Ok(pc.local_description().await.ok_or_else(|| internal("no local description"))?.sdp)
+    Ok(rtc.announce(&pc.local_description().await.ok_or_else(|| internal("no local description"))?.sdp))
 }
 
 async fn wait_for_tracks(room: &Room, target: &str) -> Result<Vec<PublishedTrack>, SessionError> {

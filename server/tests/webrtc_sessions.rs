@@ -1,14 +1,21 @@
-//! Hybrid rooms: a WebSocket (SFU) participant is told when the room's composite appears (a
-//! viewer plays `POST /whep/{room}` with a real WebRTC offer) and when it goes away (the last
-//! viewer leaves and the idle composite stops).
+//! WebRTC sessions against `mcu serve` with offers from a real WebRTC stack:
+//! - hybrid rooms: a WebSocket (SFU) participant is told when the room's composite appears (a
+//!   viewer plays `POST /whep/{room}`) and when it goes away (the last viewer leaves and the
+//!   idle composite stops);
+//! - `--public-ips`: the answer announces the configured public address as a server-reflexive
+//!   candidate (1:1 NAT), beside the host candidates.
 #![allow(clippy::disallowed_methods)]
 
 use std::{process::Stdio, sync::Arc, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
 use rtc::{
+    media_stream::MediaStreamTrack,
     peer_connection::configuration::{interceptor_registry::register_default_interceptors, media_engine::MediaEngine, RTCConfigurationBuilder},
-    rtp_transceiver::{rtp_sender::RtpCodecKind, RTCRtpTransceiverDirection, RTCRtpTransceiverInit},
+    rtp_transceiver::{
+        rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
+        RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+    },
 };
 use serde_json::{json, Value};
 use tokio::{
@@ -16,7 +23,10 @@ use tokio::{
     sync::watch,
 };
 use tokio_tungstenite::{connect_async, tungstenite::Message};
-use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState, Registry};
+use webrtc::{
+    media_stream::track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal},
+    peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState, Registry},
+};
 
 struct Gathered(watch::Sender<bool>);
 
@@ -29,8 +39,9 @@ impl PeerConnectionEventHandler for Gathered {
     }
 }
 
-/// A recvonly audio+video offer from a real WebRTC stack, candidates included.
-async fn viewer_offer() -> (Arc<dyn PeerConnection>, String) {
+/// An audio+video offer from a real WebRTC stack, candidates included: sending two tracks
+/// (`send`) or receiving (recvonly).
+async fn offer(send: bool) -> (Arc<dyn PeerConnection>, String) {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs().unwrap();
     let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
@@ -47,8 +58,23 @@ async fn viewer_offer() -> (Arc<dyn PeerConnection>, String) {
             .await
             .unwrap(),
     );
-    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
-        pc.add_transceiver_from_kind(kind, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() })).await.unwrap();
+    for (kind, mime, rate, channels) in [(RtpCodecKind::Video, "video/VP8", 90000, 0), (RtpCodecKind::Audio, "audio/opus", 48000, 2)] {
+        if send {
+            let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "test".into(),
+                format!("test-{mime}"),
+                format!("test-{mime}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(rate), ..Default::default() },
+                    codec: RTCRtpCodec { mime_type: mime.into(), clock_rate: rate, channels, ..Default::default() },
+                    ..Default::default()
+                }],
+            ));
+            pc.add_track(Arc::new(track) as Arc<dyn TrackLocal>).await.unwrap();
+        } else {
+            pc.add_transceiver_from_kind(kind, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() })).await.unwrap();
+        }
     }
     let offer = pc.create_offer(None).await.unwrap();
     pc.set_local_description(offer).await.unwrap();
@@ -81,10 +107,11 @@ async fn next_of_type(ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungsten
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_participants_hear_when_the_composite_comes_and_goes() {
+/// `mcu serve --dev` on loopback with `extra` flags: the process and its HTTP address.
+async fn server(extra: &[&str]) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
-        .args(["serve", "--dev", "--http-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--mix-width", "320", "--mix-height", "180", "--log", "warn"])
+        .args(["serve", "--dev", "--http-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--log", "warn"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -92,7 +119,12 @@ async fn websocket_participants_hear_when_the_composite_comes_and_goes() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let base = line.strip_prefix("listening on http://").unwrap().to_string();
+    (child, line.strip_prefix("listening on http://").unwrap().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_participants_hear_when_the_composite_comes_and_goes() {
+    let (mut child, base) = server(&["--mix-width", "320", "--mix-height", "180"]).await;
 
     let (mut ws, _) = connect_async(format!("ws://{base}/ws")).await.unwrap();
     ws.send(Message::Text(json!({"type": "join", "room": "hybrid", "identity": "sam"}).to_string().into())).await.unwrap();
@@ -103,8 +135,8 @@ async fn websocket_participants_hear_when_the_composite_comes_and_goes() {
     let (status, _) = http(&base, "POST", "/whep/hybrid", "v=0\r\nnonsense\r\n").await;
     assert_eq!(status, 400);
 
-    let (pc, offer) = viewer_offer().await;
-    let (status, response) = http(&base, "POST", "/whep/hybrid", &offer).await;
+    let (pc, sdp) = offer(false).await;
+    let (status, response) = http(&base, "POST", "/whep/hybrid", &sdp).await;
     assert_eq!(status, 201, "{response}");
     let up = next_of_type(&mut ws, "mix_available", Duration::from_secs(5)).await;
     assert_eq!(up["available"], true);
@@ -116,5 +148,19 @@ async fn websocket_participants_hear_when_the_composite_comes_and_goes() {
     // Nobody publishing, nobody watching: the composite stops after 5 s idle.
     let down = next_of_type(&mut ws, "mix_available", Duration::from_secs(15)).await;
     assert_eq!(down["available"], false);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_announce_the_configured_public_ip() {
+    // A wildcard address gathers the machine's non-loopback interfaces: those get the mapping.
+    let (mut child, base) = server(&["--public-ips", "203.0.113.7", "--rtc-udp", "0.0.0.0:0"]).await;
+    let (pc, sdp) = offer(true).await;
+    let (status, response) = http(&base, "POST", "/whip/nat?name=pat", &sdp).await;
+    assert_eq!(status, 201, "{response}");
+    let candidates: Vec<&str> = response.lines().filter(|l| l.starts_with("a=candidate:")).collect();
+    assert!(candidates.iter().any(|c| c.contains(" 203.0.113.7 ") && c.contains("typ srflx")), "{candidates:#?}");
+    assert!(candidates.iter().any(|c| c.contains(" 127.0.0.1 ") && c.contains("typ host")), "{candidates:#?}");
+    let _ = pc.close().await;
     child.kill().await.unwrap();
 }
