@@ -26,37 +26,16 @@
 // into the server (to try an edited server/web/index.html without a rebuild; all else still
 // comes from the server).
 
-import { spawn } from "node:child_process";
-import { once } from "node:events";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
-import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
+import { CHROMIUM, MCU_BIN, ROOT, createHarness, fetchMetrics, newLoggedPage, parseMetrics, say, sleep, waitFor } from "./lib.mjs";
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, "..", "..");
 const PAGE_SOURCE = path.join(ROOT, "server", "web", "index.html"); // compiled into the server
 const DEMO_PAGE = process.env.MCU_BROWSER_DEMO_PAGE || ""; // a file to load as `/`
-const MCU_BIN = process.env.MCU_BIN || path.join(ROOT, "target", "debug", "mcu");
-const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const SETPRIV = "/usr/bin/setpriv";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--use-fake-device-for-media-stream",
-  "--use-fake-ui-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-];
 
 const ROOM = "demo";
 const MIX_WIDTH = 640, MIX_HEIGHT = 360; // --mix-width/--mix-height: small, to spare the CPU
-const SERVER_START_TIMEOUT = 30_000; // ms, for the "listening on" line
 const JOIN_TIMEOUT = 30_000; // ms, getUserMedia + gathering + POST + ICE + DTLS
 const COMPOSITE_TIMEOUT = 20_000; // ms after joining: frames, picture, audio of the composite
 const SFU_TIMEOUT = 15_000; // ms after "Join: SFU tracks" for ben's forwarded video
@@ -76,118 +55,8 @@ const TOLERANCE = 25; // per channel, for the two codec passes and the colour co
 const DISC_MIN = 0.1; // bright share at a tile's centre (the sweeping disc; 0 when it is not there)
 const HALF_G_MIN = 100; // mean G of a whole half showing the camera (all but the disc is green)
 
-const LOG_DIR = fs.mkdtempSync(path.join(os.tmpdir(), "mcu-browser-demo-"));
-const t0 = Date.now();
-const elapsed = () => ((Date.now() - t0) / 1000).toFixed(1) + " s";
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const say = (msg) => console.log(msg);
-
-// --------------------------------------------------------------------------------------------
-// Processes: the server and the browser. Both stopped at the end, on a failure, on
-// SIGINT/SIGTERM, and (the server) with SIGKILL if this process exits anyway.
-// --------------------------------------------------------------------------------------------
-
-let server = null; // ChildProcess
-let browser = null;
-const serverLog = path.join(LOG_DIR, "mcu.log");
-
-async function startServer() {
-  if (!fs.existsSync(MCU_BIN)) throw new Error(`${MCU_BIN} is missing: cargo build -p mcu-server (or set MCU_BIN)`);
-  // The server reads MCU_* variables as flags: only ours reach it.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MCU_")));
-  env.MCU_LOG = process.env.MCU_BROWSER_SERVER_LOG || "info,webrtc=warn,rtc=warn";
-  env.NO_COLOR = "1";
-  const log = fs.openSync(serverLog, "w");
-  const argv = [MCU_BIN, "serve", "--dev", "--http-listen", "127.0.0.1:0", "--mix-width", String(MIX_WIDTH), "--mix-height", String(MIX_HEIGHT)];
-  // setpriv (util-linux) sets PR_SET_PDEATHSIG before exec: the server dies with this process
-  // even when it is SIGKILLed and its exit handler never runs.
-  if (fs.existsSync(SETPRIV)) argv.unshift(SETPRIV, "--pdeathsig", "KILL", "--");
-  server = spawn(argv[0], argv.slice(1), { env, stdio: ["ignore", "pipe", log] });
-  fs.closeSync(log);
-  const lines = readline.createInterface({ input: server.stdout });
-  return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no 'listening on' line within ${SERVER_START_TIMEOUT / 1000} s`)), SERVER_START_TIMEOUT);
-    server.once("exit", (code, sig) => { clearTimeout(timer); reject(new Error(`mcu exited (${code ?? sig}) before listening`)); });
-    server.once("error", (e) => { clearTimeout(timer); reject(e); });
-    lines.on("line", (line) => {
-      const m = /^listening on (http:\/\/\S+)/.exec(line.trim());
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
-  });
-}
-
-async function stopServer() {
-  if (!server) return null;
-  const p = server;
-  server = null;
-  if (p.exitCode !== null || p.signalCode !== null) return p.exitCode ?? p.signalCode;
-  const exited = once(p, "exit");
-  p.kill("SIGINT"); // graceful shutdown
-  const t = setTimeout(() => p.kill("SIGKILL"), 5000);
-  const [code, sig] = await exited;
-  clearTimeout(t);
-  return code ?? sig;
-}
-
-async function cleanup() {
-  if (browser) {
-    const b = browser;
-    browser = null;
-    await Promise.race([b.close().catch(() => {}), sleep(10_000)]);
-  }
-  return await stopServer();
-}
-
-process.on("exit", () => { if (server && server.exitCode === null) server.kill("SIGKILL"); });
-for (const sig of ["SIGINT", "SIGTERM"]) {
-  process.on(sig, () => {
-    say(`interrupted (${sig}): stopping`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-// --------------------------------------------------------------------------------------------
-// Checks
-// --------------------------------------------------------------------------------------------
-
-const results = []; // [name, ok, detail]
-
-function record(name, ok, detail) {
-  results.push([name, ok, detail]);
-  say(`${ok ? "PASS" : "FAIL"} ${name}${detail ? ": " + detail : ""}`);
-}
-
-async function waitFor(what, timeoutMs, intervalMs, probe) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (last.ok) return last;
-    if (Date.now() > deadline) {
-      const err = new Error(`${what}: not within ${timeoutMs / 1000} s; last ${JSON.stringify(last.value ?? last)}`);
-      err.last = last;
-      throw err;
-    }
-    await sleep(intervalMs);
-  }
-}
-
-function parseMetrics(text) {
-  const out = {};
-  for (const line of text.split("\n")) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$/.exec(line.trim());
-    if (m) out[m[1]] = Number(m[2]);
-  }
-  return out;
-}
-
-function tail(file, n = 40) {
-  try {
-    return fs.readFileSync(file, "utf8").trimEnd().split("\n").slice(-n).map((l) => "  [mcu] " + l).join("\n");
-  } catch {
-    return "";
-  }
-}
+const h = createHarness({ logPrefix: "mcu-browser-demo-", serverArgs: ["--mix-width", String(MIX_WIDTH), "--mix-height", String(MIX_HEIGHT)] });
+const { LOG_DIR, elapsed } = h;
 
 const near = (rgb, ref, tol = TOLERANCE) => rgb.every((v, k) => Math.abs(v - ref[k]) <= tol);
 const rgbStr = (rgb) => rgb.map((v) => Math.round(v)).join(",");
@@ -296,32 +165,14 @@ async function main() {
   // Runs the planned checks in order; a check that throws fails, and so do the ones after it
   // that depend on it (reported as not reached). The picture and audio checks, and the metrics
   // after a failed leave, do not stop the run.
-  let broken = null;
-  async function check(name, fn) {
-    if (broken) {
-      record(name, false, `not reached (${broken} failed)`);
-      return;
-    }
-    const started = Date.now();
-    const took = () => ` [${((Date.now() - started) / 1000).toFixed(1)} s]`;
-    try {
-      const detail = await fn();
-      record(name, true, detail + took());
-    } catch (e) {
-      record(name, false, e.message + took());
-      if (!["composite picture", "composite audio", "sfu plays ben", "leave", "metrics", "composite stops"].includes(name)) broken = name;
-    }
-  }
+  const check = h.checker(["composite picture", "composite audio", "sfu plays ben", "leave", "metrics", "composite stops"], { timed: true });
 
-  let base;
+  let base, browser;
   try {
-    base = await startServer();
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+    base = await h.startServer();
+    browser = await h.launchBrowser();
   } catch (e) {
-    say(`setup failed: ${e.message}`);
-    const t = tail(serverLog);
-    if (t) say(t);
-    for (const name of PLANNED) record(name, false, "setup failed");
+    h.setupFailed(e, PLANNED);
     return;
   }
   say(`mcu at ${base} (composite ${MIX_WIDTH}x${MIX_HEIGHT}), ${CHROMIUM} ${browser.version()}, logs in ${LOG_DIR}`);
@@ -346,13 +197,8 @@ async function main() {
     if (stale && !DEMO_PAGE) say(`warning: the page ${MCU_BIN} serves differs from ${path.relative(ROOT, PAGE_SOURCE)}: the binary is older than the page (rebuild)`);
     const override = DEMO_PAGE ? fs.readFileSync(DEMO_PAGE) : null;
     for (const name of ["anna", "ben"]) {
-      const ctx = await browser.newContext();
-      if (override) {
-        await ctx.route((u) => u.origin === base && u.pathname === "/", (route) => route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: override }));
-      }
-      const page = await ctx.newPage();
-      page.on("console", (m) => consoleLog.write(`[${name}] ${m.type()}: ${m.text()}\n`));
-      page.on("pageerror", (e) => consoleLog.write(`[${name}] pageerror: ${e}\n`));
+      const contextSetup = override && ((ctx) => ctx.route((u) => u.origin === base && u.pathname === "/", (route) => route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: override })));
+      const page = await newLoggedPage(browser, consoleLog, name, { contextSetup });
       page.on("response", (r) => { if (r.status() >= 400) consoleLog.write(`[${name}] ${r.request().method()} ${r.url()}: ${r.status()}\n`); });
       pages[name] = page;
       await page.goto(`${base}/?room=${ROOM}&name=${name}`);
@@ -485,9 +331,7 @@ async function main() {
 
   await check("metrics", async () => {
     const r = await waitFor("mcu_participants, mcu_subscribers, mcu_tracks 0", Math.max(1000, METRICS_TIMEOUT - (Date.now() - leftAt)), 200, async () => {
-      const res = await fetch(`${base}/metrics`);
-      if (res.status !== 200) throw new Error(`GET /metrics: ${res.status}`);
-      const m = parseMetrics(await res.text());
+      const m = await fetchMetrics(base);
       const g = { mcu_participants: m.mcu_participants, mcu_subscribers: m.mcu_subscribers, mcu_tracks: m.mcu_tracks, mcu_rooms: m.mcu_rooms };
       return { ok: g.mcu_participants === 0 && g.mcu_subscribers === 0 && g.mcu_tracks === 0, value: g };
     });
@@ -504,7 +348,7 @@ async function main() {
     return `mcu_rooms ${r.value.mcu_rooms} ${((Date.now() - leftAt) / 1000).toFixed(1)} s after Leave`;
   });
 
-  if (results.some(([, ok]) => !ok) || process.env.MCU_BROWSER_KEEP_LOGS) {
+  if (h.keepLogs()) {
     for (const [name, page] of Object.entries(pages)) {
       try {
         const st = await page.evaluate(async () => ({ demo: window.demo, stats: await window.demoStats(), state: document.getElementById("state").textContent, log: document.getElementById("log").textContent }));
@@ -517,22 +361,4 @@ async function main() {
   consoleLog.end();
 }
 
-let crashed = null;
-try {
-  await main();
-} catch (e) {
-  crashed = e;
-  say(`error: ${e.stack || e}`);
-}
-const code = await cleanup();
-const failed = results.filter(([, ok]) => !ok).length + (crashed ? 1 : 0);
-const passed = results.filter(([, ok]) => ok).length;
-if (failed) {
-  say(`server exit: ${code}; log tail:\n${tail(serverLog)}`);
-  say(`server log, page state and console kept in ${LOG_DIR}`);
-} else {
-  if (!process.env.MCU_BROWSER_KEEP_LOGS) fs.rmSync(LOG_DIR, { recursive: true, force: true });
-}
-say(`took ${elapsed()}`);
-say(`browser demo: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await h.run("browser demo", "server log, page state and console", main);

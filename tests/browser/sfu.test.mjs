@@ -18,40 +18,22 @@
 // (VP8, H264, AV1) makes the publisher offer that codec first; MCU_BROWSER_KEEP_LOGS=1 keeps the
 // log directory of a passing run too.
 
-import { spawn } from "node:child_process";
 import { once } from "node:events";
 import fs from "node:fs";
 import http from "node:http";
-import os from "node:os";
 import path from "node:path";
-import readline from "node:readline";
 import { fileURLToPath } from "node:url";
 
-import { chromium } from "playwright-core";
+import { CHROMIUM, createHarness, fetchMetrics, newLoggedPage, say, sleep, waitFor } from "./lib.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const ROOT = path.resolve(HERE, "..", "..");
 const PAGES = path.join(HERE, "pages");
-const MCU_BIN = process.env.MCU_BIN || path.join(ROOT, "target", "debug", "mcu");
-const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
-const SETPRIV = "/usr/bin/setpriv";
-const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--use-fake-device-for-media-stream",
-  "--use-fake-ui-for-media-stream",
-  "--allow-loopback-in-peer-connection",
-];
 
 // The publisher's preferred video codec (VP8, H264, AV1); unset: Chromium's own order (VP8 first).
 const VIDEO_CODEC = process.env.MCU_BROWSER_VIDEO_CODEC || "";
 const ROOM = "browser";
 const NAME = "cam";
 // Generous for a loaded 2-core VM: a debug server and two renderers share it.
-const SERVER_START_TIMEOUT = 30_000; // ms, for the "listening on" line
 const CONNECT_TIMEOUT = 30_000; // ms, getUserMedia + gathering + WHIP/WHEP + ICE + DTLS
 const FRAMES_TIMEOUT = 15_000; // ms after the player connects
 const MIN_FRAMES = 30;
@@ -69,142 +51,33 @@ const BACKGROUND_TOLERANCE = 25; // per channel, for the codec and colour conver
 const FRAME_G_MIN = 110; // mean G of the whole frame (measured: about 146)
 const DISC_SPREAD_MIN = 0.05; // the disc's bright share must change across the samples
 
-const LOG_DIR = fs.mkdtempSync(path.join(os.tmpdir(), "mcu-browser-"));
-const t0 = Date.now();
-const elapsed = () => ((Date.now() - t0) / 1000).toFixed(1) + " s";
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const say = (msg) => console.log(msg);
+const h = createHarness({ logPrefix: "mcu-browser-" });
+const { LOG_DIR, elapsed } = h;
 
-// --------------------------------------------------------------------------------------------
-// Processes: the server, the static page server, the browser. All stopped at the end, on a
-// failure, on SIGINT/SIGTERM, and (the server) with SIGKILL if this process exits anyway.
-// --------------------------------------------------------------------------------------------
-
-let server = null; // ChildProcess
-let pageServer = null; // http.Server
-let browser = null;
-const serverLog = path.join(LOG_DIR, "mcu.log");
-
-async function startServer() {
-  if (!fs.existsSync(MCU_BIN)) throw new Error(`${MCU_BIN} is missing: cargo build -p mcu-server (or set MCU_BIN)`);
-  // The server reads MCU_* variables as flags: only ours reach it.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("MCU_")));
-  env.MCU_LOG = process.env.MCU_BROWSER_SERVER_LOG || "info,webrtc=warn,rtc=warn";
-  env.NO_COLOR = "1";
-  const log = fs.openSync(serverLog, "w");
-  const argv = [MCU_BIN, "serve", "--dev", "--http-listen", "127.0.0.1:0"];
-  // setpriv (util-linux) sets PR_SET_PDEATHSIG before exec: the server dies with this process
-  // even when it is SIGKILLed and its exit handler never runs.
-  if (fs.existsSync(SETPRIV)) argv.unshift(SETPRIV, "--pdeathsig", "KILL", "--");
-  server = spawn(argv[0], argv.slice(1), { env, stdio: ["ignore", "pipe", log] });
-  fs.closeSync(log);
-  const lines = readline.createInterface({ input: server.stdout });
-  return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no 'listening on' line within ${SERVER_START_TIMEOUT / 1000} s`)), SERVER_START_TIMEOUT);
-    server.once("exit", (code, sig) => { clearTimeout(timer); reject(new Error(`mcu exited (${code ?? sig}) before listening`)); });
-    server.once("error", (e) => { clearTimeout(timer); reject(e); });
-    lines.on("line", (line) => {
-      const m = /^listening on (http:\/\/\S+)/.exec(line.trim());
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    });
-  });
-}
-
-async function stopServer() {
-  if (!server) return null;
-  const p = server;
-  server = null;
-  if (p.exitCode !== null || p.signalCode !== null) return p.exitCode ?? p.signalCode;
-  const exited = once(p, "exit");
-  p.kill("SIGINT"); // graceful shutdown
-  const t = setTimeout(() => p.kill("SIGKILL"), 5000);
-  const [code, sig] = await exited;
-  clearTimeout(t);
-  return code ?? sig;
-}
-
+// The static server for tests/browser/pages/ (the pages and the script they share), stopped
+// with the rest.
 async function startPageServer() {
-  pageServer = http.createServer((req, res) => {
+  const pageServer = http.createServer((req, res) => {
     const name = new URL(req.url, "http://x").pathname.replace(/^\/+/, "");
     if (name === "favicon.ico") {
       res.writeHead(204).end();
       return;
     }
-    if (!/^[a-z]+\.html$/.test(name) || !fs.existsSync(path.join(PAGES, name))) {
+    const type = { html: "text/html; charset=utf-8", js: "text/javascript; charset=utf-8" }[/^[a-z]+\.(html|js)$/.exec(name)?.[1]];
+    if (!type || !fs.existsSync(path.join(PAGES, name))) {
       res.writeHead(404, { "Content-Type": "text/plain" }).end("not found\n");
       return;
     }
-    res.writeHead(200, { "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-store" });
+    res.writeHead(200, { "Content-Type": type, "Cache-Control": "no-store" });
     res.end(fs.readFileSync(path.join(PAGES, name)));
+  });
+  h.onCleanup(() => {
+    pageServer.closeAllConnections?.();
+    pageServer.close();
   });
   pageServer.listen(0, "127.0.0.1");
   await once(pageServer, "listening");
   return `http://127.0.0.1:${pageServer.address().port}`;
-}
-
-async function cleanup() {
-  if (browser) {
-    const b = browser;
-    browser = null;
-    await Promise.race([b.close().catch(() => {}), sleep(10_000)]);
-  }
-  if (pageServer) {
-    pageServer.closeAllConnections?.();
-    pageServer.close();
-    pageServer = null;
-  }
-  return await stopServer();
-}
-
-process.on("exit", () => { if (server && server.exitCode === null) server.kill("SIGKILL"); });
-for (const sig of ["SIGINT", "SIGTERM"]) {
-  process.on(sig, () => {
-    say(`interrupted (${sig}): stopping`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
-// --------------------------------------------------------------------------------------------
-// Checks
-// --------------------------------------------------------------------------------------------
-
-const results = []; // [name, ok, detail]
-
-function record(name, ok, detail) {
-  results.push([name, ok, detail]);
-  say(`${ok ? "PASS" : "FAIL"} ${name}${detail ? ": " + detail : ""}`);
-}
-
-async function waitFor(what, timeoutMs, intervalMs, probe) {
-  const deadline = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    last = await probe();
-    if (last.ok) return last;
-    if (Date.now() > deadline) {
-      const err = new Error(`${what}: not within ${timeoutMs / 1000} s; last ${JSON.stringify(last.value ?? last)}`);
-      err.last = last;
-      throw err;
-    }
-    await sleep(intervalMs);
-  }
-}
-
-function parseMetrics(text) {
-  const out = {};
-  for (const line of text.split("\n")) {
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$/.exec(line.trim());
-    if (m) out[m[1]] = Number(m[2]);
-  }
-  return out;
-}
-
-function tail(file, n = 40) {
-  try {
-    return fs.readFileSync(file, "utf8").trimEnd().split("\n").slice(-n).map((l) => "  [mcu] " + l).join("\n");
-  } catch {
-    return "";
-  }
 }
 
 // Page state (status, SDPs, errors) into LOG_DIR for a failed run.
@@ -229,42 +102,26 @@ async function main() {
 
   // Runs the planned checks in order; a check that throws fails, and so do the ones after it
   // that depend on it (the rest of the media checks), which are reported as not reached.
-  let broken = null;
-  async function check(name, fn) {
-    if (broken) {
-      record(name, false, `not reached (${broken} failed)`);
-      return;
-    }
-    try {
-      const detail = await fn();
-      record(name, true, detail);
-    } catch (e) {
-      record(name, false, e.message);
-      if (!["colour", "audio", "codec", "size"].includes(name)) broken = name;
-    }
-  }
+  const check = h.checker(["colour", "audio", "codec", "size"]);
 
-  let base, pages;
+  let base, pages, browser;
   try {
-    base = await startServer();
+    base = await h.startServer();
     pages = await startPageServer();
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: 60_000 });
+    browser = await h.launchBrowser();
   } catch (e) {
-    say(`setup failed: ${e.message}`);
-    const t = tail(serverLog);
-    if (t) say(t);
-    for (const name of PLANNED) record(name, false, "setup failed");
+    h.setupFailed(e, PLANNED);
     return;
   }
   say(`mcu at ${base}, pages at ${pages}, ${CHROMIUM} ${browser.version()}, logs in ${LOG_DIR}`);
 
-  const newPage = async (label) => {
-    const ctx = await browser.newContext();
-    const page = await ctx.newPage();
-    page.on("console", (m) => consoleLog.write(`[${label}] ${m.type()}: ${m.text()}\n`));
-    page.on("pageerror", (e) => consoleLog.write(`[${label}] pageerror: ${e}\n`));
-    return page;
-  };
+  const newPage = (label) => newLoggedPage(browser, consoleLog, label);
+  // Until the page's window[stateVar].status is "connected" (its error on "failed").
+  const waitConnected = (page, stateVar, who) => waitFor(`${who} connected`, CONNECT_TIMEOUT, 200, async () => {
+    const st = await page.evaluate((v) => window[v], stateVar);
+    if (st.status === "failed") throw new Error(`${who}: ${st.error}`);
+    return { ok: st.status === "connected", value: { status: st.status, connectionState: st.connectionState, ice: st.iceConnectionState } };
+  });
 
   let pubInfo = null, playConnectedAt = 0, stats = null;
 
@@ -273,11 +130,7 @@ async function main() {
     const whip = `${base}/whip/${ROOM}?name=${NAME}`;
     const codec = VIDEO_CODEC ? `&codec=${encodeURIComponent(VIDEO_CODEC)}` : "";
     await pubPage.goto(`${pages}/publish.html?whip=${encodeURIComponent(whip)}${codec}`);
-    await waitFor("publisher connected", CONNECT_TIMEOUT, 200, async () => {
-      const st = await pubPage.evaluate(() => window.pub);
-      if (st.status === "failed") throw new Error(`publisher: ${st.error}`);
-      return { ok: st.status === "connected", value: { status: st.status, connectionState: st.connectionState, ice: st.iceConnectionState } };
-    });
+    await waitConnected(pubPage, "pub", "publisher");
     pubInfo = await pubPage.evaluate(() => window.pub);
     return `WHIP ${pubInfo.httpStatus} ${new URL(pubInfo.location).pathname} as ${pubInfo.participant}, ` +
       `capture ${pubInfo.width}x${pubInfo.height} @ ${pubInfo.frameRate} fps (${pubInfo.tracks.map((t) => `${t.kind} "${t.label}"`).join(", ")}), connected at ${elapsed()}`;
@@ -290,11 +143,7 @@ async function main() {
     // A click gives the page user activation, so the unmuted <video> may autoplay whatever
     // Chromium's autoplay policy says about remote streams.
     await playPage.mouse.click(2, 2);
-    await waitFor("player connected", CONNECT_TIMEOUT, 200, async () => {
-      const st = await playPage.evaluate(() => window.play);
-      if (st.status === "failed") throw new Error(`player: ${st.error}`);
-      return { ok: st.status === "connected", value: { status: st.status, connectionState: st.connectionState, ice: st.iceConnectionState } };
-    });
+    await waitConnected(playPage, "play", "player");
     playConnectedAt = Date.now();
     const st = await playPage.evaluate(() => window.play);
     return `WHEP ${st.httpStatus} ${new URL(st.location).pathname}, tracks ${st.tracks.map((t) => t.kind).join("+")}, connected at ${elapsed()}` +
@@ -371,9 +220,7 @@ async function main() {
 
   await check("metrics", async () => {
     const r = await waitFor("gauges back to 0", METRICS_TIMEOUT, 200, async () => {
-      const res = await fetch(`${base}/metrics`);
-      if (res.status !== 200) throw new Error(`GET /metrics: ${res.status}`);
-      const m = parseMetrics(await res.text());
+      const m = await fetchMetrics(base);
       const g = { mcu_participants: m.mcu_participants, mcu_subscribers: m.mcu_subscribers, mcu_tracks: m.mcu_tracks, mcu_rooms: m.mcu_rooms };
       return { ok: Object.values(g).every((v) => v === 0), value: { ...g, received: m.mcu_rtp_received_packets_total, forwarded: m.mcu_rtp_forwarded_packets_total } };
     });
@@ -381,29 +228,11 @@ async function main() {
     return `mcu_participants ${v.mcu_participants}, subscribers ${v.mcu_subscribers}, tracks ${v.mcu_tracks}, rooms ${v.mcu_rooms}; ${v.received} RTP packets received, ${v.forwarded} forwarded`;
   });
 
-  if (results.some(([, ok]) => !ok) || process.env.MCU_BROWSER_KEEP_LOGS) {
+  if (h.keepLogs()) {
     await dumpPage(pubPage, "publish", "pub");
     await dumpPage(playPage, "play", "play");
   }
   consoleLog.end();
 }
 
-let crashed = null;
-try {
-  await main();
-} catch (e) {
-  crashed = e;
-  say(`error: ${e.stack || e}`);
-}
-const code = await cleanup();
-const failed = results.filter(([, ok]) => !ok).length + (crashed ? 1 : 0);
-const passed = results.filter(([, ok]) => ok).length;
-if (failed) {
-  say(`server exit: ${code}; log tail:\n${tail(serverLog)}`);
-  say(`server log, SDPs and page logs kept in ${LOG_DIR}`);
-} else {
-  if (!process.env.MCU_BROWSER_KEEP_LOGS) fs.rmSync(LOG_DIR, { recursive: true, force: true });
-}
-say(`took ${elapsed()}`);
-say(`browser sfu: ${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+await h.run("browser sfu", "server log, SDPs and page logs", main);

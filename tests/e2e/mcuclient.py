@@ -129,6 +129,29 @@ def filter_candidates(sdp: str, allowed: Sequence[str]) -> str:
     )
 
 
+def sdp_section(sdp: str, kind: str) -> list[str]:
+    """The lines of the first m-section of `kind` (asserts there is one)."""
+    section: Optional[list[str]] = None
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            if section is not None:
+                break
+            if line.startswith(f"m={kind} "):
+                section = [line]
+        elif section is not None:
+            section.append(line)
+    assert section is not None, f"no m={kind} section in\n{sdp}"
+    return section
+
+
+def first_codec(sdp: str, kind: str) -> str:
+    """The encoding name of the first (preferred) payload type of the first `kind` m-section."""
+    section = sdp_section(sdp, kind)
+    pt = section[0].split()[3]
+    rtpmap = next(line for line in section if line.startswith(f"a=rtpmap:{pt} "))
+    return rtpmap.split()[1].split("/")[0]
+
+
 # ----------------------------------------------------------------------------------------
 # Media generation
 # ----------------------------------------------------------------------------------------
@@ -761,6 +784,31 @@ class Player(Session):
         await super()._close_media()
 
 
+async def _negotiate(
+    pc: RTCPeerConnection,
+    url: str,
+    token: Optional[str],
+    addresses: Optional[list[str]],
+    tracks: Sequence[MediaStreamTrack] = (),
+    sink: Optional["MediaSink"] = None,
+):
+    """Offer from `pc`, POSTed to `url`, answer applied: returns (offer SDP, exchange). On any
+    failure the local `tracks` are stopped, the `sink` too, and `pc` is closed before the error
+    goes on."""
+    try:
+        offer = await create_offer(pc)
+        exchange = await post_sdp(url, offer, token)
+        await apply_answer(pc, exchange.answer_sdp, addresses)
+    except BaseException:
+        for track in tracks:
+            track.stop()
+        if sink is not None:
+            await sink.stop()
+        await pc.close()
+        raise
+    return offer, exchange
+
+
 async def publish(
     base_url: str,
     room: str,
@@ -779,15 +827,7 @@ async def publish(
     server does not answer 201; the peer connection is closed then."""
     addresses = _apply_ice_addresses(base_url, ice_addresses)
     pc, tracks = publisher_pc(colour, tone_hz, video_codec, duration)
-    try:
-        offer = await create_offer(pc)
-        exchange = await post_sdp(whip_url(base_url, room, name), offer, token)
-        await apply_answer(pc, exchange.answer_sdp, addresses)
-    except BaseException:
-        for track in tracks:
-            track.stop()
-        await pc.close()
-        raise
+    offer, exchange = await _negotiate(pc, whip_url(base_url, room, name), token, addresses, tracks=tracks)
     log.info("publishing to %s", exchange.location)
     return Publisher(pc, offer, exchange, token, tracks)
 
@@ -804,14 +844,7 @@ async def play(
     recvonly video and audio. Raises HttpStatusError when the server does not answer 201."""
     addresses = _apply_ice_addresses(base_url, ice_addresses)
     pc, sink = player_pc(video, audio)
-    try:
-        offer = await create_offer(pc)
-        exchange = await post_sdp(base_url.rstrip("/") + path, offer, token)
-        await apply_answer(pc, exchange.answer_sdp, addresses)
-    except BaseException:
-        await sink.stop()
-        await pc.close()
-        raise
+    offer, exchange = await _negotiate(pc, base_url.rstrip("/") + path, token, addresses, sink=sink)
     log.info("playing %s", exchange.location)
     return Player(pc, offer, exchange, token, sink)
 
@@ -846,16 +879,7 @@ async def join_mcu(
     sink = MediaSink()
     sink.attach(pc)
     url = base_url.rstrip("/") + f"/mcu/{room}" + (f"?name={name}" if name else "")
-    try:
-        offer = await create_offer(pc)
-        exchange = await post_sdp(url, offer, token)
-        await apply_answer(pc, exchange.answer_sdp, addresses)
-    except BaseException:
-        for track in tracks:
-            track.stop()
-        await sink.stop()
-        await pc.close()
-        raise
+    offer, exchange = await _negotiate(pc, url, token, addresses, tracks=tracks, sink=sink)
     log.info("joined the MCU at %s", exchange.location)
     return McuParticipant(pc, offer, exchange, token, sink, tracks)
 

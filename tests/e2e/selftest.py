@@ -63,27 +63,14 @@ def assert_tone(tones, expected_hz, what=""):
     assert abs(tones[0] - expected_hz) <= TONE_TOLERANCE, f"{what}: dominant tones {tones}, expected {expected_hz} first"
 
 
-def sdp_section(sdp: str, kind: str) -> list[str]:
-    """The lines of the first m-section of `kind`."""
-    lines, section = sdp.splitlines(), None
-    for line in lines:
-        if line.startswith("m="):
-            if section is not None:
-                break
-            if line.startswith(f"m={kind} "):
-                section = [line]
-        elif section is not None:
-            section.append(line)
-    assert section is not None, f"no m={kind} section"
-    return section
+def assert_media(media, colour, tone_hz, video_what, audio_what):
+    """`media` (a MediaSink or Player) received 640x360 video of `colour` and `tone_hz` first."""
+    assert media.frame_size == (640, 360), media.frame_size
+    assert_colour(media.mean_colour(), colour, video_what)
+    assert_tone(media.dominant_tones(), tone_hz, audio_what)
 
 
-def first_codec(sdp: str, kind: str) -> str:
-    """The encoding name of the first (preferred) payload type of the `kind` m-section."""
-    section = sdp_section(sdp, kind)
-    pt = section[0].split()[3]
-    rtpmap = next(line for line in section if line.startswith(f"a=rtpmap:{pt} "))
-    return rtpmap.split()[1].split("/")[0]
+sdp_section, first_codec = mc.sdp_section, mc.first_codec
 
 
 def candidate_addresses(sdp: str) -> set[str]:
@@ -353,9 +340,7 @@ async def loopback(colour, tone_hz, codec):
 @test
 async def loopback_vp8_opus():
     sink = await loopback((255, 0, 0), 440, "VP8")
-    assert sink.frame_size == (640, 360), sink.frame_size
-    assert_colour(sink.mean_colour(), (255, 0, 0), "VP8")
-    assert_tone(sink.dominant_tones(), 440, "Opus")
+    assert_media(sink, (255, 0, 0), 440, "VP8", "Opus")
     # Generated at −10.5 dBFS mono; aiortc's upmix to stereo for Opus takes 3 dB off.
     assert abs(sink.tone_power(440) - (-13.5)) < 1.5, sink.tone_power(440)
 
@@ -363,9 +348,7 @@ async def loopback_vp8_opus():
 @test
 async def loopback_h264_opus():
     sink = await loopback((0, 200, 60), 660, "H264")
-    assert sink.frame_size == (640, 360), sink.frame_size
-    assert_colour(sink.mean_colour(), (0, 200, 60), "H.264")
-    assert_tone(sink.dominant_tones(), 660, "Opus")
+    assert_media(sink, (0, 200, 60), 660, "H.264", "Opus")
 
 
 @test
@@ -379,9 +362,7 @@ async def whip_whep_through_fake_server():
         try:
             await player.wait_media(timeout=20, video_frames=45, audio_seconds=1.0)
             await player.wait_connected(timeout=1)
-            assert player.frame_size == (640, 360)
-            assert_colour(player.mean_colour(), (0, 0, 255), "WHEP")
-            assert_tone(player.dominant_tones(), 880, "WHEP")
+            assert_media(player, (0, 0, 255), 880, "WHEP", "WHEP")
             assert player.has_tone(880)
         finally:
             await player.close()

@@ -346,21 +346,7 @@ def cli_token(room: str, identity: str, *grants: str, ttl: str = "1h") -> str:
 # ----------------------------------------------------------------------------------------
 
 
-def first_codec(sdp: str, kind: str) -> str:
-    """The encoding name of the first payload type of the first `kind` m-section."""
-    section: Optional[list[str]] = None
-    for line in sdp.splitlines():
-        if line.startswith("m="):
-            if section is not None:
-                break
-            if line.startswith(f"m={kind} "):
-                section = [line]
-        elif section is not None:
-            section.append(line)
-    assert section is not None, f"no m={kind} section in\n{sdp}"
-    pt = section[0].split()[3]
-    rtpmap = next(line for line in section if line.startswith(f"a=rtpmap:{pt} "))
-    return rtpmap.split()[1].split("/")[0]
+first_codec = mc.first_codec
 
 
 async def make_offer(kind: str) -> str:
@@ -475,6 +461,17 @@ class E2ETest(unittest.IsolatedAsyncioTestCase):
         self.assertIsNotNone(actual, f"{what}: no video frames")
         diff = max(abs(a - e) for a, e in zip(actual, expected))
         self.assertLessEqual(diff, COLOUR_TOLERANCE, f"{what}: mean colour {fmt_rgb(actual)}, expected {expected}")
+
+    async def assert_plays(self, srv: McuServer, path: str, colour, tone_hz: float, said: str, what: str) -> mc.Player:
+        """Plays `path` for a moment: the picture is `colour`, the loudest tone `tone_hz`
+        (printed after `said`; `what` names the check in a failure)."""
+        player = await self.play(srv, path)
+        await self.watch(player, video_frames=30, audio_seconds=1.0)
+        rgb, tones = player.mean_colour(), player.dominant_tones(3)
+        out(f"{said} {fmt_rgb(rgb)}, tones {[round(t, 1) for t in tones]}")
+        self.assert_colour(rgb, colour, what)
+        self.assertTrue(tones and abs(tones[0] - tone_hz) <= TONE_TOLERANCE, f"tones {tones}")
+        return player
 
 
 async def close_quietly(s: mc.Session) -> None:
@@ -773,12 +770,7 @@ class BadInput(E2ETest):
             out(f"PATCH with {what}: {status}")
             if status != want:
                 failures.append(f"PATCH {session} with {what} -> {status} {text.strip()!r}, want {want}")
-        player = await self.play(srv, "/whep/r5/alice")
-        await self.watch(player, video_frames=30, audio_seconds=1.0)
-        rgb, tones = player.mean_colour(), player.dominant_tones(3)
-        out(f"after the bad requests: alice plays {fmt_rgb(rgb)}, tones {[round(t, 1) for t in tones]}")
-        self.assert_colour(rgb, RED, "publish/play after bad input")
-        self.assertTrue(tones and abs(tones[0] - 440.0) <= TONE_TOLERANCE, f"tones {tones}")
+        await self.assert_plays(srv, "/whep/r5/alice", RED, 440.0, "after the bad requests: alice plays", "publish/play after bad input")
         self.assertTrue(srv.alive(), f"the server died\n{srv.log_tail()}")
         self.assertFalse(failures, "\n" + "\n".join(failures))
 
@@ -925,12 +917,7 @@ class Vanish(E2ETest):
 
         # The name is free again, and the server works for a new publisher.
         ghost = await self.publish(srv, "v", colour=GREEN, tone_hz=660.0, name="ghost")
-        player = await self.play(srv, "/whep/v/ghost")
-        await self.watch(player, video_frames=30, audio_seconds=1.0)
-        rgb, tones = player.mean_colour(), player.dominant_tones(3)
-        out(f"new publisher under the same name: {fmt_rgb(rgb)}, tones {[round(t, 1) for t in tones]}")
-        self.assert_colour(rgb, GREEN, "new publisher after the vanished one")
-        self.assertTrue(tones and abs(tones[0] - 660.0) <= TONE_TOLERANCE, f"tones {tones}")
+        await self.assert_plays(srv, "/whep/v/ghost", GREEN, 660.0, "new publisher under the same name:", "new publisher after the vanished one")
         self.assertEqual(mc._header(ghost.headers, "x-participant"), "ghost")
 
 
