@@ -4,7 +4,7 @@ use std::{fmt::Write, sync::atomic::Ordering};
 
 use mcu_sfu::forwarder::ForwarderStats;
 
-use crate::sfu::Sfu;
+use crate::sfu::{ReceiverStats, Sfu};
 
 struct Out(String);
 
@@ -32,6 +32,24 @@ fn add(a: &mut ForwarderStats, b: &ForwarderStats) {
     a.plis_sent += b.plis_sent;
     a.plis_throttled += b.plis_throttled;
     a.layer_switches += b.layer_switches;
+}
+
+/// Per receiving session: the selected ICE pair's RTT and the REMB downlink estimate.
+pub fn render_receivers(receivers: &[ReceiverStats]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "# HELP mcu_subscriber_rtt_seconds Round-trip time of each receiving session's selected ICE pair.\n# TYPE mcu_subscriber_rtt_seconds gauge");
+    for ReceiverStats { room, session, rtt, .. } in receivers {
+        if let Some(rtt) = rtt {
+            let _ = writeln!(o, "mcu_subscriber_rtt_seconds{{room=\"{room}\",session=\"{session}\"}} {rtt}");
+        }
+    }
+    let _ = writeln!(o, "# HELP mcu_subscriber_estimated_bitrate_bps Downlink bandwidth each receiving session reported (REMB).\n# TYPE mcu_subscriber_estimated_bitrate_bps gauge");
+    for ReceiverStats { room, session, estimate, .. } in receivers {
+        if let Some(bps) = estimate {
+            let _ = writeln!(o, "mcu_subscriber_estimated_bitrate_bps{{room=\"{room}\",session=\"{session}\"}} {bps}");
+        }
+    }
+    o
 }
 
 /// The exposition text.

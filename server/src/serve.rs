@@ -231,7 +231,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 
 async fn metrics_endpoint(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let ws = shared.peers.lock().expect("peer map lock is never poisoned").len() as u64;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics::render(&shared.http.sfu, ws))
+    let mut text = metrics::render(&shared.http.sfu, ws);
+    text.push_str(&metrics::render_receivers(&shared.http.sfu.receiver_stats().await));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> impl IntoResponse {

@@ -395,6 +395,18 @@ pub struct Sfu {
     pub events: tokio::sync::broadcast::Sender<SfuEvent>,
 }
 
+/// What `/metrics` reports per receiving session.
+pub struct ReceiverStats {
+    /// The room.
+    pub room: String,
+    /// The session id.
+    pub session: String,
+    /// Round-trip time of the selected ICE pair (s).
+    pub rtt: Option<f64>,
+    /// REMB downlink estimate (bps).
+    pub estimate: Option<u64>,
+}
+
 /// Something the room's other clients should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SfuEvent {
@@ -775,6 +787,33 @@ impl Sfu {
         people.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         let (_, _, subscribers) = room.counts();
         Some(serde_json::json!({ "room": name, "participants": people, "subscribers": subscribers, "composite": room.mix_ssrcs() != (0, 0) }))
+    }
+
+    /// Per receiving session (WHEP viewer or MCU participant): room, session id, the
+    /// selected ICE pair's round-trip time (s) and the REMB downlink estimate (bps).
+    pub async fn receiver_stats(&self) -> Vec<ReceiverStats> {
+        type Receiving = (String, Arc<Room>, Arc<dyn PeerConnection>, SubscriberId);
+        let sessions: Vec<Receiving> = self
+            .sessions
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .iter()
+            .filter_map(|(id, s)| match &s.role {
+                Role::Subscriber { sub } | Role::Publisher { sub: Some(sub), .. } => Some((id.clone(), s.room.clone(), s.pc.clone(), *sub)),
+                Role::Publisher { sub: None, .. } => None,
+            })
+            .collect();
+        let mut out = Vec::with_capacity(sessions.len());
+        for (id, room, pc, sub) in sessions {
+            let report = pc.get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None).await;
+            let rtt = report.iter().find_map(|e| match e {
+                rtc::statistics::report::RTCStatsReportEntry::IceCandidatePair(p) if p.nominated && p.current_round_trip_time > 0.0 => Some(p.current_round_trip_time),
+                _ => None,
+            });
+            let estimate = room.lock().fwd.estimate(sub);
+            out.push(ReceiverStats { room: room.name.clone(), session: id, rtt, estimate });
+        }
+        out
     }
 
     /// Whether a session exists.

@@ -284,6 +284,11 @@ impl Forwarder {
         Ok(())
     }
 
+    /// The subscriber's downlink estimate (REMB, bps), if it has sent one.
+    pub fn estimate(&self, sub: SubscriberId) -> Option<u64> {
+        self.subs.iter().filter(|s| s.sub == sub).filter_map(|s| s.estimate).max()
+    }
+
     /// Ends a subscription (or all of a subscriber's with `track = None`).
     pub fn unsubscribe(&mut self, sub: SubscriberId, track: Option<&str>) {
         self.subs.retain(|s| !(s.sub == sub && track.is_none_or(|t| &*s.track == t)));

@@ -597,6 +597,17 @@ class SfuMedia(E2ETest):
     @async_test()
     async def test_8_metrics(self) -> None:
         srv = self.srv
+        # While a viewer plays, its session has an RTT gauge (the selected ICE pair's).
+        await self.publish(srv, "rtt", colour=RED, tone_hz=440.0, name="alice")
+        viewer = await self.play(srv, "/whep/rtt/alice")
+        await self.watch(viewer, video_frames=10, audio_seconds=0.5)
+        _, _, live = await srv.arequest("GET", "/metrics")
+        rtts = {k: v for k, v in parse_prometheus(live).items() if k.startswith("mcu_subscriber_rtt_seconds{")}
+        out(f"while playing: {rtts}")
+        self.assertEqual(len(rtts), 1, live)
+        self.assertTrue(all(0 < v < 0.5 for v in rtts.values()), rtts)
+        for s in reversed(self._sessions):
+            await s.close()
         if not SfuMedia.media_flowed:  # run on its own: make some media flow first
             await self.publish(srv, "m", colour=RED, tone_hz=440.0, name="alice")
             await self.watch(await self.play(srv, "/whep/m/alice"), video_frames=10, audio_seconds=0.5)
