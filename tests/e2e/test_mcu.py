@@ -32,6 +32,11 @@ helpers are test_sfu.py's).
     7 garbage_video       mallory's video track sends random bytes as VP8 (fake keyframes and
                           inter frames, correctly packetized): the composite keeps running,
                           alice's and bob's cells keep their colours, mallory's tone is mixed
+    9 lossy_publisher     the four of 1, bob through 10 % random loss (seeded; everything his
+                          connection sends: RTP, RTX, RTCP): for 6 s every composite frame is
+                          sampled: close to 30 fps, no stall, the other cells always right,
+                          bob's cell right in at least 90 % of frames (NACK/RTX, PLI); bob's
+                          tone in the mix (loss applied, share, RTX and levels printed)
 
 Tones: 440/550/660/770/930 Hz, no one an integer multiple of another (erin is not at 880 Hz,
 the second harmonic of alice's 440).
@@ -46,11 +51,13 @@ failure.
 from __future__ import annotations
 
 import asyncio
+import collections
 import fractions
 import json
 import logging
 import math
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -64,6 +71,7 @@ from typing import Optional, Sequence
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import is_rtcp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mcuclient as mc  # noqa: E402
@@ -89,6 +97,12 @@ PLACEHOLDER_LIMIT = 6.0  # s after SIGKILL (the server waits 2 s without frames)
 REMOVAL_LIMIT = 5 + ICE_FAILED_TIMEOUT + 12.0  # s after SIGKILL (disconnected 5 s, failed 3 s more)
 STALL_LIMIT = 2.0  # s, the longest the composite may go without a new frame
 LATE_JOIN_TARGET_MS = 500  # the issue's target for a late viewer's first picture (reported only)
+LOSS_RATE = 0.10  # of everything the lossy publisher sends (RTP, RTX, RTCP)
+LOSS_SEED = 11  # its first 400-4000 draws drop 9.5-10.5 %
+LOSS_SHARE_RANGE = (0.07, 0.13)  # the share the link really dropped (binomial, >1000 packets)
+LOSSY_SECONDS = 6.0  # s, how long every composite frame is sampled
+LOSSY_BOB_SHARE = 0.90  # of those frames at least show bob's colour in his cell (100 % measured)
+LOSSY_MIN_RATE = 0.80  # of FPS, the composite's frame rate meanwhile
 
 Colour = tuple[int, int, int]
 
@@ -355,6 +369,113 @@ class GarbageVideoTrack(MediaStreamTrack):
         packet.time_base = fractions.Fraction(1, 90000)
         self.frames_sent += 1
         return packet
+
+
+# ----------------------------------------------------------------------------------------
+# A lossy link for one peer connection
+# ----------------------------------------------------------------------------------------
+
+
+def rtp_payload_offset(rtp: bytes) -> int:
+    """Where an (unencrypted) RTP packet's payload starts: after the CSRCs and the header
+    extension."""
+    off = 12 + 4 * (rtp[0] & 0x0F)
+    if rtp[0] & 0x10 and len(rtp) >= off + 4:
+        off += 4 + 4 * int.from_bytes(rtp[off + 2:off + 4], "big")
+    return off
+
+
+def vp8_keyframe_start(rtp: bytes) -> bool:
+    """Whether an (unencrypted) RTP packet carrying VP8 starts a keyframe: S=1, PID 0 and the
+    P bit of the frame tag clear (RFC 7741 §4.2-4.3)."""
+    off = rtp_payload_offset(rtp) if len(rtp) >= 12 else len(rtp)
+    if off >= len(rtp):
+        return False
+    d = rtp[off]
+    off += 1
+    if not d & 0x10 or d & 0x07:
+        return False
+    if d & 0x80 and off < len(rtp):  # X: I L T K
+        x = rtp[off]
+        off += 1
+        if x & 0x80 and off < len(rtp):
+            off += 2 if rtp[off] & 0x80 else 1
+        if x & 0x40:
+            off += 1
+        if x & 0x30:
+            off += 1
+    return off < len(rtp) and rtp[off] & 0x01 == 0
+
+
+class LossyLink:
+    """Drops a seeded random `rate` of everything one aiortc peer connection sends over its
+    DTLS transport(s) (RTP of every kind, RTX retransmissions and RTCP alike): wraps the
+    instance's `_send_rtp`, where the senders hand over packets before SRTP protection, so
+    nothing else in the process is affected. Install it right after the answer is applied
+    (aiortc bundles the transports then, and connects only on the next turn of the loop).
+    Counts what was sent and dropped by kind ("video", "rtx", "audio", "rtcp"), the VP8
+    keyframes (their first packet), and which video packets were lost and which of them the
+    receiver's NACKs got retransmitted (RTX, RFC 4588: the original sequence number first)."""
+
+    def __init__(self, pc, rate: float, seed: int) -> None:
+        self.rate = rate
+        self._rng = random.Random(seed)
+        self.sent: collections.Counter[str] = collections.Counter()  # offered to the link
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.keyframes = [0, 0]  # sent, dropped
+        self.lost_video: set[int] = set()  # sequence numbers of dropped video packets
+        self.rtx_for: collections.Counter[int] = collections.Counter()  # original seq -> RTX packets
+        self.repaired: set[int] = set()  # original seqs of RTX packets that got through
+        self._kinds: dict[int, str] = {}
+        for t in pc.getTransceivers():
+            self._kinds[t.sender._ssrc] = t.kind
+            self._kinds[t.sender._rtx_ssrc] = "rtx"
+        transports = {id(t.sender.transport): t.sender.transport for t in pc.getTransceivers()}
+        for transport in transports.values():
+            transport._send_rtp = self._wrap(transport._send_rtp)
+
+    def _wrap(self, send):
+        async def lossy_send_rtp(data: bytes) -> None:
+            if is_rtcp(data):
+                kind = "rtcp"
+            else:
+                kind = self._kinds.get(int.from_bytes(data[8:12], "big"), "other")
+            keyframe = kind == "video" and vp8_keyframe_start(data)
+            seq = int.from_bytes(data[2:4], "big")
+            if kind == "rtx":
+                off = rtp_payload_offset(data)
+                seq = int.from_bytes(data[off:off + 2], "big")
+                self.rtx_for[seq] += 1
+            self.sent[kind] += 1
+            self.keyframes[0] += keyframe
+            if self._rng.random() < self.rate:
+                self.dropped[kind] += 1
+                self.keyframes[1] += keyframe
+                if kind == "video":
+                    self.lost_video.add(seq)
+                return
+            if kind == "rtx":
+                self.repaired.add(seq)
+            await send(data)
+        return lossy_send_rtp
+
+    def share(self, kinds: Optional[Sequence[str]] = None) -> tuple[int, int, float]:
+        """Packets offered and dropped (of `kinds`, all by default) and the share dropped."""
+        kinds = list(self.sent) if kinds is None else kinds
+        sent = sum(self.sent[k] for k in kinds)
+        dropped = sum(self.dropped[k] for k in kinds)
+        return sent, dropped, dropped / max(sent, 1)
+
+    def describe(self) -> str:
+        sent, dropped, share = self.share()
+        parts = ", ".join(f"{k} {self.dropped[k]}/{self.sent[k]}" for k in sorted(self.sent))
+        spurious = len(set(self.rtx_for) - self.lost_video)
+        most = max(self.rtx_for.values(), default=0)
+        return (f"dropped {dropped} of {sent} packets ({share * 100:.1f} %): {parts}; "
+                f"VP8 keyframes {self.keyframes[0]} sent, {self.keyframes[1]} of them hit; "
+                f"RTX: {self.sent['rtx']} packets for {len(self.rtx_for)} sequence numbers ({spurious} never lost, "
+                f"up to {most} for one), {len(self.lost_video & self.repaired)} of {len(self.lost_video)} lost video "
+                f"packets repaired")
 
 
 def exit_status(srv: sfu.McuServer) -> str:
@@ -706,6 +827,78 @@ class Composite(E2ETest):
         self.assertLess(progress.longest_stall, STALL_LIMIT, f"the composite stalled: {stats}")
 
 
+    # -- 9 ------------------------------------------------------------------------------
+
+    @async_test()
+    async def test_9_lossy_publisher(self) -> None:
+        srv = self.mcu_server("lossy")
+        await self.publish_person(srv, "lossy", ALICE)
+        bob = await self.publish_person(srv, "lossy", BOB)
+        link = LossyLink(bob.pc, LOSS_RATE, LOSS_SEED)  # before bob's connection comes up
+        await self.publish_all(srv, "lossy", (CAROL, DAVE))
+        player = await self.composite(srv, "lossy")
+        await self.show_grid(player, FOUR, MEDIA_TIMEOUT, "2x2 grid, bob through 10 % loss")
+
+        # Every composite frame for LOSSY_SECONDS: the three others always right, bob's share.
+        ordered = sorted(FOUR, key=lambda p: p.name)
+        probes = {p.name: Probe(p.name, cell, p.colour) for p, cell in zip(ordered, grid_cells(4))}
+        others = [probes[p.name] for p in ordered if p is not BOB]
+        bob_probe = probes[BOB.name]
+        progress = FrameProgress(player)
+        counted = player.video_frame_count
+        keep = player.media.video_frames.maxlen or 1
+        missed = bob_ok = bob_total = run = longest_run = 0
+        wrong_others: list[str] = []
+        bob_wrong: list[str] = []
+        bob_wrong_kinds: collections.Counter[str] = collections.Counter()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < LOSSY_SECONDS:
+            await asyncio.sleep(0.05)
+            count = player.video_frame_count
+            new, counted = count - counted, count
+            missed += max(new - keep, 0)  # more new frames than the sink keeps (a slow turn)
+            when = time.monotonic() - t0
+            for f in (recent_frames(player, min(new, keep)) if new > 0 else []):
+                ok, seen = look([f], others)
+                if not ok:
+                    wrong_others.append(f"{when:.2f} s: {describe(seen)}")
+                rgb = region_mean(f, bob_probe.rect)
+                bob_total += 1
+                if probe_ok(bob_probe, rgb):
+                    bob_ok += 1
+                    run = 0
+                    continue
+                run += 1
+                longest_run = max(longest_run, run)
+                bob_wrong_kinds["placeholder" if near(rgb, PLACEHOLDER, COLOUR_TOLERANCE) else "other"] += 1
+                bob_wrong.append(f"{when:.2f} s: {fmt_rgb(rgb)}")
+        stats = progress.stop()
+        elapsed = time.monotonic() - progress.start
+        bob_share = bob_ok / max(bob_total, 1)
+        out(f"composite under bob's loss: {stats}; {bob_total} frames sampled ({missed} skipped)")
+        out(f"bob's cell right in {bob_ok}/{bob_total} frames ({bob_share * 100:.1f} %, threshold "
+            f"{LOSSY_BOB_SHARE * 100:.0f} %); longest wrong run {longest_run} frames; wrong: "
+            f"{dict(bob_wrong_kinds) or 'none'}" + (f"; first: {', '.join(bob_wrong[:5])}" if bob_wrong else ""))
+        levels, floor = await wait_tones(player, [p.tone for p in FOUR], what="the mix with bob lossy")
+        loudest_other = max(levels[p.tone] for p in FOUR if p is not BOB)
+        out(f"tones: {fmt_levels(levels, floor)}; bob {levels[BOB.tone] - loudest_other:+.1f} dB against "
+            f"the loudest other")
+        out(f"bob's link: {link.describe()}")
+        self.check_alive(srv)
+
+        sent, dropped, share = link.share()
+        self.assertGreater(link.sent["video"], 100, f"the lossy link saw little of bob's video: {link.describe()}")
+        self.assertTrue(link.sent["audio"] and link.sent["rtcp"], f"the lossy link missed a kind: {link.describe()}")
+        self.assertTrue(LOSS_SHARE_RANGE[0] <= share <= LOSS_SHARE_RANGE[1], f"the link dropped {share * 100:.1f} %, "
+                        f"not ~{LOSS_RATE * 100:g} %: {link.describe()}")
+        self.assertFalse(wrong_others, "a cell other than bob's lost its colour:\n" + "\n".join(wrong_others[:10]))
+        self.assertLess(progress.longest_stall, STALL_LIMIT, f"the composite stalled: {stats}")
+        self.assertGreaterEqual(progress.frames, LOSSY_MIN_RATE * FPS * elapsed, f"the composite slowed down: {stats}")
+        self.assertGreater(bob_total, 0.5 * FPS * LOSSY_SECONDS, f"too few frames sampled: {bob_total}")
+        self.assertGreaterEqual(bob_share, LOSSY_BOB_SHARE,
+                                f"bob's cell showed his colour in only {bob_ok}/{bob_total} frames; wrong: "
+                                + ", ".join(bob_wrong[:20]) + f"\n{srv.log_tail()}")
+
 # ----------------------------------------------------------------------------------------
 
 class McuParticipants(Composite):
@@ -733,7 +926,8 @@ class McuParticipants(Composite):
 
 ORDER = [
     (Composite, ["test_1_grid_of_four", "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
-                 "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video"]),
+                 "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video",
+                 "test_9_lossy_publisher"]),
     (McuParticipants, ["test_8_mcu_participants_hear_everyone_but_themselves"]),
 ]
 
