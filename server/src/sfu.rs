@@ -116,6 +116,8 @@ pub struct Counters {
     pub keyframe_requests: AtomicU64,
     /// Sessions refused (bad offer, limits, auth).
     pub refused: AtomicU64,
+    /// Keyframe requests the composite's decoders sent to publishers.
+    pub composite_plis: AtomicU64,
 }
 
 /// A published track.
@@ -352,6 +354,7 @@ impl Room {
     pub fn request_keyframe(&self, track: &TrackId) {
         let m = self.lock();
         if let (Some(tx), Some(&ssrc)) = (m.feedback.get(track), m.ssrcs.get(track)) {
+            self.counters.composite_plis.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(ssrc);
         }
     }
