@@ -213,7 +213,7 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
     if !room.start_mix(tap_tx, tracks, kf_tx, rand::random::<u32>() | 1, rand::random::<u32>() | 1) {
         return;
     }
-    tracing::info!(room = %room.name, width = config.width, height = config.height, fps = config.fps, "room composite started");
+    tracing::info!(room = %room.name, width = config.width, height = config.height, fps = config.fps, codec = ?config.codec, "room composite started");
     let _ = sfu.events.send(SfuEvent::MixAvailable { room: room.name.clone(), available: true });
     let (weak_sfu, weak_room) = (Arc::downgrade(sfu), Arc::downgrade(room));
     let name = room.name.clone();

@@ -570,6 +570,24 @@ class Composite(E2ETest):
             self.assertTrue(any(abs(t - p.tone) <= TONE_TOLERANCE for t in dominant), f"{p.tone:g} Hz not among the four strongest {dominant}")
         self.check_alive(srv)
 
+    @async_test()
+    async def test_1b_grid_in_h264(self) -> None:
+        """--mix-codec h264: the same grid, encoded with openh264 and negotiated as H.264."""
+        srv = self.server(*SERVER_ARGS, "--mix-codec", "h264", label="grid-h264")
+        people = (ALICE, CAROL)
+        await self.publish_all(srv, "h264", people)
+        player = await self.composite(srv, "h264")
+        # The answer accepts the viewer's codecs; what the composite sends is H.264 (the server
+        # says so when it starts it) and the grid below is decoded from it.
+        self.assertIn("H264/90000", "\n".join(mc.sdp_section(player.answer_sdp, "video")))
+        started = [line for line in srv.log_path.read_text(errors="replace").splitlines() if "room composite started" in line]
+        out(f"composite: {started[-1].split('started')[-1].strip() if started else '(no log line)'}")
+        self.assertTrue(started and "codec=H264" in started[-1], started)
+        await self.show_grid(player, people, MEDIA_TIMEOUT, "two tiles in H.264")
+        self.assertEqual(player.frame_size, (WIDTH, HEIGHT))
+        await wait_tones(player, [p.tone for p in people], what="the mix of two")
+        self.check_alive(srv)
+
     # -- 2 ------------------------------------------------------------------------------
 
     @async_test()
@@ -925,7 +943,7 @@ class McuParticipants(Composite):
 
 
 ORDER = [
-    (Composite, ["test_1_grid_of_four", "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
+    (Composite, ["test_1_grid_of_four", "test_1b_grid_in_h264", "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
                  "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video",
                  "test_9_lossy_publisher"]),
     (McuParticipants, ["test_8_mcu_participants_hear_everyone_but_themselves"]),
