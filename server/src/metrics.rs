@@ -37,18 +37,16 @@ fn add(a: &mut ForwarderStats, b: &ForwarderStats) {
 /// Per receiving session: the selected ICE pair's RTT and the REMB downlink estimate.
 pub fn render_receivers(receivers: &[ReceiverStats]) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "# HELP mcu_subscriber_rtt_seconds Round-trip time of each receiving session's selected ICE pair.\n# TYPE mcu_subscriber_rtt_seconds gauge");
-    for ReceiverStats { room, session, rtt, .. } in receivers {
-        if let Some(rtt) = rtt {
-            let _ = writeln!(o, "mcu_subscriber_rtt_seconds{{room=\"{room}\",session=\"{session}\"}} {rtt}");
+    let mut gauge = |name: &str, help: &str, value: &dyn Fn(&ReceiverStats) -> Option<String>| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for r in receivers {
+            if let Some(v) = value(r) {
+                let _ = writeln!(o, "{name}{{room=\"{}\",session=\"{}\"}} {v}", r.room, r.session);
+            }
         }
-    }
-    let _ = writeln!(o, "# HELP mcu_subscriber_estimated_bitrate_bps Downlink bandwidth each receiving session reported (REMB).\n# TYPE mcu_subscriber_estimated_bitrate_bps gauge");
-    for ReceiverStats { room, session, estimate, .. } in receivers {
-        if let Some(bps) = estimate {
-            let _ = writeln!(o, "mcu_subscriber_estimated_bitrate_bps{{room=\"{room}\",session=\"{session}\"}} {bps}");
-        }
-    }
+    };
+    gauge("mcu_subscriber_rtt_seconds", "Round-trip time of each receiving session's selected ICE pair.", &|r| r.rtt.map(|v| v.to_string()));
+    gauge("mcu_subscriber_estimated_bitrate_bps", "Downlink bandwidth each receiving session reported (REMB).", &|r| r.estimate.map(|v| v.to_string()));
     o
 }
 

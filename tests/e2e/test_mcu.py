@@ -951,41 +951,7 @@ ORDER = [
 
 
 def main(argv: list[str]) -> int:
-    verbose = "-v" in argv
-    selected = [a for a in argv if a != "-v"]
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    sfu._quiet_decoder_warnings()
-    if verbose:
-        logging.getLogger("aiortc").setLevel(logging.WARNING)
-        logging.getLogger("aioice").setLevel(logging.WARNING)
-    suite = unittest.TestSuite()
-    for cls, names in ORDER:
-        for name in names:
-            if not selected or any(s in name for s in selected):
-                suite.addTest(cls(name))
-
-    def on_signal(signum, _frame) -> None:
-        sfu._kill_all()
-        print(f"e2e mcu: interrupted by {signal.Signals(signum).name}", flush=True)
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    start = time.monotonic()
-    try:
-        result = unittest.TextTestRunner(stream=sys.stdout, verbosity=2, resultclass=sfu._Result).run(suite)
-    finally:
-        sfu._kill_all()
-    failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
-    passed = result.passed
-    if failed:
-        print(f"server logs: {sfu.LOG_DIR}")
-    else:
-        shutil.rmtree(sfu.LOG_DIR, ignore_errors=True)
-    print(f"({time.monotonic() - start:.1f} s)")
-    print(f"e2e mcu: {passed} passed, {failed} failed", flush=True)
-    return 1 if failed or not passed else 0
+    return sfu.run_suite(ORDER, "e2e mcu", argv)
 
 
 if __name__ == "__main__":

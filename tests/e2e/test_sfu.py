@@ -951,7 +951,9 @@ class _Result(unittest.TextTestResult):
         self.passed += 1
 
 
-def main(argv: list[str]) -> int:
+def run_suite(order, label: str, argv: list[str]) -> int:
+    """Runs the tests of `order` ([(class, [test names])], filtered by name fragments in `argv`;
+    `-v` logs aiortc) and prints `{label}: N passed, M failed`. Shared by test_sfu and test_mcu."""
     verbose = "-v" in argv
     selected = [a for a in argv if a != "-v"]
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
@@ -961,7 +963,7 @@ def main(argv: list[str]) -> int:
         logging.getLogger("aiortc").setLevel(logging.WARNING)
         logging.getLogger("aioice").setLevel(logging.WARNING)
     suite = unittest.TestSuite()
-    for cls, names in ORDER:
+    for cls, names in order:
         for name in names:
             if not selected or any(s in name for s in selected):
                 suite.addTest(cls(name))
@@ -969,7 +971,7 @@ def main(argv: list[str]) -> int:
     # and asyncio would turn either into an exception some test may absorb, and carry on).
     def on_signal(signum, _frame) -> None:
         _kill_all()
-        print(f"e2e sfu: interrupted by {signal.Signals(signum).name}", flush=True)
+        print(f"{label}: interrupted by {signal.Signals(signum).name}", flush=True)
         os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -987,8 +989,12 @@ def main(argv: list[str]) -> int:
     else:
         shutil.rmtree(LOG_DIR, ignore_errors=True)
     print(f"({time.monotonic() - start:.1f} s)")
-    print(f"e2e sfu: {passed} passed, {failed} failed", flush=True)
+    print(f"{label}: {passed} passed, {failed} failed", flush=True)
     return 1 if failed or not passed else 0
+
+
+def main(argv: list[str]) -> int:
+    return run_suite(ORDER, "e2e sfu", argv)
 
 
 if __name__ == "__main__":
