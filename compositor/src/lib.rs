@@ -18,6 +18,7 @@
 
 mod cpu;
 pub mod layout;
+pub mod policy;
 mod render;
 pub mod scene;
 
@@ -30,6 +31,7 @@ pub use mcu_gpu::{AdapterChoice, AdapterKind, Gpu, GpuError};
 pub use layout::{LayoutError, RectF, TileGeom};
 pub use render::CanvasTextures;
 pub use scene::*;
+pub use policy::{CustomSlot, RoomLayout, RoomLayoutKind};
 
 /// Source code of every WGSL shader, by file name, for validation and tooling.
 pub const SHADERS: &[(&str, &str)] = &[("tile_blend.wgsl", render::tile_blend::SOURCE)];

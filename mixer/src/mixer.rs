@@ -233,6 +233,11 @@ impl Mixer {
         &self.config
     }
 
+    /// Mixes only the `k` loudest sources from the next tick on (0: every source).
+    pub fn set_top_k(&mut self, k: usize) {
+        self.config.top_k = k;
+    }
+
     /// The next tick [`Mixer::tick`] expects.
     pub fn next_tick(&self) -> u64 {
         self.next_tick

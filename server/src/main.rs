@@ -1,12 +1,17 @@
 //! `mcu`: the media server binary.
 //!
-//! Today: `mcu serve` (the WebSocket room protocol; media transport to come), the compositor
-//! demo (`mcu demo`), token minting (`mcu token`) and adapter discovery (`mcu adapters`). This crate is the only one
-//! that reads the clock, opens sockets or spawns tasks.
+//! `mcu serve` (WHIP/WHEP, the WebSocket room protocol, the MCU, the gRPC control API), the
+//! operator commands that mirror that API (`mcu room|layout|audio|events`), the compositor demo
+//! (`mcu demo`), token minting (`mcu token`) and adapter discovery (`mcu adapters`). This crate
+//! is the only one that reads the clock, opens sockets or spawns tasks.
 #![allow(clippy::disallowed_methods)]
 
 mod config;
+mod control;
+mod ctl;
 mod demo;
+mod events;
+mod grpc;
 mod mcu;
 mod metrics;
 mod rtc;
@@ -47,6 +52,34 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Mint an access token (JWT) for a room.
     Token(token::TokenArgs),
+    /// Rooms over the gRPC API: list, get, create, delete, participants, remove, mute.
+    Room {
+        #[command(flatten)]
+        conn: ctl::Conn,
+        #[command(subcommand)]
+        cmd: ctl::RoomCmd,
+    },
+    /// The room composite's layout over the gRPC API.
+    Layout {
+        #[command(flatten)]
+        conn: ctl::Conn,
+        #[command(subcommand)]
+        cmd: ctl::LayoutCmd,
+    },
+    /// Per-listener gains over the gRPC API.
+    Audio {
+        #[command(flatten)]
+        conn: ctl::Conn,
+        #[command(subcommand)]
+        cmd: ctl::AudioCmd,
+    },
+    /// Stream room events (one room, or every room) over the gRPC API.
+    Events {
+        #[command(flatten)]
+        conn: ctl::Conn,
+        /// The room (every room when absent).
+        room: Option<String>,
+    },
     /// List the GPU adapters wgpu finds and the one `--adapter` picks.
     Adapters {
         /// Adapter choice: auto, hardware, lavapipe, gl or name:<text>.
@@ -96,5 +129,9 @@ fn main() -> anyhow::Result<()> {
         Command::Adapters { adapter } => demo::adapters(&adapter),
         Command::Token(args) => token::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Room { conn, cmd } => ctl::room(&conn, cmd),
+        Command::Layout { conn, cmd } => ctl::layout(&conn, cmd),
+        Command::Audio { conn, cmd } => ctl::audio(&conn, cmd),
+        Command::Events { conn, room } => ctl::events(&conn, room),
     }
 }

@@ -27,8 +27,8 @@ use mcu_codec::{
     audio::{OpusChannels, OpusConfig, OpusDecoder, OpusEncoder},
     new_decoder, new_software_encoder, Decoded, DecoderOptions, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder,
 };
-use mcu_compositor::{CanvasId, CanvasSpec, Compositor, FrameSet, InputId, Layout, Scene, Tile};
-use mcu_media::{PixelFormat, Rgb, VideoFrame};
+use mcu_compositor::{CanvasId, CanvasSpec, Compositor, FrameSet, InputId, RoomLayout, Scene};
+use mcu_media::{PixelFormat, VideoFrame};
 use mcu_mixer::{AudioFrame, Mixer, MixerConfig, Role};
 use mcu_sfu::{forwarder::TrackId, rtp};
 use rtc::{
@@ -41,7 +41,10 @@ use rtc::{
 };
 use tokio::sync::mpsc;
 
-use crate::sfu::{PublishedTrack, Room, Sfu, SfuEvent};
+use crate::{
+    events::EventKind,
+    sfu::{PublishedTrack, Room, Sfu},
+};
 
 /// The virtual participant whose tracks are the room composite.
 pub const MIX: &str = "_mix";
@@ -104,12 +107,13 @@ pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
         },
     };
     vec![
-        PublishedTrack { id: Arc::from(format!("{MIX}/video-0")), kind: RtpCodecKind::Video, codec: video, extmap: Arc::default() },
+        PublishedTrack { id: Arc::from(format!("{MIX}/video-0")), kind: RtpCodecKind::Video, codec: video, extmap: Arc::default(), muted: Arc::default() },
         PublishedTrack {
             id: Arc::from(format!("{MIX}/audio-0")),
             kind: RtpCodecKind::Audio,
             codec: RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), ..Default::default() },
             extmap: Arc::default(),
+            muted: Arc::default(),
         },
     ]
 }
@@ -214,7 +218,7 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
         return;
     }
     tracing::info!(room = %room.name, width = config.width, height = config.height, fps = config.fps, codec = ?config.codec, "room composite started");
-    let _ = sfu.events.send(SfuEvent::MixAvailable { room: room.name.clone(), available: true });
+    sfu.events.emit(&room.name, EventKind::MixAvailable { available: true });
     let (weak_sfu, weak_room) = (Arc::downgrade(sfu), Arc::downgrade(room));
     let name = room.name.clone();
     let handle = tokio::runtime::Handle::current();
@@ -225,7 +229,7 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
         }
         if let (Some(sfu), Some(room)) = (weak_sfu.upgrade(), weak_room.upgrade()) {
             room.stop_mix();
-            let _ = sfu.events.send(SfuEvent::MixAvailable { room: room.name.clone(), available: false });
+            sfu.events.emit(&room.name, EventKind::MixAvailable { available: false });
             sfu.forget_if_empty(&room);
         }
         tracing::info!(room = %name, "room composite stopped");
@@ -245,17 +249,36 @@ fn video_codec(mime: &str) -> Option<VideoCodec> {
     }
 }
 
-fn grid_scene(config: &McuConfig, inputs: &[String]) -> Scene {
+/// The room canvas: the operator's layout resolved for who is in the room and who speaks.
+fn room_scene(config: &McuConfig, layout: &RoomLayout, inputs: &[String], speaker: Option<&str>) -> Scene {
     Scene {
         canvases: vec![CanvasSpec {
-            id: CanvasId::new("grid"),
+            id: CanvasId::new("room"),
             width: config.width,
             height: config.height,
             format: PixelFormat::I420,
-            background: Rgb(16, 16, 24),
-            layout: Layout::Grid { tiles: inputs.iter().map(Tile::new).collect(), columns: None, rows: None, gap: 0 },
-            transition: None,
+            background: layout.background,
+            layout: layout.resolve(inputs, speaker),
+            transition: layout.transition,
         }],
+    }
+}
+
+/// Applies the operator's gain matrix to the mixer (listener "" is the room mix). Entries
+/// naming someone not in the mix wait until they are.
+fn apply_gains(mixer: &mut Mixer, roles: &HashMap<String, Role>, gains: &std::collections::BTreeMap<(String, String), f32>) {
+    let _ = mixer.reset_gains(LISTENER);
+    for (p, role) in roles {
+        if *role != Role::Source {
+            let _ = mixer.reset_gains(p);
+        }
+    }
+    for ((listener, source), gain) in gains {
+        let listener = if listener.is_empty() { LISTENER } else { listener.as_str() };
+        let listens = listener == LISTENER || roles.get(listener).is_some_and(|r| *r != Role::Source);
+        if listens && roles.get(source).is_some_and(|r| *r != Role::Listener) {
+            let _ = mixer.set_gain(listener, source, *gain);
+        }
     }
 }
 
@@ -278,8 +301,12 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut videos: HashMap<TrackId, VideoInput> = HashMap::new();
     let mut audios: HashMap<TrackId, AudioInput> = HashMap::new();
     let mut pending: BTreeMap<String, VideoFrame> = BTreeMap::new();
-    let mut layout: Vec<String> = Vec::new();
-    compositor.update_scene(grid_scene(&config, &layout))?;
+    let mut control = crate::sfu::Control::default();
+    let mut control_seen = 0u64;
+    let mut speaker: Option<String> = None;
+    // What the canvas shows: (inputs, speaker, control version).
+    let mut shown: Option<(Vec<String>, Option<String>, u64)> = None;
+    let mut gains_dirty = true;
 
     let (mut next_frame, mut next_tick) = (epoch, epoch);
     let (mut vseq, mut aseq, mut mix_tick) = (rand::random::<u16>(), rand::random::<u16>(), 0u64);
@@ -299,7 +326,15 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
         }
         batch.extend(tap.try_iter().take(1024));
         let Some(room) = room.upgrade() else { return Ok(()) };
+        if room.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         let now = Instant::now();
+        if let Some((v, c)) = room.control_if_newer(control_seen) {
+            control_seen = v;
+            control = c;
+            gains_dirty = true;
+        }
 
         // Inputs.
         for t in batch {
@@ -395,6 +430,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 if mixer.add(p.as_str(), *role).is_ok() {
                     roles.insert(p.clone(), *role);
                 }
+                gains_dirty = true;
             }
         }
         roles.retain(|p, _| {
@@ -402,9 +438,15 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             if !keep {
                 let _ = mixer.remove(p);
                 listener_seq.remove(p);
+                gains_dirty = true;
             }
             keep
         });
+        if gains_dirty {
+            gains_dirty = false;
+            apply_gains(&mut mixer, &roles, &control.gains);
+            mixer.set_top_k(control.top_k);
+        }
 
         // The audio mix, every 20 ms.
         if now >= next_tick {
@@ -421,6 +463,13 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             }
             let out = mixer.tick(mix_tick);
             mix_tick += 1;
+            for change in &out.speaker_changes {
+                let to = change.to.to_string();
+                if speaker.as_deref() != Some(to.as_str()) {
+                    room.events.emit(&room.name, EventKind::ActiveSpeaker { participant: to.clone(), previous: speaker.clone() });
+                    speaker = Some(to);
+                }
+            }
             let ts = (mix_tick * 960) as u32;
             // One encode per distinct mix, sent on the track of everyone who hears it. Opus keeps
             // state between frames, so each group key keeps its encoder.
@@ -456,9 +505,14 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             let mut want: Vec<String> = videos.values().map(|v| v.participant.clone()).collect();
             want.sort();
             want.dedup();
-            if want != layout {
-                layout = want;
-                compositor.update_scene(grid_scene(&config, &layout))?;
+            let now_shows = (want, speaker.clone(), control_seen);
+            if shown.as_ref() != Some(&now_shows) {
+                // Validated by the control API; a scene the compositor still refuses keeps the
+                // previous one on screen rather than stopping the room.
+                if let Err(e) = compositor.update_scene(room_scene(&config, &control.layout, &now_shows.0, now_shows.1.as_deref())) {
+                    tracing::warn!(room = %room.name, error = %e, "layout refused; keeping the previous one");
+                }
+                shown = Some(now_shows);
             }
             // A sender that stopped sending shows its placeholder instead of a frozen picture.
             for v in videos.values() {

@@ -33,7 +33,8 @@ use crate::{
     mcu::McuConfig,
     metrics,
     rtc::RtcConfig,
-    sfu::{Sfu, SfuEvent, SfuLimits},
+    events::EventKind,
+    sfu::{Sfu, SfuLimits},
     whip::{self, Http},
 };
 use futures_util::{SinkExt, StreamExt};
@@ -49,6 +50,14 @@ pub struct ServeArgs {
     /// HTTP listen address (port 0 picks a free port; the chosen address is printed).
     #[arg(long, env = "MCU_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
     pub http_listen: SocketAddr,
+    /// gRPC control API listen address (gRPC, gRPC-web and reflection; port 0 picks a free
+    /// port; the chosen address is printed).
+    #[arg(long, env = "MCU_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
+    /// Operator key for the gRPC API (`x-api-key` metadata). With it set, `--dev` no longer
+    /// lets tokenless gRPC calls through.
+    #[arg(long, env = "MCU_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Development mode: accepts requests without tokens. Never in production.
     #[arg(long, env = "MCU_DEV")]
     pub dev: bool,
@@ -175,6 +184,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             audio_bitrate: 48_000,
         };
         let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu });
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let grpc_auth = crate::grpc::Auth { keys: keys.clone(), dev: args.dev, api_key: args.api_key.clone().filter(|k| !k.is_empty()) };
+        let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding gRPC {}", args.grpc_listen))?;
+        let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, sfu.clone(), mcu, grpc_auth, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }));
         let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
         // Room events the WebSocket clients hear about (a composite appearing, as LiveSwitch tells
         // SFU participants when an MCU mix joins their session).
@@ -183,9 +198,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(SfuEvent::MixAvailable { room, available }) => {
-                        let out = ws_shared.hub.lock().expect("hub lock is never poisoned").set_mix_available(&room, available);
-                        ws_shared.deliver(out);
+                    Ok(ev) => {
+                        if let EventKind::MixAvailable { available } = ev.kind {
+                            let out = ws_shared.hub.lock().expect("hub lock is never poisoned").set_mix_available(&ev.room, available);
+                            ws_shared.deliver(out);
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "room events lagged"),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -219,11 +236,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         println!("listening on http://{addr}");
         tracing::info!(%addr, dev = args.dev, "mcu serving");
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
+            .with_graceful_shutdown(async move {
                 let _ = tokio::signal::ctrl_c().await;
                 tracing::info!("shutting down");
+                let _ = stop_tx.send(true);
             })
             .await?;
+        match grpc.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "gRPC server failed"),
+            Err(e) => tracing::error!(error = %e, "gRPC server task failed"),
+            Ok(Ok(())) => {}
+        }
         sfu.end_all().await;
         anyhow::Ok(())
     })

@@ -10,7 +10,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, Weak,
     },
     time::{Duration, Instant},
@@ -37,6 +37,7 @@ use webrtc::{
 use mcu_signaling::sdp::count_sending_sections;
 
 use crate::{
+    events::{EventKind, Events, TrackInfo},
     mcu::{McuConfig, TapPacket, MIX},
     rtc::{codec_family, forwarded_extmap, packetization_mode, RtcConfig},
 };
@@ -131,13 +132,29 @@ pub struct PublishedTrack {
     pub codec: RTCRtpCodec,
     /// The publisher's ids of the header extensions we forward.
     pub extmap: Arc<HashMap<u8, &'static str>>,
+    /// Set by an operator: the track's packets are neither forwarded nor mixed.
+    pub muted: Arc<AtomicBool>,
 }
 
-struct Participant {
-    session: String,
+impl PublishedTrack {
+    /// The track as the control API shows it.
+    pub fn info(&self) -> TrackInfo {
+        TrackInfo {
+            id: self.id.to_string(),
+            kind: if self.kind == RtpCodecKind::Audio { "audio" } else { "video" },
+            codec: self.codec.mime_type.clone(),
+            muted: self.muted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub(crate) struct Participant {
+    pub(crate) session: String,
+    /// An MCU participant (also receives its own mix).
+    pub(crate) mcu: bool,
     extmap: Arc<HashMap<u8, &'static str>>,
     expected_tracks: usize,
-    tracks: Vec<PublishedTrack>,
+    pub(crate) tracks: Vec<PublishedTrack>,
 }
 
 struct SinkEntry {
@@ -172,10 +189,34 @@ pub struct Room {
     mix: Mutex<Option<(u32, u32)>>,
     /// MCU participants (`POST /mcu/{room}`): each hears its own mix on its own track.
     listeners: Mutex<HashMap<String, u32>>,
+    /// Created through the control API: stays when empty, until deleted.
+    pub(crate) persistent: AtomicBool,
+    /// Set when the room is deleted: its composite stops at once.
+    pub(crate) closed: AtomicBool,
+    /// Participants at most (0: the server's limit).
+    pub(crate) max_participants: AtomicUsize,
+    /// What operators set: the composite's layout and the audio gain matrix.
+    control: Mutex<Control>,
+    /// Bumped on every change of `control`, so the composite copies it only then.
+    control_version: AtomicU64,
+    /// The server's event stream.
+    pub(crate) events: Arc<Events>,
+}
+
+/// Operator settings of a room.
+#[derive(Clone, Default)]
+pub struct Control {
+    /// The composite's layout.
+    pub layout: mcu_compositor::RoomLayout,
+    /// Gains that differ from the default: (listener, source) → gain; listener "" is the room
+    /// mix.
+    pub gains: std::collections::BTreeMap<(String, String), f32>,
+    /// Loudest sources mixed (0: all).
+    pub top_k: usize,
 }
 
 impl Room {
-    fn new(name: &str, counters: Arc<Counters>) -> Arc<Room> {
+    fn new(name: &str, counters: Arc<Counters>, events: Arc<Events>) -> Arc<Room> {
         Arc::new(Room {
             name: name.into(),
             media: Mutex::new(Media {
@@ -190,6 +231,12 @@ impl Room {
             mcu_tap: Mutex::new(None),
             mix: Mutex::new(None),
             listeners: Mutex::default(),
+            persistent: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            max_participants: AtomicUsize::new(0),
+            control: Mutex::default(),
+            control_version: AtomicU64::new(0),
+            events,
             participants: Mutex::default(),
             subscribers: AtomicU64::new(0),
             counters,
@@ -270,7 +317,30 @@ impl Room {
         (real().count(), real().map(|p| p.tracks.len()).sum(), self.subscribers.load(Ordering::Relaxed))
     }
 
-    fn participants(&self) -> std::sync::MutexGuard<'_, HashMap<String, Participant>> {
+    /// Changes the operator settings (and tells the composite).
+    pub fn update_control<R>(&self, f: impl FnOnce(&mut Control) -> R) -> R {
+        let mut c = self.control.lock().expect("control lock is never poisoned");
+        let r = f(&mut c);
+        self.control_version.fetch_add(1, Ordering::Release);
+        r
+    }
+
+    /// A copy of the operator settings.
+    pub fn control(&self) -> Control {
+        self.control.lock().expect("control lock is never poisoned").clone()
+    }
+
+    /// The operator settings and their version, when newer than `seen`.
+    pub fn control_if_newer(&self, seen: u64) -> Option<(u64, Control)> {
+        let v = self.control_version.load(Ordering::Acquire);
+        if v == seen && seen != 0 {
+            return None;
+        }
+        let c = self.control.lock().expect("control lock is never poisoned").clone();
+        Some((v.max(1), c))
+    }
+
+    pub(crate) fn participants(&self) -> std::sync::MutexGuard<'_, HashMap<String, Participant>> {
         self.participants.lock().expect("participants lock is never poisoned")
     }
 
@@ -296,7 +366,7 @@ impl Room {
             }
         }
         drop(m);
-        self.participants().insert(MIX.into(), Participant { session: String::new(), extmap: Arc::default(), expected_tracks: tracks.len(), tracks });
+        self.participants().insert(MIX.into(), Participant { session: String::new(), mcu: false, extmap: Arc::default(), expected_tracks: tracks.len(), tracks });
         true
     }
 
@@ -371,31 +441,31 @@ impl Room {
     }
 }
 
-enum Role {
+pub(crate) enum Role {
     /// A WHIP publisher, or an MCU participant (which also subscribes, as `sub`).
     Publisher { participant: String, sub: Option<SubscriberId> },
     Subscriber { sub: SubscriberId },
 }
 
-struct Session {
-    room: Arc<Room>,
+pub(crate) struct Session {
+    pub(crate) room: Arc<Room>,
     pc: Arc<dyn PeerConnection>,
-    role: Role,
+    pub(crate) role: Role,
 }
 
 /// The SFU: rooms and the sessions in them.
 pub struct Sfu {
     rtc: RtcConfig,
-    limits: SfuLimits,
-    rooms: Mutex<HashMap<String, Arc<Room>>>,
-    sessions: Mutex<HashMap<String, Session>>,
+    pub(crate) limits: SfuLimits,
+    pub(crate) rooms: Mutex<HashMap<String, Arc<Room>>>,
+    pub(crate) sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
     /// Shared counters.
     pub counters: Arc<Counters>,
     /// Forwarder counters of rooms that have closed (metrics counters never go down).
     retired: Mutex<Vec<ForwarderStats>>,
-    /// Room events for the WebSocket protocol (and, later, the gRPC event stream).
-    pub events: tokio::sync::broadcast::Sender<SfuEvent>,
+    /// Room events for the WebSocket protocol and the gRPC event stream.
+    pub events: Arc<Events>,
 }
 
 /// What `/metrics` reports per receiving session.
@@ -408,18 +478,6 @@ pub struct ReceiverStats {
     pub rtt: Option<f64>,
     /// REMB downlink estimate (bps).
     pub estimate: Option<u64>,
-}
-
-/// Something the room's other clients should hear about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SfuEvent {
-    /// The room composite started (true) or stopped (false).
-    MixAvailable {
-        /// The room.
-        room: String,
-        /// Whether it runs.
-        available: bool,
-    },
 }
 
 /// An accepted session: where it lives and the answer.
@@ -443,7 +501,7 @@ impl Sfu {
             next_id: AtomicU64::new(1),
             counters: Arc::default(),
             retired: Mutex::default(),
-            events: tokio::sync::broadcast::channel(256).0,
+            events: Arc::default(),
         });
         // One timer for every room: keyframe retries and backlog recovery.
         let weak = Arc::downgrade(&sfu);
@@ -478,7 +536,7 @@ impl Sfu {
         format!("{:032x}", rand::random::<u128>())
     }
 
-    fn room(&self, name: &str, create: bool) -> Result<Arc<Room>, SessionError> {
+    pub(crate) fn room(&self, name: &str, create: bool) -> Result<Arc<Room>, SessionError> {
         let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
         if let Some(r) = rooms.get(name) {
             return Ok(r.clone());
@@ -489,7 +547,7 @@ impl Sfu {
         if rooms.len() >= self.limits.max_rooms {
             return Err(SessionError::Limit(format!("room limit reached ({})", self.limits.max_rooms)));
         }
-        let r = Room::new(name, self.counters.clone());
+        let r = Room::new(name, self.counters.clone(), self.events.clone());
         rooms.insert(name.into(), r.clone());
         Ok(r)
     }
@@ -525,10 +583,14 @@ impl Sfu {
             if ps.contains_key(participant) {
                 return Err(SessionError::Conflict(format!("\"{participant}\" already publishes in \"{room_name}\"")));
             }
-            if ps.len() >= self.limits.max_participants {
-                return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({} participants)", self.limits.max_participants)));
+            let max = match room.max_participants.load(Ordering::Relaxed) {
+                0 => self.limits.max_participants,
+                n => n.min(self.limits.max_participants),
+            };
+            if ps.iter().filter(|(k, _)| k.as_str() != MIX).count() >= max {
+                return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({max} participants)")));
             }
-            ps.insert(participant.into(), Participant { session: id.clone(), extmap, expected_tracks: sending, tracks: Vec::new() });
+            ps.insert(participant.into(), Participant { session: id.clone(), mcu: mcu.is_some(), extmap, expected_tracks: sending, tracks: Vec::new() });
         }
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), Some((room.clone(), participant.to_string()))));
         // An MCU participant also receives the composite and its own mix.
@@ -569,7 +631,8 @@ impl Sfu {
                 self.sessions
                     .lock()
                     .expect("sessions lock is never poisoned")
-                    .insert(id.clone(), Session { room, pc, role: Role::Publisher { participant: participant.into(), sub } });
+                    .insert(id.clone(), Session { room: room.clone(), pc, role: Role::Publisher { participant: participant.into(), sub } });
+                self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.into(), mcu: sub.is_some() });
                 Ok(Accepted { id, answer, participant: participant.into() })
             }
             Err(e) => {
@@ -737,6 +800,7 @@ impl Sfu {
                     s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
                 }
                 tracing::info!(room = %s.room.name, participant, session = id, "publisher left");
+                self.events.emit(&s.room.name, EventKind::ParticipantLeft { participant: participant.clone() });
             }
             Role::Subscriber { sub } => {
                 let mut m = s.room.lock();
@@ -761,9 +825,11 @@ impl Sfu {
     fn drop_if_empty(&self, room: &Arc<Room>) {
         let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
         let mix_running = room.mix.lock().expect("mix lock is never poisoned").is_some();
-        if !mix_running && room.counts() == (0, 0, 0) && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
+        let keep = room.persistent.load(Ordering::Relaxed) && !room.closed.load(Ordering::Relaxed);
+        if !keep && !mix_running && room.counts() == (0, 0, 0) && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);
             self.retired.lock().expect("retired lock is never poisoned").push(room.stats());
+            self.events.emit(&room.name, EventKind::RoomClosed);
         }
     }
 
@@ -990,11 +1056,14 @@ impl PeerConnectionEventHandler for Handler {
         if !published {
             return;
         }
+        let muted = Arc::new(AtomicBool::new(false));
         if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get_mut(&participant) {
             debug_assert_eq!(p.session, self.session);
-            p.tracks.push(PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: p.extmap.clone() });
+            p.tracks.push(PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: p.extmap.clone(), muted: muted.clone() });
         }
         tracing::info!(room = %room.name, track = %id, codec = %codec.mime_type, ssrc, "track published");
+        let info = TrackInfo { id: id.to_string(), kind: if kind == RtpCodecKind::Audio { "audio" } else { "video" }, codec: codec.mime_type.clone(), muted: false };
+        room.events.emit(&room.name, EventKind::TrackPublished { participant: participant.clone(), track: info });
         // Keyframe requests the forwarder sends upstream.
         let pli_track = track.clone();
         tokio::spawn(async move {
@@ -1009,14 +1078,17 @@ impl PeerConnectionEventHandler for Handler {
         room.lock().ssrcs.insert(id.clone(), ssrc);
         let counters = room.counters.clone();
         tokio::spawn(async move {
-            read_publisher_track(track, room, counters, id, participant, codec).await;
+            read_publisher_track(track, room, counters, id, participant, codec, muted).await;
         });
     }
 }
 
-async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, counters: Arc<Counters>, id: TrackId, participant: String, codec: RTCRtpCodec) {
+async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, counters: Arc<Counters>, id: TrackId, participant: String, codec: RTCRtpCodec, muted: Arc<AtomicBool>) {
     while let Some(evt) = track.poll().await {
         match evt {
+            TrackRemoteEvent::OnRtpPacket(_) if muted.load(Ordering::Relaxed) => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+            }
             TrackRemoteEvent::OnRtpPacket(p) => {
                 let Ok(raw) = p.marshal() else { continue };
                 counters.received.fetch_add(1, Ordering::Relaxed);

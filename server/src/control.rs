@@ -1,0 +1,188 @@
+//! Room management for the control API: create and delete rooms, list and remove participants,
+//! mute tracks, set layouts and gains. Transport-free: the gRPC service ([`crate::grpc`]) maps
+//! these results to status codes.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use mcu_compositor::RoomLayout;
+
+use crate::{
+    events::{EventKind, TrackInfo},
+    mcu::MIX,
+    sfu::{Role, Room, Sfu},
+};
+
+/// Why a control request fails.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No such room, participant or track.
+    #[error("{0}")]
+    NotFound(String),
+    /// The room exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A server limit.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// A room as the control API shows it.
+pub struct RoomSummary {
+    /// Its name.
+    pub name: String,
+    /// Publishing participants.
+    pub participants: usize,
+    /// Receiving sessions.
+    pub subscribers: u64,
+    /// Whether the composite runs.
+    pub composite: bool,
+    /// Created through the API.
+    pub persistent: bool,
+    /// Its participant limit (0: the server's).
+    pub max_participants: usize,
+    /// Its composite layout.
+    pub layout: RoomLayout,
+}
+
+/// A participant as the control API shows it.
+pub struct ParticipantSummary {
+    /// Its name.
+    pub name: String,
+    /// An MCU participant.
+    pub mcu: bool,
+    /// Its tracks.
+    pub tracks: Vec<TrackInfo>,
+}
+
+impl Sfu {
+    /// A room by name.
+    pub fn find_room(&self, name: &str) -> Result<Arc<Room>, ControlError> {
+        self.room(name, false).map_err(|_| ControlError::NotFound(format!("no room \"{name}\"")))
+    }
+
+    /// Creates a room that stays until deleted.
+    pub fn create_room(&self, name: &str, max_participants: usize, layout: Option<RoomLayout>) -> Result<Arc<Room>, ControlError> {
+        if self.room(name, false).is_ok() {
+            return Err(ControlError::AlreadyExists(format!("room \"{name}\" exists")));
+        }
+        let room = self.room(name, true).map_err(|e| ControlError::Limit(e.to_string()))?;
+        room.persistent.store(true, Ordering::Relaxed);
+        room.max_participants.store(max_participants.min(self.limits.max_participants), Ordering::Relaxed);
+        if let Some(layout) = layout {
+            room.update_control(|c| c.layout = layout);
+        }
+        tracing::info!(room = name, "room created");
+        Ok(room)
+    }
+
+    /// What the API shows of a room.
+    pub fn summary(&self, room: &Room) -> RoomSummary {
+        let (participants, _, subscribers) = room.counts();
+        RoomSummary {
+            name: room.name.clone(),
+            participants,
+            subscribers,
+            composite: room.mix_ssrcs() != (0, 0),
+            persistent: room.persistent.load(Ordering::Relaxed),
+            max_participants: room.max_participants.load(Ordering::Relaxed),
+            layout: room.control().layout,
+        }
+    }
+
+    /// Every room, by name.
+    pub fn summaries(&self) -> Vec<RoomSummary> {
+        let mut rooms: Vec<RoomSummary> = self.rooms().iter().map(|r| self.summary(r)).collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    /// Session ids in a room (every participant and viewer).
+    fn sessions_in(&self, room: &Arc<Room>, participant: Option<&str>) -> Vec<String> {
+        self.sessions
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .iter()
+            .filter(|(_, s)| Arc::ptr_eq(&s.room, room))
+            .filter(|(_, s)| match (participant, &s.role) {
+                (None, _) => true,
+                (Some(name), Role::Publisher { participant, .. }) => participant == name,
+                (Some(_), Role::Subscriber { .. }) => false,
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Ends every session of a room, stops its composite and forgets it. Returns the sessions
+    /// ended.
+    pub async fn delete_room(&self, name: &str) -> Result<usize, ControlError> {
+        let room = self.find_room(name)?;
+        room.closed.store(true, Ordering::Relaxed);
+        let ids = self.sessions_in(&room, None);
+        for id in &ids {
+            let _ = self.end(id).await;
+        }
+        let removed = {
+            let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
+            rooms.get(name).is_some_and(|r| Arc::ptr_eq(r, &room)).then(|| rooms.remove(name))
+        };
+        if removed.is_some() {
+            self.events.emit(name, EventKind::RoomClosed);
+        }
+        tracing::info!(room = name, sessions = ids.len(), "room deleted");
+        Ok(ids.len())
+    }
+
+    /// The participants of a room (the composite not listed), by name.
+    pub fn participants_of(&self, room: &Room) -> Vec<ParticipantSummary> {
+        let mut out: Vec<ParticipantSummary> = room
+            .participants()
+            .iter()
+            .filter(|(k, _)| k.as_str() != MIX)
+            .map(|(k, p)| ParticipantSummary { name: k.clone(), mcu: p.mcu, tracks: p.tracks.iter().map(|t| t.info()).collect() })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Ends a participant's session.
+    pub async fn remove_participant(&self, room: &Arc<Room>, participant: &str) -> Result<(), ControlError> {
+        let ids = self.sessions_in(room, Some(participant));
+        if ids.is_empty() {
+            return Err(ControlError::NotFound(format!("no participant \"{participant}\" in \"{}\"", room.name)));
+        }
+        for id in ids {
+            let _ = self.end(&id).await;
+        }
+        tracing::info!(room = %room.name, participant, "participant removed");
+        Ok(())
+    }
+
+    /// Stops or resumes forwarding and mixing a track. A video track that resumes asks its
+    /// publisher for a keyframe so viewers see it at once.
+    pub fn mute_track(&self, room: &Arc<Room>, track: &str, muted: bool) -> Result<TrackInfo, ControlError> {
+        let found = room
+            .participants()
+            .iter()
+            .filter(|(k, _)| k.as_str() != MIX)
+            .flat_map(|(_, p)| p.tracks.iter())
+            .find(|t| &*t.id == track)
+            .cloned();
+        let t = found.ok_or_else(|| ControlError::NotFound(format!("no track \"{track}\" in \"{}\"", room.name)))?;
+        let was = t.muted.swap(muted, Ordering::Relaxed);
+        let info = t.info();
+        if was != muted {
+            if !muted && info.kind == "video" {
+                room.request_keyframe(&t.id);
+            }
+            tracing::info!(room = %room.name, track, muted, "track mute changed");
+            self.events.emit(&room.name, EventKind::TrackMuted { track: info.clone() });
+        }
+        Ok(info)
+    }
+
+    /// Sets a room's composite layout (applied at its next frame).
+    pub fn set_layout(&self, room: &Room, layout: RoomLayout) {
+        room.update_control(|c| c.layout = layout.clone());
+        self.events.emit(&room.name, EventKind::LayoutChanged { viewer: None, layout });
+    }
+}

@@ -1,0 +1,334 @@
+//! The gRPC control API (`mcu.v1`, see `api/proto/mcu/v1/mcu.proto`) served with tonic on
+//! `--grpc-listen`: rooms, layouts, audio gains, the event stream; server reflection for
+//! `grpcurl`-like tools, and gRPC-web (with CORS) on the same port for browser pages.
+//!
+//! Every call is authorised first (an operator API key, or an admin JWT for the room; `--dev`
+//! without an API key lets tokenless calls through), then validated: a bad field is
+//! `INVALID_ARGUMENT` naming it, an unknown room `NOT_FOUND`.
+
+use std::{pin::Pin, sync::Arc, time::SystemTime};
+
+use futures_util::Stream;
+use mcu_api::{v1, FieldError, GainChange};
+use mcu_signaling::auth::{bearer, AuthError, Keys, Need};
+use tonic::{metadata::MetadataMap, Request, Response, Status};
+
+use crate::{
+    control::{ControlError, ParticipantSummary, RoomSummary},
+    events::{EventKind, RoomEvent, TrackInfo},
+    mcu::McuConfig,
+    sfu::{Room, Sfu},
+};
+
+/// Who may call.
+pub struct Auth {
+    /// Token keys (admin JWTs).
+    pub keys: Keys,
+    /// Development mode.
+    pub dev: bool,
+    /// The operator key (`x-api-key`).
+    pub api_key: Option<String>,
+}
+
+/// Room-independent calls need a credential for every room.
+const ALL_ROOMS: &str = "*";
+
+impl Auth {
+    fn check(&self, md: &MetadataMap, room: &str) -> Result<(), Status> {
+        if let Some(key) = md.get("x-api-key") {
+            let given = key.to_str().unwrap_or("").as_bytes();
+            return match &self.api_key {
+                Some(k) if constant_time_eq(k.as_bytes(), given) => Ok(()),
+                _ => Err(Status::unauthenticated("x-api-key is not valid")),
+            };
+        }
+        let token = bearer(md.get("authorization").and_then(|v| v.to_str().ok()));
+        if token.is_none() && self.dev && self.api_key.is_none() {
+            return Ok(());
+        }
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        match self.keys.authorize(token, room, Need::Admin, now) {
+            Ok(_) => Ok(()),
+            Err(AuthError::Missing) => Err(Status::unauthenticated("a credential is required: authorization: Bearer <admin JWT>, or x-api-key")),
+            Err(e) if e.status() == 403 => Err(Status::permission_denied(e.to_string())),
+            Err(e) => Err(Status::unauthenticated(e.to_string())),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn invalid(e: FieldError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn control_status(e: ControlError) -> Status {
+    match e {
+        ControlError::NotFound(m) => Status::not_found(m),
+        ControlError::AlreadyExists(m) => Status::already_exists(m),
+        ControlError::Limit(m) => Status::resource_exhausted(m),
+    }
+}
+
+/// The services' shared state.
+#[derive(Clone)]
+pub struct Api {
+    sfu: Arc<Sfu>,
+    mcu: McuConfig,
+    auth: Arc<Auth>,
+}
+
+impl Api {
+    /// Authorises `room` and finds it.
+    fn room<T>(&self, req: &Request<T>, room: &str) -> Result<Arc<Room>, Status> {
+        self.auth.check(req.metadata(), room)?;
+        mcu_api::reference("room", room).map_err(invalid)?;
+        self.sfu.find_room(room).map_err(control_status)
+    }
+}
+
+fn track_pb(t: &TrackInfo) -> v1::Track {
+    v1::Track { id: t.id.clone(), kind: t.kind.into(), codec: t.codec.clone(), muted: t.muted }
+}
+
+fn kind_pb(mcu: bool) -> i32 {
+    if mcu { v1::ParticipantKind::Mcu as i32 } else { v1::ParticipantKind::Publisher as i32 }
+}
+
+fn room_pb(s: RoomSummary) -> v1::Room {
+    v1::Room {
+        name: s.name,
+        participants: s.participants as u32,
+        subscribers: s.subscribers as u32,
+        composite: s.composite,
+        persistent: s.persistent,
+        options: Some(v1::RoomOptions { max_participants: s.max_participants as u32, start_composite: false }),
+        layout: Some(mcu_api::layout_pb(&s.layout)),
+    }
+}
+
+fn participant_pb(p: ParticipantSummary) -> v1::Participant {
+    v1::Participant { name: p.name, kind: kind_pb(p.mcu), tracks: p.tracks.iter().map(track_pb).collect() }
+}
+
+fn event_pb(e: &RoomEvent) -> v1::RoomEvent {
+    use v1::room_event::Event;
+    let event = match &e.kind {
+        EventKind::ParticipantJoined { participant, mcu } => {
+            Event::ParticipantJoined(v1::ParticipantJoined { participant: participant.clone(), kind: kind_pb(*mcu) })
+        }
+        EventKind::ParticipantLeft { participant } => Event::ParticipantLeft(v1::ParticipantLeft { participant: participant.clone() }),
+        EventKind::TrackPublished { participant, track } => {
+            Event::TrackPublished(v1::TrackPublished { participant: participant.clone(), track: Some(track_pb(track)) })
+        }
+        EventKind::ActiveSpeaker { participant, previous } => Event::ActiveSpeakerChanged(v1::ActiveSpeakerChanged {
+            participant: participant.clone(),
+            previous: previous.clone().unwrap_or_default(),
+        }),
+        EventKind::LayoutChanged { viewer, layout } => {
+            Event::LayoutChanged(v1::LayoutChanged { viewer: viewer.clone().unwrap_or_default(), layout: Some(mcu_api::layout_pb(layout)) })
+        }
+        EventKind::MixAvailable { available } => Event::CompositeChanged(v1::CompositeChanged { running: *available }),
+        EventKind::TrackMuted { track } => Event::TrackMuted(v1::TrackMuted { track: Some(track_pb(track)) }),
+        EventKind::RoomClosed => Event::RoomClosed(v1::RoomClosed {}),
+    };
+    v1::RoomEvent { room: e.room.clone(), sequence: e.seq, unix_ms: e.unix_ms, event: Some(event) }
+}
+
+#[tonic::async_trait]
+impl v1::room_service_server::RoomService for Api {
+    async fn create_room(&self, req: Request<v1::CreateRoomRequest>) -> Result<Response<v1::Room>, Status> {
+        self.auth.check(req.metadata(), &req.get_ref().name)?;
+        let r = req.get_ref();
+        mcu_api::new_room_name("name", &r.name).map_err(invalid)?;
+        let options = r.options.clone().unwrap_or_default();
+        let layout = r.layout.as_ref().map(|l| mcu_api::layout("layout", l)).transpose().map_err(invalid)?;
+        let room = self.sfu.create_room(&r.name, options.max_participants as usize, layout).map_err(control_status)?;
+        if options.start_composite {
+            crate::mcu::ensure(&self.sfu, &room, self.mcu);
+        }
+        let mut pb = room_pb(self.sfu.summary(&room));
+        if let Some(o) = pb.options.as_mut() {
+            o.start_composite = options.start_composite;
+        }
+        Ok(Response::new(pb))
+    }
+
+    async fn list_rooms(&self, req: Request<v1::ListRoomsRequest>) -> Result<Response<v1::ListRoomsResponse>, Status> {
+        self.auth.check(req.metadata(), ALL_ROOMS)?;
+        Ok(Response::new(v1::ListRoomsResponse { rooms: self.sfu.summaries().into_iter().map(room_pb).collect() }))
+    }
+
+    async fn get_room(&self, req: Request<v1::GetRoomRequest>) -> Result<Response<v1::Room>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        Ok(Response::new(room_pb(self.sfu.summary(&room))))
+    }
+
+    async fn delete_room(&self, req: Request<v1::DeleteRoomRequest>) -> Result<Response<v1::DeleteRoomResponse>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        let ended = self.sfu.delete_room(&room.name).await.map_err(control_status)?;
+        Ok(Response::new(v1::DeleteRoomResponse { sessions_ended: ended as u32 }))
+    }
+
+    async fn list_participants(&self, req: Request<v1::ListParticipantsRequest>) -> Result<Response<v1::ListParticipantsResponse>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        Ok(Response::new(v1::ListParticipantsResponse { participants: self.sfu.participants_of(&room).into_iter().map(participant_pb).collect() }))
+    }
+
+    async fn remove_participant(&self, req: Request<v1::RemoveParticipantRequest>) -> Result<Response<v1::RemoveParticipantResponse>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        let who = &req.get_ref().participant;
+        mcu_api::reference("participant", who).map_err(invalid)?;
+        self.sfu.remove_participant(&room, who).await.map_err(control_status)?;
+        Ok(Response::new(v1::RemoveParticipantResponse {}))
+    }
+
+    async fn mute_track(&self, req: Request<v1::MuteTrackRequest>) -> Result<Response<v1::MuteTrackResponse>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        let r = req.get_ref();
+        mcu_api::reference("track_id", &r.track_id).map_err(invalid)?;
+        let t = self.sfu.mute_track(&room, &r.track_id, r.muted).map_err(control_status)?;
+        Ok(Response::new(v1::MuteTrackResponse { track: Some(track_pb(&t)) }))
+    }
+}
+
+fn no_personal_layouts(viewer: &str) -> Result<(), Status> {
+    if viewer.is_empty() {
+        return Ok(());
+    }
+    mcu_api::reference("viewer", viewer).map_err(invalid)?;
+    Err(Status::unimplemented("viewer: personalised canvases are not built yet; set the room's layout (viewer empty)"))
+}
+
+#[tonic::async_trait]
+impl v1::layout_service_server::LayoutService for Api {
+    async fn set_layout(&self, req: Request<v1::SetLayoutRequest>) -> Result<Response<v1::SetLayoutResponse>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        let r = req.get_ref();
+        let layout = r.layout.as_ref().ok_or_else(|| Status::invalid_argument("layout: required"))?;
+        let layout = mcu_api::layout("layout", layout).map_err(invalid)?;
+        no_personal_layouts(&r.viewer)?;
+        self.sfu.set_layout(&room, layout.clone());
+        Ok(Response::new(v1::SetLayoutResponse { layout: Some(mcu_api::layout_pb(&layout)) }))
+    }
+
+    async fn get_layout(&self, req: Request<v1::GetLayoutRequest>) -> Result<Response<v1::Layout>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        no_personal_layouts(&req.get_ref().viewer)?;
+        Ok(Response::new(mcu_api::layout_pb(&room.control().layout)))
+    }
+}
+
+fn matrix_pb(gains: &std::collections::BTreeMap<(String, String), f32>) -> v1::AudioMatrix {
+    v1::AudioMatrix { gains: gains.iter().map(|((l, s), g)| v1::Gain { listener: l.clone(), source: s.clone(), gain: *g }).collect() }
+}
+
+#[tonic::async_trait]
+impl v1::audio_service_server::AudioService for Api {
+    async fn update_audio_matrix(&self, req: Request<v1::UpdateAudioMatrixRequest>) -> Result<Response<v1::AudioMatrix>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        let edits = &req.get_ref().edits;
+        if edits.len() > 1024 {
+            return Err(Status::invalid_argument(format!("edits: {} edits; at most 1024 per request", edits.len())));
+        }
+        // All or nothing: every edit is checked before any applies.
+        let checked = edits.iter().enumerate().map(|(i, e)| mcu_api::gain_edit(&format!("edits[{i}]"), e)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+        let gains = room.update_control(|c| {
+            for (listener, source, change) in checked {
+                match change {
+                    GainChange::Set(g) if g == 1.0 => c.gains.remove(&(listener, source)),
+                    GainChange::Set(g) => c.gains.insert((listener, source), g),
+                    GainChange::Reset => c.gains.remove(&(listener, source)),
+                };
+            }
+            c.gains.clone()
+        });
+        Ok(Response::new(matrix_pb(&gains)))
+    }
+
+    async fn get_audio_matrix(&self, req: Request<v1::GetAudioMatrixRequest>) -> Result<Response<v1::AudioMatrix>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        Ok(Response::new(matrix_pb(&room.control().gains)))
+    }
+
+    async fn set_top_k(&self, req: Request<v1::SetTopKRequest>) -> Result<Response<v1::SetTopKResponse>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        let k = req.get_ref().top_k;
+        if k > 64 {
+            return Err(Status::invalid_argument(format!("top_k: {k} is more than 64")));
+        }
+        room.update_control(|c| c.top_k = k as usize);
+        Ok(Response::new(v1::SetTopKResponse { top_k: k }))
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RoomEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::event_service_server::EventService for Api {
+    type WatchEventsStream = EventStream;
+
+    async fn watch_events(&self, req: Request<v1::WatchEventsRequest>) -> Result<Response<EventStream>, Status> {
+        let room = req.get_ref().room.clone();
+        // Subscribed before the room is checked, so nothing between the two is missed.
+        let rx = self.sfu.events.subscribe();
+        if room.is_empty() {
+            self.auth.check(req.metadata(), ALL_ROOMS)?;
+        } else {
+            self.room(&req, &room)?;
+        }
+        let stream = futures_util::stream::unfold((rx, room, false), |(mut rx, room, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                match rx.recv().await {
+                    Ok(e) if room.is_empty() || e.room == room => {
+                        // A watched room that closes ends its stream.
+                        let last = !room.is_empty() && e.kind == EventKind::RoomClosed;
+                        return Some((Ok(event_pb(&e)), (rx, room, last)));
+                    }
+                    Ok(_) => continue,
+                    // A watcher that fell behind sees a gap in the sequence numbers.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "event watcher lagged"),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves. Prints the bound address.
+pub async fn serve(listener: tokio::net::TcpListener, sfu: Arc<Sfu>, mcu: McuConfig, auth: Auth, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    println!("grpc listening on http://{bound}");
+    tracing::info!(addr = %bound, "gRPC control API serving (reflection and gRPC-web on)");
+    let api = Api { sfu, mcu, auth: Arc::new(auth) };
+    let reflection_v1 = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1alpha()?;
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([axum::http::Method::POST, axum::http::Method::OPTIONS])
+        .allow_headers(tower_http::cors::Any)
+        .expose_headers([
+            axum::http::HeaderName::from_static("grpc-status"),
+            axum::http::HeaderName::from_static("grpc-message"),
+            axum::http::HeaderName::from_static("grpc-status-details-bin"),
+        ]);
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(cors)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .add_service(v1::room_service_server::RoomServiceServer::new(api.clone()))
+        .add_service(v1::layout_service_server::LayoutServiceServer::new(api.clone()))
+        .add_service(v1::audio_service_server::AudioServiceServer::new(api.clone()))
+        .add_service(v1::event_service_server::EventServiceServer::new(api))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .await?;
+    Ok(())
+}
