@@ -171,7 +171,7 @@ pub fn proc_cpu(pid: u32) -> Duration {
 pub fn start_server(extra: &[&str]) -> anyhow::Result<(Child, SocketAddr)> {
     let bin = std::env::var("MCU_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/mcu").into());
     let mut child = Command::new(&bin)
-        .args(["serve", "--dev", "--http-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--max-subscribers", "100000", "--log", "warn"])
+        .args(["serve", "--dev", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--max-subscribers", "100000", "--log", "warn"])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

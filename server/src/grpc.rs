@@ -301,10 +301,9 @@ impl v1::event_service_server::EventService for Api {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves. Prints the bound address.
+/// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(listener: tokio::net::TcpListener, sfu: Arc<Sfu>, mcu: McuConfig, auth: Auth, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
-    println!("grpc listening on http://{bound}");
     tracing::info!(addr = %bound, "gRPC control API serving (reflection and gRPC-web on)");
     let api = Api { sfu, mcu, auth: Arc::new(auth) };
     let reflection_v1 = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1()?;

@@ -183,13 +183,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             video_bitrate: args.mix_video_bitrate,
             audio_bitrate: 48_000,
         };
-        let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu });
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let grpc_auth = crate::grpc::Auth { keys: keys.clone(), dev: args.dev, api_key: args.api_key.clone().filter(|k| !k.is_empty()) };
         let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding gRPC {}", args.grpc_listen))?;
-        let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, sfu.clone(), mcu, grpc_auth, async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }));
+        let grpc_port = grpc_listener.local_addr()?.port();
+        let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu, grpc_port });
         let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
         // Room events the WebSocket clients hear about (a composite appearing, as LiveSwitch tells
         // SFU participants when an MCU mix joins their session).
@@ -220,6 +218,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .route("/mcu/{room}", post(whip::mcu_join))
             .route("/rooms/{room}", get(whip::room_info))
             .route("/", get(whip::demo_page))
+            .route("/control", get(whip::control_info))
             .route("/whep/{room}/{participant}", post(whip::whep_participant))
             .route("/session/{id}", patch(whip::patch_session).delete(whip::delete_session))
             .with_state(http)
@@ -233,7 +232,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             .merge(media);
         let listener = tokio::net::TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
         let addr = listener.local_addr()?;
+        // Scripts read these two lines, in this order.
         println!("listening on http://{addr}");
+        println!("grpc listening on http://{}", grpc_listener.local_addr()?);
+        let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, sfu.clone(), mcu, grpc_auth, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }));
         tracing::info!(%addr, dev = args.dev, "mcu serving");
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -242,10 +246,13 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 let _ = stop_tx.send(true);
             })
             .await?;
-        match grpc.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "gRPC server failed"),
-            Err(e) => tracing::error!(error = %e, "gRPC server task failed"),
-            Ok(Ok(())) => {}
+        // Open event streams would hold a graceful gRPC shutdown forever: they get 3 s.
+        let abort = grpc.abort_handle();
+        match tokio::time::timeout(std::time::Duration::from_secs(3), grpc).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "gRPC server task failed"),
+            Ok(Ok(Ok(()))) => {}
+            Err(_) => abort.abort(),
         }
         sfu.end_all().await;
         anyhow::Ok(())

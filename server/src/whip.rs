@@ -32,6 +32,8 @@ pub struct Http {
     pub ice_links: Vec<String>,
     /// Room composite settings.
     pub mcu: crate::mcu::McuConfig,
+    /// The port of the gRPC control API (gRPC-web on it too).
+    pub grpc_port: u16,
 }
 
 fn unix_now() -> u64 {
@@ -202,6 +204,12 @@ pub async fn room_info(State(http): State<Arc<Http>>, Path(room): Path<String>, 
 /// `GET /`: the demo page (join with camera and microphone, MCU mix or SFU tracks).
 pub async fn demo_page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../web/index.html")).into_response()
+}
+
+/// `GET /control`: where the gRPC control API listens, for browser pages (gRPC-web on the
+/// same host as this page, at `grpc_port`).
+pub async fn control_info(State(http): State<Arc<Http>>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], serde_json::json!({ "grpc_port": http.grpc_port }).to_string()).into_response()
 }
 
 /// `PATCH /session/{id}`: trickled candidates.

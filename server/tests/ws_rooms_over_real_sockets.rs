@@ -28,7 +28,7 @@ async fn send(ws: &mut Ws, v: Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_meet_chat_and_part() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
-        .args(["serve", "--dev", "--http-listen", "127.0.0.1:0", "--log", "warn"])
+        .args(["serve", "--dev", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--log", "warn"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -71,7 +71,7 @@ async fn two_clients_meet_chat_and_part() {
 #[test]
 fn without_dev_mode_or_a_key_the_server_refuses_to_start() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
-        .args(["serve", "--http-listen", "127.0.0.1:0", "--log", "warn"])
+        .args(["serve", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--log", "warn"])
         .env_remove("MCU_JWT_SECRET")
         .env_remove("MCU_DEV")
         .output()

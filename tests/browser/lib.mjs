@@ -75,9 +75,10 @@ export function tail(file, n = 40) {
 }
 
 // One test run. `logPrefix` names its temporary log directory; `serverArgs` are added to
-// `mcu serve --dev --http-listen 127.0.0.1:0`. Processes (the server, the browser, whatever
-// onCleanup adds) are stopped by cleanup(): at the end, on SIGINT/SIGTERM, and (the server)
-// with SIGKILL if this process exits anyway.
+// `mcu serve --dev --http-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0`; startServer() resolves
+// with the HTTP base URL, grpcUrl() is the gRPC API's (once printed). Processes (the server, the
+// browser, whatever onCleanup adds) are stopped by cleanup(): at the end, on SIGINT/SIGTERM, and
+// (the server) with SIGKILL if this process exits anyway.
 export function createHarness({ logPrefix, serverArgs = [] }) {
   const LOG_DIR = fs.mkdtempSync(path.join(os.tmpdir(), logPrefix));
   const serverLog = path.join(LOG_DIR, "mcu.log");
@@ -87,6 +88,7 @@ export function createHarness({ logPrefix, serverArgs = [] }) {
   const cleanups = []; // extra stops, run after the browser's and before the server's
   let server = null; // ChildProcess
   let browser = null;
+  let grpcUrl = null; // from the server's "grpc listening on" line (with --grpc-listen)
 
   async function startServer() {
     if (!fs.existsSync(MCU_BIN)) throw new Error(`${MCU_BIN} is missing: cargo build -p mcu-server (or set MCU_BIN)`);
@@ -95,7 +97,7 @@ export function createHarness({ logPrefix, serverArgs = [] }) {
     env.MCU_LOG = process.env.MCU_BROWSER_SERVER_LOG || "info,webrtc=warn,rtc=warn";
     env.NO_COLOR = "1";
     const log = fs.openSync(serverLog, "w");
-    const argv = [MCU_BIN, "serve", "--dev", "--http-listen", "127.0.0.1:0", ...serverArgs];
+    const argv = [MCU_BIN, "serve", "--dev", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", ...serverArgs];
     // setpriv (util-linux) sets PR_SET_PDEATHSIG before exec: the server dies with this process
     // even when it is SIGKILLed and its exit handler never runs.
     if (fs.existsSync(SETPRIV)) argv.unshift(SETPRIV, "--pdeathsig", "KILL", "--");
@@ -107,6 +109,8 @@ export function createHarness({ logPrefix, serverArgs = [] }) {
       server.once("exit", (code, sig) => { clearTimeout(timer); reject(new Error(`mcu exited (${code ?? sig}) before listening`)); });
       server.once("error", (e) => { clearTimeout(timer); reject(e); });
       lines.on("line", (line) => {
+        const g = /^grpc listening on (http:\/\/\S+)/.exec(line.trim());
+        if (g) grpcUrl = g[1];
         const m = /^listening on (http:\/\/\S+)/.exec(line.trim());
         if (m) { clearTimeout(timer); resolve(m[1]); }
       });
@@ -213,7 +217,7 @@ export function createHarness({ logPrefix, serverArgs = [] }) {
 
   return {
     LOG_DIR, serverLog, elapsed, results, record, checker, setupFailed, keepLogs,
-    startServer, launchBrowser, onCleanup: (fn) => cleanups.push(fn), run,
+    startServer, launchBrowser, grpcUrl: () => grpcUrl, onCleanup: (fn) => cleanups.push(fn), run,
   };
 }
 

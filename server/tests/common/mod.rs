@@ -1,0 +1,109 @@
+//! What the server's integration tests share: a server process on loopback, plain HTTP
+//! requests, and offers from a real WebRTC stack.
+#![allow(clippy::disallowed_methods, dead_code)]
+
+use std::{process::Stdio, sync::Arc, time::Duration};
+
+use rtc::{
+    media_stream::MediaStreamTrack,
+    peer_connection::configuration::{interceptor_registry::register_default_interceptors, media_engine::MediaEngine, RTCConfigurationBuilder},
+    rtp_transceiver::{
+        rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
+        RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+    },
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    sync::watch,
+};
+use webrtc::{
+    media_stream::track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal},
+    peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState, Registry},
+};
+
+struct Gathered(watch::Sender<bool>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Gathered {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.0.send_replace(true);
+        }
+    }
+}
+
+/// An audio+video offer from a real WebRTC stack, candidates included: sending two tracks
+/// (`send`) or receiving (recvonly).
+pub async fn offer(send: bool) -> (Arc<dyn PeerConnection>, String) {
+    let mut engine = MediaEngine::default();
+    engine.register_default_codecs().unwrap();
+    let registry = register_default_interceptors(Registry::new(), &mut engine).unwrap();
+    let (tx, mut rx) = watch::channel(false);
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Gathered(tx)))
+            .with_runtime(webrtc::runtime::default_runtime().unwrap())
+            .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+            .build()
+            .await
+            .unwrap(),
+    );
+    for (kind, mime, rate, channels) in [(RtpCodecKind::Video, "video/VP8", 90000, 0), (RtpCodecKind::Audio, "audio/opus", 48000, 2)] {
+        if send {
+            let track = TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                "test".into(),
+                format!("test-{mime}"),
+                format!("test-{mime}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(rate), ..Default::default() },
+                    codec: RTCRtpCodec { mime_type: mime.into(), clock_rate: rate, channels, ..Default::default() },
+                    ..Default::default()
+                }],
+            ));
+            pc.add_track(Arc::new(track) as Arc<dyn TrackLocal>).await.unwrap();
+        } else {
+            pc.add_transceiver_from_kind(kind, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() })).await.unwrap();
+        }
+    }
+    let offer = pc.create_offer(None).await.unwrap();
+    pc.set_local_description(offer).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|g| *g)).await;
+    let sdp = pc.local_description().await.unwrap().sdp;
+    (pc, sdp)
+}
+
+pub async fn http(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(base).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {base}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap();
+    (status, text)
+}
+
+/// `mcu serve` on loopback (`--dev` unless `extra` has `--no-dev`) with `extra` flags: the
+/// process, its HTTP address (host:port) and its gRPC URL.
+pub async fn server(extra: &[&str]) -> (tokio::process::Child, String, String) {
+    let dev = !extra.contains(&"--no-dev");
+    let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--no-dev").collect();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
+        .args(["serve", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--log", "warn"])
+        .args(if dev { &["--dev"][..] } else { &[][..] })
+        .args(&extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let http = next().await.strip_prefix("listening on http://").unwrap().to_string();
+    let grpc = next().await.strip_prefix("grpc listening on ").unwrap().to_string();
+    (child, http, grpc)
+}

@@ -1,0 +1,230 @@
+//! The gRPC control API over a real socket with the generated tonic client: every validation
+//! path answers its code and names its field, credentials are checked (API key, admin JWTs,
+//! forged and expired tokens), and `WatchEvents` delivers a room's events in order.
+//! (tests/e2e/test_grpc.py drives the same API from Python's grpcio with live media.)
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{http, offer, server};
+use mcu_api::v1::{
+    self, audio_service_client::AudioServiceClient, event_service_client::EventServiceClient, layout_service_client::LayoutServiceClient,
+    room_service_client::RoomServiceClient,
+};
+use tonic::{transport::Channel, Code, Request};
+
+async fn channel(url: &str) -> Channel {
+    Channel::from_shared(url.to_string()).unwrap().connect().await.unwrap()
+}
+
+fn with<T>(msg: T, key: &'static str, value: &str) -> Request<T> {
+    let mut r = Request::new(msg);
+    r.metadata_mut().insert(key, value.parse().unwrap());
+    r
+}
+
+fn grid(gap: u32) -> v1::Layout {
+    v1::Layout { kind: Some(v1::layout::Kind::Grid(v1::Grid { columns: 0, rows: 0, gap })), ..Default::default() }
+}
+
+fn set_layout(room: &str, layout: v1::Layout) -> v1::SetLayoutRequest {
+    v1::SetLayoutRequest { room: room.into(), viewer: String::new(), layout: Some(layout) }
+}
+
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>, code: Code, field: &str) {
+    let e = r.expect_err("the call should be refused");
+    assert_eq!(e.code(), code, "{e:?}");
+    assert!(e.message().starts_with(field), "message {:?} should name {field:?}", e.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_request_gets_its_code_and_names_its_field() {
+    let (mut child, _, grpc) = server(&[]).await;
+    let ch = channel(&grpc).await;
+    let (mut rooms, mut layouts, mut audio) = (RoomServiceClient::new(ch.clone()), LayoutServiceClient::new(ch.clone()), AudioServiceClient::new(ch));
+
+    let create = |name: &str| v1::CreateRoomRequest { name: name.into(), options: None, layout: None };
+    refused(rooms.create_room(create("")).await, Code::InvalidArgument, "name");
+    refused(rooms.create_room(create("a b")).await, Code::InvalidArgument, "name");
+    refused(rooms.create_room(create("_mix")).await, Code::InvalidArgument, "name");
+    refused(rooms.create_room(create(&"x".repeat(200))).await, Code::InvalidArgument, "name");
+    let mut bad_layout = create("r2");
+    bad_layout.layout = Some(grid(999));
+    refused(rooms.create_room(bad_layout).await, Code::InvalidArgument, "layout.grid.gap");
+    let made = rooms.create_room(create("r")).await.unwrap().into_inner();
+    assert!(made.persistent);
+    assert!(matches!(made.layout.and_then(|l| l.kind), Some(v1::layout::Kind::Grid(_))), "a new room shows the grid");
+    refused(rooms.create_room(create("r")).await, Code::AlreadyExists, "room");
+    refused(rooms.get_room(v1::GetRoomRequest { room: "nope".into() }).await, Code::NotFound, "no room");
+    refused(rooms.get_room(v1::GetRoomRequest { room: String::new() }).await, Code::InvalidArgument, "room");
+    refused(rooms.mute_track(v1::MuteTrackRequest { room: "r".into(), track_id: "ghost/video-0".into(), muted: true }).await, Code::NotFound, "no track");
+    refused(rooms.mute_track(v1::MuteTrackRequest { room: "r".into(), track_id: String::new(), muted: true }).await, Code::InvalidArgument, "track_id");
+    refused(rooms.remove_participant(v1::RemoveParticipantRequest { room: "r".into(), participant: "ghost".into() }).await, Code::NotFound, "no participant");
+
+    // Layouts: each bad field by its path; nothing applies.
+    let custom = |w: u32| v1::Layout {
+        kind: Some(v1::layout::Kind::Custom(v1::Custom { tiles: vec![v1::CustomTile { participant: "a".into(), width: w, height: 10, ..Default::default() }] })),
+        ..Default::default()
+    };
+    let mut bad_colour = grid(0);
+    bad_colour.background = Some(v1::Color { r: 0, g: 300, b: 0 });
+    let mut bad_transition = grid(0);
+    bad_transition.transition = Some(v1::Transition { duration_ms: 20_000, easing: 0 });
+    let mut bad_tile = grid(0);
+    bad_tile.tile = Some(v1::TileOptions { border_width: 100, ..Default::default() });
+    let bad_strip = v1::Layout {
+        kind: Some(v1::layout::Kind::Presentation(v1::Presentation { presenter: String::new(), strip: Some(v1::Strip { side: 9, size: 0.2, gap: 0 }) })),
+        ..Default::default()
+    };
+    for (layout, field) in [
+        (v1::Layout::default(), "layout.kind"),
+        (grid(257), "layout.grid.gap"),
+        (custom(0), "layout.custom.tiles[0].width"),
+        (bad_colour, "layout.background.g"),
+        (bad_transition, "layout.transition.duration_ms"),
+        (bad_tile, "layout.tile.border_width"),
+        (bad_strip, "layout.presentation.strip.side"),
+    ] {
+        refused(layouts.set_layout(set_layout("r", layout)).await, Code::InvalidArgument, field);
+    }
+    refused(layouts.set_layout(v1::SetLayoutRequest { room: "r".into(), viewer: String::new(), layout: None }).await, Code::InvalidArgument, "layout");
+    refused(layouts.set_layout(set_layout("nope", grid(0))).await, Code::NotFound, "no room");
+    let mut personal = set_layout("r", grid(0));
+    personal.viewer = "alice".into();
+    refused(layouts.set_layout(personal).await, Code::Unimplemented, "viewer");
+    let current = layouts.get_layout(v1::GetLayoutRequest { room: "r".into(), viewer: String::new() }).await.unwrap().into_inner();
+    assert_eq!(current.kind, Some(v1::layout::Kind::Grid(v1::Grid { columns: 0, rows: 0, gap: 0 })), "refused layouts left the room as it was");
+    let mut speaker = v1::Layout { kind: Some(v1::layout::Kind::ActiveSpeaker(v1::ActiveSpeaker { strip: None })), ..Default::default() };
+    speaker.spotlight = "alice".into();
+    layouts.set_layout(set_layout("r", speaker)).await.unwrap();
+    let current = layouts.get_layout(v1::GetLayoutRequest { room: "r".into(), viewer: String::new() }).await.unwrap().into_inner();
+    assert!(matches!(current.kind, Some(v1::layout::Kind::ActiveSpeaker(_))));
+    assert_eq!(current.spotlight, "alice");
+
+    // Audio: an update with one bad edit applies none of them.
+    use v1::gain_edit::Change;
+    let edit = |l: &str, s: &str, c: Change| v1::GainEdit { listener: l.into(), source: s.into(), change: Some(c) };
+    let update = |edits| v1::UpdateAudioMatrixRequest { room: "r".into(), edits };
+    refused(audio.update_audio_matrix(update(vec![edit("", "bob", Change::Mute(true)), edit("a", "b", Change::Gain(9.0))])).await, Code::InvalidArgument, "edits[1].gain");
+    refused(audio.update_audio_matrix(update(vec![edit("a", "a", Change::Gain(0.5))])).await, Code::InvalidArgument, "edits[0].source");
+    refused(audio.update_audio_matrix(update(vec![v1::GainEdit { listener: "a".into(), source: "b".into(), change: None }])).await, Code::InvalidArgument, "edits[0].change");
+    assert!(audio.get_audio_matrix(v1::GetAudioMatrixRequest { room: "r".into() }).await.unwrap().into_inner().gains.is_empty());
+    let m = audio.update_audio_matrix(update(vec![edit("", "bob", Change::Mute(true)), edit("carol", "bob", Change::Gain(2.0))])).await.unwrap().into_inner();
+    let gains: Vec<(String, String, f32)> = m.gains.into_iter().map(|g| (g.listener, g.source, g.gain)).collect();
+    assert_eq!(gains, [(String::new(), "bob".into(), 0.0), ("carol".into(), "bob".into(), 2.0)]);
+    let m = audio.update_audio_matrix(update(vec![edit("", "bob", Change::Reset(true))])).await.unwrap().into_inner();
+    assert_eq!(m.gains.len(), 1, "reset removes exactly that edit");
+    refused(audio.set_top_k(v1::SetTopKRequest { room: "r".into(), top_k: 65 }).await, Code::InvalidArgument, "top_k");
+    assert_eq!(audio.set_top_k(v1::SetTopKRequest { room: "r".into(), top_k: 3 }).await.unwrap().into_inner().top_k, 3);
+
+    // Deleting: gone afterwards.
+    rooms.delete_room(v1::DeleteRoomRequest { room: "r".into() }).await.unwrap();
+    refused(rooms.get_room(v1::GetRoomRequest { room: "r".into() }).await, Code::NotFound, "no room");
+    child.kill().await.unwrap();
+}
+
+fn token(secret: &str, room: &str, grants: &[&str], ttl: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
+        .args(["token", "--room", room, "--identity", "op", "--ttl", ttl])
+        .args(grants)
+        .env("MCU_JWT_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_checked_on_every_call() {
+    let secret = "a-test-secret-that-is-at-least-32-bytes-long";
+    let (mut child, _, grpc) = server(&["--no-dev", "--jwt-secret", secret, "--api-key", "k3y"]).await;
+    let mut rooms = RoomServiceClient::new(channel(&grpc).await);
+    let get = |room: &str| v1::GetRoomRequest { room: room.into() };
+    let list = v1::ListRoomsRequest {};
+
+    let e = rooms.list_rooms(list).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "no credential: {e:?}");
+    assert_eq!(rooms.list_rooms(with(list, "x-api-key", "wrong")).await.unwrap_err().code(), Code::Unauthenticated);
+    rooms.create_room(with(v1::CreateRoomRequest { name: "r".into(), options: None, layout: None }, "x-api-key", "k3y")).await.unwrap();
+    rooms.create_room(with(v1::CreateRoomRequest { name: "other".into(), options: None, layout: None }, "x-api-key", "k3y")).await.unwrap();
+    assert_eq!(rooms.list_rooms(with(list, "x-api-key", "k3y")).await.unwrap().into_inner().rooms.len(), 2);
+
+    let bearer = |t: &str| format!("Bearer {t}");
+    let admin_r = token(secret, "r", &["--admin"], "1h");
+    assert_eq!(rooms.get_room(with(get("r"), "authorization", &bearer(&admin_r))).await.unwrap().into_inner().name, "r");
+    let e = rooms.get_room(with(get("other"), "authorization", &bearer(&admin_r))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "another room's admin: {e:?}");
+    assert_eq!(rooms.list_rooms(with(list, "authorization", &bearer(&admin_r))).await.unwrap_err().code(), Code::PermissionDenied, "listing needs room *");
+    let publisher = token(secret, "r", &["--publish", "--subscribe"], "1h");
+    assert_eq!(rooms.get_room(with(get("r"), "authorization", &bearer(&publisher))).await.unwrap_err().code(), Code::PermissionDenied);
+    let operator = token(secret, "*", &["--admin"], "1h");
+    assert_eq!(rooms.list_rooms(with(list, "authorization", &bearer(&operator))).await.unwrap().into_inner().rooms.len(), 2);
+    let forged = token("another-secret-that-is-at-least-32-bytes-long", "*", &["--admin"], "1h");
+    assert_eq!(rooms.list_rooms(with(list, "authorization", &bearer(&forged))).await.unwrap_err().code(), Code::Unauthenticated);
+    assert_eq!(rooms.list_rooms(with(list, "authorization", "Bearer not.a.jwt")).await.unwrap_err().code(), Code::Unauthenticated);
+    let expiring = token(secret, "*", &["--admin"], "1s");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let e = rooms.list_rooms(with(list, "authorization", &bearer(&expiring))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "expired: {e:?}");
+    // The event stream is guarded too.
+    let mut events = EventServiceClient::new(channel(&grpc).await);
+    assert_eq!(events.watch_events(v1::WatchEventsRequest { room: "r".into() }).await.unwrap_err().code(), Code::Unauthenticated);
+    child.kill().await.unwrap();
+}
+
+fn describe(e: &v1::RoomEvent) -> String {
+    use v1::room_event::Event;
+    match e.event.as_ref().unwrap() {
+        Event::ParticipantJoined(j) => format!("joined {}", j.participant),
+        Event::ParticipantLeft(l) => format!("left {}", l.participant),
+        Event::TrackPublished(t) => format!("track {}", t.participant),
+        Event::ActiveSpeakerChanged(s) => format!("speaker {}", s.participant),
+        Event::LayoutChanged(_) => "layout".into(),
+        Event::CompositeChanged(c) => format!("composite {}", c.running),
+        Event::TrackMuted(_) => "muted".into(),
+        Event::RoomClosed(_) => "closed".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_events_delivers_a_rooms_events_in_order() {
+    let (mut child, base, grpc) = server(&[]).await;
+    let ch = channel(&grpc).await;
+    let mut rooms = RoomServiceClient::new(ch.clone());
+    let mut events = EventServiceClient::new(ch.clone());
+    assert_eq!(events.watch_events(v1::WatchEventsRequest { room: "ev".into() }).await.unwrap_err().code(), Code::NotFound);
+    rooms.create_room(v1::CreateRoomRequest { name: "ev".into(), options: None, layout: None }).await.unwrap();
+    rooms.create_room(v1::CreateRoomRequest { name: "elsewhere".into(), options: None, layout: None }).await.unwrap();
+    let mut stream = events.watch_events(v1::WatchEventsRequest { room: "ev".into() }).await.unwrap().into_inner();
+
+    // Two publishers come and go; another room's layout changes (not this stream's business);
+    // this room's layout changes; the room is deleted.
+    let (pa, sdp) = offer(true).await;
+    let (status, answer) = http(&base, "POST", "/whip/ev?name=ann", &sdp).await;
+    assert_eq!(status, 201, "{answer}");
+    let location = answer.lines().find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: "))).unwrap().trim().to_string();
+    assert_eq!(http(&base, "DELETE", &location, "").await.0, 200);
+    let _ = pa.close().await;
+    let (pb, sdp) = offer(true).await;
+    assert_eq!(http(&base, "POST", "/whip/ev?name=ben", &sdp).await.0, 201);
+    let mut layouts = LayoutServiceClient::new(ch);
+    layouts.set_layout(set_layout("elsewhere", grid(2))).await.unwrap();
+    layouts.set_layout(set_layout("ev", grid(4))).await.unwrap();
+    rooms.delete_room(v1::DeleteRoomRequest { room: "ev".into() }).await.unwrap();
+    let _ = pb.close().await;
+
+    let mut seen = Vec::new();
+    let mut last_seq = 0;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.map(|r| r.unwrap()) {
+        assert_eq!(e.room, "ev");
+        assert!(e.sequence > last_seq, "sequence numbers increase");
+        last_seq = e.sequence;
+        seen.push(describe(&e));
+    }
+    // Media never flowed (the offers carry no samples), so no track or speaker events.
+    assert_eq!(seen, ["joined ann", "left ann", "joined ben", "layout", "left ben", "closed"], "the stream ends after the room closes");
+    child.kill().await.unwrap();
+}
