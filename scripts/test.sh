@@ -13,12 +13,13 @@ cargo run -q -p mcu-server -- adapters --log warn
 echo "== unit, golden and scenario tests (wgpu on the adapter above: lavapipe without a GPU)"
 cargo test --workspace 2>&1 | tee -a "$log"
 
-echo "== end to end: aiortc over WHIP/WHEP against mcu serve"
+echo "== end to end: aiortc over WHIP/WHEP (and grpcio on the control API) against mcu serve"
 scripts/e2e-setup.sh
 cargo build -q -p mcu-server
 target/e2e-venv/bin/python tests/e2e/selftest.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_sfu.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_mcu.py 2>&1 | tee -a "$log"
+MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_grpc.py 2>&1 | tee -a "$log"
 
 echo "== end to end: headless Chromium over WHIP/WHEP"
 scripts/browser-setup.sh
@@ -28,7 +29,7 @@ for codec in VP8 H264 AV1; do
   echo "-- Chromium publishing $codec"
   MCU_BROWSER_VIDEO_CODEC=$codec MCU_BIN="$PWD/target/debug/mcu" node tests/browser/sfu.test.mjs 2>&1 | tee -a "$log"
 done
-echo "-- the demo page at / (two people: MCU mix, then one switches to SFU tracks)"
+echo "-- the demo page at / (two people: MCU mix, its layout switcher over gRPC-web, then one switches to SFU tracks)"
 MCU_BIN="$PWD/target/debug/mcu" node tests/browser/demo.test.mjs 2>&1 | tee -a "$log"
 
 echo "== golden frames again on the GL fallback (llvmpipe through EGL)"
@@ -43,6 +44,7 @@ cargo clippy -p mcu-codec --features nvenc --all-targets -q -- -D warnings
 
 # One closing line over every test run above: cargo's "test result: ok. N passed; M failed"
 # lines and the end-to-end suites' "selftest: N passed, M failed" / "e2e sfu: N passed, M failed" /
-# "e2e mcu: N passed, M failed" / "browser sfu: N passed, M failed" / "browser demo: N passed, M failed".
-awk '/^test result:|^(selftest|e2e sfu|e2e mcu|browser sfu|browser demo): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+# "e2e mcu: N passed, M failed" / "e2e grpc: N passed, M failed" / "browser sfu: N passed, M failed" /
+# "browser demo: N passed, M failed".
+awk '/^test result:|^(selftest|e2e sfu|e2e mcu|e2e grpc|browser sfu|browser demo): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "all suites: %d passed, %d failed\n", p, f }' "$log"

@@ -301,10 +301,11 @@ impl v1::event_service_server::EventService for Api {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, sfu: Arc<Sfu>, mcu: McuConfig, auth: Auth, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+/// Serves the API on `listener` (over TLS with `tls`: PEM certificate chain and key) until
+/// `shutdown` resolves.
+pub async fn serve(listener: tokio::net::TcpListener, tls: Option<(Vec<u8>, Vec<u8>)>, sfu: Arc<Sfu>, mcu: McuConfig, auth: Auth, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "gRPC control API serving (reflection and gRPC-web on)");
+    tracing::info!(addr = %bound, tls = tls.is_some(), "gRPC control API serving (reflection and gRPC-web on)");
     let api = Api { sfu, mcu, auth: Arc::new(auth) };
     let reflection_v1 = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1()?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1alpha()?;
@@ -317,7 +318,11 @@ pub async fn serve(listener: tokio::net::TcpListener, sfu: Arc<Sfu>, mcu: McuCon
             axum::http::HeaderName::from_static("grpc-message"),
             axum::http::HeaderName::from_static("grpc-status-details-bin"),
         ]);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert, key)))?;
+    }
+    builder
         .accept_http1(true)
         .layer(cors)
         .layer(tonic_web::GrpcWebLayer::new())

@@ -58,6 +58,13 @@ pub struct ServeArgs {
     /// lets tokenless gRPC calls through.
     #[arg(long, env = "MCU_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// PEM certificate (chain) for TLS on the gRPC port; with `--grpc-tls-key`, gRPC is served
+    /// over TLS only.
+    #[arg(long, env = "MCU_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    pub grpc_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for `--grpc-tls-cert`.
+    #[arg(long, env = "MCU_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    pub grpc_tls_key: Option<std::path::PathBuf>,
     /// Development mode: accepts requests without tokens. Never in production.
     #[arg(long, env = "MCU_DEV")]
     pub dev: bool,
@@ -184,6 +191,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             audio_bitrate: 48_000,
         };
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let grpc_tls = match (&args.grpc_tls_cert, &args.grpc_tls_key) {
+            (Some(cert), Some(key)) => Some((
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+                std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+            )),
+            _ => None,
+        };
+        let grpc_scheme = if grpc_tls.is_some() { "https" } else { "http" };
         let grpc_auth = crate::grpc::Auth { keys: keys.clone(), dev: args.dev, api_key: args.api_key.clone().filter(|k| !k.is_empty()) };
         let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding gRPC {}", args.grpc_listen))?;
         let grpc_port = grpc_listener.local_addr()?.port();
@@ -234,8 +249,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         // Scripts read these two lines, in this order.
         println!("listening on http://{addr}");
-        println!("grpc listening on http://{}", grpc_listener.local_addr()?);
-        let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, sfu.clone(), mcu, grpc_auth, async move {
+        println!("grpc listening on {grpc_scheme}://{}", grpc_listener.local_addr()?);
+        let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, grpc_tls, sfu.clone(), mcu, grpc_auth, async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }));
         tracing::info!(%addr, dev = args.dev, "mcu serving");

@@ -235,7 +235,7 @@ impl Room {
             closed: AtomicBool::new(false),
             max_participants: AtomicUsize::new(0),
             control: Mutex::default(),
-            control_version: AtomicU64::new(0),
+            control_version: AtomicU64::new(1),
             events,
             participants: Mutex::default(),
             subscribers: AtomicU64::new(0),
@@ -332,12 +332,13 @@ impl Room {
 
     /// The operator settings and their version, when newer than `seen`.
     pub fn control_if_newer(&self, seen: u64) -> Option<(u64, Control)> {
+        // Versions start at 1, so a reader that has seen nothing (0) always gets a copy.
         let v = self.control_version.load(Ordering::Acquire);
-        if v == seen && seen != 0 {
+        if v == seen {
             return None;
         }
         let c = self.control.lock().expect("control lock is never poisoned").clone();
-        Some((v.max(1), c))
+        Some((v, c))
     }
 
     pub(crate) fn participants(&self) -> std::sync::MutexGuard<'_, HashMap<String, Participant>> {

@@ -228,3 +228,36 @@ async fn watch_events_delivers_a_rooms_events_in_order() {
     assert_eq!(seen, ["joined ann", "left ann", "joined ben", "layout", "left ben", "closed"], "the stream ends after the room closes");
     child.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_api_is_served_over_tls_only() {
+    let dir = std::env::temp_dir().join(format!("mcu-grpc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (mut child, _, grpc) = server(&["--grpc-tls-cert", cert.to_str().unwrap(), "--grpc-tls-key", key.to_str().unwrap()]).await;
+    let url = grpc.strip_prefix("https://").map(|a| format!("https://{a}")).expect("the listen line says https");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&cert).unwrap()))
+        .domain_name("localhost");
+    let ch = Channel::from_shared(url.clone()).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let made = RoomServiceClient::new(ch).create_room(v1::CreateRoomRequest { name: "secure".into(), options: None, layout: None }).await.unwrap();
+    assert_eq!(made.into_inner().name, "secure");
+    // Plaintext HTTP/2 to the TLS port gets no answer.
+    let plain = Channel::from_shared(url.replace("https://", "http://")).unwrap().connect_timeout(Duration::from_secs(3)).timeout(Duration::from_secs(3));
+    let refused = match plain.connect().await {
+        Err(_) => true,
+        Ok(ch) => RoomServiceClient::new(ch).list_rooms(v1::ListRoomsRequest {}).await.is_err(),
+    };
+    assert!(refused, "plaintext calls must fail on a TLS port");
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -138,14 +138,18 @@ def _kill_all() -> None:
 
 class McuServer:
     """One `mcu serve` process on 127.0.0.1 port 0. Its log (stderr) goes to a file in
-    LOG_DIR. `dev` adds --dev; `secret` sets MCU_JWT_SECRET; `args` are more flags."""
+    LOG_DIR. `dev` adds --dev; `secret` sets MCU_JWT_SECRET; `args` are more flags. The gRPC
+    control API listens on a free port too (`--grpc-listen 127.0.0.1:0` unless `args` say
+    otherwise; its default port would collide between servers): start() waits for its
+    "grpc listening on" line as well (`grpc_url`, and `grpc_target` as host:port)."""
 
     _count = 0
 
     def __init__(self, *args: str, dev: bool = True, secret: Optional[str] = None, label: str = "mcu") -> None:
         McuServer._count += 1
         self.label = f"{McuServer._count:02d}-{label}"
-        self.argv = [MCU_BIN, "serve", "--http-listen", "127.0.0.1:0", *(["--dev"] if dev else []), *args]
+        grpc = [] if any(a == "--grpc-listen" or a.startswith("--grpc-listen=") for a in args) else ["--grpc-listen", "127.0.0.1:0"]
+        self.argv = [MCU_BIN, "serve", "--http-listen", "127.0.0.1:0", *grpc, *(["--dev"] if dev else []), *args]
         # The server reads MCU_* variables as flags: only ours reach it.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
         self.env["MCU_LOG"] = os.environ.get("MCU_E2E_SERVER_LOG", "info,webrtc=warn,rtc=warn")
@@ -155,6 +159,7 @@ class McuServer:
         self.log_path = LOG_DIR / f"{self.label}.log"
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
+        self.grpc_url = ""
 
     def start(self, timeout: float = 30.0) -> "McuServer":
         if not os.access(MCU_BIN, os.X_OK):
@@ -180,14 +185,22 @@ class McuServer:
                 line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 self.stop()
-                raise TimeoutError(f"{self.label}: no 'listening on' line within {timeout:g} s\n{self.log_tail()}")
+                raise TimeoutError(f"{self.label}: no 'listening on' and 'grpc listening on' lines within {timeout:g} s\n{self.log_tail()}")
             if line is None:
                 code = self.proc.wait()
                 raise RuntimeError(f"{self.label}: exited with {code} before listening\n{self.log_tail()}")
-            m = re.match(r"listening on (http://\S+)", line.strip())
-            if m:
-                self.url = m.group(1)
+            m = re.match(r"(grpc )?listening on (https?://\S+)", line.strip())
+            if m and m.group(1):
+                self.grpc_url = m.group(2)
+            elif m:
+                self.url = m.group(2)
+            if self.url and self.grpc_url:
                 return self
+
+    @property
+    def grpc_target(self) -> str:
+        """The gRPC address as gRPC clients take it: "127.0.0.1:PORT"."""
+        return urllib.parse.urlsplit(self.grpc_url).netloc
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
