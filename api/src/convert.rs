@@ -224,6 +224,7 @@ pub fn layout(field: &str, l: &v1::Layout) -> Result<RoomLayout, FieldError> {
         style,
         background: color(&format!("{field}.background"), l.background.as_ref(), base.background)?,
         transition,
+        hide_self: l.hide_self,
     })
 }
 
@@ -267,6 +268,7 @@ pub fn layout_pb(l: &RoomLayout) -> v1::Layout {
                 Easing::EaseOut => v1::Easing::EaseOut,
             } as i32,
         }),
+        hide_self: l.hide_self,
     }
 }
 

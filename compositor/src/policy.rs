@@ -69,6 +69,8 @@ pub struct RoomLayout {
     pub background: Rgb,
     /// How changes animate.
     pub transition: Option<Transition>,
+    /// A viewer's own canvas leaves the viewer out.
+    pub hide_self: bool,
 }
 
 impl Default for RoomLayout {
@@ -81,6 +83,7 @@ impl Default for RoomLayout {
             style: TileStyle::default(),
             background: Rgb(16, 16, 24),
             transition: None,
+            hide_self: false,
         }
     }
 }
@@ -127,6 +130,15 @@ impl RoomLayout {
                     .collect(),
             },
         }
+    }
+
+    /// The layout `viewer` sees with this as its own layout (itself left out with `hide_self`).
+    pub fn resolve_for(&self, viewer: &str, participants: &[String], active_speaker: Option<&str>) -> Layout {
+        if !self.hide_self {
+            return self.resolve(participants, active_speaker);
+        }
+        let others: Vec<String> = participants.iter().filter(|p| p.as_str() != viewer).cloned().collect();
+        self.resolve(&others, active_speaker.filter(|s| *s != viewer))
     }
 
     /// Pinned participants who are present, in pin order, then the rest by name.
@@ -193,6 +205,15 @@ mod tests {
         assert_eq!(presentation.style.fit, Fit::Contain);
         assert_eq!(others.len(), 1);
         assert_eq!(strip.side, Side::Right);
+    }
+
+    #[test]
+    fn a_viewer_may_leave_itself_out() {
+        let mut l = RoomLayout { kind: RoomLayoutKind::ActiveSpeaker { strip: Strip::bottom() }, ..RoomLayout::default() };
+        let people = names(&["a", "b", "c"]);
+        assert_eq!(inputs(&l.resolve_for("b", &people, Some("b"))), ["b", "a", "c"]);
+        l.hide_self = true;
+        assert_eq!(inputs(&l.resolve_for("b", &people, Some("b"))), ["a", "c"], "its own voice does not put it on its screen");
     }
 
     #[test]

@@ -180,9 +180,24 @@ impl Sfu {
         Ok(info)
     }
 
-    /// Sets a room's composite layout (applied at its next frame).
-    pub fn set_layout(&self, room: &Room, layout: RoomLayout) {
-        room.update_control(|c| c.layout = layout.clone());
-        self.events.emit(&room.name, EventKind::LayoutChanged { viewer: None, layout });
+    /// Sets a room's composite layout, or one MCU participant's own (`None` for a viewer: back
+    /// to the room's). Applied at the composite's next frame.
+    pub fn set_layout(&self, room: &Room, viewer: Option<&str>, layout: Option<RoomLayout>) {
+        let shown = room.update_control(|c| match (viewer, layout) {
+            (None, Some(l)) => {
+                c.layout = l;
+                c.layout.clone()
+            }
+            (Some(v), Some(l)) => {
+                c.viewer_layouts.insert(v.to_string(), l.clone());
+                l
+            }
+            (Some(v), None) => {
+                c.viewer_layouts.remove(v);
+                c.layout.clone()
+            }
+            (None, None) => c.layout.clone(),
+        });
+        self.events.emit(&room.name, EventKind::LayoutChanged { viewer: viewer.map(str::to_string), layout: shown });
     }
 }

@@ -100,9 +100,21 @@ pub enum LayoutCmd {
         /// Transition duration (ms).
         #[arg(long, default_value_t = 0)]
         transition_ms: u32,
+        /// Set this MCU participant's own canvas instead of the room's.
+        #[arg(long, default_value = "")]
+        viewer: String,
+        /// With `--viewer`: leave the viewer out of its own canvas.
+        #[arg(long)]
+        hide_self: bool,
     },
-    /// The room composite's layout.
-    Get { room: String },
+    /// Drop an MCU participant's own layout (it sees the room's again).
+    Clear { room: String, viewer: String },
+    /// The room composite's layout (or what `--viewer` sees).
+    Get {
+        room: String,
+        #[arg(long, default_value = "")]
+        viewer: String,
+    },
 }
 
 /// `mcu audio …`
@@ -210,8 +222,12 @@ pub fn layout(conn: &Conn, cmd: LayoutCmd) -> anyhow::Result<()> {
     block_on(async {
         let mut c = v1::layout_service_client::LayoutServiceClient::new(channel(conn).await?);
         match cmd {
-            LayoutCmd::Get { room } => println!("{:?}", c.get_layout(request(conn, v1::GetLayoutRequest { room, viewer: String::new() })?).await.map_err(status)?.into_inner()),
-            LayoutCmd::Set { room, kind, columns, rows, gap, presenter, tiles, pin, spotlight, background, transition_ms } => {
+            LayoutCmd::Get { room, viewer } => println!("{:?}", c.get_layout(request(conn, v1::GetLayoutRequest { room, viewer })?).await.map_err(status)?.into_inner()),
+            LayoutCmd::Clear { room, viewer } => {
+                c.set_layout(request(conn, v1::SetLayoutRequest { room, viewer, layout: None })?).await.map_err(status)?;
+                println!("viewer layout cleared");
+            }
+            LayoutCmd::Set { room, kind, columns, rows, gap, presenter, tiles, pin, spotlight, background, transition_ms, viewer, hide_self } => {
                 use v1::layout::Kind as K;
                 let kind = match kind {
                     Kind::Grid => K::Grid(v1::Grid { columns, rows, gap }),
@@ -227,8 +243,8 @@ pub fn layout(conn: &Conn, cmd: LayoutCmd) -> anyhow::Result<()> {
                     }
                 };
                 let transition = (transition_ms > 0).then_some(v1::Transition { duration_ms: transition_ms, easing: 0 });
-                let layout = v1::Layout { kind: Some(kind), pinned: pin, spotlight, tile: None, background, transition };
-                c.set_layout(request(conn, v1::SetLayoutRequest { room, viewer: String::new(), layout: Some(layout) })?).await.map_err(status)?;
+                let layout = v1::Layout { kind: Some(kind), pinned: pin, spotlight, tile: None, background, transition, hide_self };
+                c.set_layout(request(conn, v1::SetLayoutRequest { room, viewer, layout: Some(layout) })?).await.map_err(status)?;
                 println!("layout set");
             }
         }

@@ -194,30 +194,33 @@ impl v1::room_service_server::RoomService for Api {
     }
 }
 
-fn no_personal_layouts(viewer: &str) -> Result<(), Status> {
-    if viewer.is_empty() {
-        return Ok(());
-    }
-    mcu_api::reference("viewer", viewer).map_err(invalid)?;
-    Err(Status::unimplemented("viewer: personalised canvases are not built yet; set the room's layout (viewer empty)"))
-}
-
 #[tonic::async_trait]
 impl v1::layout_service_server::LayoutService for Api {
     async fn set_layout(&self, req: Request<v1::SetLayoutRequest>) -> Result<Response<v1::SetLayoutResponse>, Status> {
         let room = self.room(&req, &req.get_ref().room)?;
         let r = req.get_ref();
-        let layout = r.layout.as_ref().ok_or_else(|| Status::invalid_argument("layout: required"))?;
-        let layout = mcu_api::layout("layout", layout).map_err(invalid)?;
-        no_personal_layouts(&r.viewer)?;
-        self.sfu.set_layout(&room, layout.clone());
-        Ok(Response::new(v1::SetLayoutResponse { layout: Some(mcu_api::layout_pb(&layout)) }))
+        let viewer = (!r.viewer.is_empty()).then_some(r.viewer.as_str());
+        if let Some(v) = viewer {
+            mcu_api::reference("viewer", v).map_err(invalid)?;
+        }
+        let layout = match (&r.layout, viewer) {
+            (Some(l), _) => Some(mcu_api::layout("layout", l).map_err(invalid)?),
+            (None, Some(_)) => None,
+            (None, None) => return Err(Status::invalid_argument("layout: required for the room's layout")),
+        };
+        self.sfu.set_layout(&room, viewer, layout.clone());
+        let shown = layout.unwrap_or_else(|| room.control().layout);
+        Ok(Response::new(v1::SetLayoutResponse { layout: Some(mcu_api::layout_pb(&shown)) }))
     }
 
     async fn get_layout(&self, req: Request<v1::GetLayoutRequest>) -> Result<Response<v1::Layout>, Status> {
         let room = self.room(&req, &req.get_ref().room)?;
-        no_personal_layouts(&req.get_ref().viewer)?;
-        Ok(Response::new(mcu_api::layout_pb(&room.control().layout)))
+        let viewer = &req.get_ref().viewer;
+        if !viewer.is_empty() {
+            mcu_api::reference("viewer", viewer).map_err(invalid)?;
+        }
+        let c = room.control();
+        Ok(Response::new(mcu_api::layout_pb(c.viewer_layouts.get(viewer).unwrap_or(&c.layout))))
     }
 }
 

@@ -249,19 +249,72 @@ fn video_codec(mime: &str) -> Option<VideoCodec> {
     }
 }
 
-/// The room canvas: the operator's layout resolved for who is in the room and who speaks.
-fn room_scene(config: &McuConfig, layout: &RoomLayout, inputs: &[String], speaker: Option<&str>) -> Scene {
-    Scene {
-        canvases: vec![CanvasSpec {
-            id: CanvasId::new("room"),
-            width: config.width,
-            height: config.height,
-            format: PixelFormat::I420,
-            background: layout.background,
-            layout: layout.resolve(inputs, speaker),
-            transition: layout.transition,
-        }],
+/// The canvas WHEP viewers (and MCU participants without a layout of their own) see.
+const ROOM_CANVAS: &str = "room";
+
+fn canvas(config: &McuConfig, id: &str, layout: &RoomLayout, resolved: mcu_compositor::Layout) -> CanvasSpec {
+    CanvasSpec {
+        id: CanvasId::new(id),
+        width: config.width,
+        height: config.height,
+        format: PixelFormat::I420,
+        background: layout.background,
+        layout: resolved,
+        transition: layout.transition,
     }
+}
+
+/// The canvases to draw and who sees each: the room canvas (the operator's room layout
+/// resolved for who is in the room and who speaks) for the composite's own track and every MCU
+/// participant without a layout of its own; then one canvas per distinct personalised picture.
+/// Viewers whose pictures come out equal share a canvas (and its encode). `viewers` are the MCU
+/// participants and the SSRC of their video; `room_ssrc` is the composite's track.
+fn plan_canvases(
+    config: &McuConfig,
+    control: &crate::sfu::Control,
+    inputs: &[String],
+    speaker: Option<&str>,
+    room_ssrc: u32,
+    viewers: &[(String, u32)],
+) -> (Scene, HashMap<u32, CanvasId>) {
+    let room = canvas(config, ROOM_CANVAS, &control.layout, control.layout.resolve(inputs, speaker));
+    let mut canvases = vec![room];
+    let mut assigned = HashMap::from([(room_ssrc, CanvasId::new(ROOM_CANVAS))]);
+    let mut sorted: Vec<&(String, u32)> = viewers.iter().collect();
+    sorted.sort();
+    for (name, ssrc) in sorted {
+        let spec = match control.viewer_layouts.get(name) {
+            None => None,
+            Some(own) => Some(canvas(config, &format!("viewer:{name}"), own, own.resolve_for(name, inputs, speaker))),
+        };
+        let id = match spec {
+            None => CanvasId::new(ROOM_CANVAS),
+            Some(spec) => match canvases.iter().find(|c| c.layout == spec.layout && c.background == spec.background && c.transition == spec.transition) {
+                Some(same) => same.id.clone(),
+                None => {
+                    let id = spec.id.clone();
+                    canvases.push(spec);
+                    id
+                }
+            },
+        };
+        assigned.insert(*ssrc, id);
+    }
+    (Scene { canvases }, assigned)
+}
+
+/// One canvas's encode, shared by everyone who sees it.
+struct View {
+    encoder: Box<dyn VideoEncoder>,
+    payloader: Box<dyn Payloader>,
+}
+
+fn new_view(config: &McuConfig) -> anyhow::Result<View> {
+    let (codec, payloader): (VideoCodec, Box<dyn Payloader>) = match config.codec {
+        MixCodec::Vp8 => (VideoCodec::Vp8, Box::new(Vp8Payloader::default())),
+        MixCodec::H264 => (VideoCodec::H264, Box::new(H264Payloader::default())),
+    };
+    Ok(View { encoder: new_software_encoder(codec, &EncoderConfig::realtime(config.video_bitrate, config.fps as f64))?, payloader })
 }
 
 /// Applies the operator's gain matrix to the mixer (listener "" is the room mix). Entries
@@ -287,11 +340,12 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
     let tick = Duration::from_millis(20);
     let mut compositor = Compositor::new_cpu(1);
-    let (out_codec, mut payloader): (VideoCodec, Box<dyn Payloader>) = match config.codec {
-        MixCodec::Vp8 => (VideoCodec::Vp8, Box::new(Vp8Payloader::default())),
-        MixCodec::H264 => (VideoCodec::H264, Box::new(H264Payloader::default())),
-    };
-    let mut encoder: Box<dyn VideoEncoder> = new_software_encoder(out_codec, &EncoderConfig::realtime(config.video_bitrate, config.fps as f64))?;
+    // Canvases by id, each with its encode; who sees which (by the SSRC of their video track);
+    // each video track's sequence numbers.
+    let mut views: HashMap<CanvasId, View> = HashMap::from([(CanvasId::new(ROOM_CANVAS), new_view(&config)?)]);
+    let mut seen_by: HashMap<u32, CanvasId> = HashMap::new();
+    let mut video_seq: HashMap<u32, u16> = HashMap::new();
+    let mut scene_now: Option<Scene> = None;
     let mut encoders: HashMap<u64, OpusEncoder> = HashMap::new();
     let mut mixer = Mixer::new(MixerConfig { top_k: 0, ..MixerConfig::default() }, None)?;
     mixer.add(LISTENER, Role::Listener)?;
@@ -304,12 +358,10 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut control = crate::sfu::Control::default();
     let mut control_seen = 0u64;
     let mut speaker: Option<String> = None;
-    // What the canvas shows: (inputs, speaker, control version).
-    let mut shown: Option<(Vec<String>, Option<String>, u64)> = None;
     let mut gains_dirty = true;
 
     let (mut next_frame, mut next_tick) = (epoch, epoch);
-    let (mut vseq, mut aseq, mut mix_tick) = (rand::random::<u16>(), rand::random::<u16>(), 0u64);
+    let (mut aseq, mut mix_tick) = (rand::random::<u16>(), 0u64);
     let mut idle_since: Option<Instant> = None;
     loop {
         let deadline = next_frame.min(next_tick);
@@ -396,8 +448,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 }
             }
         }
-        while let Ok(_ssrc) = keyframe_requests.try_recv() {
-            encoder.request_keyframe();
+        while let Ok(ssrc) = keyframe_requests.try_recv() {
+            let canvas = seen_by.get(&ssrc).cloned().unwrap_or_else(|| CanvasId::new(ROOM_CANVAS));
+            if let Some(v) = views.get_mut(&canvas) {
+                v.encoder.request_keyframe();
+            }
         }
 
         // Inputs whose publisher left.
@@ -414,7 +469,8 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
 
         // Who is in the mix, and how: audio publishers are sources, MCU participants also
         // listeners (each hears everyone but itself), the room's viewers one more listener.
-        let listeners: HashMap<String, u32> = room.mix_listeners().into_iter().collect();
+        let mcu_participants = room.mix_listeners();
+        let listeners: HashMap<String, u32> = mcu_participants.iter().map(|(n, a, _)| (n.clone(), *a)).collect();
         let mut want: HashMap<String, Role> = audios.values().map(|a| (a.participant.clone(), Role::Source)).collect();
         for l in listeners.keys() {
             let r = want.entry(l.clone()).or_insert(Role::Listener);
@@ -502,18 +558,37 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             if now > next_frame + frame_interval * 3 {
                 next_frame = now + frame_interval;
             }
-            let mut want: Vec<String> = videos.values().map(|v| v.participant.clone()).collect();
-            want.sort();
-            want.dedup();
-            let now_shows = (want, speaker.clone(), control_seen);
-            if shown.as_ref() != Some(&now_shows) {
+            let mut inputs: Vec<String> = videos.values().map(|v| v.participant.clone()).collect();
+            inputs.sort();
+            inputs.dedup();
+            let viewers: Vec<(String, u32)> = mcu_participants.iter().map(|(n, _, v)| (n.clone(), *v)).collect();
+            let (scene, assigned) = plan_canvases(&config, &control, &inputs, speaker.as_deref(), room.mix_ssrcs().0, &viewers);
+            if scene_now.as_ref() != Some(&scene) {
                 // Validated by the control API; a scene the compositor still refuses keeps the
                 // previous one on screen rather than stopping the room.
-                if let Err(e) = compositor.update_scene(room_scene(&config, &control.layout, &now_shows.0, now_shows.1.as_deref())) {
-                    tracing::warn!(room = %room.name, error = %e, "layout refused; keeping the previous one");
+                match compositor.update_scene(scene.clone()) {
+                    Ok(()) => {
+                        views.retain(|id, _| scene.canvases.iter().any(|c| &c.id == id));
+                        for c in &scene.canvases {
+                            if !views.contains_key(&c.id) {
+                                views.insert(c.id.clone(), new_view(&config)?);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(room = %room.name, error = %e, "layout refused; keeping the previous one"),
                 }
-                shown = Some(now_shows);
+                scene_now = Some(scene);
             }
+            // A viewer that moves to another canvas needs a keyframe of it.
+            for (ssrc, id) in &assigned {
+                if seen_by.get(ssrc) != Some(id)
+                    && let Some(v) = views.get_mut(id)
+                {
+                    v.encoder.request_keyframe();
+                }
+            }
+            seen_by = assigned;
+            video_seq.retain(|ssrc, _| seen_by.contains_key(ssrc));
             // A sender that stopped sending shows its placeholder instead of a frozen picture.
             for v in videos.values() {
                 if v.last_frame.is_some_and(|t| now - t > Duration::from_secs(2)) {
@@ -523,15 +598,19 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             let pts = now - epoch;
             let frames = std::mem::take(&mut pending).into_iter().map(|(p, f)| (InputId::new(&p), f)).collect();
             let rendered = compositor.render(FrameSet { pts, frames })?;
-            if let Some((_, canvas)) = rendered.canvases.into_iter().next() {
-                let ts = (pts.as_micros() * 9 / 100) as u32;
-                for unit in encoder.encode(&canvas)? {
-                    let Ok(payloads) = payloader.payload(MTU, &Bytes::from(unit.data)) else { continue };
+            let ts = (pts.as_micros() * 9 / 100) as u32;
+            for (id, picture) in rendered.canvases {
+                let (Some(view), true) = (views.get_mut(&id), seen_by.values().any(|v| *v == id)) else { continue };
+                for unit in view.encoder.encode(&picture)? {
+                    let Ok(payloads) = view.payloader.payload(MTU, &Bytes::from(unit.data)) else { continue };
                     let n = payloads.len();
-                    for (i, p) in payloads.into_iter().enumerate() {
-                        vseq = vseq.wrapping_add(1);
-                        let raw = rtp::build(VIDEO_PT, i + 1 == n, vseq, ts, room.mix_ssrcs().0, &p);
-                        room.publish_mix_packet(now, &raw);
+                    // Encoded and packetized once; written on every video track that shows it.
+                    for (&ssrc, _) in seen_by.iter().filter(|(_, v)| **v == id) {
+                        let seq = video_seq.entry(ssrc).or_insert_with(rand::random::<u16>);
+                        for (i, p) in payloads.iter().enumerate() {
+                            *seq = seq.wrapping_add(1);
+                            room.publish_mix_packet(now, &rtp::build(VIDEO_PT, i + 1 == n, *seq, ts, ssrc, p));
+                        }
                     }
                 }
             }

@@ -187,8 +187,11 @@ pub struct Room {
     mcu_tap: Mutex<Option<std::sync::mpsc::SyncSender<TapPacket>>>,
     /// The composite's video and audio SSRCs, while it runs.
     mix: Mutex<Option<(u32, u32)>>,
-    /// MCU participants (`POST /mcu/{room}`): each hears its own mix on its own track.
-    listeners: Mutex<HashMap<String, u32>>,
+    /// MCU participants (`POST /mcu/{room}`): each hears its own mix and sees its canvas on
+    /// tracks of its own (audio SSRC, video SSRC).
+    listeners: Mutex<HashMap<String, (u32, u32)>>,
+    /// Keyframe requests to the composite's encoders (by the SSRC asked), while it runs.
+    mix_keyframes: Mutex<Option<mpsc::UnboundedSender<u32>>>,
     /// Created through the control API: stays when empty, until deleted.
     pub(crate) persistent: AtomicBool,
     /// Set when the room is deleted: its composite stops at once.
@@ -213,6 +216,8 @@ pub struct Control {
     pub gains: std::collections::BTreeMap<(String, String), f32>,
     /// Loudest sources mixed (0: all).
     pub top_k: usize,
+    /// MCU participants' own layouts, by name.
+    pub viewer_layouts: std::collections::BTreeMap<String, mcu_compositor::RoomLayout>,
 }
 
 impl Room {
@@ -231,6 +236,7 @@ impl Room {
             mcu_tap: Mutex::new(None),
             mix: Mutex::new(None),
             listeners: Mutex::default(),
+            mix_keyframes: Mutex::default(),
             persistent: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             max_participants: AtomicUsize::new(0),
@@ -354,6 +360,7 @@ impl Room {
         }
         *mix = Some((video_ssrc, audio_ssrc));
         *self.mcu_tap.lock().expect("tap lock is never poisoned") = Some(tap);
+        *self.mix_keyframes.lock().expect("keyframe sender lock is never poisoned") = Some(keyframes.clone());
         let mut m = self.lock();
         for t in &tracks {
             let family = codec_family(&t.codec.mime_type).unwrap_or(Codec::Audio);
@@ -374,6 +381,7 @@ impl Room {
     /// Stops copying packets to the composite and unpublishes its tracks.
     pub fn stop_mix(&self) {
         *self.mcu_tap.lock().expect("tap lock is never poisoned") = None;
+        *self.mix_keyframes.lock().expect("keyframe sender lock is never poisoned") = None;
         *self.mix.lock().expect("mix lock is never poisoned") = None;
         let p = self.participants().remove(MIX);
         let mut m = self.lock();
@@ -384,29 +392,49 @@ impl Room {
         }
     }
 
-    /// Registers an MCU participant's own mix as a track of the composite (its SSRC is what
-    /// the engine writes for that listener).
-    pub fn add_mix_listener(&self, name: &str) -> PublishedTrack {
-        let ssrc = rand::random::<u32>() | 1;
-        let mut t = crate::mcu::mix_tracks(crate::mcu::MixCodec::Vp8).remove(1);
-        t.id = Arc::from(format!("{MIX}/audio-for-{name}"));
-        if let Err(e) = self.lock().fwd.publish(t.id.clone(), Codec::Audio, 48000, &[(ssrc, 0)]) {
-            tracing::warn!(error = %e, "listener track not published");
+    /// Registers an MCU participant's own video and audio as tracks of the composite: the
+    /// canvas it sees (the room's, or its personalised one) and its mix (everyone but itself).
+    /// Their SSRCs are what the engine writes for that participant.
+    pub fn add_mix_listener(&self, name: &str, codec: crate::mcu::MixCodec) -> Vec<PublishedTrack> {
+        let (audio_ssrc, video_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
+        let mut tracks = crate::mcu::mix_tracks(codec);
+        tracks[0].id = Arc::from(format!("{MIX}/video-for-{name}"));
+        tracks[1].id = Arc::from(format!("{MIX}/audio-for-{name}"));
+        let keyframes = self.mix_keyframes.lock().expect("keyframe sender lock is never poisoned").clone();
+        let mut m = self.lock();
+        for (t, ssrc) in tracks.iter().zip([video_ssrc, audio_ssrc]) {
+            let family = codec_family(&t.codec.mime_type).unwrap_or(Codec::Audio);
+            if let Err(e) = m.fwd.publish(t.id.clone(), family, t.codec.clock_rate, &[(ssrc, 0)]) {
+                tracing::warn!(error = %e, "listener track not published");
+            }
+            m.ssrcs.insert(t.id.clone(), ssrc);
+            if t.kind == RtpCodecKind::Video
+                && let Some(tx) = &keyframes
+            {
+                m.feedback.insert(t.id.clone(), tx.clone());
+            }
         }
-        self.listeners.lock().expect("listeners lock is never poisoned").insert(name.into(), ssrc);
-        t
+        drop(m);
+        self.listeners.lock().expect("listeners lock is never poisoned").insert(name.into(), (audio_ssrc, video_ssrc));
+        tracks
     }
 
-    /// Removes an MCU participant's own mix.
+    /// Removes an MCU participant's own video and mix.
     pub fn remove_mix_listener(&self, name: &str) {
         if self.listeners.lock().expect("listeners lock is never poisoned").remove(name).is_some() {
-            self.lock().fwd.unpublish(&format!("{MIX}/audio-for-{name}"));
+            let mut m = self.lock();
+            for kind in ["video", "audio"] {
+                let id = format!("{MIX}/{kind}-for-{name}");
+                m.fwd.unpublish(&id);
+                m.feedback.remove(id.as_str());
+                m.ssrcs.remove(id.as_str());
+            }
         }
     }
 
-    /// MCU participants and the SSRC of their own mix.
-    pub fn mix_listeners(&self) -> Vec<(String, u32)> {
-        self.listeners.lock().expect("listeners lock is never poisoned").iter().map(|(k, v)| (k.clone(), *v)).collect()
+    /// MCU participants and the SSRCs of their own audio mix and video.
+    pub fn mix_listeners(&self) -> Vec<(String, u32, u32)> {
+        self.listeners.lock().expect("listeners lock is never poisoned").iter().map(|(k, (a, v))| (k.clone(), *a, *v)).collect()
     }
 
     /// The composite's video and audio SSRCs (zero when it is not running).
@@ -599,9 +627,7 @@ impl Sfu {
         let receive = match mcu {
             Some(config) => {
                 crate::mcu::ensure(self, &room, config);
-                let mut tracks: Vec<PublishedTrack> = crate::mcu::mix_tracks(config.codec).into_iter().filter(|t| t.kind == RtpCodecKind::Video).collect();
-                tracks.push(room.add_mix_listener(participant));
-                tracks
+                room.add_mix_listener(participant, config.codec)
             }
             None => Vec::new(),
         };
