@@ -261,3 +261,37 @@ async fn with_a_certificate_the_api_is_served_over_tls_only() {
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn cli(grpc: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcu")).args(args).args(["--grpc", grpc]).env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE").output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_commands_mirror_the_api() {
+    let (mut child, _, grpc) = server(&[]).await;
+    assert!(cli(&grpc, &["room", "create", "ops", "--max-participants", "3"]).0);
+    let (ok, listed) = cli(&grpc, &["room", "list"]);
+    assert!(ok && listed.starts_with("ops\tparticipants=0\tsubscribers=0\tcomposite=false\tpersistent=true"), "{listed}");
+    assert!(cli(&grpc, &["layout", "set", "ops", "custom", "--tile", "alice:0,0,1280x720", "--tile", "bob:960,540,320x180,1", "--background", "#102030"]).0);
+    let mut layouts = LayoutServiceClient::new(channel(&grpc).await);
+    let got = layouts.get_layout(v1::GetLayoutRequest { room: "ops".into(), viewer: String::new() }).await.unwrap().into_inner();
+    let Some(v1::layout::Kind::Custom(c)) = got.kind else { panic!("custom layout expected: {got:?}") };
+    assert_eq!(c.tiles.iter().map(|t| (t.participant.as_str(), t.x, t.width, t.z)).collect::<Vec<_>>(), [("alice", 0, 1280, 0), ("bob", 960, 320, 1)]);
+    assert_eq!(got.background, Some(v1::Color { r: 0x10, g: 0x20, b: 0x30 }));
+    assert!(cli(&grpc, &["layout", "set", "ops", "grid", "--viewer", "alice", "--hide-self"]).0);
+    let mine = layouts.get_layout(v1::GetLayoutRequest { room: "ops".into(), viewer: "alice".into() }).await.unwrap().into_inner();
+    assert!(mine.hide_self && matches!(mine.kind, Some(v1::layout::Kind::Grid(_))), "{mine:?}");
+    assert!(cli(&grpc, &["layout", "clear", "ops", "alice"]).0);
+    let mine = layouts.get_layout(v1::GetLayoutRequest { room: "ops".into(), viewer: "alice".into() }).await.unwrap().into_inner();
+    assert!(matches!(mine.kind, Some(v1::layout::Kind::Custom(_))), "alice sees the room's layout again");
+    assert!(cli(&grpc, &["audio", "mute", "ops", "bob", "--listener", "alice"]).0);
+    let (ok, matrix) = cli(&grpc, &["audio", "matrix", "ops"]);
+    assert!(ok && matrix.trim() == "alice\tbob\t0", "{matrix}");
+    let (ok, err) = cli(&grpc, &["layout", "set", "ops", "grid", "--gap", "999"]);
+    assert!(!ok && err.contains("InvalidArgument") && err.contains("layout.grid.gap"), "{err}");
+    let (ok, err) = cli(&grpc, &["room", "get", "nope"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    assert!(cli(&grpc, &["room", "delete", "ops"]).0);
+    child.kill().await.unwrap();
+}
