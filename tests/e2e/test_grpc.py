@@ -48,9 +48,18 @@ the test fails. Custom layout rectangles are in pixels of that canvas.
     8 auth_and_validation --api-key k3y and a JWT secret: no/wrong key or a bad token →
                           UNAUTHENTICATED, the key → OK; tokens without admin or for another
                           room → PERMISSION_DENIED, admin for room r → OK on r, room "*" for
-                          ListRooms; INVALID_ARGUMENT naming the field; NOT_FOUND,
-                          ALREADY_EXISTS, UNIMPLEMENTED (SetLayout with a viewer)
+                          ListRooms; INVALID_ARGUMENT naming the field (a viewer name over 128
+                          bytes: "viewer"); NOT_FOUND, ALREADY_EXISTS; a viewer's own layout
+                          set, read back and cleared without touching the room's
     9 jwt_only            without --dev, with a JWT secret only: tokens are required
+   10 personal_layouts    MCU participants alice bob carol and a WHEP composite viewer, all on
+                          the grid of three; SetLayout viewer=alice (custom: bob over the whole
+                          canvas): alice sees bob's colour everywhere, bob and the WHEP viewer
+                          the grid; viewer=carol (grid, hide_self): carol sees alice and bob in
+                          two cells and herself nowhere; viewer=bob, alice's layout (one shared
+                          canvas): bob sees himself whole; GetLayout per viewer (the room's for
+                          anyone without one); layout_changed names the viewer; alice's layout
+                          cleared: the grid again; each still hears the other two tones only
 
 Run: scripts/e2e-setup.sh && target/e2e-venv/bin/python tests/e2e/test_grpc.py [-v] [name...]
 (`name` selects tests whose name contains it; MCU_E2E_SERVER_LOG sets the servers' log
@@ -1147,12 +1156,18 @@ class GrpcTest(tm.Composite):
             (audio.UpdateAudioMatrix, pb.UpdateAudioMatrixRequest(room="r", edits=[pb.GainEdit(listener="a", source="b")]),
              "edits[0].change"),
             (audio.SetTopK, pb.SetTopKRequest(room="r", top_k=65), "top_k"),
+            (layouts.SetLayout, pb.SetLayoutRequest(room="r", viewer="v" * 129, layout=pb.Layout(grid=pb.Grid())), "viewer"),
+            (layouts.SetLayout, pb.SetLayoutRequest(room="r", viewer="v" * 129), "viewer"),
+            (layouts.GetLayout, pb.GetLayoutRequest(room="r", viewer="v" * 129), "viewer"),
+            (layouts.SetLayout, pb.SetLayoutRequest(room="r", viewer="alice", layout=pb.Layout(grid=pb.Grid(gap=999))),
+             "layout.grid.gap"),
+            (layouts.SetLayout, pb.SetLayoutRequest(room="r"), "layout"),
         ]
         for method, request, field in bad_fields:
             await self.expect_code(api, Code.INVALID_ARGUMENT, method, request, f"bad {field}", metadata=key, details_start=field)
         self.assertIn("999", (await api.error(layouts.SetLayout, bad_fields[4][1], key)).details())
 
-        # Unknown things, existing things, what is not built.
+        # Unknown things, existing things.
         for method, request, what in (
             (rooms.GetRoom, pb.GetRoomRequest(room="nosuchroom"), "GetRoom"),
             (rooms.DeleteRoom, pb.DeleteRoomRequest(room="nosuchroom"), "DeleteRoom"),
@@ -1171,9 +1186,22 @@ class GrpcTest(tm.Composite):
         self.assertEqual(unknown.error.code(), Code.NOT_FOUND)
         await self.expect_code(api, Code.ALREADY_EXISTS, rooms.CreateRoom, pb.CreateRoomRequest(name="r"), "CreateRoom of r again",
                                metadata=key)
-        await self.expect_code(api, Code.UNIMPLEMENTED, layouts.SetLayout,
-                               pb.SetLayoutRequest(room="r", viewer="alice", layout=pb.Layout(grid=pb.Grid())), "SetLayout for a viewer",
-                               metadata=key)
+        # A viewer's own layout (an MCU participant's, who need not have joined): set, read
+        # back, cleared; the room's layout stays as it was.
+        mine = pb.Layout(grid=pb.Grid(gap=6), hide_self=True)
+        resp = await api.call(layouts.SetLayout, pb.SetLayoutRequest(room="r", viewer="alice", layout=mine), metadata=key)
+        got = await api.call(layouts.GetLayout, pb.GetLayoutRequest(room="r", viewer="alice"), metadata=key)
+        out(f"SetLayout viewer=alice: {fmt_msg(resp)}; GetLayout viewer=alice: {fmt_msg(got)[:200]}")
+        for have in (resp.layout, got):
+            self.assertEqual((have.WhichOneof("kind"), have.grid.gap, have.hide_self), ("grid", 6, True), fmt_msg(have))
+        room_now = await api.call(layouts.GetLayout, pb.GetLayoutRequest(room="r"), metadata=key)
+        self.assertEqual((room_now.grid.gap, room_now.hide_self), (2, False), f"the room's layout after a viewer's: {fmt_msg(room_now)}")
+        cleared = await api.call(layouts.SetLayout, pb.SetLayoutRequest(room="r", viewer="alice"), metadata=key)
+        got = await api.call(layouts.GetLayout, pb.GetLayoutRequest(room="r", viewer="alice"), metadata=key)
+        out(f"SetLayout viewer=alice without a layout: {fmt_msg(cleared)}; GetLayout viewer=alice: {fmt_msg(got)[:200]}")
+        for have in (cleared.layout, got):
+            self.assertEqual((have.WhichOneof("kind"), have.grid.gap, have.hide_self), ("grid", 2, False),
+                             f"alice's layout once cleared (the room's): {fmt_msg(have)}")
         # Nothing above changed anything.
         got = await api.call(layouts.GetLayout, pb.GetLayoutRequest(room="r"), metadata=key)
         self.assertEqual((got.WhichOneof("kind"), got.grid.gap), ("grid", 2), fmt_msg(got))
@@ -1201,10 +1229,115 @@ class GrpcTest(tm.Composite):
         self.check_alive(srv)
 
 
+    # -- 10 -----------------------------------------------------------------------------
+
+    @async_test(timeout=LONG_TEST)
+    async def test_10_personal_layouts(self) -> None:
+        """Personalised canvases: MCU participants with layouts of their own, a WHEP viewer of
+        the composite (always the room's layout) beside them."""
+        srv = self.grpc_server("personal")
+        api = self.api(srv)
+        room = "personal"
+        people = (ALICE, BOB, CAROL)
+        joined: dict[str, mc.McuParticipant] = {}
+        for p in people:
+            m = await mc.join_mcu(srv.url, room, p.colour, p.tone, name=p.name)
+            self._sessions.append(m)
+            joined[p.name] = m
+        for m in joined.values():
+            await m.wait_connected(CONNECT_TIMEOUT)
+            await m.wait_media(MEDIA_TIMEOUT, video_frames=1, audio_seconds=0)
+        viewer = await self.composite(srv, room)
+        watch = self.watch_events(api, room)
+        alice, bob, carol = (joined[p.name] for p in people)
+
+        # Everyone on the room's grid of three (alice bob / carol centred).
+        grid = tm.grid_probes(people)
+        room_grid = {"the WHEP viewer": viewer, "alice": alice, "bob": bob, "carol": carol}
+        for who, player in room_grid.items():
+            await wait_view(player, grid, MEDIA_TIMEOUT, f"{who}: the room's grid of three")
+        room_layout = await api.call(api.layouts.GetLayout, pb.GetLayoutRequest(room=room))
+        self.assertEqual(room_layout.WhichOneof("kind"), "grid", fmt_msg(room_layout))
+
+        # bob over the whole canvas, his colour everywhere (the centre, the corners), no one else's.
+        W, H = WIDTH, HEIGHT
+        bob_whole = pb.Layout(custom=pb.Custom(tiles=[pb.CustomTile(participant=BOB.name, x=0, y=0, width=W, height=H)]))
+        cw, ch = W // 8, H // 8
+        bob_everywhere = [Probe("centre (bob)", (W / 2 - cw, H / 2 - ch, W / 2 + cw, H / 2 + ch), BOB.colour)]
+        bob_everywhere += [Probe(f"corner {name} (bob)", (x, y, x + cw, y + ch), BOB.colour)
+                           for name, x, y in (("top-left", 0, 0), ("top-right", W - cw, 0), ("bottom-left", 0, H - ch),
+                                              ("bottom-right", W - cw, H - ch))]
+
+        async def unchanged(whom: Sequence[str], what: str) -> None:
+            for who in whom:
+                await wait_view(room_grid[who], grid, REFLOW_LIMIT, f"{who}: still the room's grid ({what})")
+
+        # alice's own layout: bob whole. The others keep the room's grid.
+        t0 = time.monotonic()
+        resp = await api.call(api.layouts.SetLayout, pb.SetLayoutRequest(room=room, viewer=ALICE.name, layout=bob_whole))
+        self.assert_layout(resp.layout, bob_whole, "SetLayout viewer=alice's answer")
+        changed = await watch.wait_kind("layout_changed", pred=lambda ev: ev.layout_changed.viewer == ALICE.name)
+        self.assertEqual(changed.layout_changed.layout.WhichOneof("kind"), "custom", fmt_event(changed))
+        await wait_view(alice, bob_everywhere, LAYOUT_LIMIT, "alice: bob over her whole canvas", absent=[ALICE, CAROL])
+        out(f"alice's own layout on her screen {time.monotonic() - t0:.2f} s after SetLayout")
+        await unchanged(["the WHEP viewer", "bob", "carol"], "alice has her own layout")
+
+        # carol's own layout: the grid without herself, alice and bob side by side.
+        hide_self = pb.Layout(grid=pb.Grid(), hide_self=True)
+        t0 = time.monotonic()
+        resp = await api.call(api.layouts.SetLayout, pb.SetLayoutRequest(room=room, viewer=CAROL.name, layout=hide_self))
+        self.assert_layout(resp.layout, hide_self, "SetLayout viewer=carol's answer")
+        self.assertTrue(resp.layout.hide_self, fmt_msg(resp))
+        two = tm.grid_cells(2)
+        await wait_view(carol, [Probe(p.name, cell, p.colour) for p, cell in zip((ALICE, BOB), two)], LAYOUT_LIMIT,
+                        "carol: alice and bob in two cells, herself left out", absent=[CAROL])
+        out(f"carol's own layout on her screen {time.monotonic() - t0:.2f} s after SetLayout")
+        await wait_view(alice, bob_everywhere, REFLOW_LIMIT, "alice: still bob whole", absent=[ALICE, CAROL])
+        await unchanged(["the WHEP viewer", "bob"], "carol has her own layout")
+
+        # bob's own layout: the same as alice's (one shared canvas): himself whole.
+        t0 = time.monotonic()
+        await api.call(api.layouts.SetLayout, pb.SetLayoutRequest(room=room, viewer=BOB.name, layout=bob_whole))
+        await wait_view(bob, bob_everywhere, LAYOUT_LIMIT, "bob: himself over the whole canvas", absent=[ALICE, CAROL])
+        out(f"bob's own layout on his screen {time.monotonic() - t0:.2f} s after SetLayout")
+        await wait_view(alice, bob_everywhere, REFLOW_LIMIT, "alice: still bob whole (the canvas she now shares)", absent=[ALICE, CAROL])
+        a, b = recent_frames(alice, 1)[0], recent_frames(bob, 1)[0]
+        out(f"mean difference between alice's and bob's latest frames: {float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()):.2f} per channel")
+        await unchanged(["the WHEP viewer"], "bob has his own layout")
+
+        # GetLayout: each viewer's own, the room's for anyone without one.
+        for who, want in ((ALICE.name, bob_whole), (BOB.name, bob_whole), (CAROL.name, hide_self), ("nobody", room_layout),
+                          ("", room_layout)):
+            got = await api.call(api.layouts.GetLayout, pb.GetLayoutRequest(room=room, viewer=who))
+            out(f"GetLayout viewer={who or '(none)'}: {fmt_msg(got)[:200]}")
+            self.assert_layout(got, want, f"GetLayout viewer={who or '(none)'}")
+            self.assertEqual(got.hide_self, want.hide_self, f"GetLayout viewer={who}: {fmt_msg(got)}")
+
+        # alice's layout cleared: the room's grid again (bob and carol keep theirs).
+        t0 = time.monotonic()
+        resp = await api.call(api.layouts.SetLayout, pb.SetLayoutRequest(room=room, viewer=ALICE.name))
+        self.assert_layout(resp.layout, room_layout, "SetLayout viewer=alice without a layout: the room's")
+        got = await api.call(api.layouts.GetLayout, pb.GetLayoutRequest(room=room, viewer=ALICE.name))
+        self.assert_layout(got, room_layout, "GetLayout viewer=alice once cleared")
+        await wait_view(alice, grid, LAYOUT_LIMIT, "alice: the room's grid again")
+        out(f"alice back on the room's grid {time.monotonic() - t0:.2f} s after clearing her layout")
+        await wait_view(bob, bob_everywhere, REFLOW_LIMIT, "bob: still himself whole", absent=[ALICE, CAROL])
+        await wait_view(carol, [Probe(p.name, cell, p.colour) for p, cell in zip((ALICE, BOB), two)], REFLOW_LIMIT,
+                        "carol: still alice and bob", absent=[CAROL])
+        await unchanged(["the WHEP viewer"], "alice's layout cleared")
+
+        # The sound is as it was: each hears the other two, not itself.
+        for p in people:
+            others = [q.tone for q in people if q is not p]
+            levels, floor = await wait_tones(joined[p.name], others, absent=[p.tone], what=f"{p.name}'s own mix")
+            out(f"{p.name} hears {fmt_levels(levels, floor)}")
+        self.check_alive(srv)
+
+
 ORDER = [
     (GrpcTest, ["test_1_reflection", "test_2_grpc_web", "test_3_layout_live", "test_4_room_mix_mute", "test_4b_top_k",
                 "test_5_mcu_listener_gains", "test_6_events_in_order", "test_7_rooms", "test_8_auth_and_validation",
-                "test_9_jwt_only"]),
+                "test_9_jwt_only", "test_10_personal_layouts"]),
 ]
 
 
