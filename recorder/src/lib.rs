@@ -114,9 +114,8 @@ struct Pending {
 /// Bytes at the start of the Segment kept for the SeekHead (and a Void filling the rest), so
 /// that `finish` can add the Cues entry in place.
 const SEEK_REGION: usize = 96;
-/// How much media a cluster holds before the next video keyframe closes it, and at most.
+/// How much media a cluster holds at most.
 const CLUSTER_TARGET_MS: u64 = 1000;
-const CLUSTER_MAX_MS: u64 = 5000;
 
 /// The destination, counting what is written and keeping a copy of the head.
 struct Sink<W: Write> {
@@ -366,9 +365,11 @@ impl<W: Write + Seek> MkvWriter<W> {
         let pts_ms = pts.as_millis() as u64;
         if let Some(start) = self.cluster_start_ms {
             let age = pts_ms.saturating_sub(start);
-            let at_keyframe = is_video && keyframe && age >= CLUSTER_TARGET_MS;
-            let audio_only_due = !self.has_video && age >= CLUSTER_TARGET_MS;
-            if at_keyframe || audio_only_due || age >= CLUSTER_MAX_MS {
+            // A keyframe after half a cluster starts the next one (so seeking lands on clusters
+            // that open with a keyframe); else a cluster ends after a second, so a killed
+            // recording loses at most about a second.
+            let at_keyframe = is_video && keyframe && age >= CLUSTER_TARGET_MS / 2;
+            if at_keyframe || age >= CLUSTER_TARGET_MS {
                 self.close_cluster()?;
             }
         }

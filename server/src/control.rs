@@ -24,6 +24,9 @@ pub enum ControlError {
     /// A server limit.
     #[error("{0}")]
     Limit(String),
+    /// The server cannot do it as configured (an unwritable recording directory).
+    #[error("{0}")]
+    Precondition(String),
 }
 
 /// A room as the control API shows it.
@@ -199,5 +202,80 @@ impl Sfu {
             (None, None) => c.layout.clone(),
         });
         self.events.emit(&room.name, EventKind::LayoutChanged { viewer: viewer.map(str::to_string), layout: shown });
+    }
+}
+
+impl Sfu {
+    /// Starts recording a room's composite (and with `tracks`, each track) and the composite
+    /// itself if it is not running.
+    pub fn start_recording(self: &Arc<Self>, room: &Arc<Room>, tracks: bool, filename: Option<&str>, mcu: crate::mcu::McuConfig) -> Result<Arc<crate::record::Session>, ControlError> {
+        let dir = self.recording_dir.lock().expect("recording dir lock is never poisoned").clone();
+        let video = match mcu.codec {
+            crate::mcu::MixCodec::Vp8 => mcu_codec::VideoCodec::Vp8,
+            crate::mcu::MixCodec::H264 => mcu_codec::VideoCodec::H264,
+        };
+        let layout = crate::record::FileLayout { video: Some(video), audio_channels: Some(1) };
+        let participants: Vec<String> = self.participants_of(room).into_iter().map(|p| p.name).collect();
+        let events = self.events.clone();
+        let session = crate::record::Session::start(&dir, &room.name, filename, tracks, layout, participants, move |s| {
+            events.emit(&s.room, EventKind::Recording(s.snapshot()));
+        })
+        .map_err(|e| {
+            tracing::error!(room = %room.name, dir = %dir.display(), error = %e, "recording not started");
+            ControlError::Precondition(format!("the recording directory {} is not writable: {e}", dir.display()))
+        })?;
+        crate::mcu::ensure(self, room, mcu);
+        room.set_recording(&session, true);
+        {
+            let mut all = self.recordings.lock().expect("recordings lock is never poisoned");
+            all.push(session.clone());
+            let excess = all.len().saturating_sub(1000);
+            all.drain(..excess);
+        }
+        tracing::info!(room = %room.name, id = %session.id, tracks, "recording started");
+        self.events.emit(&room.name, EventKind::Recording(session.snapshot()));
+        Ok(session)
+    }
+
+    /// Starts recording a room configured for automatic recording, unless it records already.
+    pub fn auto_record(self: &Arc<Self>, room: &Arc<Room>) {
+        let Some((rooms, mcu)) = self.auto_record.lock().expect("auto-record lock is never poisoned").clone() else { return };
+        if !rooms.iter().any(|r| r == "*" || *r == room.name) || self.recordings_of(Some(&room.name)).iter().any(|s| s.active()) {
+            return;
+        }
+        if let Err(e) = self.start_recording(room, true, None, mcu) {
+            tracing::error!(room = %room.name, error = %e, "automatic recording not started");
+        }
+    }
+
+    /// A recording by id.
+    pub fn recording(&self, id: &str) -> Result<Arc<crate::record::Session>, ControlError> {
+        let all = self.recordings.lock().expect("recordings lock is never poisoned");
+        all.iter().find(|s| s.id == id).cloned().ok_or_else(|| ControlError::NotFound(format!("no recording \"{id}\"")))
+    }
+
+    /// Finishes a recording's files (blocking while they close).
+    pub fn stop_recording(&self, session: &Arc<crate::record::Session>) {
+        if let Ok(room) = self.find_room(&session.room) {
+            room.set_recording(session, false);
+        }
+        if session.stop() {
+            tracing::info!(room = %session.room, id = %session.id, "recording stopped");
+            self.events.emit(&session.room, EventKind::Recording(session.snapshot()));
+        }
+    }
+
+    /// Recordings of a room (every room when `None`), oldest first.
+    pub fn recordings_of(&self, room: Option<&str>) -> Vec<Arc<crate::record::Session>> {
+        self.recordings.lock().expect("recordings lock is never poisoned").iter().filter(|s| room.is_none_or(|r| s.room == r)).cloned().collect()
+    }
+
+    /// Finishes every running recording (shutdown, or a room's composite ending).
+    pub fn stop_recordings(&self, room: Option<&str>) {
+        for s in self.recordings_of(room) {
+            if s.active() {
+                self.stop_recording(&s);
+            }
+        }
     }
 }

@@ -117,6 +117,24 @@ pub enum LayoutCmd {
     },
 }
 
+/// `mcu record …`
+#[derive(Subcommand, Debug)]
+pub enum RecordCmd {
+    /// Record a room's composite (and with `--tracks`, each track).
+    Start {
+        room: String,
+        #[arg(long)]
+        tracks: bool,
+        /// The composite's file name (no extension).
+        #[arg(long, default_value = "")]
+        filename: String,
+    },
+    /// Finish a recording.
+    Stop { id: String },
+    /// Recordings (of one room, or all).
+    List { room: Option<String> },
+}
+
 /// `mcu audio …`
 #[derive(Subcommand, Debug)]
 pub enum AudioCmd {
@@ -287,6 +305,31 @@ pub fn events(conn: &Conn, room: Option<String>) -> anyhow::Result<()> {
         while let Some(e) = stream.message().await.map_err(status)? {
             let what = e.event.map(|ev| format!("{ev:?}")).unwrap_or_default();
             println!("{}\t{}\t{}", e.sequence, e.room, what);
+        }
+        Ok(())
+    })
+}
+
+fn print_recording(r: &v1::Recording) {
+    println!("{}\t{}\t{:?}", r.id, r.room, v1::RecordingState::try_from(r.state).unwrap_or_default());
+    for f in &r.files {
+        let what = if f.track_id.is_empty() { "composite" } else { &f.track_id };
+        println!("  {what}\t{}\t{:?}\t{} bytes\t{} ms{}", f.path, v1::RecordingState::try_from(f.state).unwrap_or_default(), f.bytes, f.duration_ms, if f.error.is_empty() { String::new() } else { format!("\t{}", f.error) });
+    }
+}
+
+/// `mcu record …`
+pub fn record(conn: &Conn, cmd: RecordCmd) -> anyhow::Result<()> {
+    block_on(async {
+        let mut c = v1::recording_service_client::RecordingServiceClient::new(channel(conn).await?);
+        match cmd {
+            RecordCmd::Start { room, tracks, filename } => print_recording(&c.start_recording(request(conn, v1::StartRecordingRequest { room, tracks, filename })?).await.map_err(status)?.into_inner()),
+            RecordCmd::Stop { id } => print_recording(&c.stop_recording(request(conn, v1::StopRecordingRequest { recording_id: id })?).await.map_err(status)?.into_inner()),
+            RecordCmd::List { room } => {
+                for r in c.list_recordings(request(conn, v1::ListRecordingsRequest { room: room.unwrap_or_default() })?).await.map_err(status)?.into_inner().recordings {
+                    print_recording(&r);
+                }
+            }
         }
         Ok(())
     })

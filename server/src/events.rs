@@ -71,6 +71,8 @@ pub enum EventKind {
     },
     /// The room is gone.
     RoomClosed,
+    /// A recording started, stopped or failed (or one of its files did).
+    Recording(crate::record::Snapshot),
 }
 
 /// One event of one room.

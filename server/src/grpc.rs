@@ -17,6 +17,7 @@ use crate::{
     control::{ControlError, ParticipantSummary, RoomSummary},
     events::{EventKind, RoomEvent, TrackInfo},
     mcu::McuConfig,
+    record::{FileState, Snapshot},
     sfu::{Room, Sfu},
 };
 
@@ -69,6 +70,7 @@ fn control_status(e: ControlError) -> Status {
         ControlError::NotFound(m) => Status::not_found(m),
         ControlError::AlreadyExists(m) => Status::already_exists(m),
         ControlError::Limit(m) => Status::resource_exhausted(m),
+        ControlError::Precondition(m) => Status::failed_precondition(m),
     }
 }
 
@@ -133,6 +135,7 @@ fn event_pb(e: &RoomEvent) -> v1::RoomEvent {
         EventKind::MixAvailable { available } => Event::CompositeChanged(v1::CompositeChanged { running: *available }),
         EventKind::TrackMuted { track } => Event::TrackMuted(v1::TrackMuted { track: Some(track_pb(track)) }),
         EventKind::RoomClosed => Event::RoomClosed(v1::RoomClosed {}),
+        EventKind::Recording(r) => Event::RecordingChanged(v1::RecordingChanged { recording: Some(recording_pb(r)) }),
     };
     v1::RoomEvent { room: e.room.clone(), sequence: e.seq, unix_ms: e.unix_ms, event: Some(event) }
 }
@@ -267,6 +270,81 @@ impl v1::audio_service_server::AudioService for Api {
     }
 }
 
+fn state_pb(s: FileState) -> i32 {
+    let state = match s {
+        FileState::Active => v1::RecordingState::Active,
+        FileState::Stopped => v1::RecordingState::Stopped,
+        FileState::Failed => v1::RecordingState::Failed,
+    };
+    state as i32
+}
+
+fn recording_pb(r: &Snapshot) -> v1::Recording {
+    v1::Recording {
+        id: r.id.clone(),
+        room: r.room.clone(),
+        state: state_pb(r.state),
+        started_unix_ms: r.started_unix_ms,
+        files: r
+            .files
+            .iter()
+            .map(|f| v1::RecordingFile {
+                path: f.path.display().to_string(),
+                track_id: f.track.clone().unwrap_or_default(),
+                state: state_pb(f.state),
+                bytes: f.bytes,
+                duration_ms: f.duration_ms,
+                error: f.error.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl v1::recording_service_server::RecordingService for Api {
+    async fn start_recording(&self, req: Request<v1::StartRecordingRequest>) -> Result<Response<v1::Recording>, Status> {
+        let room = self.room(&req, &req.get_ref().room)?;
+        let r = req.get_ref();
+        let filename = (!r.filename.is_empty()).then_some(r.filename.as_str());
+        if let Some(f) = filename {
+            mcu_api::reference("filename", f).map_err(invalid)?;
+            if f.contains(['/', '\\', '\0']) || f.starts_with('.') {
+                return Err(Status::invalid_argument("filename: a plain name (no path separators, not starting with .)"));
+            }
+        }
+        let (sfu, mcu, tracks, filename) = (self.sfu.clone(), self.mcu, r.tracks, filename.map(str::to_string));
+        let session = tokio::task::spawn_blocking(move || sfu.start_recording(&room, tracks, filename.as_deref(), mcu))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(control_status)?;
+        Ok(Response::new(recording_pb(&session.snapshot())))
+    }
+
+    async fn stop_recording(&self, req: Request<v1::StopRecordingRequest>) -> Result<Response<v1::Recording>, Status> {
+        let id = req.get_ref().recording_id.clone();
+        mcu_api::reference("recording_id", &id).map_err(invalid)?;
+        let session = self.sfu.recording(&id).map_err(control_status)?;
+        self.auth.check(req.metadata(), &session.room)?;
+        // Closing files waits for their writers: off the async threads.
+        let sfu = self.sfu.clone();
+        let s = session.clone();
+        tokio::task::spawn_blocking(move || sfu.stop_recording(&s)).await.map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(recording_pb(&session.snapshot())))
+    }
+
+    async fn list_recordings(&self, req: Request<v1::ListRecordingsRequest>) -> Result<Response<v1::ListRecordingsResponse>, Status> {
+        let room = req.get_ref().room.clone();
+        if room.is_empty() {
+            self.auth.check(req.metadata(), ALL_ROOMS)?;
+        } else {
+            self.auth.check(req.metadata(), &room)?;
+            mcu_api::reference("room", &room).map_err(invalid)?;
+        }
+        let list = self.sfu.recordings_of((!room.is_empty()).then_some(room.as_str()));
+        Ok(Response::new(v1::ListRecordingsResponse { recordings: list.iter().map(|s| recording_pb(&s.snapshot())).collect() }))
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RoomEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -332,6 +410,7 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<(Vec<u8>, Vec<
         .add_service(v1::room_service_server::RoomServiceServer::new(api.clone()))
         .add_service(v1::layout_service_server::LayoutServiceServer::new(api.clone()))
         .add_service(v1::audio_service_server::AudioServiceServer::new(api.clone()))
+        .add_service(v1::recording_service_server::RecordingServiceServer::new(api.clone()))
         .add_service(v1::event_service_server::EventServiceServer::new(api))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -14,6 +14,7 @@ mod events;
 mod grpc;
 mod mcu;
 mod metrics;
+mod record;
 mod rtc;
 mod serve;
 mod sfu;
@@ -72,6 +73,13 @@ enum Command {
         conn: ctl::Conn,
         #[command(subcommand)]
         cmd: ctl::AudioCmd,
+    },
+    /// Recordings over the gRPC API: start, stop, list.
+    Record {
+        #[command(flatten)]
+        conn: ctl::Conn,
+        #[command(subcommand)]
+        cmd: ctl::RecordCmd,
     },
     /// Stream room events (one room, or every room) over the gRPC API.
     Events {
@@ -133,5 +141,6 @@ fn main() -> anyhow::Result<()> {
         Command::Layout { conn, cmd } => ctl::layout(&conn, cmd),
         Command::Audio { conn, cmd } => ctl::audio(&conn, cmd),
         Command::Events { conn, room } => ctl::events(&conn, room),
+        Command::Record { conn, cmd } => ctl::record(&conn, cmd),
     }
 }

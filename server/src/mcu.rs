@@ -43,6 +43,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     events::EventKind,
+    record::FileLayout,
     sfu::{PublishedTrack, Room, Sfu},
 };
 
@@ -195,6 +196,8 @@ fn vp8_keyframe_size(data: &[u8]) -> Option<(u32, u32)> {
 
 struct VideoInput {
     participant: String,
+    /// The last decoded picture's size (what a recording of the track announces).
+    size: (u32, u32),
     codec: VideoCodec,
     clock: PtsClock,
     depack: Depack,
@@ -228,6 +231,8 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
             tracing::error!(room = %name, error = %e, "room composite failed");
         }
         if let (Some(sfu), Some(room)) = (weak_sfu.upgrade(), weak_room.upgrade()) {
+            // Recordings end with the composite that feeds them, their files finished.
+            sfu.stop_recordings(Some(&room.name));
             room.stop_mix();
             sfu.events.emit(&room.name, EventKind::MixAvailable { available: false });
             sfu.forget_if_empty(&room);
@@ -237,6 +242,15 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the composite thread");
         room.stop_mix();
+    }
+}
+
+/// Whether an access unit is decodable alone: a VP8 key frame, or H.264 with an IDR slice.
+fn is_keyframe(codec: VideoCodec, data: &[u8]) -> bool {
+    match codec {
+        VideoCodec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
+        VideoCodec::H264 => data.windows(4).any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5),
+        _ => false,
     }
 }
 
@@ -357,6 +371,8 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut pending: BTreeMap<String, VideoFrame> = BTreeMap::new();
     let mut control = crate::sfu::Control::default();
     let mut control_seen = 0u64;
+    let mut recordings: Vec<Arc<crate::record::Session>> = Vec::new();
+    let mut recordings_seen = 0u64;
     let mut speaker: Option<String> = None;
     let mut gains_dirty = true;
 
@@ -382,6 +398,19 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             return Ok(());
         }
         let now = Instant::now();
+        if let Some((v, list)) = room.recordings_if_newer(recordings_seen) {
+            recordings_seen = v;
+            // A new recording starts at a keyframe of the composite and of every track.
+            if list.iter().any(|s| !recordings.iter().any(|o| Arc::ptr_eq(o, s))) {
+                if let Some(v) = views.get_mut(&CanvasId::new(ROOM_CANVAS)) {
+                    v.encoder.request_keyframe();
+                }
+                for id in videos.keys() {
+                    room.request_keyframe(id);
+                }
+            }
+            recordings = list;
+        }
         if let Some((v, c)) = room.control_if_newer(control_seen) {
             control_seen = v;
             control = c;
@@ -397,7 +426,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                         let (Some(depack), Ok(decoder)) = (Depack::new(codec), new_decoder(codec, &DecoderOptions::default())) else { continue };
                         compositor.register_input(InputId::new(&t.participant));
                         tracing::info!(room = %room.name, track = %t.track, %codec, "composite input added");
-                        v.insert(VideoInput { participant: t.participant.clone(), codec, clock: PtsClock::default(), depack, decoder, last_pli: None, last_frame: None })
+                        v.insert(VideoInput { participant: t.participant.clone(), size: (0, 0), codec, clock: PtsClock::default(), depack, decoder, last_pli: None, last_frame: None })
                     }
                 };
                 input.depack.push(now, t.packet);
@@ -417,10 +446,20 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     match input.decoder.decode(&data, pts) {
                         Ok(Decoded::Frame(f)) => {
                             input.last_frame = Some(now);
+                            input.size = (f.width, f.height);
                             pending.insert(input.participant.clone(), f);
                         }
                         Ok(_) => {}
                         Err(e) => tracing::debug!(track = %t.track, error = %e, "undecodable video"),
+                    }
+                    // Track recordings get the access unit as it arrived (no transcode).
+                    if input.codec != VideoCodec::Av1 {
+                        let layout = FileLayout { video: Some(input.codec), audio_channels: None };
+                        for s in &recordings {
+                            if let Some(w) = s.track_writer(&t.track, layout) {
+                                w.video(now, is_keyframe(input.codec, &data), &data, input.size);
+                            }
+                        }
                     }
                 }
                 if input.decoder.needs_keyframe() && input.last_pli.is_none_or(|at| now - at > Duration::from_millis(500)) {
@@ -435,6 +474,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                         v.insert(AudioInput { participant: t.participant.clone(), decoder, queue: VecDeque::new() })
                     }
                 };
+                for s in &recordings {
+                    if let Some(w) = s.track_writer(&t.track, FileLayout { video: None, audio_channels: Some(2) }) {
+                        w.audio(now, &t.packet.payload);
+                    }
+                }
                 match input.decoder.decode(&t.packet.payload) {
                     Ok(pcm) if pcm.len() == 960 * 2 => {
                         input.queue.push_back(pcm);
@@ -540,6 +584,9 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 let Ok(packet) = enc.encode(&pcm) else { continue };
                 for l in &g.listeners {
                     if &**l == LISTENER {
+                        for s in &recordings {
+                            s.composite.audio(now, &packet);
+                        }
                         aseq = aseq.wrapping_add(1);
                         room.publish_mix_packet(now, &rtp::build(AUDIO_PT, false, aseq, ts, room.mix_ssrcs().1, &packet));
                     } else if let Some(&ssrc) = listeners.get(&**l) {
@@ -602,6 +649,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             for (id, picture) in rendered.canvases {
                 let (Some(view), true) = (views.get_mut(&id), seen_by.values().any(|v| *v == id)) else { continue };
                 for unit in view.encoder.encode(&picture)? {
+                    if id.0.as_ref() == ROOM_CANVAS {
+                        for s in &recordings {
+                            s.composite.video(now, unit.keyframe, &unit.data, (config.width, config.height));
+                        }
+                    }
                     let Ok(payloads) = view.payloader.payload(MTU, &Bytes::from(unit.data)) else { continue };
                     let n = payloads.len();
                     // Encoded and packetized once; written on every video track that shows it.

@@ -65,6 +65,13 @@ pub struct ServeArgs {
     /// PEM private key for `--grpc-tls-cert`.
     #[arg(long, env = "MCU_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
     pub grpc_tls_key: Option<std::path::PathBuf>,
+    /// Directory recordings are written to (created when needed).
+    #[arg(long, env = "MCU_RECORDING_DIR", default_value = "recordings")]
+    pub recording_dir: std::path::PathBuf,
+    /// Rooms recorded automatically (composite and tracks) from their first publisher,
+    /// comma-separated; `*` records every room.
+    #[arg(long, env = "MCU_AUTO_RECORD", value_delimiter = ',')]
+    pub auto_record: Vec<String>,
     /// Development mode: accepts requests without tokens. Never in production.
     #[arg(long, env = "MCU_DEV")]
     pub dev: bool,
@@ -182,6 +189,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let sfu = Sfu::new(rtc, sfu_limits);
+        *sfu.recording_dir.lock().expect("recording dir lock is never poisoned") = args.recording_dir.clone();
         let mcu = McuConfig {
             codec: args.mix_codec,
             width: args.mix_width & !1,
@@ -202,6 +210,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let grpc_auth = crate::grpc::Auth { keys: keys.clone(), dev: args.dev, api_key: args.api_key.clone().filter(|k| !k.is_empty()) };
         let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding gRPC {}", args.grpc_listen))?;
         let grpc_port = grpc_listener.local_addr()?.port();
+        if !args.auto_record.is_empty() {
+            *sfu.auto_record.lock().expect("auto-record lock is never poisoned") = Some((args.auto_record.clone(), mcu));
+        }
         let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu, grpc_port });
         let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
         // Room events the WebSocket clients hear about (a composite appearing, as LiveSwitch tells
@@ -256,7 +267,13 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%addr, dev = args.dev, "mcu serving");
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let _ = tokio::signal::ctrl_c().await;
+                // Ctrl-C or SIGTERM (service managers, `docker stop`): a clean stop that
+                // finishes every recording.
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+                }
                 tracing::info!("shutting down");
                 let _ = stop_tx.send(true);
             })
@@ -269,6 +286,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             Ok(Ok(Ok(()))) => {}
             Err(_) => abort.abort(),
         }
+        // Every recording is finished (duration, cues) before the sessions end.
+        let recorder = sfu.clone();
+        let _ = tokio::task::spawn_blocking(move || recorder.stop_recordings(None)).await;
         sfu.end_all().await;
         anyhow::Ok(())
     })

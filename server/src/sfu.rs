@@ -204,6 +204,10 @@ pub struct Room {
     control_version: AtomicU64,
     /// The server's event stream.
     pub(crate) events: Arc<Events>,
+    /// Recordings running in this room.
+    recordings: Mutex<Vec<Arc<crate::record::Session>>>,
+    /// Bumped when `recordings` changes, so the composite copies the list only then.
+    recordings_version: AtomicU64,
 }
 
 /// Operator settings of a room.
@@ -243,6 +247,8 @@ impl Room {
             control: Mutex::default(),
             control_version: AtomicU64::new(1),
             events,
+            recordings: Mutex::default(),
+            recordings_version: AtomicU64::new(1),
             participants: Mutex::default(),
             subscribers: AtomicU64::new(0),
             counters,
@@ -329,6 +335,25 @@ impl Room {
         let r = f(&mut c);
         self.control_version.fetch_add(1, Ordering::Release);
         r
+    }
+
+    /// Adds or removes a running recording.
+    pub fn set_recording(&self, session: &Arc<crate::record::Session>, running: bool) {
+        let mut r = self.recordings.lock().expect("recordings lock is never poisoned");
+        r.retain(|s| !Arc::ptr_eq(s, session));
+        if running {
+            r.push(session.clone());
+        }
+        self.recordings_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// The running recordings and their version, when newer than `seen`.
+    pub fn recordings_if_newer(&self, seen: u64) -> Option<(u64, Vec<Arc<crate::record::Session>>)> {
+        let v = self.recordings_version.load(Ordering::Acquire);
+        if v == seen {
+            return None;
+        }
+        Some((v, self.recordings.lock().expect("recordings lock is never poisoned").clone()))
     }
 
     /// A copy of the operator settings.
@@ -495,6 +520,12 @@ pub struct Sfu {
     retired: Mutex<Vec<ForwarderStats>>,
     /// Room events for the WebSocket protocol and the gRPC event stream.
     pub events: Arc<Events>,
+    /// Where recordings go.
+    pub(crate) recording_dir: Mutex<std::path::PathBuf>,
+    /// Every recording since the start (the newest 1000).
+    pub(crate) recordings: Mutex<Vec<Arc<crate::record::Session>>>,
+    /// Rooms recorded from their first publisher (`*`: all), with the composite settings.
+    pub(crate) auto_record: Mutex<Option<(Vec<String>, McuConfig)>>,
 }
 
 /// What `/metrics` reports per receiving session.
@@ -531,6 +562,9 @@ impl Sfu {
             counters: Arc::default(),
             retired: Mutex::default(),
             events: Arc::default(),
+            recording_dir: Mutex::new("recordings".into()),
+            recordings: Mutex::default(),
+            auto_record: Mutex::default(),
         });
         // One timer for every room: keyframe retries and backlog recovery.
         let weak = Arc::downgrade(&sfu);
@@ -660,6 +694,7 @@ impl Sfu {
                     .expect("sessions lock is never poisoned")
                     .insert(id.clone(), Session { room: room.clone(), pc, role: Role::Publisher { participant: participant.into(), sub } });
                 self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.into(), mcu: sub.is_some() });
+                self.auto_record(&room);
                 Ok(Accepted { id, answer, participant: participant.into() })
             }
             Err(e) => {
