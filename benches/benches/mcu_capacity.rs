@@ -10,7 +10,11 @@
 //! receives ≥ 90 % of 30 frames/s.
 //!
 //! Run: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save`
-//! (`--rooms 1,2,3,4`, `--seconds 10`).
+//! (`--rooms 1,2,3,4`, `--seconds 10`, `--codec h264` for H.264 out and libx264 in the ffmpeg
+//! job). With `--record` each room has no viewer but a server-side recording of its composite
+//! (started over gRPC, H.264 + Opus with `--codec h264`); a step passes when every recording
+//! holds ≥ 90 % of 30 frames per second of its duration (`ffprobe -count_packets`); results go
+//! to `recording_capacity-*.md`.
 #![allow(clippy::disallowed_methods)]
 
 use std::{
@@ -27,7 +31,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use mcu_benches::{
     cpu_time, ffmpeg_version, git_rev, machine,
-    peers::{http, local_track, peer, proc_cpu, signal, start_server, RxStats},
+    peers::{http, local_track, peer, proc_cpu, server_bin, signal, start_server_grpc, RxStats},
     save_results, today,
 };
 use mcu_codec::{
@@ -135,7 +139,7 @@ struct RoomLoad {
     viewer: Arc<RxStats>,
 }
 
-async fn start_room(server: SocketAddr, r: usize, videos: &[Arc<Vec<Vec<u8>>>], audio: &Arc<Vec<Vec<u8>>>, stop: &watch::Receiver<bool>) -> anyhow::Result<RoomLoad> {
+async fn start_room(server: SocketAddr, r: usize, videos: &[Arc<Vec<Vec<u8>>>], audio: &Arc<Vec<Vec<u8>>>, stop: &watch::Receiver<bool>, with_viewer: bool) -> anyhow::Result<RoomLoad> {
     let mut peers = Vec::new();
     for (i, video) in videos.iter().enumerate() {
         let (pc, gathered) = peer(None).await?;
@@ -148,6 +152,9 @@ async fn start_room(server: SocketAddr, r: usize, videos: &[Arc<Vec<Vec<u8>>>], 
         peers.push((pc, session));
     }
     let viewer = Arc::new(RxStats::default());
+    if !with_viewer {
+        return Ok(RoomLoad { peers, viewer });
+    }
     let (pc, gathered) = peer(Some(viewer.clone())).await?;
     let init = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() });
     pc.add_transceiver_from_kind(RtpCodecKind::Video, init()).await?;
@@ -164,11 +171,38 @@ struct Step {
     loadgen_cores: f64,
 }
 
-async fn run_step(server: SocketAddr, pid: u32, rooms: usize, seconds: u64, videos: &[Arc<Vec<Vec<u8>>>], audio: &Arc<Vec<Vec<u8>>>) -> anyhow::Result<Step> {
+/// `mcu record …` against the server: its standard output.
+fn record_cli(grpc: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(server_bin()).arg("record").args(args).args(["--grpc", grpc]).output().context("running mcu record")?;
+    anyhow::ensure!(out.status.success(), "mcu record {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Frames per second of media in a recording's video track.
+fn recorded_fps(path: &str) -> anyhow::Result<f64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries", "stream=nb_read_packets:format=duration", "-of", "default=nw=1:nk=1", path])
+        .output()
+        .context("running ffprobe")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let nums: Vec<f64> = text.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    anyhow::ensure!(nums.len() == 2 && nums[1] > 0.0, "ffprobe of {path}: {text}");
+    Ok(nums[0] / nums[1])
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_step(server: SocketAddr, grpc: &str, record: bool, pid: u32, rooms: usize, seconds: u64, videos: &[Arc<Vec<Vec<u8>>>], audio: &Arc<Vec<Vec<u8>>>) -> anyhow::Result<Step> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loads = Vec::new();
     for r in 0..rooms {
-        loads.push(start_room(server, r, videos, audio, &stop_rx).await?);
+        loads.push(start_room(server, r, videos, audio, &stop_rx, !record).await?);
+    }
+    let mut recordings = Vec::new();
+    if record {
+        for r in 0..rooms {
+            let out = record_cli(grpc, &["start", &format!("room{r}")])?;
+            recordings.push(out.split_whitespace().next().unwrap_or_default().to_string());
+        }
     }
     // Connections up, decoders past their first keyframe, canvases flowing.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -177,7 +211,16 @@ async fn run_step(server: SocketAddr, pid: u32, rooms: usize, seconds: u64, vide
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let wall = w0.elapsed().as_secs_f64();
     let (srv1, me1) = (proc_cpu(pid), cpu_time(false));
-    let min_fps = loads.iter().zip(&f0).map(|(l, f)| (l.viewer.video_frames.load(Ordering::Relaxed) - f) as f64 / wall).fold(f64::INFINITY, f64::min);
+    let mut min_fps = loads.iter().zip(&f0).map(|(l, f)| (l.viewer.video_frames.load(Ordering::Relaxed) - f) as f64 / wall).fold(f64::INFINITY, f64::min);
+    if record {
+        min_fps = f64::INFINITY;
+        for id in &recordings {
+            let out = record_cli(grpc, &["stop", id])?;
+            let path = out.lines().find(|l| l.trim_start().starts_with("composite")).and_then(|l| l.split('\t').nth(1)).context("no composite file")?.to_string();
+            min_fps = min_fps.min(recorded_fps(&path)?);
+            let _ = std::fs::remove_file(&path);
+        }
+    }
     stop_tx.send_replace(true);
     for l in loads {
         for (pc, session) in l.peers {
@@ -189,21 +232,20 @@ async fn run_step(server: SocketAddr, pid: u32, rooms: usize, seconds: u64, vide
 }
 
 /// ffmpeg doing one room's media work for `seconds` of media: CPU seconds per media second.
-fn ffmpeg_room(dir: &Path, seconds: u64) -> anyhow::Result<(f64, f64)> {
+/// With `h264`, libx264 `ultrafast`/`zerolatency` instead of libvpx.
+fn ffmpeg_room(dir: &Path, seconds: u64, h264: bool) -> anyhow::Result<(f64, f64)> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-y"]);
     for i in 0..4 {
         cmd.args(["-c:v", "libvpx", "-i"]).arg(dir.join(format!("in{i}.ivf")));
     }
+    cmd.args(["-filter_complex", "[0:v][1:v][2:v][3:v]xstack=inputs=4:layout=0_0|w0_0|0_h0|w0_h0,scale=1280:720"]);
+    if h264 {
+        cmd.args(["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency"]);
+    } else {
+        cmd.args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"]);
+    }
     cmd.args([
-        "-filter_complex",
-        "[0:v][1:v][2:v][3:v]xstack=inputs=4:layout=0_0|w0_0|0_h0|w0_h0,scale=1280:720",
-        "-c:v",
-        "libvpx",
-        "-deadline",
-        "realtime",
-        "-cpu-used",
-        "8",
         "-b:v",
         "2M",
         "-r",
@@ -226,6 +268,13 @@ fn main() -> anyhow::Result<()> {
     let save = args.iter().any(|a| a == "--save");
     let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);
     let steps: Vec<usize> = arg("--rooms").unwrap_or_else(|| "1,2,3,4".into()).split(',').filter_map(|s| s.parse().ok()).collect();
+    let h264 = arg("--codec").is_some_and(|c| c.eq_ignore_ascii_case("h264"));
+    let record = args.iter().any(|a| a == "--record");
+    let (codec_name, encoder_desc, ffmpeg_encoder) = if h264 {
+        ("h264", "H.264 (openh264, constrained baseline, 2 Mbps)", "libx264 `-preset ultrafast -tune zerolatency` 2 Mbps")
+    } else {
+        ("vp8", "VP8 (libvpx realtime, 2 Mbps)", "libvpx `-deadline realtime -cpu-used 8` 2 Mbps")
+    };
 
     let videos: Vec<Arc<Vec<Vec<u8>>>> = (0..4).map(|i| encode_card(i).map(Arc::new)).collect::<anyhow::Result<_>>()?;
     let audio = Arc::new(encode_tone()?);
@@ -234,18 +283,25 @@ fn main() -> anyhow::Result<()> {
     for (i, v) in videos.iter().enumerate() {
         write_ivf(&dir.join(format!("in{i}.ivf")), v, seconds as usize + 1)?;
     }
-    let (ff_cpu, ff_wall) = ffmpeg_room(&dir, seconds)?;
+    let (ff_cpu, ff_wall) = ffmpeg_room(&dir, seconds, h264)?;
     println!("ffmpeg, one room's media work: {ff_cpu:.2} cores per real-time room ({seconds} s of media in {ff_wall:.1} s)");
 
-    let (mut child, server) = start_server(&["--mix-width", "1280", "--mix-height", "720", "--mix-fps", "30"])?;
+    let rec_dir = dir.join("recordings");
+    let rec_dir_arg = rec_dir.display().to_string();
+    let (mut child, server, grpc) =
+        start_server_grpc(&["--mix-width", "1280", "--mix-height", "720", "--mix-fps", "30", "--mix-codec", codec_name, "--recording-dir", &rec_dir_arg])?;
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut table = String::new();
-    writeln!(table, "| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) |")?;
+    if record {
+        writeln!(table, "| rooms (4 senders + 1 recording each) | slowest recording fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) |")?;
+    } else {
+        writeln!(table, "| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) |")?;
+    }
     writeln!(table, "|---:|---:|---|---:|---:|---:|")?;
     let result = rt.block_on(async {
         for &n in &steps {
-            let s = run_step(server, pid, n, seconds, &videos, &audio).await?;
+            let s = run_step(server, &grpc, record, pid, n, seconds, &videos, &audio).await?;
             let line = format!(
                 "| {} | {:.1} | {} | {:.2} | {:.2} | {:.2} |",
                 s.rooms,
@@ -268,15 +324,27 @@ fn main() -> anyhow::Result<()> {
     if save {
         let date = today();
         let mut md = String::new();
-        writeln!(md, "# Room composites in real time (MCU, CPU only), {date}\n")?;
+        let title = if record { "Composite recordings in real time (CPU only)" } else { "Room composites in real time (MCU, CPU only)" };
+        writeln!(md, "# {title}, {date}\n")?;
         writeln!(md, "- Machine: {}", machine())?;
         writeln!(md, "- Commit: {}", git_rev())?;
         writeln!(md, "- ffmpeg: {}", ffmpeg_version())?;
-        writeln!(md, "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save --seconds {seconds} --rooms {}`", arg("--rooms").unwrap_or_else(|| "1,2,3,4".into()))?;
-        writeln!(md, "- Per room: 4 WHIP senders replaying VP8 640×360 at 30 fps (~600 kbps, libvpx) and Opus, one WHEP viewer of `/whep/{{room}}`; the server composites 1280×720 at 30 fps (grid, CPU compositor), mixes, encodes VP8 (libvpx realtime, 2 Mbps) and Opus. Server: a separate process, CPU from /proc; load generator (all senders and viewers, DTLS-SRTP included): this process, on the same 2 cores.")?;
-        writeln!(md, "- ffmpeg, the media part of one room from files (4 × libvpx decode, xstack 2×2, scale to 1280×720, libvpx `-deadline realtime -cpu-used 8` 2 Mbps, 30 fps, no network): **{ff_cpu:.2} cores per real-time room** ({seconds} s of media in {ff_wall:.1} s wall).\n")?;
+        writeln!(
+            md,
+            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save --seconds {seconds} --rooms {} --codec {codec_name}{}`",
+            arg("--rooms").unwrap_or_else(|| "1,2,3,4".into()),
+            if record { " --record" } else { "" }
+        )?;
+        let out = if record { "a server-side recording of the composite (Matroska, started over gRPC; no viewer)" } else { "one WHEP viewer of `/whep/{room}`" };
+        writeln!(md, "- Per room: 4 WHIP senders replaying VP8 640×360 at 30 fps (~600 kbps, libvpx) and Opus, {out}; the server composites 1280×720 at 30 fps (grid, CPU compositor), mixes, encodes {encoder_desc} and Opus. Server: a separate process, CPU from /proc; load generator (all senders and viewers, DTLS-SRTP included): this process, on the same 2 cores.")?;
+        writeln!(md, "- ffmpeg, the media part of one room from files (4 × libvpx decode, xstack 2×2, scale to 1280×720, {ffmpeg_encoder}, 30 fps, no network, no audio): **{ff_cpu:.2} cores per real-time room** ({seconds} s of media in {ff_wall:.1} s wall).\n")?;
         md.push_str(&table);
-        save_results("mcu_capacity", &date, &md);
+        let name = match (record, h264) {
+            (true, _) => format!("recording_capacity-{codec_name}"),
+            (false, true) => "mcu_capacity-h264".to_string(),
+            (false, false) => "mcu_capacity".to_string(),
+        };
+        save_results(&name, &date, &md);
     }
     Ok(())
 }

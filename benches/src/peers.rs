@@ -169,7 +169,18 @@ pub fn proc_cpu(pid: u32) -> Duration {
 /// Starts `mcu serve --dev` (release build, or `MCU_BIN`) on loopback with `extra` flags;
 /// returns it and its HTTP address.
 pub fn start_server(extra: &[&str]) -> anyhow::Result<(Child, SocketAddr)> {
-    let bin = std::env::var("MCU_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/mcu").into());
+    start_server_grpc(extra).map(|(c, http, _)| (c, http))
+}
+
+/// The server binary the benchmarks run (`MCU_BIN`, else the release build).
+pub fn server_bin() -> String {
+    std::env::var("MCU_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/mcu").into())
+}
+
+/// Like [`start_server`], also returning the gRPC URL. Both listen lines are read, and stdout
+/// keeps being drained, so the server never writes into a closed pipe.
+pub fn start_server_grpc(extra: &[&str]) -> anyhow::Result<(Child, SocketAddr, String)> {
+    let bin = server_bin();
     let mut child = Command::new(&bin)
         .args(["serve", "--dev", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--max-subscribers", "100000", "--log", "warn"])
         .args(extra)
@@ -178,9 +189,13 @@ pub fn start_server(extra: &[&str]) -> anyhow::Result<(Child, SocketAddr)> {
         .spawn()
         .with_context(|| format!("starting {bin} (build it: cargo build --release -p mcu-server)"))?;
     let out = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line)?;
+    let mut reader = BufReader::new(out);
+    let (mut line, mut grpc) = (String::new(), String::new());
+    reader.read_line(&mut line)?;
+    reader.read_line(&mut grpc)?;
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     let addr = line.trim().strip_prefix("listening on http://").ok_or_else(|| anyhow!("unexpected first line {line:?}"))?.parse()?;
-    Ok((child, addr))
+    let grpc = grpc.trim().strip_prefix("grpc listening on ").ok_or_else(|| anyhow!("unexpected second line {grpc:?}"))?.to_string();
+    Ok((child, addr, grpc))
 }
 

@@ -186,6 +186,7 @@ fn describe(e: &v1::RoomEvent) -> String {
         Event::CompositeChanged(c) => format!("composite {}", c.running),
         Event::TrackMuted(_) => "muted".into(),
         Event::RoomClosed(_) => "closed".into(),
+        Event::RecordingChanged(_) => "recording".into(),
     }
 }
 
@@ -293,5 +294,56 @@ async fn the_operator_commands_mirror_the_api() {
     let (ok, err) = cli(&grpc, &["room", "get", "nope"]);
     assert!(!ok && err.contains("NotFound"), "{err}");
     assert!(cli(&grpc, &["room", "delete", "ops"]).0);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recordings_start_stop_and_refuse_what_they_cannot_do() {
+    use v1::recording_service_client::RecordingServiceClient;
+    let dir = std::env::temp_dir().join(format!("mcu-grpc-rec-{}", std::process::id()));
+    let (mut child, _, grpc) = server(&["--recording-dir", dir.to_str().unwrap(), "--mix-width", "320", "--mix-height", "180"]).await;
+    let ch = channel(&grpc).await;
+    let (mut rooms, mut rec, mut events) = (RoomServiceClient::new(ch.clone()), RecordingServiceClient::new(ch.clone()), EventServiceClient::new(ch));
+    let start = |room: &str, filename: &str| v1::StartRecordingRequest { room: room.into(), tracks: false, filename: filename.into() };
+    refused(rec.start_recording(start("nope", "")).await, Code::NotFound, "no room");
+    rooms.create_room(v1::CreateRoomRequest { name: "rec".into(), options: None, layout: None }).await.unwrap();
+    refused(rec.start_recording(start("rec", "../escape")).await, Code::InvalidArgument, "filename");
+    refused(rec.start_recording(start("rec", ".hidden")).await, Code::InvalidArgument, "filename");
+    refused(rec.stop_recording(v1::StopRecordingRequest { recording_id: "feedface".into() }).await, Code::NotFound, "no recording");
+    refused(rec.stop_recording(v1::StopRecordingRequest { recording_id: String::new() }).await, Code::InvalidArgument, "recording_id");
+
+    // An empty room records its (empty) canvas and room mix; stopping finishes the file.
+    let mut stream = events.watch_events(v1::WatchEventsRequest { room: "rec".into() }).await.unwrap().into_inner();
+    let started = rec.start_recording(start("rec", "empty-room")).await.unwrap().into_inner();
+    assert_eq!(started.state, v1::RecordingState::Active as i32);
+    assert_eq!(started.files.len(), 1);
+    assert!(started.files[0].path.ends_with("empty-room.webm"), "{:?}", started.files[0].path);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let listed = rec.list_recordings(v1::ListRecordingsRequest { room: "rec".into() }).await.unwrap().into_inner().recordings;
+    assert_eq!(listed.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), [started.id.as_str()]);
+    let stopped = rec.stop_recording(v1::StopRecordingRequest { recording_id: started.id.clone() }).await.unwrap().into_inner();
+    assert_eq!(stopped.state, v1::RecordingState::Stopped as i32);
+    let file = &stopped.files[0];
+    assert_eq!(file.state, v1::RecordingState::Stopped as i32, "{file:?}");
+    assert!(file.duration_ms >= 1000 && file.bytes > 1000, "{file:?}");
+    assert_eq!(std::fs::metadata(&file.path).unwrap().len(), file.bytes);
+    let mut states = Vec::new();
+    while states.len() < 2 {
+        let e = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.unwrap().unwrap().unwrap();
+        if let Some(v1::room_event::Event::RecordingChanged(c)) = e.event {
+            states.push(c.recording.unwrap().state);
+        }
+    }
+    assert_eq!(states, [v1::RecordingState::Active as i32, v1::RecordingState::Stopped as i32]);
+    child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A directory that cannot be written: refused up front, and the server goes on.
+    let (mut child, _, grpc) = server(&["--recording-dir", "/proc/mcu-no-such-dir/rec"]).await;
+    let ch = channel(&grpc).await;
+    let (mut rooms, mut rec) = (RoomServiceClient::new(ch.clone()), RecordingServiceClient::new(ch));
+    rooms.create_room(v1::CreateRoomRequest { name: "rec".into(), options: None, layout: None }).await.unwrap();
+    refused(rec.start_recording(start("rec", "")).await, Code::FailedPrecondition, "the recording directory /proc/mcu-no-such-dir/rec");
+    assert_eq!(rooms.get_room(v1::GetRoomRequest { room: "rec".into() }).await.unwrap().into_inner().name, "rec");
     child.kill().await.unwrap();
 }
