@@ -6,7 +6,8 @@ set -euo pipefail
 # Debian packages:
 # - mesa-vulkan-drivers, libvulkan1: lavapipe, the software Vulkan adapter the GPU paths run on
 #   without a GPU (CI included); libegl1, libegl-mesa0, libgl1-mesa-dri: the GL/llvmpipe fallback.
-# - ffmpeg: the reference the benchmarks compare against (and, later, the end-to-end checks).
+# - ffmpeg: the reference the benchmarks compare against, and ffprobe/ffmpeg for the recordings
+#   the end-to-end tests examine (tests/e2e/test_record.py).
 # - pkg-config, cmake, nasm, g++: native builds of codec crates.
 # - libvpx-dev, libdav1d-dev: libvpx (VP8) and dav1d (AV1 decoding), linked by the codec crate.
 # - python3, python3-venv: the aiortc end-to-end clients (scripts/e2e-setup.sh makes the venv).

@@ -20,6 +20,7 @@ target/e2e-venv/bin/python tests/e2e/selftest.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_sfu.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_mcu.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_grpc.py 2>&1 | tee -a "$log"
+MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_record.py 2>&1 | tee -a "$log"
 
 echo "== end to end: headless Chromium over WHIP/WHEP"
 scripts/browser-setup.sh
@@ -44,7 +45,7 @@ cargo clippy -p mcu-codec --features nvenc --all-targets -q -- -D warnings
 
 # One closing line over every test run above: cargo's "test result: ok. N passed; M failed"
 # lines and the end-to-end suites' "selftest: N passed, M failed" / "e2e sfu: N passed, M failed" /
-# "e2e mcu: N passed, M failed" / "e2e grpc: N passed, M failed" / "browser sfu: N passed, M failed" /
-# "browser demo: N passed, M failed".
-awk '/^test result:|^(selftest|e2e sfu|e2e mcu|e2e grpc|browser sfu|browser demo): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+# "e2e mcu: N passed, M failed" / "e2e grpc: N passed, M failed" / "e2e record: N passed, M failed" /
+# "browser sfu: N passed, M failed" / "browser demo: N passed, M failed".
+awk '/^test result:|^(selftest|e2e sfu|e2e mcu|e2e grpc|e2e record|browser sfu|browser demo): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "all suites: %d passed, %d failed\n", p, f }' "$log"

@@ -62,6 +62,8 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> any
 struct Handler {
     gathered: watch::Sender<bool>,
     stats: Option<Arc<RxStats>>,
+    /// Video packets, with their arrival time, for a caller that depacketizes them.
+    video_tap: Option<tokio::sync::mpsc::UnboundedSender<(std::time::Instant, rtc::rtp::Packet)>>,
 }
 
 /// What a playing peer received.
@@ -86,8 +88,20 @@ impl PeerConnectionEventHandler for Handler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let Some(stats) = self.stats.clone() else { return };
         let video = track.kind().await == RtpCodecKind::Video;
+        if let (Some(tap), true) = (self.video_tap.clone(), video) {
+            tokio::spawn(async move {
+                while let Some(evt) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(p) = evt
+                        && tap.send((std::time::Instant::now(), p)).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            return;
+        }
+        let Some(stats) = self.stats.clone() else { return };
         tokio::spawn(async move {
             while let Some(evt) = track.poll().await {
                 if let TrackRemoteEvent::OnRtpPacket(p) = evt {
@@ -108,6 +122,14 @@ impl PeerConnectionEventHandler for Handler {
 
 /// A peer connection on 127.0.0.1 with the default codecs; `stats` collects what it plays.
 pub async fn peer(stats: Option<Arc<RxStats>>) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
+    peer_with(stats, None).await
+}
+
+/// Like [`peer`]; the video packets it receives also go to `video_tap` with their arrival time.
+pub async fn peer_with(
+    stats: Option<Arc<RxStats>>,
+    video_tap: Option<tokio::sync::mpsc::UnboundedSender<(std::time::Instant, rtc::rtp::Packet)>>,
+) -> anyhow::Result<(Arc<dyn PeerConnection>, watch::Receiver<bool>)> {
     let mut engine = MediaEngine::default();
     engine.register_default_codecs()?;
     let registry = register_default_interceptors(Registry::new(), &mut engine)?;
@@ -116,7 +138,7 @@ pub async fn peer(stats: Option<Arc<RxStats>>) -> anyhow::Result<(Arc<dyn PeerCo
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler { gathered: tx, stats }))
+        .with_handler(Arc::new(Handler { gathered: tx, stats, video_tap }))
         .with_runtime(webrtc::runtime::default_runtime().ok_or_else(|| anyhow!("no runtime"))?)
         .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
         .build()

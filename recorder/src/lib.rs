@@ -403,6 +403,11 @@ impl<W: Write + Seek> MkvWriter<W> {
         Ok(())
     }
 
+    /// Media pushed so far (ms): the latest pts.
+    pub fn duration_ms(&self) -> u64 {
+        self.last_pts_ms
+    }
+
     /// Bytes written so far.
     pub fn bytes(&self) -> u64 {
         self.written()

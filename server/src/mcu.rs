@@ -263,6 +263,9 @@ fn video_codec(mime: &str) -> Option<VideoCodec> {
     }
 }
 
+/// How often the composite's encoder makes a keyframe while it is recorded.
+const RECORDING_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The canvas WHEP viewers (and MCU participants without a layout of their own) see.
 const ROOM_CANVAS: &str = "room";
 
@@ -373,6 +376,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut control_seen = 0u64;
     let mut recordings: Vec<Arc<crate::record::Session>> = Vec::new();
     let mut recordings_seen = 0u64;
+    let mut last_recording_keyframe = Instant::now();
     let mut speaker: Option<String> = None;
     let mut gains_dirty = true;
 
@@ -410,6 +414,13 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 }
             }
             recordings = list;
+        }
+        // While recording, a composite keyframe every 2 s gives the file cue points to seek to.
+        if !recordings.is_empty() && now.duration_since(last_recording_keyframe) >= RECORDING_KEYFRAME_INTERVAL {
+            last_recording_keyframe = now;
+            if let Some(v) = views.get_mut(&CanvasId::new(ROOM_CANVAS)) {
+                v.encoder.request_keyframe();
+            }
         }
         if let Some((v, c)) = room.control_if_newer(control_seen) {
             control_seen = v;

@@ -179,7 +179,9 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
             return;
         }
         if let Some(w) = &writer {
-            status.lock().expect("status lock is never poisoned").bytes = w.bytes();
+            let mut s = status.lock().expect("status lock is never poisoned");
+            s.bytes = w.bytes();
+            s.duration_ms = w.duration_ms();
         }
     }
     match writer.map(MkvWriter::finish) {
@@ -309,6 +311,7 @@ impl Session {
             });
             let tags = vec![
                 ("ROOM".to_string(), room.to_string()),
+                // Who was there when it started (the header is written before anyone else joins).
                 ("PARTICIPANTS".to_string(), participants.join(", ")),
                 ("DATE_RECORDED".to_string(), stamp.clone()),
                 ("RECORDING_ID".to_string(), id.clone()),
