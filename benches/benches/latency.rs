@@ -84,7 +84,8 @@ type Captures = Arc<Mutex<HashMap<u32, Instant>>>;
 
 /// Encodes and sends the stamped card at 30 fps; notes each frame's capture time.
 async fn publish(track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>, captures: Captures, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let mut enc = new_software_encoder(VideoCodec::Vp8, &EncoderConfig::realtime(800_000, FPS as f64))?;
+    // A keyframe a second: the SFU viewer joins mid-stream and this sender does not answer PLI.
+    let mut enc = new_software_encoder(VideoCodec::Vp8, &EncoderConfig { keyframe_interval: FPS, ..EncoderConfig::realtime(800_000, FPS as f64) })?;
     let mut payloader = Vp8Payloader::default();
     let pattern = testsrc::Pattern::Card { color: Rgb(40, 120, 200), label: 1 };
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / FPS as f64));
@@ -131,6 +132,10 @@ async fn watch_video(mut rx: mpsc::UnboundedReceiver<(Instant, Packet)>, capture
             let shown = Instant::now();
             let n = read(&f);
             let mut s = seen.lock().expect("not poisoned");
+            if std::env::var_os("LATENCY_DEBUG").is_some() {
+                let at = captures.lock().expect("not poisoned").get(&n).copied();
+                eprintln!("{}x{} read {n} delay {:?}", f.width, f.height, at.map(|a| shown - a));
+            }
             s.first_frame.get_or_insert(shown);
             if let Some(at) = captures.lock().expect("not poisoned").get(&n) {
                 s.delays_ms.push((shown - *at).as_secs_f64() * 1000.0);

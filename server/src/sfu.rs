@@ -45,6 +45,8 @@ use mcu_sfu::keyframe::Codec;
 
 /// Packets queued per subscriber track before its packets are dropped.
 const SINK_QUEUE: usize = 512;
+/// Keyframe requests to the composite's own encoders at most this often (publishers: 500 ms).
+const COMPOSITE_PLI_INTERVAL: Duration = Duration::from_millis(100);
 /// How long an answer waits for ICE gathering (host candidates come at once).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -393,6 +395,7 @@ impl Room {
             if let Err(e) = m.fwd.publish(t.id.clone(), family, t.codec.clock_rate, &[(ssrc, 0)]) {
                 tracing::warn!(error = %e, "composite track not published");
             }
+            let _ = m.fwd.set_pli_interval(&t.id, COMPOSITE_PLI_INTERVAL);
             m.ssrcs.insert(t.id.clone(), ssrc);
             if t.kind == RtpCodecKind::Video {
                 m.feedback.insert(t.id.clone(), keyframes.clone());
@@ -432,6 +435,7 @@ impl Room {
             if let Err(e) = m.fwd.publish(t.id.clone(), family, t.codec.clock_rate, &[(ssrc, 0)]) {
                 tracing::warn!(error = %e, "listener track not published");
             }
+            let _ = m.fwd.set_pli_interval(&t.id, COMPOSITE_PLI_INTERVAL);
             m.ssrcs.insert(t.id.clone(), ssrc);
             if t.kind == RtpCodecKind::Video
                 && let Some(tx) = &keyframes

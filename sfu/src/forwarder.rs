@@ -118,6 +118,8 @@ struct Track {
     clock_rate: u32,
     /// Lowest layer first.
     layers: Vec<Layer>,
+    /// Keyframe requests at most this often (the configured interval unless set per track).
+    pli_interval: Duration,
 }
 
 /// Sequence number and timestamp rewriting for one subscription (LiveKit calls it the
@@ -233,7 +235,16 @@ impl Forwarder {
             self.by_ssrc.insert(*ssrc, (id.clone(), i));
         }
         let layers = layers.iter().map(|&(ssrc, bitrate)| Layer { ssrc, bitrate, last_pli: None }).collect();
-        self.tracks.insert(id, Track { codec, clock_rate, layers });
+        self.tracks.insert(id, Track { codec, clock_rate, layers, pli_interval: self.config.pli_interval });
+        Ok(())
+    }
+
+    /// Sets how often a track's publisher may be asked for a keyframe: shorter for a local
+    /// encoder (the composite), for which a request costs no round trip and no publisher
+    /// uplink.
+    pub fn set_pli_interval(&mut self, track: &str, interval: Duration) -> Result<(), ForwardError> {
+        let t = self.tracks.get_mut(track).ok_or_else(|| ForwardError::UnknownTrack(track.into()))?;
+        t.pli_interval = interval;
         Ok(())
     }
 
@@ -351,9 +362,9 @@ impl Forwarder {
     }
 
     fn request_keyframe(&mut self, now: Instant, track: &TrackId, layer: usize) {
-        let interval = self.config.pli_interval;
         let sender = self.config.sfu_ssrc;
         let Some(t) = self.tracks.get_mut(track) else { return };
+        let interval = t.pli_interval;
         if t.codec == Codec::Audio {
             return;
         }
@@ -515,7 +526,7 @@ impl Forwarder {
     /// When [`Forwarder::handle_timeout`] next needs calling: keyframe requests retried for
     /// subscriptions still waiting, at the PLI interval.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tracks.values().flat_map(|t| t.layers.iter().filter_map(|l| l.last_pli)).min().map(|t| t + self.config.pli_interval)
+        self.tracks.values().flat_map(|t| t.layers.iter().filter_map(|l| l.last_pli.map(|at| at + t.pli_interval))).min()
     }
 
     /// Retries keyframe requests for subscriptions still waiting for one.

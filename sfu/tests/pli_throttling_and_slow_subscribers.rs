@@ -99,3 +99,21 @@ fn garbage_is_counted_never_fatal() {
     assert!(f.stats().dropped_invalid > 700);
     assert!(f.handle_rtp(clock.0, &mcu_sfu::rtp::build(96, false, 1, 1, 0xdead, b"x")).is_err(), "unknown SSRC");
 }
+
+#[test]
+fn a_track_may_be_asked_for_keyframes_more_often() {
+    let mut clock = Clock::start();
+    let mut f = Forwarder::new(ForwarderConfig::default());
+    f.publish("mix", Codec::Vp8, 90_000, &[(0x2222, 0)]).unwrap();
+    f.set_pli_interval("mix", Duration::from_millis(100)).unwrap();
+    assert!(f.set_pli_interval("nope", Duration::from_millis(100)).is_err());
+    let mut publisher = Publisher::new();
+    f.subscribe(clock.0, 1, "mix", 0x101, None).unwrap();
+    assert_eq!(drain(&mut f, &mut publisher).1, 1);
+    // A second viewer 150 ms later: past this track's interval, so its request goes out now
+    // (the default 500 ms would have held it).
+    let now = clock.advance(Duration::from_millis(150));
+    f.subscribe(now, 2, "mix", 0x102, None).unwrap();
+    assert_eq!(drain(&mut f, &mut publisher).1, 1);
+    assert_eq!(f.poll_timeout(), Some(now + Duration::from_millis(100)), "retries follow the track's interval");
+}
