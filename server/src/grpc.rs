@@ -146,7 +146,7 @@ impl v1::room_service_server::RoomService for Api {
         self.auth.check(req.metadata(), &req.get_ref().name)?;
         let r = req.get_ref();
         mcu_api::new_room_name("name", &r.name).map_err(invalid)?;
-        let options = r.options.clone().unwrap_or_default();
+        let options = r.options.unwrap_or_default();
         let layout = r.layout.as_ref().map(|l| mcu_api::layout("layout", l)).transpose().map_err(invalid)?;
         let room = self.sfu.create_room(&r.name, options.max_participants as usize, layout).map_err(control_status)?;
         if options.start_composite {
@@ -244,7 +244,7 @@ impl v1::audio_service_server::AudioService for Api {
         let gains = room.update_control(|c| {
             for (listener, source, change) in checked {
                 match change {
-                    GainChange::Set(g) if g == 1.0 => c.gains.remove(&(listener, source)),
+                    GainChange::Set(1.0) => c.gains.remove(&(listener, source)),
                     GainChange::Set(g) => c.gains.insert((listener, source), g),
                     GainChange::Reset => c.gains.remove(&(listener, source)),
                 };

@@ -300,10 +300,7 @@ fn plan_canvases(
     let mut sorted: Vec<&(String, u32)> = viewers.iter().collect();
     sorted.sort();
     for (name, ssrc) in sorted {
-        let spec = match control.viewer_layouts.get(name) {
-            None => None,
-            Some(own) => Some(canvas(config, &format!("viewer:{name}"), own, own.resolve_for(name, inputs, speaker))),
-        };
+        let spec = control.viewer_layouts.get(name).map(|own| canvas(config, &format!("viewer:{name}"), own, own.resolve_for(name, inputs, speaker)));
         let id = match spec {
             None => CanvasId::new(ROOM_CANVAS),
             Some(spec) => match canvases.iter().find(|c| c.layout == spec.layout && c.background == spec.background && c.transition == spec.transition) {
