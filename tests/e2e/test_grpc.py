@@ -761,14 +761,9 @@ class GrpcTest(tm.Composite):
             out(f"top_k {k} (after {time.monotonic() - t0:.1f} s): {fmt_levels(levels, floor)}")
         self.check_alive(srv)
 
-    # -- 5 ------------------------------------------------------------------------------
-
-    @async_test(timeout=LONG_TEST)
-    async def test_5_mcu_listener_gains(self) -> None:
-        srv = self.grpc_server("mcu-gains")
-        api = self.api(srv)
-        room = "circle"
-        people = (ALICE, BOB, CAROL)
+    async def join_mcu_people(self, srv, room: str, people) -> "dict[str, mc.McuParticipant]":
+        """Each of `people` joins `room` as an MCU participant; returns them by name once each
+        is connected and receiving video."""
         joined: dict[str, mc.McuParticipant] = {}
         for p in people:
             m = await mc.join_mcu(srv.url, room, p.colour, p.tone, name=p.name)
@@ -777,6 +772,17 @@ class GrpcTest(tm.Composite):
         for m in joined.values():
             await m.wait_connected(CONNECT_TIMEOUT)
             await m.wait_media(MEDIA_TIMEOUT, video_frames=1, audio_seconds=0)
+        return joined
+
+    # -- 5 ------------------------------------------------------------------------------
+
+    @async_test(timeout=LONG_TEST)
+    async def test_5_mcu_listener_gains(self) -> None:
+        srv = self.grpc_server("mcu-gains")
+        api = self.api(srv)
+        room = "circle"
+        people = (ALICE, BOB, CAROL)
+        joined = await self.join_mcu_people(srv, room, people)
         listed = await self.wait_participants(api, room, lambda ps: set(ps) == {p.name for p in people}, "the three participants")
         kinds = {n: pb.ParticipantKind.Name(p.kind) for n, p in listed.items()}
         out(f"ListParticipants: {kinds}")
@@ -1239,14 +1245,7 @@ class GrpcTest(tm.Composite):
         api = self.api(srv)
         room = "personal"
         people = (ALICE, BOB, CAROL)
-        joined: dict[str, mc.McuParticipant] = {}
-        for p in people:
-            m = await mc.join_mcu(srv.url, room, p.colour, p.tone, name=p.name)
-            self._sessions.append(m)
-            joined[p.name] = m
-        for m in joined.values():
-            await m.wait_connected(CONNECT_TIMEOUT)
-            await m.wait_media(MEDIA_TIMEOUT, video_frames=1, audio_seconds=0)
+        joined = await self.join_mcu_people(srv, room, people)
         viewer = await self.composite(srv, room)
         watch = self.watch_events(api, room)
         alice, bob, carol = (joined[p.name] for p in people)
