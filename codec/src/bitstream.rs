@@ -80,6 +80,113 @@ pub fn h264_profile_level_id(data: &[u8]) -> Option<[u8; 3]> {
     Some([*sps.get(1)?, *sps.get(2)?, *sps.get(3)?])
 }
 
+/// Reads Exp-Golomb coded fields from an RBSP (emulation prevention bytes already removed).
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u32> {
+        let byte = *self.data.get(self.pos / 8)?;
+        let b = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Some(b as u32)
+    }
+
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        (0..n).try_fold(0u32, |acc, _| Some(acc << 1 | self.bit()?))
+    }
+
+    /// ue(v); values past 2^32 - 2 are refused.
+    fn ue(&mut self) -> Option<u32> {
+        let mut zeros = 0;
+        while self.bit()? == 0 {
+            zeros += 1;
+            if zeros > 31 {
+                return None;
+            }
+        }
+        Some(((1u64 << zeros) - 1 + self.bits(zeros)? as u64).min(u32::MAX as u64) as u32)
+    }
+
+    fn se(&mut self) -> Option<i64> {
+        let k = self.ue()? as i64;
+        Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
+    }
+}
+
+/// A NAL unit's payload with emulation prevention bytes (00 00 03) removed.
+fn rbsp(nal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(nal.len());
+    let mut zeros = 0;
+    for &b in nal {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+/// The picture size (luma width, height, before cropping) the first SPS of an access unit
+/// announces (H.264 §7.3.2.1.1). `None` without an SPS or when it cannot be read; a caller uses
+/// it to refuse pictures too large to decode before the decoder allocates them.
+pub fn h264_sps_size(data: &[u8]) -> Option<(u32, u32)> {
+    let sps = rbsp(annexb_nal_units(data).find(|n| n[0] & 0x1f == h264_nal::SPS)?);
+    let mut r = Bits { data: sps.get(1..)?, pos: 0 };
+    let profile = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level
+    r.ue()?; // seq_parameter_set_id
+    if matches!(profile, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+        let chroma_format = r.ue()?;
+        if chroma_format == 3 {
+            r.bit()?;
+        }
+        r.ue()?; // bit_depth_luma_minus8
+        r.ue()?; // bit_depth_chroma_minus8
+        r.bit()?; // qpprime_y_zero_transform_bypass
+        if r.bit()? == 1 {
+            for i in 0..if chroma_format == 3 { 12 } else { 8 } {
+                if r.bit()? == 1 {
+                    let size = if i < 6 { 16 } else { 64 };
+                    let (mut last, mut next) = (8i64, 8i64);
+                    for _ in 0..size {
+                        if next != 0 {
+                            next = (last + r.se()? + 256) % 256;
+                        }
+                        last = if next == 0 { last } else { next };
+                    }
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?;
+        }
+        1 => {
+            r.bit()?;
+            r.se()?;
+            r.se()?;
+            for _ in 0..r.ue()?.min(255) {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bit()?; // gaps_in_frame_num_value_allowed
+    let width_mbs = r.ue()? as u64 + 1;
+    let height_units = r.ue()? as u64 + 1;
+    let frame_mbs_only = r.bit()? as u64;
+    let (w, h) = (width_mbs * 16, (2 - frame_mbs_only) * height_units * 16);
+    Some((w.min(u32::MAX as u64) as u32, h.min(u32::MAX as u64) as u32))
+}
+
 /// AV1 OBU types (AV1 spec §6.2.2).
 pub mod av1_obu {
     /// Sequence header.
@@ -182,8 +289,52 @@ pub fn av1_is_keyframe(data: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An SPS (baseline, POC type 0) for a picture of `w_mbs` × `h_mbs` macroblocks, written
+    /// bit by bit with Exp-Golomb codes.
+    pub(crate) fn sps(w_mbs: u32, h_mbs: u32) -> Vec<u8> {
+        let mut bits: Vec<u8> = Vec::new();
+        let mut put = |v: u32, n: u32| (0..n).rev().for_each(|k| bits.push((v >> k & 1) as u8));
+        let ue = |v: u32, put: &mut dyn FnMut(u32, u32)| {
+            let x = v + 1;
+            let len = 32 - x.leading_zeros();
+            put(0, len - 1);
+            put(x, len);
+        };
+        put(66, 8);
+        put(0xc0, 8);
+        put(31, 8);
+        ue(0, &mut put); // sps id
+        ue(0, &mut put); // log2_max_frame_num_minus4
+        ue(0, &mut put); // poc type 0
+        ue(0, &mut put); // log2_max_poc_lsb_minus4
+        ue(1, &mut put); // max_num_ref_frames
+        put(0, 1);
+        ue(w_mbs - 1, &mut put);
+        ue(h_mbs - 1, &mut put);
+        put(1, 1); // frame_mbs_only
+        put(1, 1); // direct_8x8_inference
+        put(0, 1); // no cropping
+        put(0, 1); // no VUI
+        put(1, 1); // rbsp stop bit
+        while bits.len() % 8 != 0 {
+            bits.push(0);
+        }
+        let mut out = vec![0, 0, 0, 1, 0x67];
+        out.extend(bits.chunks(8).map(|c| c.iter().fold(0u8, |a, b| a << 1 | b)));
+        out
+    }
+
+    #[test]
+    fn sps_sizes() {
+        assert_eq!(h264_sps_size(&sps(80, 45)), Some((1280, 720)));
+        assert_eq!(h264_sps_size(&sps(512, 512)), Some((8192, 8192)));
+        assert_eq!(h264_sps_size(&[0, 0, 1, 0x67]), None, "truncated");
+        assert_eq!(h264_sps_size(&[0, 0, 1, 0x67, 0x42, 0xc0, 0x1f, 0x00]), None, "an Exp-Golomb code running off the end");
+        assert_eq!(h264_sps_size(&[0, 0, 1, 0x65, 0x88]), None, "no SPS");
+    }
 
     #[test]
     fn annexb_splits_three_and_four_byte_start_codes() {

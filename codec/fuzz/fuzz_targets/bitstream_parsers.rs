@@ -8,6 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = bitstream::vp8_keyframe_size(data);
     let _ = bitstream::h264_is_keyframe(data);
     let _ = bitstream::h264_profile_level_id(data);
+    let _ = bitstream::h264_sps_size(data);
     let _ = bitstream::av1_is_keyframe(data);
     let _ = bitstream::av1_obus(data).count();
     for law in [G711Law::MuLaw, G711Law::ALaw] {

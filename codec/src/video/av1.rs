@@ -38,7 +38,7 @@ impl Av1Decoder {
         s.set_n_threads(options.threads.max(1));
         s.set_max_frame_delay(1);
         // Hostile headers must not make it allocate more than our largest frame.
-        s.set_frame_size_limit(mcu_media::frame::MAX_SIDE * mcu_media::frame::MAX_SIDE);
+        s.set_frame_size_limit(super::MAX_DECODE_PIXELS as u32);
         let decoder = dav1d::Decoder::with_settings(&s)
             .map_err(|e| OpenError::Library { codec: VideoCodec::Av1, library: "dav1d", detail: e.to_string() })?;
         Ok(Av1Decoder(Gated::new(RawAv1 { decoder, format: options.format })))

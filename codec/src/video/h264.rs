@@ -69,6 +69,12 @@ impl RawDecoder for RawH264 {
     }
 
     fn decode_raw(&mut self, data: &[u8], pts: Duration) -> Result<Option<VideoFrame>, RawError> {
+        // A parameter set announcing a huge picture is refused before openh264 allocates it.
+        if let Some((w, h)) = crate::bitstream::h264_sps_size(data)
+            && (w == 0 || h == 0 || w as u64 * h as u64 > super::MAX_DECODE_PIXELS)
+        {
+            return Err(RawError::Unsupported(format!("the SPS announces {w}x{h}, beyond the largest picture decoded ({} pixels)", super::MAX_DECODE_PIXELS)));
+        }
         let format = self.format;
         let decoded = self.decoder.decode(data).map_err(|e| RawError::Corrupt(e.to_string()))?;
         let Some(yuv) = decoded else { return Ok(None) };
@@ -255,5 +261,28 @@ impl VideoEncoder for H264Encoder {
 
     fn flush(&mut self) -> Result<Vec<EncodedFrame>, EncodeError> {
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{bitstream, new_decoder, new_software_encoder, DecodeError, Decoded, DecoderOptions, EncoderConfig, VideoCodec};
+    use mcu_media::{testsrc, PixelFormat, Rgb};
+
+    #[test]
+    fn an_sps_announcing_a_huge_picture_is_refused_and_decoding_goes_on() {
+        let mut enc = new_software_encoder(VideoCodec::H264, &EncoderConfig::realtime(500_000, 30.0)).unwrap();
+        let frame = testsrc::frame(&testsrc::Pattern::Solid(Rgb(200, 40, 40)), PixelFormat::I420, 640, 360, Duration::ZERO);
+        let key = enc.encode(&frame).unwrap().remove(0);
+        assert_eq!(bitstream::h264_sps_size(&key.data), Some((640, 368)), "the encoder's own SPS: 23 macroblock rows");
+        let mut dec = new_decoder(VideoCodec::H264, &DecoderOptions::default()).unwrap();
+        let mut forged = bitstream::tests::sps(512, 512);
+        forged.extend_from_slice(&[0, 0, 0, 1, 0x68, 0xce, 0x3c, 0x80]);
+        match dec.decode(&forged, Duration::from_millis(1)) {
+            Err(DecodeError::Unsupported { detail, .. }) => assert!(detail.contains("8192x8192"), "{detail}"),
+            other => panic!("a 8192x8192 SPS must be refused, got {other:?}"),
+        }
+        assert!(matches!(dec.decode(&key.data, Duration::from_millis(40)), Ok(Decoded::Frame(f)) if f.width == 640), "the next real keyframe decodes");
     }
 }

@@ -53,6 +53,10 @@ pub enum Decoded {
     NeedKeyframe,
 }
 
+/// Largest picture a decoder accepts (4096×2304, H.264 level 5.2's largest frame): a bitstream
+/// announcing more is refused before the codec library allocates it.
+pub const MAX_DECODE_PIXELS: u64 = 4096 * 2304;
+
 /// Settings of a decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecoderOptions {
