@@ -319,7 +319,7 @@ pub(crate) mod tests {
         put(0, 1); // no cropping
         put(0, 1); // no VUI
         put(1, 1); // rbsp stop bit
-        while bits.len() % 8 != 0 {
+        while !bits.len().is_multiple_of(8) {
             bits.push(0);
         }
         let mut out = vec![0, 0, 0, 1, 0x67];
