@@ -13,8 +13,11 @@
 //! itself on a track of its own (`_mix/audio-for-{name}`); listeners whose mixes are equal share
 //! one Opus encode.
 //!
-//! Not yet here: an adaptive jitter buffer (the sample builder waits a fixed number of packets),
-//! personalised canvases, layouts other than the grid, bitrate following viewers' estimates.
+//! Video inputs go through `mcu_sfu::jitter` (adaptive: a missing packet is waited for ~3× the
+//! measured jitter, 10–300 ms, then its frame is given up and a keyframe requested) and rtc's
+//! depacketizers. Layouts come from the control API (`sfu::Control`), resolved each frame.
+//!
+//! Not yet here: the encoders' bitrate following viewers' estimates.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -31,11 +34,11 @@ use mcu_compositor::{CanvasId, CanvasSpec, Compositor, FrameSet, InputId, RoomLa
 use mcu_media::{PixelFormat, VideoFrame};
 use mcu_mixer::{AudioFrame, Mixer, MixerConfig, Role};
 use mcu_sfu::{forwarder::TrackId, rtp};
+use mcu_sfu::jitter::{JitterBuffer, JitterConfig};
 use rtc::{
-    media::io::sample_builder::SampleBuilder,
     rtp::{
         codec::{av1::Av1Depacketizer, h264::{H264Packet, H264Payloader}, vp8::{Vp8Packet, Vp8Payloader}},
-        packetizer::Payloader,
+        packetizer::{Depacketizer, Payloader},
     },
     rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind},
 };
@@ -53,9 +56,6 @@ const LISTENER: &str = "_room";
 const VIDEO_PT: u8 = 96;
 const AUDIO_PT: u8 = 111;
 const MTU: usize = 1200;
-/// Sequence numbers the sample builder waits for a missing packet (at one packet a frame and
-/// 30 fps, 1.6 s: less than the 2 s after which a silent sender shows its placeholder).
-const MAX_LATE: u16 = 48;
 
 /// The composite's video codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -119,38 +119,48 @@ pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
     ]
 }
 
-enum Depack {
-    Vp8(SampleBuilder<Vp8Packet>),
-    H264(SampleBuilder<H264Packet>),
-    Av1(SampleBuilder<Av1Depacketizer>),
+/// An input's jitter buffer and depacketizer: packets in, whole access units out.
+struct Depack {
+    jitter: JitterBuffer<Bytes>,
+    depacketizer: Box<dyn Depacketizer + Send>,
 }
 
 impl Depack {
     fn new(codec: VideoCodec) -> Option<Depack> {
-        Some(match codec {
-            VideoCodec::Vp8 => Depack::Vp8(SampleBuilder::new(MAX_LATE, Vp8Packet::default(), 90000)),
-            VideoCodec::H264 => Depack::H264(SampleBuilder::new(MAX_LATE, H264Packet::default(), 90000)),
-            VideoCodec::Av1 => Depack::Av1(SampleBuilder::new(MAX_LATE, Av1Depacketizer::default(), 90000)),
+        let depacketizer: Box<dyn Depacketizer + Send> = match codec {
+            VideoCodec::Vp8 => Box::new(Vp8Packet::default()),
+            VideoCodec::H264 => Box::new(H264Packet::default()),
+            VideoCodec::Av1 => Box::new(Av1Depacketizer::default()),
             VideoCodec::Hevc => return None,
-        })
+        };
+        Some(Depack { jitter: JitterBuffer::new(JitterConfig::default()), depacketizer })
     }
 
     fn push(&mut self, now: Instant, p: rtc::rtp::Packet) {
-        match self {
-            Depack::Vp8(b) => b.push(now, p),
-            Depack::H264(b) => b.push(now, p),
-            Depack::Av1(b) => b.push(now, p),
-        }
+        let head = self.depacketizer.is_partition_head(&p.payload);
+        self.jitter.push(now, p.header.sequence_number, p.header.timestamp, p.header.marker, head, p.payload);
     }
 
-    /// The next complete access unit: its bytes, packets lost before it, RTP timestamp.
-    fn pop(&mut self, now: Instant) -> Option<(Bytes, u16, u32)> {
-        let (s, ts) = match self {
-            Depack::Vp8(b) => b.pop_with_timestamp(now),
-            Depack::H264(b) => b.pop_with_timestamp(now),
-            Depack::Av1(b) => b.pop_with_timestamp(now),
-        }?;
-        Some((s.data, s.prev_dropped_packets, ts))
+    /// The next complete access unit: its bytes, packets given up before it, RTP timestamp.
+    /// A unit whose payloads do not depacketize counts as lost.
+    fn pop(&mut self, now: Instant) -> Option<(Bytes, u64, u32)> {
+        let mut lost = 0;
+        loop {
+            let frame = self.jitter.pop(now)?;
+            lost += frame.lost_before;
+            let mut data = Vec::new();
+            let ok = frame.packets.iter().all(|p| match self.depacketizer.depacketize(p) {
+                Ok(b) => {
+                    data.extend_from_slice(&b);
+                    true
+                }
+                Err(_) => false,
+            });
+            if ok && !data.is_empty() {
+                return Some((Bytes::from(data), lost, frame.timestamp));
+            }
+            lost += frame.packets.len() as u64;
+        }
     }
 }
 
@@ -438,42 +448,6 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     }
                 };
                 input.depack.push(now, t.packet);
-                while let Some((data, dropped, rtp_ts)) = input.depack.pop(now) {
-                    if dropped > 0 {
-                        input.decoder.report_loss();
-                    }
-                    if input.codec == VideoCodec::Vp8
-                        && let Some((w, h)) = vp8_keyframe_size(&data)
-                        && (w == 0 || h == 0 || w * h > MAX_INPUT_PIXELS)
-                    {
-                        tracing::debug!(track = %t.track, w, h, "VP8 keyframe of an unacceptable size dropped");
-                        input.decoder.report_loss();
-                        continue;
-                    }
-                    let pts = input.clock.pts(rtp_ts);
-                    match input.decoder.decode(&data, pts) {
-                        Ok(Decoded::Frame(f)) => {
-                            input.last_frame = Some(now);
-                            input.size = (f.width, f.height);
-                            pending.insert(input.participant.clone(), f);
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::debug!(track = %t.track, error = %e, "undecodable video"),
-                    }
-                    // Track recordings get the access unit as it arrived (no transcode).
-                    if input.codec != VideoCodec::Av1 {
-                        let layout = FileLayout { video: Some(input.codec), audio_channels: None };
-                        for s in &recordings {
-                            if let Some(w) = s.track_writer(&t.track, layout) {
-                                w.video(now, is_keyframe(input.codec, &data), &data, input.size);
-                            }
-                        }
-                    }
-                }
-                if input.decoder.needs_keyframe() && input.last_pli.is_none_or(|at| now - at > Duration::from_millis(500)) {
-                    input.last_pli = Some(now);
-                    room.request_keyframe(&t.track);
-                }
             } else if t.codec.mime_type.eq_ignore_ascii_case("audio/opus") {
                 let input = match audios.entry(t.track.clone()) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -498,6 +472,46 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     Ok(_) => {}
                     Err(e) => tracing::debug!(track = %t.track, error = %e, "undecodable audio"),
                 }
+            }
+        }
+        // Whole access units out of each input's jitter buffer (also those released by their
+        // deadline, with no new packet), decoded; recorded as they arrived.
+        for (track, input) in videos.iter_mut() {
+            while let Some((data, dropped, rtp_ts)) = input.depack.pop(now) {
+                if dropped > 0 {
+                    input.decoder.report_loss();
+                }
+                if input.codec == VideoCodec::Vp8
+                    && let Some((w, h)) = vp8_keyframe_size(&data)
+                    && (w == 0 || h == 0 || w * h > MAX_INPUT_PIXELS)
+                {
+                    tracing::debug!(%track, w, h, "VP8 keyframe of an unacceptable size dropped");
+                    input.decoder.report_loss();
+                    continue;
+                }
+                let pts = input.clock.pts(rtp_ts);
+                match input.decoder.decode(&data, pts) {
+                    Ok(Decoded::Frame(f)) => {
+                        input.last_frame = Some(now);
+                        input.size = (f.width, f.height);
+                        pending.insert(input.participant.clone(), f);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(%track, error = %e, "undecodable video"),
+                }
+                // Track recordings get the access unit as it arrived (no transcode).
+                if input.codec != VideoCodec::Av1 {
+                    let layout = FileLayout { video: Some(input.codec), audio_channels: None };
+                    for s in &recordings {
+                        if let Some(w) = s.track_writer(track, layout) {
+                            w.video(now, is_keyframe(input.codec, &data), &data, input.size);
+                        }
+                    }
+                }
+            }
+            if input.decoder.needs_keyframe() && input.last_pli.is_none_or(|at| now - at > Duration::from_millis(500)) {
+                input.last_pli = Some(now);
+                room.request_keyframe(track);
             }
         }
         while let Ok(ssrc) = keyframe_requests.try_recv() {

@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod forwarder;
+pub mod jitter;
 pub mod keyframe;
 pub mod rtcp;
 pub mod rtp;
