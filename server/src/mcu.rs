@@ -362,7 +362,18 @@ fn apply_gains(mixer: &mut Mixer, roles: &HashMap<String, Role>, gains: &std::co
 fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_requests: mpsc::UnboundedReceiver<u32>, config: McuConfig) -> anyhow::Result<()> {
     let epoch = Instant::now();
     let frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
-    let tick = Duration::from_millis(20);
+    // The audio mix runs on a thread of its own: a slow video decode or encode never delays
+    // the 20 ms mix ticks. It tells this thread who speaks (for the speaker layout).
+    let (audio, audio_rx) = std_mpsc::sync_channel::<TapPacket>(1024);
+    let shared_speaker: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    {
+        let (room, speaker) = (room.clone(), shared_speaker.clone());
+        std::thread::Builder::new().name("mcu-audio".into()).spawn(move || {
+            if let Err(e) = run_audio(room, audio_rx, speaker, config) {
+                tracing::error!(error = %e, "room audio mix failed");
+            }
+        })?;
+    }
     let mut compositor = Compositor::new_cpu(1);
     // Canvases by id, each with its encode; who sees which (by the SSRC of their video track);
     // each video track's sequence numbers.
@@ -370,28 +381,18 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut seen_by: HashMap<u32, CanvasId> = HashMap::new();
     let mut video_seq: HashMap<u32, u16> = HashMap::new();
     let mut scene_now: Option<Scene> = None;
-    let mut encoders: HashMap<u64, OpusEncoder> = HashMap::new();
-    let mut mixer = Mixer::new(MixerConfig { top_k: 0, ..MixerConfig::default() }, None)?;
-    mixer.add(LISTENER, Role::Listener)?;
-    let mut roles: HashMap<String, Role> = HashMap::new();
-    let mut listener_seq: HashMap<String, u16> = HashMap::new();
-
     let mut videos: HashMap<TrackId, VideoInput> = HashMap::new();
-    let mut audios: HashMap<TrackId, AudioInput> = HashMap::new();
     let mut pending: BTreeMap<String, VideoFrame> = BTreeMap::new();
     let mut control = crate::sfu::Control::default();
     let mut control_seen = 0u64;
     let mut recordings: Vec<Arc<crate::record::Session>> = Vec::new();
     let mut recordings_seen = 0u64;
     let mut last_recording_keyframe = Instant::now();
-    let mut speaker: Option<String> = None;
-    let mut gains_dirty = true;
 
-    let (mut next_frame, mut next_tick) = (epoch, epoch);
-    let (mut aseq, mut mix_tick) = (rand::random::<u16>(), 0u64);
+    let mut next_frame = epoch;
     let mut idle_since: Option<Instant> = None;
     loop {
-        let deadline = next_frame.min(next_tick);
+        let deadline = next_frame;
         let now = Instant::now();
         let first = if deadline > now { tap.recv_timeout(deadline - now) } else { tap.try_recv().map_err(|e| match e {
             std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
@@ -432,10 +433,9 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
         if let Some((v, c)) = room.control_if_newer(control_seen) {
             control_seen = v;
             control = c;
-            gains_dirty = true;
         }
 
-        // Inputs.
+        // Inputs: video here, audio to the audio thread.
         for t in batch {
             if let Some(codec) = video_codec(&t.codec.mime_type) {
                 let input = match videos.entry(t.track.clone()) {
@@ -449,29 +449,8 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 };
                 input.depack.push(now, t.packet);
             } else if t.codec.mime_type.eq_ignore_ascii_case("audio/opus") {
-                let input = match audios.entry(t.track.clone()) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        let Ok(decoder) = OpusDecoder::new(OpusChannels::Stereo) else { continue };
-                        v.insert(AudioInput { participant: t.participant.clone(), decoder, queue: VecDeque::new() })
-                    }
-                };
-                for s in &recordings {
-                    if let Some(w) = s.track_writer(&t.track, FileLayout { video: None, audio_channels: Some(2) }) {
-                        w.audio(now, &t.packet.payload);
-                    }
-                }
-                match input.decoder.decode(&t.packet.payload) {
-                    Ok(pcm) if pcm.len() == 960 * 2 => {
-                        input.queue.push_back(pcm);
-                        // A small fixed jitter allowance: more than three frames waiting is lag.
-                        while input.queue.len() > 3 {
-                            input.queue.pop_front();
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(track = %t.track, error = %e, "undecodable audio"),
-                }
+                // A mix that falls behind loses packets (concealed); video never waits for it.
+                let _ = audio.try_send(t);
             }
         }
         // Whole access units out of each input's jitter buffer (also those released by their
@@ -531,95 +510,9 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             }
             keep
         });
-        audios.retain(|id, _| live.contains(id));
 
-        // Who is in the mix, and how: audio publishers are sources, MCU participants also
-        // listeners (each hears everyone but itself), the room's viewers one more listener.
         let mcu_participants = room.mix_listeners();
-        let listeners: HashMap<String, u32> = mcu_participants.iter().map(|(n, a, _)| (n.clone(), *a)).collect();
-        let mut want: HashMap<String, Role> = audios.values().map(|a| (a.participant.clone(), Role::Source)).collect();
-        for l in listeners.keys() {
-            let r = want.entry(l.clone()).or_insert(Role::Listener);
-            if *r == Role::Source {
-                *r = Role::SourceAndListener;
-            }
-        }
-        for (p, role) in &want {
-            if roles.get(p) != Some(role) {
-                if roles.remove(p).is_some() {
-                    let _ = mixer.remove(p);
-                }
-                if mixer.add(p.as_str(), *role).is_ok() {
-                    roles.insert(p.clone(), *role);
-                }
-                gains_dirty = true;
-            }
-        }
-        roles.retain(|p, _| {
-            let keep = want.contains_key(p);
-            if !keep {
-                let _ = mixer.remove(p);
-                listener_seq.remove(p);
-                gains_dirty = true;
-            }
-            keep
-        });
-        if gains_dirty {
-            gains_dirty = false;
-            apply_gains(&mut mixer, &roles, &control.gains);
-            mixer.set_top_k(control.top_k);
-        }
-
-        // The audio mix, every 20 ms.
-        if now >= next_tick {
-            next_tick += tick;
-            if now > next_tick + tick * 5 {
-                next_tick = now + tick;
-            }
-            for a in audios.values_mut() {
-                if let Some(pcm) = a.queue.pop_front()
-                    && roles.get(&a.participant).is_some_and(|r| *r != Role::Listener)
-                {
-                    let _ = mixer.push(&a.participant, mix_tick, &AudioFrame { sample_rate: 48000, channels: 2, samples: pcm });
-                }
-            }
-            let out = mixer.tick(mix_tick);
-            mix_tick += 1;
-            for change in &out.speaker_changes {
-                let to = change.to.to_string();
-                if speaker.as_deref() != Some(to.as_str()) {
-                    room.events.emit(&room.name, EventKind::ActiveSpeaker { participant: to.clone(), previous: speaker.clone() });
-                    speaker = Some(to);
-                }
-            }
-            let ts = (mix_tick * 960) as u32;
-            // One encode per distinct mix, sent on the track of everyone who hears it. Opus keeps
-            // state between frames, so each group key keeps its encoder.
-            let mut used = Vec::with_capacity(out.groups.len());
-            for g in &out.groups {
-                used.push(g.key);
-                let enc = match encoders.entry(g.key) {
-                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate))?),
-                };
-                let pcm: Vec<i16> = g.pcm.iter().map(|s| (s * 32767.0) as i16).collect();
-                let Ok(packet) = enc.encode(&pcm) else { continue };
-                for l in &g.listeners {
-                    if &**l == LISTENER {
-                        for s in &recordings {
-                            s.composite.audio(now, &packet);
-                        }
-                        aseq = aseq.wrapping_add(1);
-                        room.publish_mix_packet(now, &rtp::build(AUDIO_PT, false, aseq, ts, room.mix_ssrcs().1, &packet));
-                    } else if let Some(&ssrc) = listeners.get(&**l) {
-                        let seq = listener_seq.entry(l.to_string()).or_insert_with(rand::random::<u16>);
-                        *seq = seq.wrapping_add(1);
-                        room.publish_mix_packet(now, &rtp::build(AUDIO_PT, false, *seq, ts, ssrc, &packet));
-                    }
-                }
-            }
-            encoders.retain(|k, _| used.contains(k));
-        }
+        let speaker = shared_speaker.lock().expect("speaker lock is never poisoned").clone();
 
         // The canvas, every frame interval.
         if now >= next_frame {
@@ -699,6 +592,170 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
         } else {
             idle_since = None;
         }
+    }
+}
+
+/// The room's audio: each publisher's Opus decoded, the mixes (room mix, and each MCU
+/// participant's everyone-but-itself) every 20 ms, one Opus encode per distinct mix, published
+/// as the composite's audio tracks; recordings fed. Ends when the video thread drops its sender.
+fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker: Arc<std::sync::Mutex<Option<String>>>, config: McuConfig) -> anyhow::Result<()> {
+    let tick = Duration::from_millis(20);
+    let mut encoders: HashMap<u64, OpusEncoder> = HashMap::new();
+    let mut mixer = Mixer::new(MixerConfig { top_k: 0, ..MixerConfig::default() }, None)?;
+    mixer.add(LISTENER, Role::Listener)?;
+    let mut roles: HashMap<String, Role> = HashMap::new();
+    let mut listener_seq: HashMap<String, u16> = HashMap::new();
+    let mut audios: HashMap<TrackId, AudioInput> = HashMap::new();
+    let mut control = crate::sfu::Control::default();
+    let mut control_seen = 0u64;
+    let mut recordings: Vec<Arc<crate::record::Session>> = Vec::new();
+    let mut recordings_seen = 0u64;
+    let mut speaker: Option<String> = None;
+    let mut gains_dirty = true;
+    let mut next_tick = Instant::now();
+    let (mut aseq, mut mix_tick) = (rand::random::<u16>(), 0u64);
+    loop {
+        let now = Instant::now();
+        let first = if next_tick > now { rx.recv_timeout(next_tick - now) } else { rx.try_recv().map_err(|e| match e {
+            std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
+            std_mpsc::TryRecvError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
+        }) };
+        let mut batch = Vec::new();
+        match first {
+            Ok(p) => batch.push(p),
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        batch.extend(rx.try_iter().take(1024));
+        let Some(room) = room.upgrade() else { return Ok(()) };
+        let now = Instant::now();
+        if let Some((v, list)) = room.recordings_if_newer(recordings_seen) {
+            recordings_seen = v;
+            recordings = list;
+        }
+        if let Some((v, c)) = room.control_if_newer(control_seen) {
+            control_seen = v;
+            control = c;
+            gains_dirty = true;
+        }
+        for t in batch {
+            {
+                let input = match audios.entry(t.track.clone()) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        let Ok(decoder) = OpusDecoder::new(OpusChannels::Stereo) else { continue };
+                        v.insert(AudioInput { participant: t.participant.clone(), decoder, queue: VecDeque::new() })
+                    }
+                };
+                for s in &recordings {
+                    if let Some(w) = s.track_writer(&t.track, FileLayout { video: None, audio_channels: Some(2) }) {
+                        w.audio(now, &t.packet.payload);
+                    }
+                }
+                match input.decoder.decode(&t.packet.payload) {
+                    Ok(pcm) if pcm.len() == 960 * 2 => {
+                        input.queue.push_back(pcm);
+                        // A small fixed jitter allowance: more than three frames waiting is lag.
+                        while input.queue.len() > 3 {
+                            input.queue.pop_front();
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(track = %t.track, error = %e, "undecodable audio"),
+                }
+            }
+        }
+        audios.retain(|id, _| room.live_tracks().contains(id));
+        let mcu_participants = room.mix_listeners();
+        // Who is in the mix, and how: audio publishers are sources, MCU participants also
+        // listeners (each hears everyone but itself), the room's viewers one more listener.
+        let listeners: HashMap<String, u32> = mcu_participants.iter().map(|(n, a, _)| (n.clone(), *a)).collect();
+        let mut want: HashMap<String, Role> = audios.values().map(|a| (a.participant.clone(), Role::Source)).collect();
+        for l in listeners.keys() {
+            let r = want.entry(l.clone()).or_insert(Role::Listener);
+            if *r == Role::Source {
+                *r = Role::SourceAndListener;
+            }
+        }
+        for (p, role) in &want {
+            if roles.get(p) != Some(role) {
+                if roles.remove(p).is_some() {
+                    let _ = mixer.remove(p);
+                }
+                if mixer.add(p.as_str(), *role).is_ok() {
+                    roles.insert(p.clone(), *role);
+                }
+                gains_dirty = true;
+            }
+        }
+        roles.retain(|p, _| {
+            let keep = want.contains_key(p);
+            if !keep {
+                let _ = mixer.remove(p);
+                listener_seq.remove(p);
+                gains_dirty = true;
+            }
+            keep
+        });
+        if gains_dirty {
+            gains_dirty = false;
+            apply_gains(&mut mixer, &roles, &control.gains);
+            mixer.set_top_k(control.top_k);
+        }
+
+        // The audio mix, every 20 ms (catching up a late tick or two; after 100 ms behind, the
+        // missed ticks are skipped).
+        while now >= next_tick {
+            next_tick += tick;
+            if now > next_tick + tick * 5 {
+                next_tick = now + tick;
+            }
+            for a in audios.values_mut() {
+                if let Some(pcm) = a.queue.pop_front()
+                    && roles.get(&a.participant).is_some_and(|r| *r != Role::Listener)
+                {
+                    let _ = mixer.push(&a.participant, mix_tick, &AudioFrame { sample_rate: 48000, channels: 2, samples: pcm });
+                }
+            }
+            let out = mixer.tick(mix_tick);
+            mix_tick += 1;
+            for change in &out.speaker_changes {
+                let to = change.to.to_string();
+                if speaker.as_deref() != Some(to.as_str()) {
+                    room.events.emit(&room.name, EventKind::ActiveSpeaker { participant: to.clone(), previous: speaker.clone() });
+                    speaker = Some(to);
+                    *shared_speaker.lock().expect("speaker lock is never poisoned") = speaker.clone();
+                }
+            }
+            let ts = (mix_tick * 960) as u32;
+            // One encode per distinct mix, sent on the track of everyone who hears it. Opus keeps
+            // state between frames, so each group key keeps its encoder.
+            let mut used = Vec::with_capacity(out.groups.len());
+            for g in &out.groups {
+                used.push(g.key);
+                let enc = match encoders.entry(g.key) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate))?),
+                };
+                let pcm: Vec<i16> = g.pcm.iter().map(|s| (s * 32767.0) as i16).collect();
+                let Ok(packet) = enc.encode(&pcm) else { continue };
+                for l in &g.listeners {
+                    if &**l == LISTENER {
+                        for s in &recordings {
+                            s.composite.audio(now, &packet);
+                        }
+                        aseq = aseq.wrapping_add(1);
+                        room.publish_mix_packet(now, &rtp::build(AUDIO_PT, false, aseq, ts, room.mix_ssrcs().1, &packet));
+                    } else if let Some(&ssrc) = listeners.get(&**l) {
+                        let seq = listener_seq.entry(l.to_string()).or_insert_with(rand::random::<u16>);
+                        *seq = seq.wrapping_add(1);
+                        room.publish_mix_packet(now, &rtp::build(AUDIO_PT, false, *seq, ts, ssrc, &packet));
+                    }
+                }
+            }
+            encoders.retain(|k, _| used.contains(k));
+        }
+
     }
 }
 
