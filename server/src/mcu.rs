@@ -392,19 +392,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut next_frame = epoch;
     let mut idle_since: Option<Instant> = None;
     loop {
-        let deadline = next_frame;
-        let now = Instant::now();
-        let first = if deadline > now { tap.recv_timeout(deadline - now) } else { tap.try_recv().map_err(|e| match e {
-            std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
-            std_mpsc::TryRecvError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
-        }) };
-        let mut batch = Vec::new();
-        match first {
-            Ok(p) => batch.push(p),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
-        }
-        batch.extend(tap.try_iter().take(1024));
+        let Some(batch) = recv_batch(&tap, next_frame) else { return Ok(()) };
         let Some(room) = room.upgrade() else { return Ok(()) };
         if room.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
@@ -595,6 +583,28 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     }
 }
 
+/// Packets that arrive before `deadline` (at least one, unless the deadline passes first), and
+/// whatever else is queued, up to 1024. `None` once the sender is gone.
+fn recv_batch(rx: &std_mpsc::Receiver<TapPacket>, deadline: Instant) -> Option<Vec<TapPacket>> {
+    let now = Instant::now();
+    let first = if deadline > now {
+        rx.recv_timeout(deadline - now)
+    } else {
+        rx.try_recv().map_err(|e| match e {
+            std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
+            std_mpsc::TryRecvError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
+        })
+    };
+    let mut batch = Vec::new();
+    match first {
+        Ok(p) => batch.push(p),
+        Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+        Err(std_mpsc::RecvTimeoutError::Disconnected) => return None,
+    }
+    batch.extend(rx.try_iter().take(1024));
+    Some(batch)
+}
+
 /// The room's audio: each publisher's Opus decoded, the mixes (room mix, and each MCU
 /// participant's everyone-but-itself) every 20 ms, one Opus encode per distinct mix, published
 /// as the composite's audio tracks; recordings fed. Ends when the video thread drops its sender.
@@ -615,18 +625,7 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
     let mut next_tick = Instant::now();
     let (mut aseq, mut mix_tick) = (rand::random::<u16>(), 0u64);
     loop {
-        let now = Instant::now();
-        let first = if next_tick > now { rx.recv_timeout(next_tick - now) } else { rx.try_recv().map_err(|e| match e {
-            std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
-            std_mpsc::TryRecvError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
-        }) };
-        let mut batch = Vec::new();
-        match first {
-            Ok(p) => batch.push(p),
-            Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
-        }
-        batch.extend(rx.try_iter().take(1024));
+        let Some(batch) = recv_batch(&rx, next_tick) else { return Ok(()) };
         let Some(room) = room.upgrade() else { return Ok(()) };
         let now = Instant::now();
         if let Some((v, list)) = room.recordings_if_newer(recordings_seen) {
