@@ -11,11 +11,13 @@ set -euo pipefail
 # - pkg-config, cmake, nasm, g++: native builds of codec crates.
 # - libvpx-dev, libdav1d-dev: libvpx (VP8) and dav1d (AV1 decoding), linked by the codec crate.
 # - python3, python3-venv: the aiortc end-to-end clients (scripts/e2e-setup.sh makes the venv).
+# - openssl: the certificate the gRPC TLS test serves (server/tests/grpc_api.rs).
 APT_PACKAGES=(
   mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
   ffmpeg pkg-config cmake nasm g++
   libvpx-dev libdav1d-dev
   python3 python3-venv
+  openssl
 )
 
 missing=()

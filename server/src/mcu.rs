@@ -255,15 +255,6 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
     }
 }
 
-/// Whether an access unit is decodable alone: a VP8 key frame, or H.264 with an IDR slice.
-fn is_keyframe(codec: VideoCodec, data: &[u8]) -> bool {
-    match codec {
-        VideoCodec::Vp8 => data.first().is_some_and(|b| b & 1 == 0),
-        VideoCodec::H264 => data.windows(4).any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5),
-        _ => false,
-    }
-}
-
 fn video_codec(mime: &str) -> Option<VideoCodec> {
     match mime.to_ascii_lowercase().as_str() {
         "video/vp8" => Some(VideoCodec::Vp8),
@@ -471,7 +462,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     let layout = FileLayout { video: Some(input.codec), audio_channels: None };
                     for s in &recordings {
                         if let Some(w) = s.track_writer(track, layout) {
-                            w.video(now, is_keyframe(input.codec, &data), &data, input.size);
+                            let key = match input.codec {
+                                VideoCodec::H264 => mcu_codec::bitstream::h264_is_keyframe(&data),
+                                _ => mcu_codec::bitstream::vp8_is_keyframe(&data),
+                            };
+                            w.video(now, key, &data, input.size);
                         }
                     }
                 }
@@ -664,7 +659,8 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
                 }
             }
         }
-        audios.retain(|id, _| room.live_tracks().contains(id));
+        let live = room.live_tracks();
+        audios.retain(|id, _| live.contains(id));
         let mcu_participants = room.mix_listeners();
         // Who is in the mix, and how: audio publishers are sources, MCU participants also
         // listeners (each hears everyone but itself), the room's viewers one more listener.
