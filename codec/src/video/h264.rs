@@ -135,6 +135,10 @@ fn build(config: &EncoderConfig) -> Result<Encoder, openh264::Error> {
         .background_detection(false)
         .num_threads(config.threads.clamp(1, 16) as u16)
         .intra_frame_period(IntraFramePeriod::from_num_frames(config.keyframe_interval));
+    let oh = match config.max_nal_size {
+        Some(max) => oh.max_slice_len(max),
+        None => oh,
+    };
     let mut encoder = Encoder::with_api_config(OpenH264API::from_source(), oh)?;
     // openh264 warns on stderr while initialising (e.g. that bitrate control without frame
     // skipping is approximate: measured, it holds the target within a few percent). Quiet it
@@ -284,5 +288,31 @@ mod tests {
             other => panic!("a 8192x8192 SPS must be refused, got {other:?}"),
         }
         assert!(matches!(dec.decode(&key.data, Duration::from_millis(40)), Ok(Decoded::Frame(f)) if f.width == 640), "the next real keyframe decodes");
+    }
+
+    #[test]
+    fn size_limited_slices_keep_every_nal_unit_under_the_limit_and_decode() {
+        // packetization-mode 0 receivers (SIP phones) take one NAL unit per packet.
+        let config = EncoderConfig { max_nal_size: Some(1100), ..EncoderConfig::realtime(1_500_000, 30.0) };
+        let mut enc = new_software_encoder(VideoCodec::H264, &config).unwrap();
+        let mut dec = new_decoder(VideoCodec::H264, &DecoderOptions::default()).unwrap();
+        let mut worst_psnr = f64::MAX;
+        for i in 0..10u32 {
+            let pts = Duration::from_millis(i as u64 * 33);
+            let frame = testsrc::frame(&testsrc::Pattern::Card { color: Rgb(40, 120, 200), label: i }, PixelFormat::I420, 640, 360, pts);
+            for unit in enc.encode(&frame).unwrap() {
+                let nals: Vec<&[u8]> = bitstream::annexb_nal_units(&unit.data).collect();
+                if i == 0 {
+                    assert!(nals.len() > 3, "a 640x360 keyframe at 1.5 Mbit/s needs several slices, got {}", nals.len());
+                }
+                for n in &nals {
+                    assert!(n.len() <= 1100, "NAL unit of {} bytes", n.len());
+                }
+                if let Ok(Decoded::Frame(f)) = dec.decode(&unit.data, pts) {
+                    worst_psnr = worst_psnr.min(crate::quality::psnr_y(&frame, &f).unwrap());
+                }
+            }
+        }
+        assert!(worst_psnr > 28.0, "PSNR {worst_psnr:.1} dB");
     }
 }

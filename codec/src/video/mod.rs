@@ -184,12 +184,16 @@ pub struct EncoderConfig {
     pub keyframe_interval: u32,
     /// Encoder threads (1 = encode on the caller's thread only).
     pub threads: u32,
+    /// H.264: the largest NAL unit in bytes (size-limited slices), for receivers that take only
+    /// single NAL unit packets (packetization-mode 0, as many SIP phones). `None`: one slice per
+    /// picture. Other codecs ignore it.
+    pub max_nal_size: Option<u32>,
 }
 
 impl EncoderConfig {
     /// A real-time configuration at `bitrate_bps` and `frame_rate`, keyframes on request.
     pub fn realtime(bitrate_bps: u32, frame_rate: f64) -> EncoderConfig {
-        EncoderConfig { rate: RateControl { bitrate_bps, frame_rate }, keyframe_interval: 0, threads: 1 }
+        EncoderConfig { rate: RateControl { bitrate_bps, frame_rate }, keyframe_interval: 0, threads: 1, max_nal_size: None }
     }
 }
 
