@@ -71,6 +71,13 @@ pub enum EventKind {
     },
     /// The room is gone.
     RoomClosed,
+    /// A SIP participant pressed a key (RFC 4733 telephone event).
+    Dtmf {
+        /// Who.
+        participant: String,
+        /// `0`-`9`, `*`, `#`, `A`-`D`.
+        digit: char,
+    },
     /// A recording started, stopped or failed (or one of its files did).
     Recording(crate::record::Snapshot),
 }

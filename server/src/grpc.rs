@@ -135,6 +135,7 @@ fn event_pb(e: &RoomEvent) -> v1::RoomEvent {
         EventKind::MixAvailable { available } => Event::CompositeChanged(v1::CompositeChanged { running: *available }),
         EventKind::TrackMuted { track } => Event::TrackMuted(v1::TrackMuted { track: Some(track_pb(track)) }),
         EventKind::RoomClosed => Event::RoomClosed(v1::RoomClosed {}),
+        EventKind::Dtmf { participant, digit } => Event::DtmfReceived(v1::DtmfReceived { participant: participant.clone(), digit: digit.to_string() }),
         EventKind::Recording(r) => Event::RecordingChanged(v1::RecordingChanged { recording: Some(recording_pb(r)) }),
     };
     v1::RoomEvent { room: e.room.clone(), sequence: e.seq, unix_ms: e.unix_ms, event: Some(event) }
@@ -345,6 +346,46 @@ impl v1::recording_service_server::RecordingService for Api {
     }
 }
 
+impl Api {
+    fn gateway(&self) -> Result<std::sync::Arc<crate::sip::Gateway>, Status> {
+        self.sfu.sip.lock().expect("sip lock is never poisoned").clone().ok_or_else(|| Status::failed_precondition("the SIP gateway is not running (--sip-listen)"))
+    }
+}
+
+#[tonic::async_trait]
+impl v1::sip_service_server::SipService for Api {
+    async fn list_sip_routes(&self, req: Request<v1::ListSipRoutesRequest>) -> Result<Response<v1::ListSipRoutesResponse>, Status> {
+        self.auth.check(req.metadata(), ALL_ROOMS)?;
+        let routes = self.gateway()?.routes().into_iter().map(|(number, room)| v1::SipRoute { number, room }).collect();
+        Ok(Response::new(v1::ListSipRoutesResponse { routes }))
+    }
+
+    async fn set_sip_route(&self, req: Request<v1::SipRoute>) -> Result<Response<v1::SipRoute>, Status> {
+        self.auth.check(req.metadata(), ALL_ROOMS)?;
+        let route = req.into_inner();
+        self.gateway()?.set_route(&route.number, &route.room).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(Response::new(route))
+    }
+
+    async fn delete_sip_route(&self, req: Request<v1::DeleteSipRouteRequest>) -> Result<Response<v1::DeleteSipRouteResponse>, Status> {
+        self.auth.check(req.metadata(), ALL_ROOMS)?;
+        if self.gateway()?.remove_route(&req.get_ref().number) {
+            Ok(Response::new(v1::DeleteSipRouteResponse {}))
+        } else {
+            Err(Status::not_found(format!("no route for \"{}\"", req.get_ref().number)))
+        }
+    }
+
+    async fn list_sip_calls(&self, req: Request<v1::ListSipCallsRequest>) -> Result<Response<v1::ListSipCallsResponse>, Status> {
+        let room = req.get_ref().room.clone();
+        self.auth.check(req.metadata(), if room.is_empty() { ALL_ROOMS } else { &room })?;
+        let mut calls: Vec<v1::SipCall> =
+            self.gateway()?.calls().into_iter().filter(|(r, _)| room.is_empty() || *r == room).map(|(room, participant)| v1::SipCall { room, participant }).collect();
+        calls.sort_by(|a, b| (&a.room, &a.participant).cmp(&(&b.room, &b.participant)));
+        Ok(Response::new(v1::ListSipCallsResponse { calls }))
+    }
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::RoomEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -411,6 +452,7 @@ pub async fn serve(listener: tokio::net::TcpListener, tls: Option<(Vec<u8>, Vec<
         .add_service(v1::layout_service_server::LayoutServiceServer::new(api.clone()))
         .add_service(v1::audio_service_server::AudioServiceServer::new(api.clone()))
         .add_service(v1::recording_service_server::RecordingServiceServer::new(api.clone()))
+        .add_service(v1::sip_service_server::SipServiceServer::new(api.clone()))
         .add_service(v1::event_service_server::EventServiceServer::new(api))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -18,6 +18,7 @@ mod record;
 mod rtc;
 mod serve;
 mod sfu;
+mod sip;
 mod token;
 mod whip;
 
@@ -129,7 +130,11 @@ fn main() -> anyhow::Result<()> {
     }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()))
+        // The SIP stack logs every datagram at info: kept at warn unless asked for by name.
+        .with_env_filter({
+            let spec = if cli.log.contains("rsipstack") { cli.log.clone() } else { format!("{},rsipstack=warn", cli.log) };
+            tracing_subscriber::EnvFilter::try_new(&spec).unwrap_or_else(|_| "info".into())
+        })
         .with_writer(std::io::stderr)
         .init();
     match cli.command {

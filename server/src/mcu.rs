@@ -270,11 +270,11 @@ const RECORDING_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 /// The canvas WHEP viewers (and MCU participants without a layout of their own) see.
 const ROOM_CANVAS: &str = "room";
 
-fn canvas(config: &McuConfig, id: &str, layout: &RoomLayout, resolved: mcu_compositor::Layout) -> CanvasSpec {
+fn canvas(size: (u32, u32), id: &str, layout: &RoomLayout, resolved: mcu_compositor::Layout) -> CanvasSpec {
     CanvasSpec {
         id: CanvasId::new(id),
-        width: config.width,
-        height: config.height,
+        width: size.0,
+        height: size.1,
         format: PixelFormat::I420,
         background: layout.background,
         layout: resolved,
@@ -282,54 +282,106 @@ fn canvas(config: &McuConfig, id: &str, layout: &RoomLayout, resolved: mcu_compo
     }
 }
 
+/// How a viewer's picture is encoded when it differs from the room's (`McuConfig`): a SIP
+/// phone gets H.264 at the size it decodes, in single NAL unit packets when it offered only
+/// packetization-mode 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoProfile {
+    /// The codec.
+    pub codec: MixCodec,
+    /// Canvas width.
+    pub width: u32,
+    /// Canvas height.
+    pub height: u32,
+    /// H.264 packetization-mode 0: one NAL unit per packet (slices kept under the MTU).
+    pub single_nal: bool,
+    /// Target bitrate (bps).
+    pub bitrate: u32,
+}
+
+impl VideoProfile {
+    /// The room's own encode.
+    pub fn of(config: &McuConfig) -> VideoProfile {
+        VideoProfile { codec: config.codec, width: config.width, height: config.height, single_nal: false, bitrate: config.video_bitrate }
+    }
+
+    /// Suffix of the canvas ids drawn for this profile (empty for the room's own).
+    fn suffix(&self, config: &McuConfig) -> String {
+        if *self == VideoProfile::of(config) {
+            String::new()
+        } else {
+            format!("@{}x{}-{:?}{}", self.width, self.height, self.codec, if self.single_nal { "-nal" } else { "" }).to_ascii_lowercase()
+        }
+    }
+}
+
 /// The canvases to draw and who sees each: the room canvas (the operator's room layout
 /// resolved for who is in the room and who speaks) for the composite's own track and every MCU
-/// participant without a layout of its own; then one canvas per distinct personalised picture.
-/// Viewers whose pictures come out equal share a canvas (and its encode). `viewers` are the MCU
-/// participants and the SSRC of their video; `room_ssrc` is the composite's track.
+/// participant without a layout of its own; then one canvas per distinct personalised picture
+/// or encode profile. Viewers whose pictures and profiles come out equal share a canvas (and
+/// its encode). `viewers` are the MCU participants, the SSRC of their video and their profile;
+/// `room_ssrc` is the composite's track.
 fn plan_canvases(
     config: &McuConfig,
     control: &crate::sfu::Control,
     inputs: &[String],
     speaker: Option<&str>,
     room_ssrc: u32,
-    viewers: &[(String, u32)],
-) -> (Scene, HashMap<u32, CanvasId>) {
-    let room = canvas(config, ROOM_CANVAS, &control.layout, control.layout.resolve(inputs, speaker));
+    viewers: &[(String, u32, VideoProfile)],
+) -> (Scene, HashMap<CanvasId, VideoProfile>, HashMap<u32, CanvasId>) {
+    let own = VideoProfile::of(config);
+    let room = canvas((config.width, config.height), ROOM_CANVAS, &control.layout, control.layout.resolve(inputs, speaker));
     let mut canvases = vec![room];
+    let mut profiles = HashMap::from([(CanvasId::new(ROOM_CANVAS), own)]);
     let mut assigned = HashMap::from([(room_ssrc, CanvasId::new(ROOM_CANVAS))]);
-    let mut sorted: Vec<&(String, u32)> = viewers.iter().collect();
-    sorted.sort();
-    for (name, ssrc) in sorted {
-        let spec = control.viewer_layouts.get(name).map(|own| canvas(config, &format!("viewer:{name}"), own, own.resolve_for(name, inputs, speaker)));
-        let id = match spec {
-            None => CanvasId::new(ROOM_CANVAS),
-            Some(spec) => match canvases.iter().find(|c| c.layout == spec.layout && c.background == spec.background && c.transition == spec.transition) {
-                Some(same) => same.id.clone(),
-                None => {
-                    let id = spec.id.clone();
-                    canvases.push(spec);
-                    id
-                }
-            },
+    let mut sorted: Vec<&(String, u32, VideoProfile)> = viewers.iter().collect();
+    sorted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    for (name, ssrc, profile) in sorted {
+        let size = (profile.width, profile.height);
+        let suffix = profile.suffix(config);
+        let spec = match control.viewer_layouts.get(name) {
+            Some(layout) => canvas(size, &format!("viewer:{name}{suffix}"), layout, layout.resolve_for(name, inputs, speaker)),
+            None if *profile == own => {
+                assigned.insert(*ssrc, CanvasId::new(ROOM_CANVAS));
+                continue;
+            }
+            None => canvas(size, &format!("{ROOM_CANVAS}{suffix}"), &control.layout, control.layout.resolve(inputs, speaker)),
+        };
+        let same = canvases.iter().find(|c| {
+            c.layout == spec.layout && c.background == spec.background && c.transition == spec.transition && profiles.get(&c.id) == Some(profile)
+        });
+        let id = match same {
+            Some(same) => same.id.clone(),
+            None => {
+                let id = spec.id.clone();
+                profiles.insert(id.clone(), *profile);
+                canvases.push(spec);
+                id
+            }
         };
         assigned.insert(*ssrc, id);
     }
-    (Scene { canvases }, assigned)
+    (Scene { canvases }, profiles, assigned)
 }
 
 /// One canvas's encode, shared by everyone who sees it.
 struct View {
     encoder: Box<dyn VideoEncoder>,
-    payloader: Box<dyn Payloader>,
+    /// `None`: one NAL unit per packet (H.264 packetization-mode 0).
+    payloader: Option<Box<dyn Payloader>>,
 }
 
-fn new_view(config: &McuConfig) -> anyhow::Result<View> {
-    let (codec, payloader): (VideoCodec, Box<dyn Payloader>) = match config.codec {
-        MixCodec::Vp8 => (VideoCodec::Vp8, Box::new(Vp8Payloader::default())),
-        MixCodec::H264 => (VideoCodec::H264, Box::new(H264Payloader::default())),
+/// NAL units above this are split in several slices for packetization-mode 0 receivers.
+const MAX_NAL: u32 = 1100;
+
+fn new_view(profile: &VideoProfile, fps: u32) -> anyhow::Result<View> {
+    let (codec, payloader): (VideoCodec, Option<Box<dyn Payloader>>) = match (profile.codec, profile.single_nal) {
+        (MixCodec::Vp8, _) => (VideoCodec::Vp8, Some(Box::new(Vp8Payloader::default()))),
+        (MixCodec::H264, false) => (VideoCodec::H264, Some(Box::new(H264Payloader::default()))),
+        (MixCodec::H264, true) => (VideoCodec::H264, None),
     };
-    Ok(View { encoder: new_software_encoder(codec, &EncoderConfig::realtime(config.video_bitrate, config.fps as f64))?, payloader })
+    let config = EncoderConfig { max_nal_size: profile.single_nal.then_some(MAX_NAL), ..EncoderConfig::realtime(profile.bitrate, fps as f64) };
+    Ok(View { encoder: new_software_encoder(codec, &config)?, payloader })
 }
 
 /// Applies the operator's gain matrix to the mixer (listener "" is the room mix). Entries
@@ -368,7 +420,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut compositor = Compositor::new_cpu(1);
     // Canvases by id, each with its encode; who sees which (by the SSRC of their video track);
     // each video track's sequence numbers.
-    let mut views: HashMap<CanvasId, View> = HashMap::from([(CanvasId::new(ROOM_CANVAS), new_view(&config)?)]);
+    let mut views: HashMap<CanvasId, View> = HashMap::from([(CanvasId::new(ROOM_CANVAS), new_view(&VideoProfile::of(&config), config.fps)?)]);
     let mut seen_by: HashMap<u32, CanvasId> = HashMap::new();
     let mut video_seq: HashMap<u32, u16> = HashMap::new();
     let mut scene_now: Option<Scene> = None;
@@ -506,8 +558,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             let mut inputs: Vec<String> = videos.values().map(|v| v.participant.clone()).collect();
             inputs.sort();
             inputs.dedup();
-            let viewers: Vec<(String, u32)> = mcu_participants.iter().map(|(n, _, v)| (n.clone(), *v)).collect();
-            let (scene, assigned) = plan_canvases(&config, &control, &inputs, speaker.as_deref(), room.mix_ssrcs().0, &viewers);
+            let own = VideoProfile::of(&config);
+            let profiles = room.view_profiles();
+            let viewers: Vec<(String, u32, VideoProfile)> =
+                mcu_participants.iter().map(|(n, _, v)| (n.clone(), *v, profiles.get(n).copied().unwrap_or(own))).collect();
+            let (scene, canvas_profiles, assigned) = plan_canvases(&config, &control, &inputs, speaker.as_deref(), room.mix_ssrcs().0, &viewers);
             if scene_now.as_ref() != Some(&scene) {
                 // Validated by the control API; a scene the compositor still refuses keeps the
                 // previous one on screen rather than stopping the room.
@@ -516,7 +571,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                         views.retain(|id, _| scene.canvases.iter().any(|c| &c.id == id));
                         for c in &scene.canvases {
                             if !views.contains_key(&c.id) {
-                                views.insert(c.id.clone(), new_view(&config)?);
+                                views.insert(c.id.clone(), new_view(&canvas_profiles[&c.id], config.fps)?);
                             }
                         }
                     }
@@ -552,7 +607,17 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                             s.composite.video(now, unit.keyframe, &unit.data, (config.width, config.height));
                         }
                     }
-                    let Ok(payloads) = view.payloader.payload(MTU, &Bytes::from(unit.data)) else { continue };
+                    let payloads = match view.payloader.as_mut() {
+                        Some(p) => match p.payload(MTU, &Bytes::from(unit.data)) {
+                            Ok(p) => p,
+                            Err(_) => continue,
+                        },
+                        // packetization-mode 0: every NAL unit whole (access unit delimiters dropped).
+                        None => mcu_codec::bitstream::annexb_nal_units(&unit.data)
+                            .filter(|n| n[0] & 0x1f != mcu_codec::bitstream::h264_nal::AUD)
+                            .map(Bytes::copy_from_slice)
+                            .collect(),
+                    };
                     let n = payloads.len();
                     // Encoded and packetized once; written on every video track that shows it.
                     for (&ssrc, _) in seen_by.iter().filter(|(_, v)| **v == id) {

@@ -133,6 +133,58 @@ pub struct ServeArgs {
     /// TURN credential for the servers above.
     #[arg(long, env = "MCU_TURN_CREDENTIAL", hide_env_values = true)]
     pub turn_credential: Option<String>,
+    /// SIP gateway: UDP and TCP on this address (port 0 picks a free port; the chosen address
+    /// is printed), or `off`. Without the flag it tries 127.0.0.1:5060 and goes on without SIP
+    /// (with a warning) when the port is taken.
+    #[arg(long, env = "MCU_SIP_LISTEN")]
+    pub sip_listen: Option<String>,
+    /// Dial plan entries NUMBER=ROOM (comma-separated or repeated): a call to NUMBER (the
+    /// request URI's user part, or user@host) joins ROOM. Unknown numbers get 404.
+    #[arg(long, env = "MCU_SIP_ROUTE", value_delimiter = ',')]
+    pub sip_route: Vec<String>,
+    /// A phone that should be sending RTP and has been silent this long is hung up (e.g. 30s,
+    /// 500ms).
+    #[arg(long, env = "MCU_SIP_RTP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub sip_rtp_timeout: std::time::Duration,
+    /// Ring (180) this long before answering an INVITE (0s: answer at once).
+    #[arg(long, env = "MCU_SIP_ANSWER_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub sip_answer_delay: std::time::Duration,
+    /// The picture SIP phones get (WIDTHxHEIGHT), smaller for phones that declare less.
+    #[arg(long, env = "MCU_SIP_VIDEO_SIZE", default_value = "640x360", value_parser = parse_size)]
+    pub sip_video_size: (u32, u32),
+    /// Its bitrate (bps).
+    #[arg(long, env = "MCU_SIP_VIDEO_BITRATE", default_value_t = 800_000)]
+    pub sip_video_bitrate: u32,
+}
+
+/// `30s`, `500ms`, `2m` or a number of seconds.
+fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
+    let v = v.trim();
+    let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => v.split_at(i),
+        None => (v, "s"),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("\"{v}\" is not a duration like 30s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("\"{v}\": the unit is ms, s or m")),
+    };
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("\"{v}\" is out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// `640x360`: even sides from 16 to 1920.
+fn parse_size(v: &str) -> Result<(u32, u32), String> {
+    let (w, h) = v.split_once(['x', 'X']).ok_or_else(|| format!("\"{v}\" is not WIDTHxHEIGHT"))?;
+    let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| format!("bad width in \"{v}\""))?, h.trim().parse().map_err(|_| format!("bad height in \"{v}\""))?);
+    if !(16..=1920).contains(&w) || !(16..=1920).contains(&h) || w % 2 == 1 || h % 2 == 1 {
+        return Err(format!("\"{v}\": sides must be even, 16 to 1920"));
+    }
+    Ok((w, h))
 }
 
 struct Shared {
@@ -261,6 +313,33 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         // Scripts read these two lines, in this order.
         println!("listening on http://{addr}");
         println!("grpc listening on {grpc_scheme}://{}", grpc_listener.local_addr()?);
+        let plan = mcu_sip::DialPlan::parse(args.sip_route.iter().map(String::as_str))?;
+        let sip = match args.sip_listen.as_deref() {
+            Some("off") => None,
+            explicit => {
+                let listen: SocketAddr = explicit.unwrap_or("127.0.0.1:5060").parse().with_context(|| format!("--sip-listen {explicit:?} is not ADDR:PORT or off"))?;
+                let settings = crate::sip::SipSettings {
+                    listen,
+                    plan,
+                    rtp_timeout: args.sip_rtp_timeout,
+                    answer_delay: args.sip_answer_delay,
+                    video_size: args.sip_video_size,
+                    video_bitrate: args.sip_video_bitrate,
+                };
+                match crate::sip::start(sfu.clone(), settings, mcu).await {
+                    Ok((gateway, bound)) => {
+                        println!("sip listening on udp+tcp {bound}");
+                        Some(gateway)
+                    }
+                    Err(e) if explicit.is_none() => {
+                        tracing::warn!(error = %e, "SIP gateway not started (127.0.0.1:5060 unavailable); set --sip-listen");
+                        None
+                    }
+                    Err(e) => return Err(e.context(format!("binding SIP {listen}"))),
+                }
+            }
+        };
+        *sfu.sip.lock().expect("sip lock is never poisoned") = sip.clone();
         let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, grpc_tls, sfu.clone(), mcu, grpc_auth, async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }));
@@ -289,6 +368,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         // Every recording is finished (duration, cues) before the sessions end.
         let recorder = sfu.clone();
         let _ = tokio::task::spawn_blocking(move || recorder.stop_recordings(None)).await;
+        if let Some(gateway) = sip {
+            gateway.shutdown().await;
+        }
         sfu.end_all().await;
         anyhow::Ok(())
     })

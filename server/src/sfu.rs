@@ -192,6 +192,8 @@ pub struct Room {
     /// MCU participants (`POST /mcu/{room}`): each hears its own mix and sees its canvas on
     /// tracks of its own (audio SSRC, video SSRC).
     listeners: Mutex<HashMap<String, (u32, u32)>>,
+    /// MCU participants whose picture is encoded otherwise than the room's (SIP phones).
+    view_profiles: Mutex<HashMap<String, crate::mcu::VideoProfile>>,
     /// Keyframe requests to the composite's encoders (by the SSRC asked), while it runs.
     mix_keyframes: Mutex<Option<mpsc::UnboundedSender<u32>>>,
     /// Created through the control API: stays when empty, until deleted.
@@ -242,6 +244,7 @@ impl Room {
             mcu_tap: Mutex::new(None),
             mix: Mutex::new(None),
             listeners: Mutex::default(),
+            view_profiles: Mutex::default(),
             mix_keyframes: Mutex::default(),
             persistent: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -448,8 +451,14 @@ impl Room {
         tracks
     }
 
+    /// Encode profiles of MCU participants that have one (by name).
+    pub fn view_profiles(&self) -> HashMap<String, crate::mcu::VideoProfile> {
+        self.view_profiles.lock().expect("profiles lock is never poisoned").clone()
+    }
+
     /// Removes an MCU participant's own video and mix.
     pub fn remove_mix_listener(&self, name: &str) {
+        self.view_profiles.lock().expect("profiles lock is never poisoned").remove(name);
         if self.listeners.lock().expect("listeners lock is never poisoned").remove(name).is_some() {
             let mut m = self.lock();
             for kind in ["video", "audio"] {
@@ -487,6 +496,28 @@ impl Room {
         }
     }
 
+    /// One packet of a publisher's track (WebRTC or a SIP leg): forwarded, and copied to the
+    /// composite while it runs.
+    pub fn ingest(&self, track: &TrackId, participant: &str, codec: &RTCRtpCodec, packet: rtc::rtp::Packet, raw: &[u8]) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        self.counters.received_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
+        self.drive(Instant::now(), |fwd, now| {
+            let _ = fwd.handle_rtp(now, raw);
+        });
+        if let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").as_ref() {
+            // A composite that falls behind loses packets (its decoder then asks for a
+            // keyframe); the forwarding path never waits for it.
+            let _ = tap.try_send(TapPacket { track: track.clone(), participant: participant.into(), codec: codec.clone(), packet });
+        }
+    }
+
+    /// RTCP from a subscriber that is not a WebRTC connection (a SIP leg): PLI/FIR/REMB.
+    pub fn subscriber_rtcp(&self, sub: SubscriberId, raw: &[u8]) {
+        self.drive(Instant::now(), |fwd, now| {
+            let _ = fwd.handle_subscriber_rtcp(now, sub, raw);
+        });
+    }
+
     /// Tracks published by real participants.
     pub fn live_tracks(&self) -> std::collections::HashSet<TrackId> {
         self.participants().iter().filter(|(k, _)| k.as_str() != MIX).flat_map(|(_, p)| p.tracks.iter().map(|t| t.id.clone())).collect()
@@ -499,6 +530,36 @@ impl Room {
     }
 }
 
+/// A track a SIP leg publishes.
+pub struct GatewayTrack {
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// Its codec as the room sees it (the phone's G.711 arrives transcoded to Opus).
+    pub codec: RTCRtpCodec,
+    /// The SSRC its packets carry.
+    pub ssrc: u32,
+}
+
+/// A SIP leg's place in a room.
+pub struct GatewayLeg {
+    /// Its session id (`Sfu::end` removes it).
+    pub session: String,
+    /// The room.
+    pub room: Arc<Room>,
+    /// Its participant name.
+    pub participant: String,
+    /// The tracks it publishes, each with the keyframe requests for it (SSRC asked).
+    pub published: Vec<(PublishedTrack, mpsc::UnboundedReceiver<u32>)>,
+    /// Its picture: the SSRC the packets carry and the packets.
+    pub video: Option<(u32, mpsc::Receiver<Bytes>)>,
+    /// Its mix (everyone but itself), Opus: the SSRC and the packets.
+    pub audio: Option<(u32, mpsc::Receiver<Bytes>)>,
+    /// Its subscriber id (for its RTCP).
+    pub sub: SubscriberId,
+    /// Notified when the server ends the session (an operator removed it, shutdown).
+    pub hangup: Arc<tokio::sync::Notify>,
+}
+
 pub(crate) enum Role {
     /// A WHIP publisher, or an MCU participant (which also subscribes, as `sub`).
     Publisher { participant: String, sub: Option<SubscriberId> },
@@ -507,7 +568,10 @@ pub(crate) enum Role {
 
 pub(crate) struct Session {
     pub(crate) room: Arc<Room>,
-    pc: Arc<dyn PeerConnection>,
+    /// The WebRTC connection (`None` for a SIP leg, whose call ends through `hangup`).
+    pc: Option<Arc<dyn PeerConnection>>,
+    /// Told when the session is ended by the server (an operator, shutdown): a SIP leg hangs up.
+    hangup: Option<Arc<tokio::sync::Notify>>,
     pub(crate) role: Role,
 }
 
@@ -530,6 +594,8 @@ pub struct Sfu {
     pub(crate) recordings: Mutex<Vec<Arc<crate::record::Session>>>,
     /// Rooms recorded from their first publisher (`*`: all), with the composite settings.
     pub(crate) auto_record: Mutex<Option<(Vec<String>, McuConfig)>>,
+    /// The SIP gateway, when it runs (the control API edits its dial plan).
+    pub(crate) sip: Mutex<Option<Arc<crate::sip::Gateway>>>,
 }
 
 /// What `/metrics` reports per receiving session.
@@ -569,6 +635,7 @@ impl Sfu {
             recording_dir: Mutex::new("recordings".into()),
             recordings: Mutex::default(),
             auto_record: Mutex::default(),
+            sip: Mutex::default(),
         });
         // One timer for every room: keyframe retries and backlog recovery.
         let weak = Arc::downgrade(&sfu);
@@ -696,7 +763,7 @@ impl Sfu {
                 self.sessions
                     .lock()
                     .expect("sessions lock is never poisoned")
-                    .insert(id.clone(), Session { room: room.clone(), pc, role: Role::Publisher { participant: participant.into(), sub } });
+                    .insert(id.clone(), Session { room: room.clone(), pc: Some(pc), hangup: None, role: Role::Publisher { participant: participant.into(), sub } });
                 self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.into(), mcu: sub.is_some() });
                 self.auto_record(&room);
                 Ok(Accepted { id, answer, participant: participant.into() })
@@ -715,6 +782,89 @@ impl Sfu {
         }
     }
 
+    /// A SIP leg joins `room_name` as an MCU participant: it publishes `tracks` (SSRCs chosen
+    /// by the gateway) and receives its own mix and its picture (encoded with `profile`) as
+    /// forwarded packets. The participant is named `name`, or `name-2`, `name-3`, ... when
+    /// taken.
+    pub fn join_gateway(self: &Arc<Self>, room_name: &str, name: &str, tracks: Vec<GatewayTrack>, profile: Option<crate::mcu::VideoProfile>, config: McuConfig) -> Result<GatewayLeg, SessionError> {
+        let room = self.room(room_name, true)?;
+        let id = self.fresh_id();
+        let participant = {
+            let mut ps = room.participants.lock().expect("participants lock is never poisoned");
+            let max = match room.max_participants.load(Ordering::Relaxed) {
+                0 => self.limits.max_participants,
+                n => n.min(self.limits.max_participants),
+            };
+            if ps.iter().filter(|(k, _)| k.as_str() != MIX).count() >= max {
+                drop(ps);
+                self.drop_if_empty(&room);
+                return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({max} participants)")));
+            }
+            let participant = (1..).map(|n| if n == 1 { name.to_string() } else { format!("{name}-{n}") }).find(|p| !ps.contains_key(p)).expect("some suffix is free");
+            ps.insert(participant.clone(), Participant { session: id.clone(), mcu: true, extmap: Arc::default(), expected_tracks: tracks.len(), tracks: Vec::new() });
+            participant
+        };
+        crate::mcu::ensure(self, &room, config);
+        let codec = profile.map(|p| p.codec).unwrap_or(config.codec);
+        if let Some(p) = profile {
+            room.view_profiles.lock().expect("profiles lock is never poisoned").insert(participant.clone(), p);
+        }
+        let receive = room.add_mix_listener(&participant, codec);
+        // Its own picture and mix, forwarded like any subscriber's (sequence numbers rewritten).
+        let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut queues = Vec::new();
+        {
+            let mut m = room.lock();
+            for t in &receive {
+                let ssrc = rand_ssrc(&self.next_id);
+                let (tx, rx) = mpsc::channel::<Bytes>(SINK_QUEUE);
+                m.sinks.insert(ssrc, SinkEntry { sub, tx });
+                queues.push((t.id.clone(), ssrc, rx));
+            }
+        }
+        room.drive(Instant::now(), |fwd, now| {
+            for (track, ssrc, _) in &queues {
+                if let Err(e) = fwd.subscribe(now, sub, track, *ssrc, None) {
+                    tracing::debug!(error = %e, "gateway subscription not started");
+                }
+            }
+        });
+        let mut queues = queues.into_iter().map(|(_, ssrc, rx)| (ssrc, rx));
+        let (video, audio) = (queues.next(), queues.next());
+        let mut published = Vec::new();
+        for (n, t) in tracks.into_iter().enumerate() {
+            let kind_name = if t.kind == RtpCodecKind::Audio { "audio" } else { "video" };
+            let track_id: TrackId = Arc::from(format!("{participant}/{kind_name}-{n}"));
+            let family = codec_family(&t.codec.mime_type).unwrap_or(Codec::Audio);
+            let (fb_tx, fb_rx) = mpsc::unbounded_channel::<u32>();
+            {
+                let mut m = room.lock();
+                if let Err(e) = m.fwd.publish(track_id.clone(), family, t.codec.clock_rate, &[(t.ssrc, 0)]) {
+                    tracing::warn!(error = %e, "gateway track not published");
+                    continue;
+                }
+                m.feedback.insert(track_id.clone(), fb_tx);
+                m.ssrcs.insert(track_id.clone(), t.ssrc);
+            }
+            let track = PublishedTrack { id: track_id, kind: t.kind, codec: t.codec, extmap: Arc::default(), muted: Arc::default() };
+            if let Some(p) = room.participants().get_mut(&participant) {
+                p.tracks.push(track.clone());
+            }
+            self.events.emit(room_name, EventKind::TrackPublished { participant: participant.clone(), track: track.info() });
+            published.push((track, fb_rx));
+        }
+        room.subscribers.fetch_add(1, Ordering::Relaxed);
+        let hangup = Arc::new(tokio::sync::Notify::new());
+        self.sessions
+            .lock()
+            .expect("sessions lock is never poisoned")
+            .insert(id.clone(), Session { room: room.clone(), pc: None, hangup: Some(hangup.clone()), role: Role::Publisher { participant: participant.clone(), sub: Some(sub) } });
+        tracing::info!(room = room_name, %participant, session = %id, "SIP participant joined");
+        self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.clone(), mcu: true });
+        self.auto_record(&room);
+        Ok(GatewayLeg { session: id, room, participant, published, video, audio, sub, hangup })
+    }
+
     /// WHEP: a subscriber's offer for one participant's forwarded tracks.
     pub async fn play(self: &Arc<Self>, room_name: &str, target: &str, viewer: &str, offer: String) -> Result<Accepted, SessionError> {
         let desc = RTCSessionDescription::offer(offer).map_err(|e| SessionError::BadOffer(e.to_string()))?;
@@ -731,7 +881,7 @@ impl Sfu {
             Ok((answer, wired)) => {
                 room.subscribers.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(room = room_name, target, viewer, session = %id, tracks = wired, "subscriber joined (WHEP)");
-                self.sessions.lock().expect("sessions lock is never poisoned").insert(id.clone(), Session { room, pc, role: Role::Subscriber { sub } });
+                self.sessions.lock().expect("sessions lock is never poisoned").insert(id.clone(), Session { room, pc: Some(pc), hangup: None, role: Role::Subscriber { sub } });
                 Ok(Accepted { id, answer, participant: viewer.into() })
             }
             Err(e) => {
@@ -828,7 +978,7 @@ impl Sfu {
 
     /// Trickle ICE (`PATCH`): candidates from an SDP fragment.
     pub async fn trickle(&self, id: &str, fragment: &str) -> Result<(), SessionError> {
-        let pc = self.sessions.lock().expect("sessions lock is never poisoned").get(id).map(|s| s.pc.clone());
+        let pc = self.sessions.lock().expect("sessions lock is never poisoned").get(id).and_then(|s| s.pc.clone());
         let pc = pc.ok_or_else(|| SessionError::NotFound(format!("no session {id}")))?;
         let mut mid = None;
         for line in fragment.lines().map(str::trim) {
@@ -877,7 +1027,12 @@ impl Sfu {
                 tracing::info!(room = %s.room.name, session = id, "subscriber left");
             }
         }
-        let _ = s.pc.close().await;
+        if let Some(pc) = &s.pc {
+            let _ = pc.close().await;
+        }
+        if let Some(h) = &s.hangup {
+            h.notify_one();
+        }
         self.drop_if_empty(&s.room);
         Ok(())
     }
@@ -934,7 +1089,7 @@ impl Sfu {
             .expect("sessions lock is never poisoned")
             .iter()
             .filter_map(|(id, s)| match &s.role {
-                Role::Subscriber { sub } | Role::Publisher { sub: Some(sub), .. } => Some((id.clone(), s.room.clone(), s.pc.clone(), *sub)),
+                Role::Subscriber { sub } | Role::Publisher { sub: Some(sub), .. } => Some((id.clone(), s.room.clone(), s.pc.clone()?, *sub)),
                 Role::Publisher { sub: None, .. } => None,
             })
             .collect();
@@ -1150,6 +1305,7 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, counters: Arc<Counters>, id: TrackId, participant: String, codec: RTCRtpCodec, muted: Arc<AtomicBool>) {
+    // A muted track's packets are counted and dropped.
     while let Some(evt) = track.poll().await {
         match evt {
             TrackRemoteEvent::OnRtpPacket(_) if muted.load(Ordering::Relaxed) => {
@@ -1157,16 +1313,7 @@ async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, coun
             }
             TrackRemoteEvent::OnRtpPacket(p) => {
                 let Ok(raw) = p.marshal() else { continue };
-                counters.received.fetch_add(1, Ordering::Relaxed);
-                counters.received_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
-                room.drive(Instant::now(), |fwd, now| {
-                    let _ = fwd.handle_rtp(now, &raw);
-                });
-                if let Some(tap) = room.mcu_tap.lock().expect("tap lock is never poisoned").as_ref() {
-                    // A composite that falls behind loses packets (its decoder then asks for a
-                    // keyframe); the forwarding path never waits for it.
-                    let _ = tap.try_send(TapPacket { track: id.clone(), participant: participant.clone(), codec: codec.clone(), packet: p });
-                }
+                room.ingest(&id, &participant, &codec, p, &raw);
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}

@@ -1,0 +1,733 @@
+//! The SIP gateway: SIP phones and trunks join rooms as MCU participants.
+//!
+//! ```text
+//!  phone ──SIP (UDP/TCP, rsipstack)──► incoming INVITE ─► dial plan (number → room, 404)
+//!                                        ─► mcu_sip::negotiate (488) ─► Sfu::join_gateway
+//!                                        ─► 180, 200 OK + answer
+//!  phone ──RTP/AVP──► audio socket: G.711 → 48 kHz (dasp) → Opus ─┐   RFC 4733 → room event
+//!                     video socket: H.264/VP8 as sent ────────────┼─► Room::ingest (forwarded,
+//!                                                                 │   mixed, recorded)
+//!  phone ◄──RTP/AVP── its mix (Opus → G.711, or Opus as is) ◄─────┤   _mix/audio-for-NAME
+//!                     its picture (H.264 mode 0/1 at its size) ◄──┘   _mix/video-for-NAME
+//! ```
+//!
+//! Calls end with BYE (either side), CANCEL before the answer, an operator removing the
+//! participant (we send BYE), RTP silence longer than `--sip-rtp-timeout` while the phone
+//! should be sending (we send BYE), and shutdown. A re-INVITE (hold, resume, new address) is
+//! answered on the same ports.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use rtc::shared::marshal::Unmarshal;
+use mcu_codec::audio::{G711Law, OpusChannels, OpusConfig, OpusDecoder, OpusEncoder, Resampler};
+use mcu_sip::{answer_sdp, negotiate, parse_offer, AudioChoice, AudioCodec, DialPlan, DtmfDetector, Negotiated, VideoChoice, VideoCodecChoice};
+use rsipstack::{
+    dialog::{
+        dialog::{Dialog, DialogState, DialogStateReceiver, DialogStateSender},
+        dialog_layer::DialogLayer,
+        invite_dialog::InviteDialog,
+    },
+    sip::{prelude::HeadersExt, Header, Method, StatusCode},
+    transaction::{transaction::Transaction, TransactionReceiver},
+    transport::{udp::UdpConnection, TcpListenerConnection, TransportLayer},
+    EndpointBuilder,
+};
+use tokio::{net::UdpSocket, sync::mpsc};
+use tokio_util::sync::CancellationToken;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+
+use crate::{
+    events::EventKind,
+    mcu::{McuConfig, MixCodec, VideoProfile},
+    sfu::{GatewayLeg, GatewayTrack, Sfu},
+};
+
+/// Gateway settings (`mcu serve --sip-*`).
+#[derive(Debug, Clone)]
+pub struct SipSettings {
+    /// UDP and TCP, one port.
+    pub listen: SocketAddr,
+    /// Dialled number → room.
+    pub plan: DialPlan,
+    /// A phone that should send and is silent this long is hung up.
+    pub rtp_timeout: Duration,
+    /// Ring this long before answering (0: answer at once).
+    pub answer_delay: Duration,
+    /// The picture phones get when they can decode it.
+    pub video_size: (u32, u32),
+    /// Its bitrate.
+    pub video_bitrate: u32,
+}
+
+/// Counters for `/metrics`.
+#[derive(Default)]
+pub struct SipCounters {
+    /// INVITEs answered 200.
+    pub calls_answered: AtomicU64,
+    /// INVITEs refused (404, 488, 400, 486).
+    pub calls_refused: AtomicU64,
+    /// Calls ended for RTP silence.
+    pub rtp_timeouts: AtomicU64,
+    /// RTP/RTCP datagrams that were not RTP/RTCP, or from nobody in the call.
+    pub bad_packets: AtomicU64,
+    /// DTMF key presses received.
+    pub dtmf: AtomicU64,
+}
+
+/// One call's handle, kept while it lasts.
+struct Call {
+    room: String,
+    participant: String,
+    session: String,
+    stop: CancellationToken,
+    /// Where the phone is and what it sends; replaced by a re-INVITE.
+    state: Arc<Mutex<CallMedia>>,
+    sdp_version: AtomicU64,
+    ports: (u16, u16),
+    dialog: InviteDialog,
+}
+
+/// The negotiated media, shared with the call's tasks.
+#[derive(Clone)]
+struct CallMedia {
+    negotiated: Negotiated,
+}
+
+impl CallMedia {
+    fn audio(&self) -> Option<&AudioChoice> {
+        self.negotiated.audio.as_ref()
+    }
+    fn video(&self) -> Option<&VideoChoice> {
+        self.negotiated.video.as_ref()
+    }
+}
+
+/// The gateway.
+pub struct Gateway {
+    sfu: Arc<Sfu>,
+    settings: SipSettings,
+    mcu: McuConfig,
+    plan: Mutex<DialPlan>,
+    dialogs: DialogLayer,
+    state_tx: DialogStateSender,
+    calls: Mutex<HashMap<String, Arc<Call>>>,
+    ip: IpAddr,
+    /// Counters.
+    pub counters: SipCounters,
+    cancel: CancellationToken,
+}
+
+/// Starts the gateway on `settings.listen` (UDP, and TCP on the same port). Returns it and
+/// the address it listens on.
+pub async fn start(sfu: Arc<Sfu>, settings: SipSettings, mcu: McuConfig) -> anyhow::Result<(Arc<Gateway>, SocketAddr)> {
+    let cancel = CancellationToken::new();
+    let transport = TransportLayer::new(cancel.clone());
+    let udp = UdpConnection::create_connection(settings.listen, None, Some(cancel.child_token())).await?;
+    let bound = udp.get_addr().get_socketaddr()?;
+    transport.add_transport(udp.into());
+    let tcp = TcpListenerConnection::new(bound, None).await?;
+    transport.add_transport(tcp.into());
+    let endpoint = EndpointBuilder::new().with_cancel_token(cancel.clone()).with_transport_layer(transport).with_user_agent("mcu").build();
+    let incoming = endpoint.incoming_transactions()?;
+    let dialogs = DialogLayer::new(endpoint.inner.clone());
+    let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
+    let gateway = Arc::new(Gateway {
+        sfu,
+        plan: Mutex::new(settings.plan.clone()),
+        settings,
+        mcu,
+        dialogs,
+        state_tx,
+        calls: Mutex::default(),
+        ip: bound.ip(),
+        counters: SipCounters::default(),
+        cancel: cancel.clone(),
+    });
+    tokio::spawn(async move {
+        endpoint.serve().await;
+    });
+    tokio::spawn(gateway.clone().serve(incoming));
+    tokio::spawn(gateway.clone().watch_dialogs(state_rx));
+    Ok((gateway, bound))
+}
+
+fn reply_headers() -> Vec<Header> {
+    vec![Header::ContentType("application/sdp".into())]
+}
+
+/// A participant name from the caller's user part: `sip-` and letters, digits, `-_.`.
+fn participant_name(user: &str) -> String {
+    let clean: String = user.chars().filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c)).take(32).collect();
+    format!("sip-{}", if clean.is_empty() { "caller" } else { &clean })
+}
+
+impl Gateway {
+    /// The dial plan's entries.
+    pub fn routes(&self) -> Vec<(String, String)> {
+        self.plan.lock().expect("plan lock is never poisoned").entries().map(|(a, b)| (a.into(), b.into())).collect()
+    }
+
+    /// Adds or replaces a dial-plan route.
+    pub fn set_route(&self, number: &str, room: &str) -> Result<(), mcu_sip::dialplan::RouteError> {
+        self.plan.lock().expect("plan lock is never poisoned").set(number, room)
+    }
+
+    /// Removes a route; false if there was none.
+    pub fn remove_route(&self, number: &str) -> bool {
+        self.plan.lock().expect("plan lock is never poisoned").remove(number)
+    }
+
+    /// Calls in progress: (room, participant).
+    pub fn calls(&self) -> Vec<(String, String)> {
+        self.calls.lock().expect("calls lock is never poisoned").values().map(|c| (c.room.clone(), c.participant.clone())).collect()
+    }
+
+    /// Hangs up every call (shutdown).
+    pub async fn shutdown(&self) {
+        let calls: Vec<Arc<Call>> = self.calls.lock().expect("calls lock is never poisoned").drain().map(|(_, c)| c).collect();
+        for c in calls {
+            let _ = c.dialog.bye().await;
+            self.finish(&c).await;
+        }
+        self.cancel.cancel();
+    }
+
+    async fn serve(self: Arc<Self>, mut incoming: TransactionReceiver) {
+        while let Some(mut tx) = incoming.recv().await {
+            let me = self.clone();
+            let in_dialog = tx.original.to_header().ok().and_then(|t| t.tag().ok().flatten()).is_some();
+            match tx.original.method {
+                Method::Invite if !in_dialog => {
+                    tokio::spawn(async move { me.new_call(tx).await });
+                }
+                Method::Options if !in_dialog => {
+                    tokio::spawn(async move {
+                        let _ = tx.reply(StatusCode::OK).await;
+                    });
+                }
+                _ => {
+                    tokio::spawn(async move {
+                        match me.dialogs.match_dialog(&tx) {
+                            Some(Dialog::Invite(mut d)) => {
+                                let _ = d.handle(&mut tx).await;
+                            }
+                            _ if tx.original.method == Method::Ack => {}
+                            _ => {
+                                let status = if in_dialog { StatusCode::CallTransactionDoesNotExist } else { StatusCode::MethodNotAllowed };
+                                let _ = tx.reply(status).await;
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    async fn refuse(&self, tx: &mut Transaction, status: StatusCode, why: &str) {
+        self.counters.calls_refused.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(%status, why, uri = %tx.original.uri, "SIP call refused");
+        let _ = tx.reply_with(status, vec![Header::Other("Warning".into(), format!("399 mcu \"{why}\""))], None).await;
+    }
+
+    async fn new_call(self: Arc<Self>, mut tx: Transaction) {
+        let user = tx.original.uri.user().unwrap_or_default().to_string();
+        let host = tx.original.uri.host().to_string();
+        let Some(room) = self.plan.lock().expect("plan lock is never poisoned").route(&user, &host).map(str::to_string) else {
+            return self.refuse(&mut tx, StatusCode::NotFound, &format!("no room for {user}")).await;
+        };
+        let body = String::from_utf8_lossy(&tx.original.body).to_string();
+        if body.trim().is_empty() {
+            // Offerless INVITEs (offer in the ACK) are not supported.
+            return self.refuse(&mut tx, StatusCode::NotAcceptableHere, "an INVITE without an SDP offer").await;
+        }
+        let offer = match parse_offer(&body) {
+            Ok(o) => o,
+            Err(e) => return self.refuse(&mut tx, StatusCode::BadRequest, &e.to_string()).await,
+        };
+        let negotiated = match negotiate(&offer, self.settings.video_size) {
+            Ok(n) => n,
+            Err(e) => return self.refuse(&mut tx, StatusCode::NotAcceptableHere, &e.to_string()).await,
+        };
+        let caller = tx.original.from_header().ok().and_then(|f| f.uri().ok()).and_then(|u| u.user().map(str::to_string)).unwrap_or_default();
+        let contact = rsipstack::sip::Uri {
+            scheme: Some(rsipstack::sip::Scheme::Sip),
+            auth: Some(rsipstack::sip::Auth { user: user.clone(), password: None }),
+            host_with_port: SocketAddr::new(self.ip, self.listen_port()).into(),
+            params: vec![],
+            headers: vec![],
+        };
+        let dialog = match self.dialogs.get_or_create_server_invite(&tx, self.state_tx.clone(), None, Some(contact)) {
+            Ok(d) => d,
+            Err(e) => return self.refuse(&mut tx, StatusCode::BadRequest, &e.to_string()).await,
+        };
+        let id = dialog.id().to_string();
+        // The INVITE transaction: 100 Trying, then ACK or CANCEL.
+        let mut handled = dialog.clone();
+        tokio::spawn(async move {
+            let _ = handled.handle(&mut tx).await;
+        });
+        if !self.settings.answer_delay.is_zero() {
+            let _ = dialog.ringing(None, None);
+            tokio::time::sleep(self.settings.answer_delay).await;
+            if matches!(dialog.state(), DialogState::Terminated(..)) {
+                tracing::info!(%room, caller, "SIP call cancelled before the answer");
+                return;
+            }
+        }
+        match self.clone().start_media(&room, &caller, negotiated, dialog.clone()).await {
+            Ok(call) => {
+                let answer = self.answer_of(&call);
+                self.calls.lock().expect("calls lock is never poisoned").insert(id, call.clone());
+                if dialog.accept(Some(reply_headers()), Some(answer.into_bytes())).is_err() {
+                    self.calls.lock().expect("calls lock is never poisoned").retain(|_, c| !Arc::ptr_eq(c, &call));
+                    self.finish(&call).await;
+                    return;
+                }
+                self.counters.calls_answered.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%room, participant = %call.participant, "SIP call answered");
+            }
+            Err(e) => {
+                self.counters.calls_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%room, error = %e, "SIP call not set up");
+                let _ = dialog.reject(Some(StatusCode::BusyHere), Some(e.to_string()));
+            }
+        }
+    }
+
+    fn listen_port(&self) -> u16 {
+        self.settings.listen.port()
+    }
+
+    fn answer_of(&self, call: &Call) -> String {
+        let media = call.state.lock().expect("call lock is never poisoned").clone();
+        let version = call.sdp_version.fetch_add(1, Ordering::Relaxed);
+        answer_sdp(&media.negotiated, self.ip, call.ports.0, call.ports.1, call.ports.0 as u64 * 65536 + call.ports.1 as u64, version)
+    }
+
+    async fn watch_dialogs(self: Arc<Self>, mut rx: DialogStateReceiver) {
+        while let Some(state) = rx.recv().await {
+            match state {
+                DialogState::Terminated(id, reason) => {
+                    let call = self.calls.lock().expect("calls lock is never poisoned").remove(&id.to_string());
+                    if let Some(call) = call {
+                        tracing::info!(room = %call.room, participant = %call.participant, ?reason, "SIP call ended");
+                        self.finish(&call).await;
+                    }
+                    self.dialogs.remove_dialog(&id);
+                }
+                DialogState::Updated(id, request, handle) => {
+                    let call = self.calls.lock().expect("calls lock is never poisoned").get(&id.to_string()).cloned();
+                    let Some(call) = call else {
+                        let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
+                        continue;
+                    };
+                    let body = String::from_utf8_lossy(&request.body).to_string();
+                    if body.trim().is_empty() {
+                        // A session refresh (or an offerless re-INVITE): the same answer again.
+                        let answer = self.answer_of(&call);
+                        let _ = handle.respond(StatusCode::OK, Some(reply_headers()), Some(answer.into_bytes())).await;
+                        continue;
+                    }
+                    match parse_offer(&body).map_err(|e| e.to_string()).and_then(|o| negotiate(&o, self.settings.video_size).map_err(|e| e.to_string())) {
+                        Ok(n) => {
+                            let hold = n.audio.as_ref().map(|a| a.direction);
+                            tracing::info!(room = %call.room, participant = %call.participant, direction = ?hold, "SIP re-INVITE");
+                            call.state.lock().expect("call lock is never poisoned").negotiated = n;
+                            let answer = self.answer_of(&call);
+                            let _ = handle.respond(StatusCode::OK, Some(reply_headers()), Some(answer.into_bytes())).await;
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, "re-INVITE refused");
+                            let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                        }
+                    }
+                }
+                DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::OK).await;
+                }
+                DialogState::Message(_, _, handle) | DialogState::Refer(_, _, handle) | DialogState::Notify(_, _, handle) | DialogState::Publish(_, _, handle) => {
+                    let _ = handle.reply(StatusCode::NotImplemented).await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Leaves the room and stops the call's tasks.
+    async fn finish(&self, call: &Call) {
+        call.stop.cancel();
+        let _ = self.sfu.end(&call.session).await;
+    }
+
+    async fn start_media(self: Arc<Self>, room: &str, caller: &str, negotiated: Negotiated, dialog: InviteDialog) -> anyhow::Result<Arc<Call>> {
+        let (audio_rtp, audio_rtcp) = bind_pair(self.ip).await?;
+        let (video_rtp, video_rtcp) = bind_pair(self.ip).await?;
+        let ports = (audio_rtp.local_addr()?.port(), video_rtp.local_addr()?.port());
+        let mut tracks = Vec::new();
+        let (audio_ssrc, video_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
+        if let Some(a) = &negotiated.audio {
+            let _ = a;
+            tracks.push(GatewayTrack {
+                kind: RtpCodecKind::Audio,
+                codec: RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), ..Default::default() },
+                ssrc: audio_ssrc,
+            });
+        }
+        let mut profile = None;
+        if let Some(v) = &negotiated.video {
+            let (mime, fmtp, codec, single_nal) = match v.codec {
+                VideoCodecChoice::H264 { mode, .. } => ("video/H264", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", MixCodec::H264, mode == 0),
+                VideoCodecChoice::Vp8 => ("video/VP8", "", MixCodec::Vp8, false),
+            };
+            tracks.push(GatewayTrack {
+                kind: RtpCodecKind::Video,
+                codec: RTCRtpCodec { mime_type: mime.into(), clock_rate: 90000, channels: 0, sdp_fmtp_line: fmtp.into(), ..Default::default() },
+                ssrc: video_ssrc,
+            });
+            profile = Some(VideoProfile { codec, width: v.width, height: v.height, single_nal, bitrate: self.settings.video_bitrate });
+        }
+        let leg = self.sfu.join_gateway(room, &participant_name(caller), tracks, profile, self.mcu).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stop = CancellationToken::new();
+        let state = Arc::new(Mutex::new(CallMedia { negotiated }));
+        let call = Arc::new(Call {
+            room: room.to_string(),
+            participant: leg.participant.clone(),
+            session: leg.session.clone(),
+            stop: stop.clone(),
+            state: state.clone(),
+            sdp_version: AtomicU64::new(1),
+            ports,
+            dialog,
+        });
+        let last_rtp = Arc::new(Mutex::new(Instant::now()));
+        let sockets = Sockets { audio_rtp: Arc::new(audio_rtp), audio_rtcp: Arc::new(audio_rtcp), video_rtp: Arc::new(video_rtp), video_rtcp: Arc::new(video_rtcp) };
+        self.spawn_call_tasks(leg, call.clone(), sockets, audio_ssrc, video_ssrc, last_rtp);
+        Ok(call)
+    }
+
+    fn spawn_call_tasks(self: &Arc<Self>, leg: GatewayLeg, call: Arc<Call>, s: Sockets, audio_ssrc: u32, video_ssrc: u32, last_rtp: Arc<Mutex<Instant>>) {
+        let GatewayLeg { room, participant, published, video, audio, sub, hangup, .. } = leg;
+        let stop = call.stop.clone();
+        let phone_video_ssrc = Arc::new(AtomicU64::new(0));
+        for (track, mut keyframes) in published {
+            if track.kind == RtpCodecKind::Audio {
+                let (room, state, stop, last, participant, me) = (room.clone(), call.state.clone(), stop.clone(), last_rtp.clone(), participant.clone(), self.clone());
+                let sock = s.audio_rtp.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = audio_in(me, sock, room, track, participant, state, audio_ssrc, last) => {}
+                    }
+                });
+            } else {
+                let (room, stop_in, last, participant, me, phone) = (room.clone(), stop.clone(), last_rtp.clone(), participant.clone(), self.clone(), phone_video_ssrc.clone());
+                let sock = s.video_rtp.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = stop_in.cancelled() => {}
+                        _ = video_in(me, sock, room, track, participant, video_ssrc, phone, last) => {}
+                    }
+                });
+                // The room asks the phone for keyframes: RTCP PLI to its RTCP address.
+                let (stop, state, rtcp, phone) = (stop.clone(), call.state.clone(), s.video_rtcp.clone(), phone_video_ssrc.clone());
+                let rtp_sock = s.video_rtp.clone();
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            asked = keyframes.recv() => {
+                                if asked.is_none() { return; }
+                                let media = phone.load(Ordering::Relaxed) as u32;
+                                let v = state.lock().expect("call lock is never poisoned").video().cloned();
+                                if let Some(v) = v && media != 0 {
+                                    let pli = pli(video_ssrc, media);
+                                    let sock = if v.rtcp_mux { &rtp_sock } else { &rtcp };
+                                    let _ = sock.send_to(&pli, v.remote_rtcp).await;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+        // The phone's RTCP: keyframe requests (and REMB) for its picture.
+        for sock in [s.video_rtcp.clone(), s.audio_rtcp.clone()] {
+            let (room, stop) = (room.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1500];
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        r = sock.recv_from(&mut buf) => {
+                            let Ok((n, _)) = r else { return };
+                            room.subscriber_rtcp(sub, &buf[..n]);
+                        }
+                    }
+                }
+            });
+        }
+        if let Some((_, rx)) = video {
+            let (state, stop, sock) = (call.state.clone(), stop.clone(), s.video_rtp.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = video_out(sock, state, rx) => {}
+                }
+            });
+        }
+        if let Some((_, rx)) = audio {
+            let (state, stop, sock) = (call.state.clone(), stop.clone(), s.audio_rtp.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    r = audio_out(sock, state, rx, audio_ssrc) => if let Err(e) = r { tracing::warn!(error = %e, "SIP audio out stopped") },
+                }
+            });
+        }
+        // RTP timeout and hang-up by the server.
+        let (me, stop) = (self.clone(), stop.clone());
+        tokio::spawn(async move {
+            let timeout = me.settings.rtp_timeout;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    _ = hangup.notified() => {
+                        if stop.is_cancelled() {
+                            return;
+                        }
+                        tracing::info!(room = %call.room, participant = %call.participant, "SIP participant removed; hanging up");
+                        me.hang_up(&call).await;
+                        return;
+                    }
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                        let sends = {
+                            let m = call.state.lock().expect("call lock is never poisoned");
+                            // Our direction receives: the phone should be sending.
+                            m.audio().map(|a| a.direction.receives()).unwrap_or(false) || m.video().map(|v| v.direction.receives()).unwrap_or(false)
+                        };
+                        let silent = last_rtp.lock().expect("rtp clock lock is never poisoned").elapsed();
+                        if sends && silent > timeout {
+                            me.counters.rtp_timeouts.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(room = %call.room, participant = %call.participant, silent_ms = silent.as_millis() as u64, "no RTP from the phone; hanging up");
+                            me.hang_up(&call).await;
+                            return;
+                        }
+                        if !sends {
+                            // On hold: the clock restarts when media resumes.
+                            *last_rtp.lock().expect("rtp clock lock is never poisoned") = Instant::now();
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Our side ends the call: BYE, then leave the room.
+    async fn hang_up(&self, call: &Arc<Call>) {
+        self.calls.lock().expect("calls lock is never poisoned").retain(|_, c| !Arc::ptr_eq(c, call));
+        let _ = tokio::time::timeout(Duration::from_secs(5), call.dialog.bye()).await;
+        self.finish(call).await;
+    }
+
+    fn dtmf(&self, room: &str, participant: &str, digit: char) {
+        self.counters.dtmf.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(room, participant, %digit, "DTMF");
+        self.sfu.events.emit(room, EventKind::Dtmf { participant: participant.into(), digit });
+    }
+}
+
+struct Sockets {
+    audio_rtp: Arc<UdpSocket>,
+    audio_rtcp: Arc<UdpSocket>,
+    video_rtp: Arc<UdpSocket>,
+    video_rtcp: Arc<UdpSocket>,
+}
+
+/// An RTP socket on an even port and its RTCP socket on the next one.
+async fn bind_pair(ip: IpAddr) -> anyhow::Result<(UdpSocket, UdpSocket)> {
+    for _ in 0..64 {
+        let port = 20000 + 2 * (rand::random::<u16>() % 10000);
+        let Ok(rtp) = UdpSocket::bind(SocketAddr::new(ip, port)).await else { continue };
+        let Ok(rtcp) = UdpSocket::bind(SocketAddr::new(ip, port + 1)).await else { continue };
+        return Ok((rtp, rtcp));
+    }
+    anyhow::bail!("no free RTP port pair on {ip}")
+}
+
+/// A PLI (RFC 4585) from `sender` about `media`.
+fn pli(sender: u32, media: u32) -> Vec<u8> {
+    let mut p = vec![0x81, 206, 0, 2];
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&media.to_be_bytes());
+    p
+}
+
+fn is_rtcp(buf: &[u8]) -> bool {
+    buf.len() >= 2 && (192..=223).contains(&buf[1])
+}
+
+/// The phone's audio into the room: G.711 decoded, resampled to 48 kHz and Opus-encoded (20 ms
+/// frames); Opus forwarded as is. Telephone events become room events.
+#[allow(clippy::too_many_arguments)]
+async fn audio_in(
+    gw: Arc<Gateway>,
+    sock: Arc<UdpSocket>,
+    room: Arc<crate::sfu::Room>,
+    track: crate::sfu::PublishedTrack,
+    participant: String,
+    state: Arc<Mutex<CallMedia>>,
+    ssrc: u32,
+    last: Arc<Mutex<Instant>>,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; 2048];
+    let mut dtmf = DtmfDetector::new();
+    let mut upsample = Resampler::new(8000, 48000, 1)?;
+    let mut encoder = OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, 32_000))?;
+    let mut pcm: Vec<i16> = Vec::new();
+    let (mut seq, mut ts): (u16, u32) = (rand::random(), rand::random());
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).await?;
+        let Some(a) = state.lock().expect("call lock is never poisoned").audio().cloned() else { continue };
+        if from.ip() != a.remote.ip() || is_rtcp(&buf[..n]) {
+            gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let mut raw = Bytes::copy_from_slice(&buf[..n]);
+        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut raw) else {
+            gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        *last.lock().expect("rtp clock lock is never poisoned") = Instant::now();
+        let pt = packet.header.payload_type;
+        if Some(pt) == a.dtmf_pt {
+            if let Some(ev) = dtmf.push(packet.header.timestamp, &packet.payload) {
+                gw.dtmf(&room.name, &participant, ev.digit);
+            }
+            continue;
+        }
+        if pt != a.pt || track.muted.load(Ordering::Relaxed) {
+            continue;
+        }
+        let mut out = |payload: &[u8], samples: u32| {
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(samples);
+            let rtp = mcu_sfu::rtp::build(111, false, seq, ts, ssrc, payload);
+            let mut b = Bytes::copy_from_slice(&rtp);
+            if let Ok(p) = rtc::rtp::Packet::unmarshal(&mut b) {
+                room.ingest(&track.id, &participant, &track.codec, p, &rtp);
+            }
+        };
+        match a.codec {
+            AudioCodec::Opus => out(&packet.payload, 960),
+            AudioCodec::Pcmu | AudioCodec::Pcma => {
+                let law = if a.codec == AudioCodec::Pcmu { G711Law::MuLaw } else { G711Law::ALaw };
+                pcm.extend(upsample.process(&law.decode(&packet.payload)));
+                while pcm.len() >= 960 {
+                    let frame: Vec<i16> = pcm.drain(..960).collect();
+                    if let Ok(opus) = encoder.encode(&frame) {
+                        out(&opus, 960);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The phone's video into the room, as sent (SSRC rewritten to the track's).
+#[allow(clippy::too_many_arguments)]
+async fn video_in(
+    gw: Arc<Gateway>,
+    sock: Arc<UdpSocket>,
+    room: Arc<crate::sfu::Room>,
+    track: crate::sfu::PublishedTrack,
+    participant: String,
+    ssrc: u32,
+    phone_ssrc: Arc<AtomicU64>,
+    last: Arc<Mutex<Instant>>,
+) -> anyhow::Result<()> {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, _) = sock.recv_from(&mut buf).await?;
+        if is_rtcp(&buf[..n]) {
+            // rtcp-mux: the phone's keyframe requests.
+            continue;
+        }
+        let mut raw = Bytes::copy_from_slice(&buf[..n]);
+        let Ok(mut packet) = rtc::rtp::Packet::unmarshal(&mut raw) else {
+            gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        *last.lock().expect("rtp clock lock is never poisoned") = Instant::now();
+        phone_ssrc.store(packet.header.ssrc as u64, Ordering::Relaxed);
+        if track.muted.load(Ordering::Relaxed) {
+            continue;
+        }
+        packet.header.ssrc = ssrc;
+        buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        room.ingest(&track.id, &participant, &track.codec, packet, &buf[..n]);
+    }
+}
+
+/// The phone's picture out: the forwarded packets with the phone's payload type.
+async fn video_out(sock: Arc<UdpSocket>, state: Arc<Mutex<CallMedia>>, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(p) = rx.recv().await {
+        let Some(v) = state.lock().expect("call lock is never poisoned").video().cloned() else { continue };
+        if !v.direction.sends() || p.len() < 12 {
+            continue;
+        }
+        let mut out = p.to_vec();
+        out[1] = (out[1] & 0x80) | (v.pt & 0x7f);
+        let _ = sock.send_to(&out, v.remote).await;
+    }
+}
+
+/// The phone's mix out: Opus as is (payload type rewritten), or decoded, resampled to 8 kHz
+/// and G.711-encoded in 20 ms packets.
+async fn audio_out(sock: Arc<UdpSocket>, state: Arc<Mutex<CallMedia>>, mut rx: mpsc::Receiver<Bytes>, ssrc: u32) -> anyhow::Result<()> {
+    let mut decoder = OpusDecoder::new(OpusChannels::Mono)?;
+    let mut downsample = Resampler::new(48000, 8000, 1)?;
+    let mut pcm: Vec<i16> = Vec::new();
+    let (mut seq, mut ts): (u16, u32) = (rand::random(), rand::random());
+    while let Some(p) = rx.recv().await {
+        let Some(a) = state.lock().expect("call lock is never poisoned").audio().cloned() else { continue };
+        if p.len() < 12 {
+            continue;
+        }
+        let mut raw = p.clone();
+        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut raw) else { continue };
+        match a.codec {
+            AudioCodec::Opus => {
+                if a.direction.sends() {
+                    let mut out = p.to_vec();
+                    out[1] = (out[1] & 0x80) | (a.pt & 0x7f);
+                    let _ = sock.send_to(&out, a.remote).await;
+                }
+            }
+            AudioCodec::Pcmu | AudioCodec::Pcma => {
+                let Ok(decoded) = decoder.decode(&packet.payload) else { continue };
+                pcm.extend(downsample.process(&decoded));
+                let law = if a.codec == AudioCodec::Pcmu { G711Law::MuLaw } else { G711Law::ALaw };
+                while pcm.len() >= 160 {
+                    let frame: Vec<i16> = pcm.drain(..160).collect();
+                    seq = seq.wrapping_add(1);
+                    ts = ts.wrapping_add(160);
+                    if a.direction.sends() {
+                        let rtp = mcu_sfu::rtp::build(a.pt, false, seq, ts, ssrc, &law.encode(&frame));
+                        let _ = sock.send_to(&rtp, a.remote).await;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
