@@ -1,5 +1,5 @@
 //! Operator subcommands that mirror the gRPC API: `mcu room …`, `mcu layout …`, `mcu audio …`,
-//! `mcu events …`. Each is a gRPC client call against a running server.
+//! `mcu events …`, `mcu record …`, `mcu sip …`. Each is a gRPC client call against a running server.
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -329,6 +329,59 @@ pub fn record(conn: &Conn, cmd: RecordCmd) -> anyhow::Result<()> {
                 for r in c.list_recordings(request(conn, v1::ListRecordingsRequest { room: room.unwrap_or_default() })?).await.map_err(status)?.into_inner().recordings {
                     print_recording(&r);
                 }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `mcu sip …`
+#[derive(Subcommand, Debug)]
+pub enum SipCmd {
+    /// The dial plan.
+    Routes,
+    /// Calls to NUMBER join ROOM.
+    Route { number: String, room: String },
+    /// Remove NUMBER from the dial plan.
+    Unroute { number: String },
+    /// Calls in progress (of one room, or all).
+    Calls { room: Option<String> },
+    /// Call a SIP URI into a room (returns when answered).
+    Dial {
+        room: String,
+        uri: String,
+        /// Participant name suffix (default: the URI's user part).
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
+/// `mcu sip …`
+pub fn sip(conn: &Conn, cmd: SipCmd) -> anyhow::Result<()> {
+    block_on(async {
+        let mut c = v1::sip_service_client::SipServiceClient::new(channel(conn).await?);
+        match cmd {
+            SipCmd::Routes => {
+                for r in c.list_sip_routes(request(conn, v1::ListSipRoutesRequest {})?).await.map_err(status)?.into_inner().routes {
+                    println!("{}\t{}", r.number, r.room);
+                }
+            }
+            SipCmd::Route { number, room } => {
+                let r = c.set_sip_route(request(conn, v1::SipRoute { number, room })?).await.map_err(status)?.into_inner();
+                println!("{}\t{}", r.number, r.room);
+            }
+            SipCmd::Unroute { number } => {
+                c.delete_sip_route(request(conn, v1::DeleteSipRouteRequest { number: number.clone() })?).await.map_err(status)?;
+                println!("removed {number}");
+            }
+            SipCmd::Calls { room } => {
+                for call in c.list_sip_calls(request(conn, v1::ListSipCallsRequest { room: room.unwrap_or_default() })?).await.map_err(status)?.into_inner().calls {
+                    println!("{}\t{}", call.room, call.participant);
+                }
+            }
+            SipCmd::Dial { room, uri, name } => {
+                let call = c.dial_sip(request(conn, v1::DialSipRequest { room, uri, name })?).await.map_err(status)?.into_inner();
+                println!("{}\t{}", call.room, call.participant);
             }
         }
         Ok(())

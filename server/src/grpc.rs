@@ -376,6 +376,21 @@ impl v1::sip_service_server::SipService for Api {
         }
     }
 
+    async fn dial_sip(&self, req: Request<v1::DialSipRequest>) -> Result<Response<v1::SipCall>, Status> {
+        let r = req.get_ref().clone();
+        self.auth.check(req.metadata(), &r.room)?;
+        mcu_api::reference("room", &r.room).map_err(invalid)?;
+        let gateway = self.gateway()?;
+        let name = (!r.name.is_empty()).then_some(r.name.as_str());
+        match gateway.dial(&r.room, &r.uri, name).await {
+            Ok(participant) => Ok(Response::new(v1::SipCall { room: r.room, participant })),
+            Err(e @ crate::sip::DialError::Target(_)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ crate::sip::DialError::NoAnswer(_)) => Err(Status::unavailable(e.to_string())),
+            Err(e @ crate::sip::DialError::Refused(_)) => Err(Status::aborted(e.to_string())),
+            Err(e @ crate::sip::DialError::Setup(_)) => Err(Status::resource_exhausted(e.to_string())),
+        }
+    }
+
     async fn list_sip_calls(&self, req: Request<v1::ListSipCallsRequest>) -> Result<Response<v1::ListSipCallsResponse>, Status> {
         let room = req.get_ref().room.clone();
         self.auth.check(req.metadata(), if room.is_empty() { ALL_ROOMS } else { &room })?;

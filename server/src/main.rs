@@ -82,6 +82,13 @@ enum Command {
         #[command(subcommand)]
         cmd: ctl::RecordCmd,
     },
+    /// The SIP gateway over the gRPC API: dial plan, calls, dial out.
+    Sip {
+        #[command(flatten)]
+        conn: ctl::Conn,
+        #[command(subcommand)]
+        cmd: ctl::SipCmd,
+    },
     /// Stream room events (one room, or every room) over the gRPC API.
     Events {
         #[command(flatten)]
@@ -147,5 +154,6 @@ fn main() -> anyhow::Result<()> {
         Command::Audio { conn, cmd } => ctl::audio(&conn, cmd),
         Command::Events { conn, room } => ctl::events(&conn, room),
         Command::Record { conn, cmd } => ctl::record(&conn, cmd),
+        Command::Sip { conn, cmd } => ctl::sip(&conn, cmd),
     }
 }

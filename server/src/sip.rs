@@ -68,6 +68,23 @@ pub struct SipSettings {
     pub video_bitrate: u32,
 }
 
+/// Why a call out failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// Not a SIP URI we can call.
+    #[error("bad target: {0}")]
+    Target(String),
+    /// No final answer (unreachable, timeout).
+    #[error("no answer: {0}")]
+    NoAnswer(String),
+    /// Refused (busy, declined, not found) or answered with nothing usable.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The room refused the participant or no ports were free.
+    #[error("{0}")]
+    Setup(String),
+}
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct SipCounters {
@@ -121,6 +138,8 @@ pub struct Gateway {
     state_tx: DialogStateSender,
     calls: Mutex<HashMap<String, Arc<Call>>>,
     ip: IpAddr,
+    /// The port SIP listens on (UDP and TCP).
+    bound_port: u16,
     /// Counters.
     pub counters: SipCounters,
     cancel: CancellationToken,
@@ -149,6 +168,7 @@ pub async fn start(sfu: Arc<Sfu>, settings: SipSettings, mcu: McuConfig) -> anyh
         state_tx,
         calls: Mutex::default(),
         ip: bound.ip(),
+        bound_port: bound.port(),
         counters: SipCounters::default(),
         cancel: cancel.clone(),
     });
@@ -174,6 +194,67 @@ impl Gateway {
     /// The dial plan's entries.
     pub fn routes(&self) -> Vec<(String, String)> {
         self.plan.lock().expect("plan lock is never poisoned").entries().map(|(a, b)| (a.into(), b.into())).collect()
+    }
+
+    /// Calls `target` (a SIP URI) into `room`: our offer, then the media of the answer. The
+    /// participant is named `sip-` and the target's user part (or `name`). Returns it once the
+    /// call is answered.
+    pub async fn dial(self: &Arc<Self>, room: &str, target: &str, name: Option<&str>) -> Result<String, DialError> {
+        let callee = rsipstack::sip::Uri::try_from(target).map_err(|e| DialError::Target(format!("{target:?}: {e}")))?;
+        if callee.user().is_none() && name.is_none() {
+            return Err(DialError::Target(format!("{target:?} has no user part; give a name")));
+        }
+        let sockets = self.bind_media().await.map_err(|e| DialError::Setup(e.to_string()))?;
+        let (audio_port, video_port) = (sockets.audio_rtp.local_addr().map(|a| a.port()).unwrap_or(0), sockets.video_rtp.local_addr().map(|a| a.port()).unwrap_or(0));
+        let offer = mcu_sip::offer_sdp(self.ip, audio_port, Some(video_port), audio_port as u64 * 65536 + video_port as u64, 1);
+        let local = SocketAddr::new(self.ip, self.bound_port);
+        let me = rsipstack::sip::Uri {
+            scheme: Some(rsipstack::sip::Scheme::Sip),
+            auth: Some(rsipstack::sip::Auth { user: "mcu".into(), password: None }),
+            host_with_port: local.into(),
+            params: vec![],
+            headers: vec![],
+        };
+        let option = rsipstack::dialog::invitation::InviteOption {
+            caller: me.clone(),
+            callee: callee.clone(),
+            contact: me,
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            ..Default::default()
+        };
+        let invited = tokio::time::timeout(Duration::from_secs(60), self.dialogs.do_invite(option, self.state_tx.clone()))
+            .await
+            .map_err(|_| DialError::NoAnswer("no final answer within 60 s".into()))?;
+        let (dialog, response) = invited.map_err(|e| DialError::NoAnswer(e.to_string()))?;
+        let response = response.ok_or_else(|| DialError::NoAnswer("no response".into()))?;
+        if response.status_code.kind() != rsipstack::sip::StatusCodeKind::Successful {
+            return Err(DialError::Refused(response.status_code.to_string()));
+        }
+        let answer = String::from_utf8_lossy(&response.body).to_string();
+        let negotiated = parse_offer(&answer).map_err(|e| e.to_string()).and_then(|o| negotiate(&o, self.settings.video_size).map_err(|e| e.to_string()));
+        let negotiated = match negotiated {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = dialog.bye().await;
+                return Err(DialError::Refused(format!("unusable answer: {e}")));
+            }
+        };
+        let user = name.map(str::to_string).or_else(|| callee.user().map(str::to_string)).unwrap_or_default();
+        let id = dialog.id().to_string();
+        match self.clone().join(room, &user, negotiated, dialog.clone(), sockets) {
+            Ok(call) => {
+                let participant = call.participant.clone();
+                self.calls.lock().expect("calls lock is never poisoned").insert(id, call);
+                self.counters.calls_answered.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(room, %participant, target, "SIP call out answered");
+                Ok(participant)
+            }
+            Err(e) => {
+                let _ = dialog.bye().await;
+                Err(DialError::Setup(e.to_string()))
+            }
+        }
     }
 
     /// Adds or replaces a dial-plan route.
@@ -304,7 +385,7 @@ impl Gateway {
     }
 
     fn listen_port(&self) -> u16 {
-        self.settings.listen.port()
+        self.bound_port
     }
 
     fn answer_of(&self, call: &Call) -> String {
@@ -368,10 +449,19 @@ impl Gateway {
         let _ = self.sfu.end(&call.session).await;
     }
 
-    async fn start_media(self: Arc<Self>, room: &str, caller: &str, negotiated: Negotiated, dialog: InviteDialog) -> anyhow::Result<Arc<Call>> {
+    async fn bind_media(&self) -> anyhow::Result<Sockets> {
         let (audio_rtp, audio_rtcp) = bind_pair(self.ip).await?;
         let (video_rtp, video_rtcp) = bind_pair(self.ip).await?;
-        let ports = (audio_rtp.local_addr()?.port(), video_rtp.local_addr()?.port());
+        Ok(Sockets { audio_rtp: Arc::new(audio_rtp), audio_rtcp: Arc::new(audio_rtcp), video_rtp: Arc::new(video_rtp), video_rtcp: Arc::new(video_rtcp) })
+    }
+
+    async fn start_media(self: Arc<Self>, room: &str, caller: &str, negotiated: Negotiated, dialog: InviteDialog) -> anyhow::Result<Arc<Call>> {
+        let sockets = self.bind_media().await?;
+        self.join(room, caller, negotiated, dialog, sockets)
+    }
+
+    fn join(self: Arc<Self>, room: &str, caller: &str, negotiated: Negotiated, dialog: InviteDialog, sockets: Sockets) -> anyhow::Result<Arc<Call>> {
+        let ports = (sockets.audio_rtp.local_addr()?.port(), sockets.video_rtp.local_addr()?.port());
         let mut tracks = Vec::new();
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
         if let Some(a) = &negotiated.audio {
@@ -409,7 +499,6 @@ impl Gateway {
             dialog,
         });
         let last_rtp = Arc::new(Mutex::new(Instant::now()));
-        let sockets = Sockets { audio_rtp: Arc::new(audio_rtp), audio_rtcp: Arc::new(audio_rtcp), video_rtp: Arc::new(video_rtp), video_rtcp: Arc::new(video_rtcp) };
         self.spawn_call_tasks(leg, call.clone(), sockets, audio_ssrc, video_ssrc, last_rtp);
         Ok(call)
     }

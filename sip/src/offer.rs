@@ -476,6 +476,51 @@ pub fn answer_sdp(n: &Negotiated, ip: IpAddr, audio_port: u16, video_port: u16, 
     s
 }
 
+/// Payload types of the gateway's own offer (dial-out): PCMU, PCMA, Opus, telephone-event at
+/// 8 and 48 kHz; H.264 in mode 1 and mode 0, VP8.
+pub mod offer_pt {
+    /// G.711 µ-law (static).
+    pub const PCMU: u8 = 0;
+    /// G.711 A-law (static).
+    pub const PCMA: u8 = 8;
+    /// Opus.
+    pub const OPUS: u8 = 111;
+    /// telephone-event/8000.
+    pub const DTMF_8K: u8 = 101;
+    /// telephone-event/48000.
+    pub const DTMF_48K: u8 = 110;
+    /// H.264 packetization-mode 1.
+    pub const H264_MODE1: u8 = 96;
+    /// H.264 packetization-mode 0.
+    pub const H264_MODE0: u8 = 97;
+    /// VP8.
+    pub const VP8: u8 = 98;
+}
+
+/// The gateway's offer when it calls out: audio (G.711 first: what every phone and trunk
+/// speaks) and, with `video`, H.264 (both modes) and VP8, sendrecv on `ip`'s ports (RTCP on the
+/// next port).
+pub fn offer_sdp(ip: IpAddr, audio_port: u16, video_port: Option<u16>, session: u64, version: u64) -> String {
+    use offer_pt::*;
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let mut s = format!("v=0\r\no=mcu {session} {version} IN {family} {ip}\r\ns=mcu\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
+    s += &format!("m=audio {audio_port} RTP/AVP {PCMU} {PCMA} {OPUS} {DTMF_8K} {DTMF_48K}\r\n");
+    s += &format!("a=rtpmap:{PCMU} PCMU/8000\r\na=rtpmap:{PCMA} PCMA/8000\r\na=rtpmap:{OPUS} opus/48000/2\r\na=fmtp:{OPUS} useinbandfec=1\r\n");
+    s += &format!("a=rtpmap:{DTMF_8K} telephone-event/8000\r\na=fmtp:{DTMF_8K} 0-15\r\na=rtpmap:{DTMF_48K} telephone-event/48000\r\na=fmtp:{DTMF_48K} 0-15\r\n");
+    s += "a=ptime:20\r\na=sendrecv\r\n";
+    if let Some(port) = video_port {
+        s += &format!("m=video {port} RTP/AVP {H264_MODE1} {H264_MODE0} {VP8}\r\n");
+        s += &format!("a=rtpmap:{H264_MODE1} H264/90000\r\na=fmtp:{H264_MODE1} profile-level-id=42e01f;packetization-mode=1\r\n");
+        s += &format!("a=rtpmap:{H264_MODE0} H264/90000\r\na=fmtp:{H264_MODE0} profile-level-id=42e01f;packetization-mode=0\r\n");
+        s += &format!("a=rtpmap:{VP8} VP8/90000\r\n");
+        for pt in [H264_MODE1, H264_MODE0, VP8] {
+            s += &format!("a=rtcp-fb:{pt} nack pli\r\na=rtcp-fb:{pt} ccm fir\r\n");
+        }
+        s += "a=sendrecv\r\n";
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,6 +600,22 @@ m=video 7000 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\na=fmtp:99 profile-level-id=
         assert!(matches!(parse_offer("hello"), Err(OfferError::Syntax(_))));
         let no_addr = "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=-\r\nt=0 0\r\nm=audio 7000 RTP/AVP 0\r\n";
         assert!(matches!(parse_offer(no_addr), Err(OfferError::NoAddress { .. })));
+    }
+
+    #[test]
+    fn our_offer_reads_back_and_an_answer_to_it_negotiates() {
+        let offer = offer_sdp("127.0.0.1".parse().unwrap(), 30000, Some(30002), 9, 1);
+        let parsed = parse_offer(&offer).unwrap();
+        assert_eq!(parsed.media.len(), 2);
+        // What a phone answers: PCMU and H.264 mode 0 (it takes from our list).
+        let answer = "v=0\r\no=- 5 5 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n\
+m=video 40002 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\na=fmtp:97 profile-level-id=42e01f;packetization-mode=0\r\na=sendrecv\r\n";
+        let n = negotiate(&parse_offer(answer).unwrap(), (640, 360)).unwrap();
+        assert_eq!(n.audio.as_ref().map(|a| (a.codec, a.dtmf_pt)), Some((AudioCodec::Pcmu, Some(101))));
+        assert_eq!(n.video.as_ref().map(|v| v.codec.clone()), Some(VideoCodecChoice::H264 { mode: 0, level: 0x1f }));
+        let audio_only = offer_sdp("127.0.0.1".parse().unwrap(), 30000, None, 9, 1);
+        assert_eq!(parse_offer(&audio_only).unwrap().media.len(), 1);
     }
 
     #[test]
