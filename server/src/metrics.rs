@@ -98,5 +98,26 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
     );
     o.metric("mcu_layer_switches_total", "counter", "Simulcast layer switches.", total.layer_switches);
     o.metric("mcu_sessions_refused_total", "counter", "WHIP/WHEP requests refused (auth, limits, bad offers).", c.refused.load(Ordering::Relaxed));
+    let sip = sfu.sip.lock().expect("sip lock is never poisoned").clone();
+    if let Some(g) = sip {
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let k = &g.counters;
+        o.metric("mcu_sip_calls", "gauge", "SIP calls in progress.", g.calls().len() as u64);
+        o.labelled(
+            "mcu_sip_invites_total",
+            "counter",
+            "INVITEs (and calls out) answered, refused (404, 488, 400, 486) or challenged (401).",
+            &[("result=\"answered\"", n(&k.calls_answered)), ("result=\"refused\"", n(&k.calls_refused)), ("result=\"challenged\"", n(&k.auth_challenges))],
+        );
+        o.labelled(
+            "mcu_sip_hangups_total",
+            "counter",
+            "Calls we ended: RTP silence, an expired session timer.",
+            &[("reason=\"rtp_timeout\"", n(&k.rtp_timeouts)), ("reason=\"session_timer\"", n(&k.session_expired))],
+        );
+        o.metric("mcu_sip_bad_packets_total", "counter", "Datagrams on SIP media ports that were not RTP from the phone.", n(&k.bad_packets));
+        o.metric("mcu_sip_dtmf_total", "counter", "DTMF key presses received (RFC 4733).", n(&k.dtmf));
+        o.metric("mcu_sip_registrations_total", "counter", "Successful registrations with the registrar (and refreshes).", n(&k.registrations));
+    }
     o.0
 }

@@ -155,6 +155,23 @@ pub struct ServeArgs {
     /// Its bitrate (bps).
     #[arg(long, env = "MCU_SIP_VIDEO_BITRATE", default_value_t = 800_000)]
     pub sip_video_bitrate: u32,
+    /// Inbound digest auth, USER:PASSWORD (comma-separated or repeated): INVITEs without valid
+    /// credentials get a 401 challenge. None: INVITEs are not challenged.
+    #[arg(long, env = "MCU_SIP_USERS", value_delimiter = ',', hide_env_values = true)]
+    pub sip_users: Vec<String>,
+    /// Register with this registrar or trunk (a SIP URI, e.g. sip:pbx.example.com:5060) and keep
+    /// the registration refreshed.
+    #[arg(long, env = "MCU_SIP_REGISTRAR")]
+    pub sip_registrar: Option<String>,
+    /// The account to register (and answer the registrar's digest challenge with).
+    #[arg(long, env = "MCU_SIP_USERNAME", requires = "sip_registrar")]
+    pub sip_username: Option<String>,
+    /// Its password.
+    #[arg(long, env = "MCU_SIP_PASSWORD", hide_env_values = true)]
+    pub sip_password: Option<String>,
+    /// Registration lifetime asked for (s).
+    #[arg(long, env = "MCU_SIP_REGISTER_EXPIRES", default_value_t = 3600)]
+    pub sip_register_expires: u32,
 }
 
 /// `30s`, `500ms`, `2m` or a number of seconds.
@@ -325,6 +342,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                     answer_delay: args.sip_answer_delay,
                     video_size: args.sip_video_size,
                     video_bitrate: args.sip_video_bitrate,
+                    users: args
+                        .sip_users
+                        .iter()
+                        .map(|u| u.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow::anyhow!("--sip-users entries are USER:PASSWORD")))
+                        .collect::<anyhow::Result<_>>()?,
+                    registrar: args.sip_registrar.clone(),
+                    register_user: args.sip_username.clone().map(|u| (u, args.sip_password.clone().unwrap_or_default())),
+                    register_expires: args.sip_register_expires.max(60),
                 };
                 match crate::sip::start(sfu.clone(), settings, mcu).await {
                     Ok((gateway, bound)) => {

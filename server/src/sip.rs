@@ -51,6 +51,13 @@ use crate::{
     sfu::{GatewayLeg, GatewayTrack, Sfu},
 };
 
+/// The digest realm of our challenges.
+const REALM: &str = "mcu";
+/// The shortest session-timer interval accepted (RFC 4028's minimum).
+const MIN_SE: u64 = 90;
+/// How long a challenge's nonce is accepted.
+const NONCE_LIFETIME: Duration = Duration::from_secs(300);
+
 /// Gateway settings (`mcu serve --sip-*`).
 #[derive(Debug, Clone)]
 pub struct SipSettings {
@@ -66,6 +73,14 @@ pub struct SipSettings {
     pub video_size: (u32, u32),
     /// Its bitrate.
     pub video_bitrate: u32,
+    /// Inbound digest auth: user → password. Empty: INVITEs are not challenged.
+    pub users: HashMap<String, String>,
+    /// Register with this registrar (a SIP URI, e.g. `sip:pbx.example.com`) as `register_user`.
+    pub registrar: Option<String>,
+    /// The account registered (digest username) and its password.
+    pub register_user: Option<(String, String)>,
+    /// Registration lifetime asked for (s); refreshed at 3/4 of what the registrar grants.
+    pub register_expires: u32,
 }
 
 /// Why a call out failed.
@@ -98,6 +113,12 @@ pub struct SipCounters {
     pub bad_packets: AtomicU64,
     /// DTMF key presses received.
     pub dtmf: AtomicU64,
+    /// INVITEs challenged (401) or refused for bad credentials.
+    pub auth_challenges: AtomicU64,
+    /// Calls ended because the session timer ran out (no refresh).
+    pub session_expired: AtomicU64,
+    /// Successful registrations (and refreshes).
+    pub registrations: AtomicU64,
 }
 
 /// One call's handle, kept while it lasts.
@@ -110,6 +131,10 @@ struct Call {
     state: Arc<Mutex<CallMedia>>,
     sdp_version: AtomicU64,
     ports: (u16, u16),
+    /// The session timer's interval (RFC 4028), when the caller asked for one.
+    session_expires: Mutex<Option<Duration>>,
+    /// The last refresh (re-INVITE or UPDATE), or the answer.
+    refreshed: Mutex<Instant>,
     dialog: InviteDialog,
 }
 
@@ -143,6 +168,9 @@ pub struct Gateway {
     /// Counters.
     pub counters: SipCounters,
     cancel: CancellationToken,
+    /// Nonces handed out in challenges, with when (valid for 5 minutes).
+    nonces: Mutex<HashMap<String, Instant>>,
+    endpoint: rsipstack::transaction::endpoint::EndpointInnerRef,
 }
 
 /// Starts the gateway on `settings.listen` (UDP, and TCP on the same port). Returns it and
@@ -171,10 +199,15 @@ pub async fn start(sfu: Arc<Sfu>, settings: SipSettings, mcu: McuConfig) -> anyh
         bound_port: bound.port(),
         counters: SipCounters::default(),
         cancel: cancel.clone(),
+        nonces: Mutex::default(),
+        endpoint: endpoint.inner.clone(),
     });
     tokio::spawn(async move {
         endpoint.serve().await;
     });
+    if gateway.settings.registrar.is_some() {
+        tokio::spawn(gateway.clone().keep_registered());
+    }
     tokio::spawn(gateway.clone().serve(incoming));
     tokio::spawn(gateway.clone().watch_dialogs(state_rx));
     Ok((gateway, bound))
@@ -325,6 +358,32 @@ impl Gateway {
         let Some(room) = self.plan.lock().expect("plan lock is never poisoned").route(&user, &host).map(str::to_string) else {
             return self.refuse(&mut tx, StatusCode::NotFound, &format!("no room for {user}")).await;
         };
+        if !self.settings.users.is_empty() && !self.authenticated(&tx.original) {
+            self.counters.auth_challenges.fetch_add(1, Ordering::Relaxed);
+            let nonce = format!("{:032x}", rand::random::<u128>());
+            {
+                let mut nonces = self.nonces.lock().expect("nonce lock is never poisoned");
+                nonces.retain(|_, at| at.elapsed() < NONCE_LIFETIME);
+                nonces.insert(nonce.clone(), Instant::now());
+            }
+            let challenge = format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=MD5");
+            tracing::info!(uri = %tx.original.uri, "SIP INVITE challenged (401)");
+            let _ = tx.reply_with(StatusCode::Unauthorized, vec![Header::WwwAuthenticate(challenge.into())], None).await;
+            return;
+        }
+        // RFC 4028 session timer: the caller refreshes; we end a call left unrefreshed.
+        let session_expires = match tx.original.session_expires_header().map(|h| h.value().to_string()) {
+            None => None,
+            Some(v) => match v.split(';').next().and_then(|n| n.trim().parse::<u64>().ok()) {
+                Some(n) if n < MIN_SE => {
+                    self.counters.calls_refused.fetch_add(1, Ordering::Relaxed);
+                    let _ = tx.reply_with(StatusCode::SessionIntervalTooSmall, vec![Header::Other("Min-SE".into(), MIN_SE.to_string())], None).await;
+                    return;
+                }
+                Some(n) => Some(n),
+                None => return self.refuse(&mut tx, StatusCode::BadRequest, "malformed Session-Expires").await,
+            },
+        };
         let body = String::from_utf8_lossy(&tx.original.body).to_string();
         if body.trim().is_empty() {
             // Offerless INVITEs (offer in the ACK) are not supported.
@@ -367,8 +426,14 @@ impl Gateway {
         match self.clone().start_media(&room, &caller, negotiated, dialog.clone()).await {
             Ok(call) => {
                 let answer = self.answer_of(&call);
+                let mut headers = reply_headers();
+                if let Some(n) = session_expires {
+                    *call.session_expires.lock().expect("call lock is never poisoned") = Some(Duration::from_secs(n));
+                    headers.push(Header::SessionExpires(format!("{n};refresher=uac").into()));
+                    headers.push(Header::Require("timer".into()));
+                }
                 self.calls.lock().expect("calls lock is never poisoned").insert(id, call.clone());
-                if dialog.accept(Some(reply_headers()), Some(answer.into_bytes())).is_err() {
+                if dialog.accept(Some(headers), Some(answer.into_bytes())).is_err() {
                     self.calls.lock().expect("calls lock is never poisoned").retain(|_, c| !Arc::ptr_eq(c, &call));
                     self.finish(&call).await;
                     return;
@@ -380,6 +445,55 @@ impl Gateway {
                 self.counters.calls_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%room, error = %e, "SIP call not set up");
                 let _ = dialog.reject(Some(StatusCode::BusyHere), Some(e.to_string()));
+            }
+        }
+    }
+
+    /// A digest `Authorization` for one of our users, with a nonce we handed out.
+    fn authenticated(&self, req: &rsipstack::sip::Request) -> bool {
+        let Some(header) = req.authorization_header() else { return false };
+        let raw = header.value().to_string();
+        let Ok(auth) = rsipstack::sip::typed::Authorization::parse(&raw) else { return false };
+        let fresh = self.nonces.lock().expect("nonce lock is never poisoned").get(&auth.nonce).is_some_and(|at| at.elapsed() < NONCE_LIFETIME);
+        let Some(password) = self.settings.users.get(&auth.username) else { return false };
+        fresh && auth.realm == REALM && rsipstack::dialog::authenticate::verify_digest(&auth, password, &req.method, &raw)
+    }
+
+    /// REGISTER with the configured registrar (digest auth answered by the stack), refreshed at
+    /// 3/4 of the granted lifetime; retried every 30 s while it fails.
+    async fn keep_registered(self: Arc<Self>) {
+        let Some(registrar) = self.settings.registrar.clone() else { return };
+        let Ok(server) = rsipstack::sip::Uri::try_from(registrar.as_str()) else {
+            tracing::error!(%registrar, "--sip-registrar is not a SIP URI; not registering");
+            return;
+        };
+        let credential = self.settings.register_user.clone().map(|(username, password)| rsipstack::dialog::authenticate::Credential {
+            username,
+            password,
+            realm: None,
+            auth_username: None,
+        });
+        let mut registration = rsipstack::dialog::registration::Registration::new(self.endpoint.clone(), credential);
+        loop {
+            let wait = match registration.register(server.clone(), Some(self.settings.register_expires)).await {
+                Ok(resp) if resp.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
+                    self.counters.registrations.fetch_add(1, Ordering::Relaxed);
+                    let granted = registration.expires().max(10);
+                    tracing::info!(%registrar, granted, "SIP registered");
+                    Duration::from_secs(granted as u64 * 3 / 4)
+                }
+                Ok(resp) => {
+                    tracing::warn!(%registrar, status = %resp.status_code, "SIP registration refused; retrying in 30 s");
+                    Duration::from_secs(30)
+                }
+                Err(e) => {
+                    tracing::warn!(%registrar, error = %e, "SIP registration failed; retrying in 30 s");
+                    Duration::from_secs(30)
+                }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -411,11 +525,22 @@ impl Gateway {
                         let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
                         continue;
                     };
+                    *call.refreshed.lock().expect("call lock is never poisoned") = Instant::now();
+                    let mut refresh_headers = Vec::new();
+                    if let Some(n) = *call.session_expires.lock().expect("call lock is never poisoned") {
+                        refresh_headers.push(Header::SessionExpires(format!("{};refresher=uac", n.as_secs()).into()));
+                    }
                     let body = String::from_utf8_lossy(&request.body).to_string();
                     if body.trim().is_empty() {
-                        // A session refresh (or an offerless re-INVITE): the same answer again.
-                        let answer = self.answer_of(&call);
-                        let _ = handle.respond(StatusCode::OK, Some(reply_headers()), Some(answer.into_bytes())).await;
+                        if request.method == Method::Update {
+                            // A session refresh without an offer.
+                            let _ = handle.respond(StatusCode::OK, Some(refresh_headers), None).await;
+                        } else {
+                            // An offerless re-INVITE: our offer (the same answer again).
+                            let answer = self.answer_of(&call);
+                            refresh_headers.extend(reply_headers());
+                            let _ = handle.respond(StatusCode::OK, Some(refresh_headers), Some(answer.into_bytes())).await;
+                        }
                         continue;
                     }
                     match parse_offer(&body).map_err(|e| e.to_string()).and_then(|o| negotiate(&o, self.settings.video_size).map_err(|e| e.to_string())) {
@@ -424,7 +549,8 @@ impl Gateway {
                             tracing::info!(room = %call.room, participant = %call.participant, direction = ?hold, "SIP re-INVITE");
                             call.state.lock().expect("call lock is never poisoned").negotiated = n;
                             let answer = self.answer_of(&call);
-                            let _ = handle.respond(StatusCode::OK, Some(reply_headers()), Some(answer.into_bytes())).await;
+                            refresh_headers.extend(reply_headers());
+                            let _ = handle.respond(StatusCode::OK, Some(refresh_headers), Some(answer.into_bytes())).await;
                         }
                         Err(e) => {
                             tracing::info!(error = %e, "re-INVITE refused");
@@ -496,6 +622,8 @@ impl Gateway {
             state: state.clone(),
             sdp_version: AtomicU64::new(1),
             ports,
+            session_expires: Mutex::new(None),
+            refreshed: Mutex::new(Instant::now()),
             dialog,
         });
         let last_rtp = Arc::new(Mutex::new(Instant::now()));
@@ -604,6 +732,15 @@ impl Gateway {
                             // Our direction receives: the phone should be sending.
                             m.audio().map(|a| a.direction.receives()).unwrap_or(false) || m.video().map(|v| v.direction.receives()).unwrap_or(false)
                         };
+                        let expires = *call.session_expires.lock().expect("call lock is never poisoned");
+                        if let Some(n) = expires
+                            && call.refreshed.lock().expect("call lock is never poisoned").elapsed() > n
+                        {
+                            me.counters.session_expired.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(room = %call.room, participant = %call.participant, "SIP session timer expired without a refresh; hanging up");
+                            me.hang_up(&call).await;
+                            return;
+                        }
                         let silent = last_rtp.lock().expect("rtp clock lock is never poisoned").elapsed();
                         if sends && silent > timeout {
                             me.counters.rtp_timeouts.fetch_add(1, Ordering::Relaxed);

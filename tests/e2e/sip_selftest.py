@@ -7,7 +7,8 @@
                           video on each side decodes: fakevideo's red | green | blue bars at
                           640x360 (H.264, packetization-mode 0, the first offered); alice's
                           offer printed; hang-up closes both
-    2 baresip_g711_vp8    the same restricted to PCMU and VP8: 8 kHz WAV with the tone, VP8 bars
+    2 baresip_g711_vp8    the same over TCP (;transport=tcp) restricted to PCMU and VP8: 8 kHz WAV
+                          with the tone, VP8 bars
     3 sipp_g711           uac_g711.xml against a sipp stand-in (uas_answer.xml): exit 0, and at
                           the answered RTP port 236 PCMA packets + 10 RFC 4733 packets arrive
     4 sipp_negative       each UAC scenario fails against the wrong stand-in (g711 vs a 404,
@@ -101,7 +102,7 @@ def bars_ok(rgb, what: str) -> str:
     return f"{w}x{h}, bars {seen}"
 
 
-def two_baresips(name: str, caller_kw: dict, callee_kw: dict, want_audio_rate: int) -> None:
+def two_baresips(name: str, caller_kw: dict, callee_kw: dict, want_audio_rate: int, transport: str = "") -> None:
     d = WORK / name
     alice = sc.Baresip(d / "alice", user="alice", tone_hz=1000, **caller_kw)
     bob = sc.Baresip(d / "bob", user="bob", tone_hz=700, answer="auto", **callee_kw)
@@ -109,9 +110,12 @@ def two_baresips(name: str, caller_kw: dict, callee_kw: dict, want_audio_rate: i
         alice.start()
         bob.start()
         t0 = time.monotonic()
-        alice.call(bob.aor)
+        alice.call(bob.aor + (f";transport={transport}" if transport else ""))
         bob.wait_event("CALL_ESTABLISHED", timeout=10)
-        out(f"established in {time.monotonic() - t0:.2f} s; alice offered audio {sc.sdp_codec(alice.sent_sdp(), 'audio')}, "
+        check(alice.sent_sdp() and alice.received_answer_sdp(), "offer/answer not found in the SIP trace")
+        if transport:
+            check(any(t == transport.upper() for t, *_ in alice.sip_messages()), f"no {transport} in the SIP trace")
+        out(f"{transport or 'udp'}: established in {time.monotonic() - t0:.2f} s; alice offered audio {sc.sdp_codec(alice.sent_sdp(), 'audio')}, "
             f"video {sc.sdp_codec(alice.sent_sdp(), 'video')}; bob answered audio {sc.sdp_codec(alice.received_answer_sdp(), 'audio')}, "
             f"video {sc.sdp_codec(alice.received_answer_sdp(), 'video')}")
         time.sleep(4)
@@ -145,7 +149,7 @@ def test_baresip_call() -> None:
 
 def test_baresip_g711_vp8() -> None:
     kw = {"audio_codecs": "pcmu", "video_codecs": "vp8"}
-    two_baresips("g711vp8", kw, kw, 8000)
+    two_baresips("g711vp8", kw, kw, 8000, transport="tcp")
 
 
 def uas(scenario: str, name: str, transport: str = "u1", calls=None):

@@ -604,18 +604,25 @@ class Baresip:
             found.append((m.group(1), m.group(2), m.group(3), m.group(4)))
         return found
 
+    def _ours(self, msg: str) -> bool:
+        """Whether `msg` belongs to a dialog this phone started (its From is our account);
+        addresses do not tell over TCP, where the local port is the connection's."""
+        head = msg.split("\n\n", 1)[0]
+        m = re.search(r"^(?:From|f):(.*)$", head, re.M | re.I)
+        return bool(m) and f"sip:{self.user}@" in m.group(1)
+
     def sent_sdp(self, method: str = "INVITE") -> Optional[str]:
-        """The SDP body of the first `method` request it sent (its offer)."""
+        """The SDP body of the first `method` request of a call it made (its offer)."""
         for transport, src, dst, msg in self.sip_messages():
-            if msg.startswith(method + " ") and src.endswith(f":{self.sip_port}"):
+            if msg.startswith(method + " ") and self._ours(msg):
                 return _body(msg)
         return None
 
     def received_answer_sdp(self) -> Optional[str]:
-        """The SDP body of the last 200 response carrying one that it received."""
+        """The SDP body of the last 2xx to one of its INVITEs (the answer)."""
         body = None
         for transport, src, dst, msg in self.sip_messages():
-            if msg.startswith("SIP/2.0 200") and dst.endswith(f":{self.sip_port}"):
+            if msg.startswith("SIP/2.0 2") and self._ours(msg) and re.search(r"^CSeq: *\d+ INVITE", msg, re.M | re.I):
                 b = _body(msg)
                 if b and b.startswith("v=0"):
                     body = b
@@ -1018,6 +1025,20 @@ def ack_for(request: str, response: SipResponse) -> str:
     return "\r\n".join(lines) + "\r\n\r\n"
 
 
+def cancel_for(request: str) -> str:
+    """The CANCEL of a pending INVITE (its text): the same Request-URI, Via, From, To, Call-ID
+    and CSeq number."""
+    ruri = request.split("\r\n", 1)[0].split(" ")[1]
+    cseq = (request_header(request, "CSeq") or "1").split()[0]
+    lines = [f"CANCEL {ruri} SIP/2.0"]
+    for name in ("Via", "From", "To", "Call-ID"):
+        value = request_header(request, name)
+        if value:
+            lines.append(f"{name}: {value}")
+    lines += ["Max-Forwards: 70", f"CSeq: {cseq if cseq.isdigit() else '1'} CANCEL", "Content-Length: 0"]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
 def bye_after_2xx(request: str, response: SipResponse, local: tuple[str, int], transport: str) -> tuple[str, str]:
     """(ACK, BYE) ending a call an INVITE set up by mistake (a malformed request accepted):
     both to the 2xx's Contact, with its To tag."""
@@ -1049,7 +1070,14 @@ class Exchange:
 
     @property
     def final(self) -> Optional[SipResponse]:
-        return next((r for r in self.responses if r.status >= 200), None)
+        """The first final response to the request itself (not to a CANCEL sent after it)."""
+        text = self.request if isinstance(self.request, str) else self.request.decode("utf-8", "replace")
+        cancelling = text.split(" ", 1)[0] != "CANCEL"
+        for r in self.responses:
+            cseq = (r.header("CSeq") or "").split()
+            if r.status >= 200 and not (cancelling and len(cseq) >= 2 and cseq[1] == "CANCEL"):
+                return r
+        return None
 
     def describe(self) -> str:
         if not self.responses:
@@ -1115,6 +1143,28 @@ def sip_exchange_with(target: tuple[str, int], make, transport: str = "udp", wai
                 break
         final = next((r for r in responses if r.status >= 200), None)
         text = msg if isinstance(msg, str) else msg.decode("utf-8", "replace")
+        if finish_invites and final is None and responses and text.startswith("INVITE "):
+            # still ringing after `wait`: CANCEL it, and take the 487 (ACKed below)
+            cancel = cancel_for(text)
+            followups.append(cancel)
+            with contextlib.suppress(OSError):
+                s.sendto(cancel.encode(), target) if udp else s.sendall(cancel.encode())
+            end = time.monotonic() + 2.0
+            while final is None and time.monotonic() < end:
+                s.settimeout(max(0.01, end - time.monotonic()))
+                try:
+                    chunk = s.recvfrom(65536)[0] if udp else s.recv(65536)
+                except (socket.timeout, ConnectionRefusedError, ConnectionResetError):
+                    break
+                if not chunk:
+                    break
+                if udp:
+                    got = parse_responses(chunk)
+                else:
+                    buf += chunk
+                    got = parse_responses(buf)[len(responses):]
+                responses += got
+                final = next((r for r in got if r.status >= 200 and "INVITE" in (r.header("CSeq") or "")), None)
         if finish_invites and final is not None and text.startswith("INVITE "):
             if final.status >= 300:
                 followups.append(ack_for(text, final))

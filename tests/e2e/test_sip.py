@@ -27,9 +27,11 @@ stand-ins). Participants are seen through GET /rooms/{room} (name, tracks, kinds
                           its composite (VP8); BYE from the phone removes it
     2 sipp_g711_dtmf      uac_g711.xml: PCMA (g711a.pcap, 7 s) then DTMF 1 (RFC 4733), BYE;
                           exit 0, the answer keeps PCMA and telephone-event; sip-sipp1 listed
-                          meanwhile and gone afterwards; a DTMF room event (if the proto has
-                          one) and /metrics' sip/dtmf samples printed
-    3 cancel              uac_cancel.xml: 180/100, CANCEL -> 200, 487, ACK; nobody left in roomA
+                          meanwhile and gone afterwards; one DtmfReceived event (room roomA,
+                          sip-sipp1, digit 1) on WatchEvents; /metrics' sip/dtmf samples printed
+                          (a *dtmf* counter, if any, has moved)
+    3 cancel              --sip-answer-delay 3s; uac_cancel.xml: 180/100, CANCEL -> 200, 487, ACK;
+                          nobody left in roomA
     4 reinvite            uac_reinvite.xml over UDP and over TCP: hold (sendonly -> recvonly or
                           inactive), resume (sendrecv), BYE; the caller listed during the call
     5 refusals            uac_unknown.xml to 9999 -> 404 (and a raw INVITE over TCP too); an
@@ -464,7 +466,14 @@ class SipTest(tm.Composite):
                 if dtmf_kinds:
                     ev = await watch.wait_for(lambda e: e.WhichOneof("event") in dtmf_kinds, 10.0, "DTMF event")
                     out(f"DTMF event: {tg.fmt_event(ev)}")
-                    self.assertIn("1", tg.fmt_msg(ev), "the DTMF event names the digit 1")
+                    body = getattr(ev, ev.WhichOneof("event"))
+                    if hasattr(body, "digit"):
+                        self.assertEqual(body.digit, "1", "the DTMF event's digit (dtmf_2833_1.pcap)")
+                    if hasattr(body, "participant"):
+                        self.assertEqual(body.participant, "sip-sipp1", "the DTMF event's participant")
+                    self.assertEqual(ev.room, ROOM_A, "the DTMF event's room")
+                    others = [e for e in watch.events if e.WhichOneof("event") in dtmf_kinds and e is not ev]
+                    self.assertFalse(others, f"one key press, several DTMF events: {[tg.fmt_event(e) for e in others]}")
                 else:
                     kinds = sorted({e.WhichOneof('event') for e in watch.events})
                     out(f"the proto has no DTMF event (not checked); events seen: {kinds}")
@@ -478,7 +487,7 @@ class SipTest(tm.Composite):
 
     @async_test(timeout=90)
     async def test_3_cancel(self) -> None:
-        srv = self.sip_server("cancel")
+        srv = self.sip_server("cancel", "--sip-answer-delay", "3s")  # ring before answering: room to CANCEL
         r = await self.sipp(srv, "uac_cancel", "1000")
         out(f"received {r.received(r'^SIP/2.0')}")
         self.assert_sipp(r, "CANCEL before the answer", srv)
