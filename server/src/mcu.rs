@@ -326,14 +326,17 @@ fn plan_canvases(
     control: &crate::sfu::Control,
     inputs: &[String],
     speaker: Option<&str>,
-    room_ssrc: u32,
+    room_ssrc: Option<u32>,
     viewers: &[(String, u32, VideoProfile)],
 ) -> (Scene, HashMap<CanvasId, VideoProfile>, HashMap<u32, CanvasId>) {
     let own = VideoProfile::of(config);
     let room = canvas((config.width, config.height), ROOM_CANVAS, &control.layout, control.layout.resolve(inputs, speaker));
-    let mut canvases = vec![room];
+    // The room canvas is drawn only when someone sees it (a viewer, a recording, an MCU
+    // participant without a picture of its own).
+    let room_seen = room_ssrc.is_some() || viewers.iter().any(|(name, _, p)| *p == own && !control.viewer_layouts.contains_key(name));
+    let mut canvases = if room_seen { vec![room] } else { Vec::new() };
     let mut profiles = HashMap::from([(CanvasId::new(ROOM_CANVAS), own)]);
-    let mut assigned = HashMap::from([(room_ssrc, CanvasId::new(ROOM_CANVAS))]);
+    let mut assigned: HashMap<u32, CanvasId> = room_ssrc.map(|s| (s, CanvasId::new(ROOM_CANVAS))).into_iter().collect();
     let mut sorted: Vec<&(String, u32, VideoProfile)> = viewers.iter().collect();
     sorted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     for (name, ssrc, profile) in sorted {
@@ -560,9 +563,16 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             inputs.dedup();
             let own = VideoProfile::of(&config);
             let profiles = room.view_profiles();
-            let viewers: Vec<(String, u32, VideoProfile)> =
-                mcu_participants.iter().map(|(n, _, v)| (n.clone(), *v, profiles.get(n).copied().unwrap_or(own))).collect();
-            let (scene, canvas_profiles, assigned) = plan_canvases(&config, &control, &inputs, speaker.as_deref(), room.mix_ssrcs().0, &viewers);
+            // Only pictures someone receives are drawn and encoded (an audio-only phone, a
+            // viewer still connecting, a composite nobody plays cost nothing).
+            let viewers: Vec<(String, u32, VideoProfile)> = mcu_participants
+                .iter()
+                .filter(|(n, _, _)| room.watched(&format!("{MIX}/video-for-{n}")))
+                .map(|(n, _, v)| (n.clone(), *v, profiles.get(n).copied().unwrap_or(own)))
+                .collect();
+            let room_watched = !recordings.is_empty() || room.watched(&format!("{MIX}/video-0"));
+            let room_ssrc = room_watched.then(|| room.mix_ssrcs().0);
+            let (scene, canvas_profiles, assigned) = plan_canvases(&config, &control, &inputs, speaker.as_deref(), room_ssrc, &viewers);
             if scene_now.as_ref() != Some(&scene) {
                 // Validated by the control API; a scene the compositor still refuses keeps the
                 // previous one on screen rather than stopping the room.
@@ -763,6 +773,8 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
             mixer.set_top_k(control.top_k);
         }
 
+        let room_mix_heard = !recordings.is_empty() || room.watched(&format!("{MIX}/audio-0"));
+        let legs = room.gateway_legs();
         // The audio mix, every 20 ms (catching up a late tick or two; after 100 ms behind, the
         // missed ticks are skipped).
         while now >= next_tick {
@@ -792,10 +804,19 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
             // state between frames, so each group key keeps its encoder.
             let mut used = Vec::with_capacity(out.groups.len());
             for g in &out.groups {
+                // The room mix alone, heard by nobody (no viewer, no recording): not encoded.
+                if !room_mix_heard && g.listeners.iter().all(|l| &**l == LISTENER) {
+                    continue;
+                }
                 used.push(g.key);
                 let enc = match encoders.entry(g.key) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate))?),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        // Mixes only SIP legs hear are mostly turned into G.711.
+                        let phones_only = g.listeners.iter().all(|l| legs.contains(&**l));
+                        let complexity = if phones_only { crate::sip::PHONE_OPUS_COMPLEXITY } else { 10 };
+                        v.insert(OpusEncoder::new(OpusConfig { complexity, ..OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate) })?)
+                    }
                 };
                 let pcm: Vec<i16> = g.pcm.iter().map(|s| (s * 32767.0) as i16).collect();
                 let Ok(packet) = enc.encode(&pcm) else { continue };

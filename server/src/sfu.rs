@@ -194,6 +194,8 @@ pub struct Room {
     listeners: Mutex<HashMap<String, (u32, u32)>>,
     /// MCU participants whose picture is encoded otherwise than the room's (SIP phones).
     view_profiles: Mutex<HashMap<String, crate::mcu::VideoProfile>>,
+    /// MCU participants that are SIP legs (their mixes end up as narrowband G.711 mostly).
+    gateway_legs: Mutex<std::collections::HashSet<String>>,
     /// Keyframe requests to the composite's encoders (by the SSRC asked), while it runs.
     mix_keyframes: Mutex<Option<mpsc::UnboundedSender<u32>>>,
     /// Created through the control API: stays when empty, until deleted.
@@ -245,6 +247,7 @@ impl Room {
             mix: Mutex::new(None),
             listeners: Mutex::default(),
             view_profiles: Mutex::default(),
+            gateway_legs: Mutex::default(),
             mix_keyframes: Mutex::default(),
             persistent: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -456,9 +459,15 @@ impl Room {
         self.view_profiles.lock().expect("profiles lock is never poisoned").clone()
     }
 
+    /// MCU participants that are SIP legs.
+    pub fn gateway_legs(&self) -> std::collections::HashSet<String> {
+        self.gateway_legs.lock().expect("legs lock is never poisoned").clone()
+    }
+
     /// Removes an MCU participant's own video and mix.
     pub fn remove_mix_listener(&self, name: &str) {
         self.view_profiles.lock().expect("profiles lock is never poisoned").remove(name);
+        self.gateway_legs.lock().expect("legs lock is never poisoned").remove(name);
         if self.listeners.lock().expect("listeners lock is never poisoned").remove(name).is_some() {
             let mut m = self.lock();
             for kind in ["video", "audio"] {
@@ -516,6 +525,11 @@ impl Room {
         self.drive(Instant::now(), |fwd, now| {
             let _ = fwd.handle_subscriber_rtcp(now, sub, raw);
         });
+    }
+
+    /// Whether anyone receives `track` (the composite skips pictures nobody watches).
+    pub fn watched(&self, track: &str) -> bool {
+        self.lock().fwd.subscribers_of(track) > 0
     }
 
     /// Tracks published by real participants.
@@ -783,8 +797,8 @@ impl Sfu {
     }
 
     /// A SIP leg joins `room_name` as an MCU participant: it publishes `tracks` (SSRCs chosen
-    /// by the gateway) and receives its own mix and its picture (encoded with `profile`) as
-    /// forwarded packets. The participant is named `name`, or `name-2`, `name-3`, ... when
+    /// by the gateway) and receives its own mix and, with a `profile`, its picture (encoded
+    /// with that profile) as forwarded packets (`None`: an audio-only leg, no picture drawn). The participant is named `name`, or `name-2`, `name-3`, ... when
     /// taken.
     pub fn join_gateway(self: &Arc<Self>, room_name: &str, name: &str, tracks: Vec<GatewayTrack>, profile: Option<crate::mcu::VideoProfile>, config: McuConfig) -> Result<GatewayLeg, SessionError> {
         let room = self.room(room_name, true)?;
@@ -809,6 +823,7 @@ impl Sfu {
         if let Some(p) = profile {
             room.view_profiles.lock().expect("profiles lock is never poisoned").insert(participant.clone(), p);
         }
+        room.gateway_legs.lock().expect("legs lock is never poisoned").insert(participant.clone());
         let receive = room.add_mix_listener(&participant, codec);
         // Its own picture and mix, forwarded like any subscriber's (sequence numbers rewritten).
         let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -816,6 +831,9 @@ impl Sfu {
         {
             let mut m = room.lock();
             for t in &receive {
+                if t.kind == RtpCodecKind::Video && profile.is_none() {
+                    continue;
+                }
                 let ssrc = rand_ssrc(&self.next_id);
                 let (tx, rx) = mpsc::channel::<Bytes>(SINK_QUEUE);
                 m.sinks.insert(ssrc, SinkEntry { sub, tx });
@@ -830,7 +848,8 @@ impl Sfu {
             }
         });
         let mut queues = queues.into_iter().map(|(_, ssrc, rx)| (ssrc, rx));
-        let (video, audio) = (queues.next(), queues.next());
+        let video = if profile.is_some() { queues.next() } else { None };
+        let audio = queues.next();
         let mut published = Vec::new();
         for (n, t) in tracks.into_iter().enumerate() {
             let kind_name = if t.kind == RtpCodecKind::Audio { "audio" } else { "video" };

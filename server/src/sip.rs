@@ -51,6 +51,11 @@ use crate::{
     sfu::{GatewayLeg, GatewayTrack, Sfu},
 };
 
+/// Opus complexity for audio that comes from or goes to G.711 phones (narrowband speech):
+/// below 2 SILK skips its delayed-decision quantiser, which took most of an audio-only call's
+/// CPU at libopus' default 10 (perf, `benches/sip_capacity.rs`).
+pub const PHONE_OPUS_COMPLEXITY: u8 = 1;
+
 /// The digest realm of our challenges.
 const REALM: &str = "mcu";
 /// The shortest session-timer interval accepted (RFC 4028's minimum).
@@ -818,7 +823,8 @@ async fn audio_in(
     let mut buf = vec![0u8; 2048];
     let mut dtmf = DtmfDetector::new();
     let mut upsample = Resampler::new(8000, 48000, 1)?;
-    let mut encoder = OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, 32_000))?;
+    // Narrowband speech from a phone.
+    let mut encoder = OpusEncoder::new(OpusConfig { complexity: PHONE_OPUS_COMPLEXITY, ..OpusConfig::voice(OpusChannels::Mono, 32_000) })?;
     let mut pcm: Vec<i16> = Vec::new();
     let (mut seq, mut ts): (u16, u32) = (rand::random(), rand::random());
     loop {

@@ -295,6 +295,11 @@ impl Forwarder {
         Ok(())
     }
 
+    /// How many subscriptions `track` has.
+    pub fn subscribers_of(&self, track: &str) -> usize {
+        self.subs.iter().filter(|s| &*s.track == track).count()
+    }
+
     /// The subscriber's downlink estimate (REMB, bps), if it has sent one.
     pub fn estimate(&self, sub: SubscriberId) -> Option<u64> {
         self.subs.iter().filter(|s| s.sub == sub).filter_map(|s| s.estimate).max()

@@ -59,6 +59,8 @@ baresip 1.0.0's offer (all modules above, nothing restricted), as captured with 
 (no rtcp-mux, no a=imageattr; payload type 96 in both sections; H.264 packetization-mode 0
 comes first.)
 
+The configuration is sip/baresip.config.template filled in; the accounts file is one line.
+
 CLI:  python sipclient.py offer     # prints the SDP baresip offers (INVITE to a dead port)
 """
 
@@ -355,47 +357,26 @@ class Baresip:
         return f"sip:{self.user}@{LOCALHOST}:{self.sip_port}"
 
     def config_text(self) -> str:
+        """sip/baresip.config.template filled in."""
         w, h = self.video_size
-        audio_modules = ["opus.so", "g711.so"]
-        video_modules = ["avcodec.so", "vp8.so", "fakevideo.so", "snapshot.so"] if self.video else []
-        lines = [
-            "# written by tests/e2e/sipclient.py",
-            "poll_method epoll",
-            f"sip_listen {LOCALHOST}:{self.sip_port}",
-            f"net_interface {LOCALHOST}",
-            "call_local_timeout 120",
-            "call_max_calls 4",
-            "audio_player aubridge,nil",
-            "audio_alert aubridge,nil",
-            f"audio_source ausine,{self.tone_hz}",
-            "ausrc_srate 48000",
-            "ausrc_channels 2",
-            "audio_buffer 20-160",
-            "rtcp_mux no",
-            "jitter_buffer_delay 5-10",
-            "rtp_ports 20000-29999",
-            "statmode_default off",
-        ]
-        if self.video:
-            lines += [
-                "video_source fakevideo,nil",
-                "video_display fakevideo,nil",
-                f"video_size {w}x{h}",
-                "video_bitrate 1000000",
-                f"video_fps {self.video_fps}",
-            ]
-        lines += [f"module_path {BARESIP_MODULES}"]
-        lines += [f"module {m}" for m in [*audio_modules, "sndfile.so", "aubridge.so", "ausine.so", *video_modules]]
-        lines += [
-            "module_tmp account.so",
-            "module_app menu.so",
-            "module_app ctrl_tcp.so",
-            f"ctrl_tcp_listen {LOCALHOST}:{self.ctrl_port}",
-            f"snd_path {self.dir}",
-            "opus_bitrate 64000",
-            *self.extra_config,
-        ]
-        return "\n".join(lines) + "\n"
+        video_config = "\n".join([
+            "# Video: fakevideo's three bars out, received frames decoded and dropped",
+            "video_source\t\tfakevideo,nil",
+            "video_display\t\tfakevideo,nil",
+            f"video_size\t\t{w}x{h}",
+            "video_bitrate\t\t1000000",
+            f"video_fps\t\t{self.video_fps}",
+        ]) if self.video else "# no video"
+        video_modules = "\n".join([
+            "module\t\t\tavcodec.so",
+            "module\t\t\tvp8.so",
+            "module\t\t\tfakevideo.so",
+            "# snapshot: the command snapshot_recv PATH saves the next received frame as PNG",
+            "module\t\t\tsnapshot.so",
+        ]) if self.video else ""
+        template = (SCENARIOS / "baresip.config.template").read_text()
+        return template.format(sip_port=self.sip_port, ctrl_port=self.ctrl_port, tone_hz=self.tone_hz, snd_path=self.dir,
+                               video_config=video_config, video_modules=video_modules, extra="\n".join(self.extra_config))
 
     def accounts_text(self) -> str:
         params = [f"regint=0", f"answermode={self.answer}"]
@@ -956,6 +937,7 @@ class SipResponse:
     headers: list[tuple[str, str]]
     body: str
     raw: bytes
+    version: str = "2.0"
 
     def header(self, name: str) -> Optional[str]:
         compact = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length", "c": "content-type"}
@@ -965,7 +947,7 @@ class SipResponse:
         return None
 
     def __str__(self) -> str:
-        return f"{self.status} {self.reason}"
+        return f"{self.status} {self.reason}" + (f" (SIP/{self.version})" if self.version != "2.0" else "")
 
 
 def parse_responses(data: bytes) -> list[SipResponse]:
@@ -990,9 +972,10 @@ def parse_responses(data: bytes) -> list[SipResponse]:
                 with contextlib.suppress(ValueError):
                     length = max(0, int(v))
         body, rest = tail[:length], tail[length:]
-        m = re.match(r"SIP/2\.0 (\d{3}) ?(.*)", lines[0])
+        m = re.match(r"SIP/(\d+\.\d+) (\d{3}) ?(.*)", lines[0])
         if m:
-            out.append(SipResponse(int(m.group(1)), m.group(2), headers, body.decode("utf-8", "replace"), head + sep + body))
+            out.append(SipResponse(int(m.group(2)), m.group(3), headers, body.decode("utf-8", "replace"), head + sep + body,
+                                   m.group(1)))
     return out
 
 

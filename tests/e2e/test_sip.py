@@ -597,6 +597,8 @@ class SipTest(tm.Composite):
     @async_test(timeout=240)
     async def test_8_vanishing_caller(self) -> None:
         srv = self.sip_server("vanish", "--sip-rtp-timeout", f"{RTP_TIMEOUT}s")
+        key = 'mcu_sip_hangups_total{reason="rtp_timeout"}'
+        before = (await srv.metrics()).get(key)
         s = self.sipp_background(srv, "uac_vanish", "1000", timeout_s=100, extra=["-default_behaviors", "-bye"])
         _, took = await srv.wait_people(ROOM_A, lambda p: "sip-vanish1" in p, JOIN_LIMIT, "sip-vanish1 in roomA")
         joined = time.monotonic()
@@ -620,6 +622,10 @@ class SipTest(tm.Composite):
         _, gone = await srv.wait_people(ROOM_A, lambda p: "sip-ghost" not in p, RTP_TIMEOUT + 15, "sip-ghost dropped")
         out(f"sip-ghost dropped {gone:.1f} s after SIGKILL (timeout {RTP_TIMEOUT} s)")
         self.assertGreaterEqual(gone, RTP_TIMEOUT - 1.5, "dropped before the RTP timeout")
+        if before is not None:  # the server counts the hang-ups by reason
+            after = (await srv.metrics()).get(key, 0.0)
+            out(f"{key}: {before:g} -> {after:g}")
+            self.assertEqual(after - before, 2, "RTP-timeout hang-ups counted")
         self.check_alive(srv)
 
 
