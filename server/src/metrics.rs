@@ -115,6 +115,7 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
             "Calls we ended: RTP silence, an expired session timer.",
             &[("reason=\"rtp_timeout\"", n(&k.rtp_timeouts)), ("reason=\"session_timer\"", n(&k.session_expired))],
         );
+        o.metric("mcu_sip_malformed_total", "counter", "SIP requests refused as malformed (400, 505).", n(&k.malformed));
         o.metric("mcu_sip_bad_packets_total", "counter", "Datagrams on SIP media ports that were not RTP from the phone.", n(&k.bad_packets));
         o.metric("mcu_sip_dtmf_total", "counter", "DTMF key presses received (RFC 4733).", n(&k.dtmf));
         o.metric("mcu_sip_registrations_total", "counter", "Successful registrations with the registrar (and refreshes).", n(&k.registrations));

@@ -124,6 +124,8 @@ pub struct SipCounters {
     pub session_expired: AtomicU64,
     /// Successful registrations (and refreshes).
     pub registrations: AtomicU64,
+    /// Requests refused by the validator (400, 505) before the SIP stack saw them.
+    pub malformed: Arc<AtomicU64>,
 }
 
 /// One call's handle, kept while it lasts.
@@ -188,7 +190,13 @@ pub async fn start(sfu: Arc<Sfu>, settings: SipSettings, mcu: McuConfig) -> anyh
     transport.add_transport(udp.into());
     let tcp = TcpListenerConnection::new(bound, None).await?;
     transport.add_transport(tcp.into());
-    let endpoint = EndpointBuilder::new().with_cancel_token(cancel.clone()).with_transport_layer(transport).with_user_agent("mcu").build();
+    let malformed = Arc::new(AtomicU64::new(0));
+    let endpoint = EndpointBuilder::new()
+        .with_cancel_token(cancel.clone())
+        .with_transport_layer(transport)
+        .with_user_agent("mcu")
+        .with_transport_inspector(Box::new(Validator { malformed: malformed.clone() }))
+        .build();
     let incoming = endpoint.incoming_transactions()?;
     let dialogs = DialogLayer::new(endpoint.inner.clone());
     let (state_tx, state_rx) = dialogs.new_dialog_state_channel();
@@ -202,7 +210,7 @@ pub async fn start(sfu: Arc<Sfu>, settings: SipSettings, mcu: McuConfig) -> anyh
         calls: Mutex::default(),
         ip: bound.ip(),
         bound_port: bound.port(),
-        counters: SipCounters::default(),
+        counters: SipCounters { malformed, ..SipCounters::default() },
         cancel: cancel.clone(),
         nonces: Mutex::default(),
         endpoint: endpoint.inner.clone(),
@@ -216,6 +224,69 @@ pub async fn start(sfu: Arc<Sfu>, settings: SipSettings, mcu: McuConfig) -> anyh
     tokio::spawn(gateway.clone().serve(incoming));
     tokio::spawn(gateway.clone().watch_dialogs(state_rx));
     Ok((gateway, bound))
+}
+
+/// Checks what the SIP stack parsed before it handles it: a request missing a mandatory header,
+/// with a CSeq that is not `NUMBER METHOD` of the request's method, a Content-Length that is not
+/// a number or promises more body than arrived, or another SIP version, is answered 400 (505 for
+/// the version) and dropped. (Datagrams the parser cannot read at all are dropped by the stack.)
+struct Validator {
+    malformed: Arc<AtomicU64>,
+}
+
+fn check_request(req: &rsipstack::sip::Request) -> Result<(), (StatusCode, String)> {
+    let bad = |why: &str| Err((StatusCode::BadRequest, why.to_string()));
+    if req.version != rsipstack::sip::Version::V2 {
+        return Err((StatusCode::VersionNotSupported, format!("{} is not SIP/2.0", req.version)));
+    }
+    if req.via_header().is_err() {
+        return bad("no Via");
+    }
+    if req.from_header().is_err() {
+        return bad("no From");
+    }
+    if req.to_header().is_err() {
+        return bad("no To");
+    }
+    if req.call_id_header().map(|c| c.value().trim().is_empty()).unwrap_or(true) {
+        return bad("no Call-ID");
+    }
+    let Ok(cseq) = req.cseq_header() else { return bad("no CSeq") };
+    match (cseq.seq(), cseq.method()) {
+        (Ok(_), Ok(m)) if m == req.method => {}
+        (Ok(_), Ok(m)) => return bad(&format!("CSeq method {m} is not the request's {}", req.method)),
+        _ => return bad("CSeq is not NUMBER METHOD"),
+    }
+    for h in req.headers.iter() {
+        if let Header::ContentLength(l) = h {
+            match l.value().trim().parse::<usize>() {
+                Ok(n) if n > req.body.len() => return bad(&format!("Content-Length {n} but {} bytes of body", req.body.len())),
+                Ok(_) => {}
+                Err(_) => return bad("Content-Length is not a number"),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl rsipstack::transaction::endpoint::TransportEventInspector for Validator {
+    async fn handle(&self, event: rsipstack::transport::TransportEvent) -> Option<rsipstack::transport::TransportEvent> {
+        let rsipstack::transport::TransportEvent::Incoming(rsipstack::sip::SipMessage::Request(req), conn, from) = &event else { return Some(event) };
+        let Err((status, why)) = check_request(req) else { return Some(event) };
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%from, %status, why, "malformed SIP request refused");
+        // Without a Via there is nowhere to send a response (RFC 3261 §18.2.2): dropped.
+        if req.via_header().is_ok() {
+            let keep = |h: &&Header| matches!(h, Header::Via(_) | Header::From(_) | Header::To(_) | Header::CallId(_) | Header::CSeq(_));
+            let mut headers: Vec<Header> = req.headers.iter().filter(keep).cloned().collect();
+            headers.push(Header::Other("Warning".into(), format!("399 mcu \"{why}\"")));
+            headers.push(Header::ContentLength("0".into()));
+            let response = rsipstack::sip::Response { status_code: status, wire_reason: None, version: rsipstack::sip::Version::V2, headers: headers.into(), body: Vec::new() };
+            let _ = conn.send(rsipstack::sip::SipMessage::Response(response), Some(from)).await;
+        }
+        None
+    }
 }
 
 fn reply_headers() -> Vec<Header> {
@@ -421,6 +492,8 @@ impl Gateway {
             let _ = handled.handle(&mut tx).await;
         });
         if !self.settings.answer_delay.is_zero() {
+            // After the transaction task has taken the INVITE (its 100 Trying), or the 180 is lost.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             let _ = dialog.ringing(None, None);
             tokio::time::sleep(self.settings.answer_delay).await;
             if matches!(dialog.state(), DialogState::Terminated(..)) {
@@ -763,11 +836,15 @@ impl Gateway {
         });
     }
 
-    /// Our side ends the call: BYE, then leave the room.
+    /// Our side ends the call: leave the room at once, then BYE (whose transaction may take
+    /// seconds with a phone that vanished).
     async fn hang_up(&self, call: &Arc<Call>) {
         self.calls.lock().expect("calls lock is never poisoned").retain(|_, c| !Arc::ptr_eq(c, call));
-        let _ = tokio::time::timeout(Duration::from_secs(5), call.dialog.bye()).await;
         self.finish(call).await;
+        let dialog = call.dialog.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(32), dialog.bye()).await;
+        });
     }
 
     fn dtmf(&self, room: &str, participant: &str, digit: char) {
