@@ -12,12 +12,15 @@ set -euo pipefail
 # - libvpx-dev, libdav1d-dev: libvpx (VP8) and dav1d (AV1 decoding), linked by the codec crate.
 # - python3, python3-venv: the aiortc end-to-end clients (scripts/e2e-setup.sh makes the venv).
 # - openssl: the certificate the gRPC TLS test serves (server/tests/grpc_api.rs).
+# - baresip-core, baresip-ffmpeg, sip-tester (sipp): the real SIP phones and scenarios the
+#   gateway's end-to-end tests call with (tests/e2e/test_sip.py).
 APT_PACKAGES=(
   mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
   ffmpeg pkg-config cmake nasm g++
   libvpx-dev libdav1d-dev
   python3 python3-venv
   openssl
+  baresip-core baresip-ffmpeg sip-tester
 )
 
 missing=()

@@ -22,6 +22,10 @@ MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_mcu.py
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_grpc.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_record.py 2>&1 | tee -a "$log"
 
+echo "== end to end: SIP phones (baresip, sipp) through the gateway, with aiortc in the same rooms"
+target/e2e-venv/bin/python tests/e2e/sip_selftest.py 2>&1 | tee -a "$log"
+MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_sip.py 2>&1 | tee -a "$log"
+
 echo "== end to end: headless Chromium over WHIP/WHEP"
 scripts/browser-setup.sh
 # Once per video codec Chromium publishes: VP8 (its default), H.264, and AV1 (whose colour space
@@ -46,6 +50,7 @@ cargo clippy -p mcu-codec --features nvenc --all-targets -q -- -D warnings
 # One closing line over every test run above: cargo's "test result: ok. N passed; M failed"
 # lines and the end-to-end suites' "selftest: N passed, M failed" / "e2e sfu: N passed, M failed" /
 # "e2e mcu: N passed, M failed" / "e2e grpc: N passed, M failed" / "e2e record: N passed, M failed" /
+# "sip selftest: N passed, M failed" / "e2e sip: N passed, M failed" /
 # "browser sfu: N passed, M failed" / "browser demo: N passed, M failed".
-awk '/^test result:|^(selftest|e2e sfu|e2e mcu|e2e grpc|e2e record|browser sfu|browser demo): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+awk '/^test result:|^(selftest|e2e sfu|e2e mcu|e2e grpc|e2e record|sip selftest|e2e sip|browser sfu|browser demo): [0-9]+ passed, [0-9]+ failed$/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "all suites: %d passed, %d failed\n", p, f }' "$log"
