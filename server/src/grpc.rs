@@ -379,7 +379,8 @@ impl v1::sip_service_server::SipService for Api {
     async fn dial_sip(&self, req: Request<v1::DialSipRequest>) -> Result<Response<v1::SipCall>, Status> {
         let r = req.get_ref().clone();
         self.auth.check(req.metadata(), &r.room)?;
-        mcu_api::reference("room", &r.room).map_err(invalid)?;
+        // The call may create the room.
+        mcu_api::new_room_name("room", &r.room).map_err(invalid)?;
         let gateway = self.gateway()?;
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
         match gateway.dial(&r.room, &r.uri, name).await {

@@ -223,6 +223,15 @@ impl Shared {
     }
 }
 
+/// One line for the scripts that start the server. A reader that went away (it read the lines
+/// it wanted and closed the pipe) is no reason to stop: write errors are ignored.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -328,8 +337,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
         let addr = listener.local_addr()?;
         // Scripts read these two lines, in this order.
-        println!("listening on http://{addr}");
-        println!("grpc listening on {grpc_scheme}://{}", grpc_listener.local_addr()?);
+        say(&format!("listening on http://{addr}"));
+        say(&format!("grpc listening on {grpc_scheme}://{}", grpc_listener.local_addr()?));
         let plan = mcu_sip::DialPlan::parse(args.sip_route.iter().map(String::as_str))?;
         let sip = match args.sip_listen.as_deref() {
             Some("off") => None,
@@ -353,7 +362,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 };
                 match crate::sip::start(sfu.clone(), settings, mcu).await {
                     Ok((gateway, bound)) => {
-                        println!("sip listening on udp+tcp {bound}");
+                        say(&format!("sip listening on udp+tcp {bound}"));
                         Some(gateway)
                     }
                     Err(e) if explicit.is_none() => {

@@ -309,6 +309,10 @@ impl Gateway {
     /// participant is named `sip-` and the target's user part (or `name`). Returns it once the
     /// call is answered.
     pub async fn dial(self: &Arc<Self>, room: &str, target: &str, name: Option<&str>) -> Result<String, DialError> {
+        let well_formed = (target.starts_with("sip:") || target.starts_with("sips:")) && target.len() <= 512 && !target.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !well_formed {
+            return Err(DialError::Target(format!("{target:?} is not a sip: or sips: URI")));
+        }
         let callee = rsipstack::sip::Uri::try_from(target).map_err(|e| DialError::Target(format!("{target:?}: {e}")))?;
         if callee.user().is_none() && name.is_none() {
             return Err(DialError::Target(format!("{target:?} has no user part; give a name")));

@@ -187,6 +187,7 @@ fn describe(e: &v1::RoomEvent) -> String {
         Event::TrackMuted(_) => "muted".into(),
         Event::RoomClosed(_) => "closed".into(),
         Event::RecordingChanged(_) => "recording".into(),
+        Event::DtmfReceived(d) => format!("dtmf {} {}", d.participant, d.digit),
     }
 }
 
@@ -345,5 +346,32 @@ async fn recordings_start_stop_and_refuse_what_they_cannot_do() {
     rooms.create_room(v1::CreateRoomRequest { name: "rec".into(), options: None, layout: None }).await.unwrap();
     refused(rec.start_recording(start("rec", "")).await, Code::FailedPrecondition, "the recording directory /proc/mcu-no-such-dir/rec");
     assert_eq!(rooms.get_room(v1::GetRoomRequest { room: "rec".into() }).await.unwrap().into_inner().name, "rec");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sip_dial_plan_is_edited_over_the_api() {
+    use mcu_api::v1::sip_service_client::SipServiceClient;
+    let (mut child, _base, grpc) = server(&["--sip-listen", "127.0.0.1:0", "--sip-route", "1000=class-a"]).await;
+    let mut sip = SipServiceClient::new(channel(&grpc).await);
+    let routes = |r: v1::ListSipRoutesResponse| r.routes.into_iter().map(|r| format!("{}={}", r.number, r.room)).collect::<Vec<_>>();
+    assert_eq!(routes(sip.list_sip_routes(v1::ListSipRoutesRequest {}).await.unwrap().into_inner()), ["1000=class-a"]);
+    sip.set_sip_route(v1::SipRoute { number: "2000".into(), room: "class-b".into() }).await.unwrap();
+    assert_eq!(routes(sip.list_sip_routes(v1::ListSipRoutesRequest {}).await.unwrap().into_inner()), ["1000=class-a", "2000=class-b"]);
+    let e = sip.set_sip_route(v1::SipRoute { number: "20 00".into(), room: "x".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    sip.delete_sip_route(v1::DeleteSipRouteRequest { number: "2000".into() }).await.unwrap();
+    assert_eq!(sip.delete_sip_route(v1::DeleteSipRouteRequest { number: "2000".into() }).await.unwrap_err().code(), Code::NotFound);
+    assert!(sip.list_sip_calls(v1::ListSipCallsRequest { room: String::new() }).await.unwrap().into_inner().calls.is_empty());
+    let e = sip.dial_sip(v1::DialSipRequest { room: "class-a".into(), uri: "not a uri".into(), name: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = sip.dial_sip(v1::DialSipRequest { room: "bad room!".into(), uri: "sip:a@127.0.0.1".into(), name: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    child.kill().await.unwrap();
+
+    // Without the gateway the service says so.
+    let (mut child, _base, grpc) = server(&[]).await;
+    let mut sip = SipServiceClient::new(channel(&grpc).await);
+    assert_eq!(sip.list_sip_routes(v1::ListSipRoutesRequest {}).await.unwrap_err().code(), Code::FailedPrecondition);
     child.kill().await.unwrap();
 }

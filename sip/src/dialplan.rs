@@ -11,7 +11,7 @@ pub enum RouteError {
     #[error("route \"{0}\" is not NUMBER=ROOM")]
     Syntax(String),
     /// A number or room name with characters a URI user part or a room name cannot hold.
-    #[error("route \"{0}\": numbers and rooms are 1-64 characters of letters, digits and -_.+*#@")]
+    #[error("route \"{0}\": numbers are 1-64 of letters, digits and -_.+*#@; rooms 1-64 of letters, digits and -_. not starting with _")]
     Characters(String),
 }
 
@@ -43,7 +43,8 @@ impl DialPlan {
 
     /// Adds or replaces a route.
     pub fn set(&mut self, number: &str, room: &str) -> Result<(), RouteError> {
-        if !valid(number) || !valid(room) || room.starts_with('_') {
+        let room_ok = valid(room) && room.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !room.starts_with('_');
+        if !valid(number) || !room_ok {
             return Err(RouteError::Characters(format!("{number}={room}")));
         }
         self.routes.insert(number.to_string(), room.to_string());
@@ -86,6 +87,8 @@ mod tests {
         assert!(DialPlan::parse(["1000=room a"]).is_err());
         assert!(DialPlan::parse(["=room"]).is_err());
         assert!(DialPlan::parse(["1000=_mix"]).is_err());
+        assert!(DialPlan::parse(["1000=a#b"]).is_err());
+        assert!(DialPlan::parse(["+4930*1#=a.b-c_d"]).is_ok());
         let mut plan = DialPlan::parse(["1=a"]).unwrap();
         assert!(plan.remove("1"));
         assert!(!plan.remove("1"));

@@ -319,6 +319,9 @@ class Baresip:
     answer       "auto" (answers incoming calls at once) or "manual"
     audio_codecs e.g. "opus/48000/2,pcmu" or "pcma" (None: every loaded codec: opus, PCMU, PCMA)
     video_codecs e.g. "h264" or "vp8" (None: all); video=False loads no video modules at all
+    auth_pass    the password it answers digest challenges (401/407) with (account parameter
+                 auth_pass; without one, a challenged call fails)
+    auth_user    the digest username (auth_user; default: `user`)
     """
 
     _tokens = itertools.count(1)
@@ -326,7 +329,7 @@ class Baresip:
     def __init__(self, workdir: Union[str, Path], user: str = "alice", tone_hz: int = 1000, answer: str = "manual",
                  audio_codecs: Optional[str] = None, video_codecs: Optional[str] = None, video: bool = True,
                  video_size: tuple[int, int] = (640, 360), video_fps: int = 25, sip_trace: bool = True,
-                 extra_config: Sequence[str] = ()) -> None:
+                 extra_config: Sequence[str] = (), auth_user: Optional[str] = None, auth_pass: Optional[str] = None) -> None:
         if not (10 <= int(tone_hz) <= 20000):
             raise ValueError("ausine takes 10..20000 Hz")
         self.dir = Path(workdir)
@@ -340,6 +343,8 @@ class Baresip:
         self.video_fps = video_fps
         self.sip_trace = sip_trace
         self.extra_config = list(extra_config)
+        self.auth_user = auth_user
+        self.auth_pass = auth_pass
         self.sip_port = 0
         self.ctrl_port = 0
         self.proc: Optional[subprocess.Popen] = None
@@ -384,6 +389,10 @@ class Baresip:
             params.append(f"audio_codecs={self.audio_codecs}")
         if self.video_codecs:
             params.append(f"video_codecs={self.video_codecs}")
+        if self.auth_user:
+            params.append(f"auth_user={self.auth_user}")
+        if self.auth_pass:
+            params.append(f"auth_pass={self.auth_pass}")
         return f"\"{self.user}\" <{self.aor}>;" + ";".join(params) + "\n"
 
     def start(self, timeout: float = 15.0) -> "Baresip":
@@ -599,6 +608,29 @@ class Baresip:
                 return _body(msg)
         return None
 
+    def received_offer_sdp(self) -> Optional[str]:
+        """The SDP body of the last INVITE it received (a call to it: the caller's offer)."""
+        body = None
+        for transport, src, dst, msg in self.sip_messages():
+            if msg.startswith("INVITE ") and not self._ours(msg):
+                body = _body(msg) or body
+        return body
+
+    def sent_answer_sdp(self) -> Optional[str]:
+        """The SDP body of the last 2xx it sent to an INVITE it received (its answer)."""
+        body = None
+        for transport, src, dst, msg in self.sip_messages():
+            if msg.startswith("SIP/2.0 2") and not self._ours(msg) and re.search(r"^CSeq: *\d+ INVITE", msg, re.M | re.I):
+                b = _body(msg)
+                if b and b.startswith("v=0"):
+                    body = b
+        return body
+
+    def received_requests(self, method: str) -> list[str]:
+        """The `method` requests it received (the SIP trace's messages to its own port), as text."""
+        mine = f"{LOCALHOST}:{self.sip_port}"
+        return [msg for transport, src, dst, msg in self.sip_messages() if msg.startswith(method + " ") and dst == mine]
+
     def received_answer_sdp(self) -> Optional[str]:
         """The SDP body of the last 2xx to one of its INVITEs (the answer)."""
         body = None
@@ -739,6 +771,36 @@ class SippResult:
         """The error log (or the end of the screen output) for a failure message."""
         text = self.errors.strip() or self.stdout.strip()[-limit:]
         return text[:limit]
+
+
+@dataclass
+class SippMessage:
+    """One entry of sipp's message log (-trace_msg): when, "sent" or "received", the text."""
+
+    time: float  # seconds since the epoch
+    direction: str
+    text: str
+
+    @property
+    def first_line(self) -> str:
+        return self.text.split("\n", 1)[0]
+
+    def header(self, name: str) -> Optional[str]:
+        return request_header(self.text, name)
+
+
+def sipp_log(text: str) -> list[SippMessage]:
+    """The messages of a sipp message log, in order. Its entries are a line of dashes with the
+    local date and time, "UDP message received [N] bytes :" (or "... sent (N bytes):"), an
+    empty line and the message."""
+    import datetime
+
+    found = []
+    for m in re.finditer(r"^-{40,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\n\w+ message (sent|received)[^\n]*:\n\n(.*?)(?=^-{40,} \d{4}-|\Z)",
+                         text, re.M | re.S):
+        when = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        found.append(SippMessage(when, m.group(2), m.group(3).rstrip("\n") + "\n"))
+    return found
 
 
 def sipp_argv(scenario: str, target: str, service: str, workdir: Path, transport: str = "u1", calls: int = 1,
@@ -940,7 +1002,8 @@ class SipResponse:
     version: str = "2.0"
 
     def header(self, name: str) -> Optional[str]:
-        compact = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length", "c": "content-type"}
+        compact = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length", "c": "content-type",
+                   "x": "session-expires", "k": "supported"}
         for k, v in self.headers:
             if k.lower() == name.lower() or compact.get(k.lower()) == name.lower():
                 return v
@@ -1162,6 +1225,44 @@ def sip_exchange_with(target: tuple[str, int], make, transport: str = "udp", wai
             if final.status < 300:
                 time.sleep(0.3)  # the BYE's 200 (not waited for otherwise)
     return Exchange(msg, responses, followups)
+
+
+# ----------------------------------------------------------------------------------------
+# Digest authentication (RFC 2617 without qop, as the server challenges; RFC 3261 §22)
+# ----------------------------------------------------------------------------------------
+
+
+def digest_params(value: str) -> dict[str, str]:
+    """The parameters of a `Digest k="v", k=v, ...` challenge or credentials (names lower-case;
+    quotes removed); {} when it is not Digest."""
+    m = re.match(r"\s*Digest\s+(.*)", value or "", re.S | re.I)
+    if not m:
+        return {}
+    return {k.lower(): quoted or bare for k, quoted, bare in re.findall(r'([\w-]+)\s*=\s*(?:"([^"]*)"|([^\s,]*))', m.group(1))}
+
+
+def digest_response(username: str, realm: str, password: str, method: str, uri: str, nonce: str) -> str:
+    """MD5(MD5(username:realm:password):nonce:MD5(method:uri)), hex."""
+    import hashlib
+
+    md5 = lambda text: hashlib.md5(text.encode()).hexdigest()  # noqa: E731
+    return md5(f"{md5(f'{username}:{realm}:{password}')}:{nonce}:{md5(f'{method}:{uri}')}")
+
+
+def digest_authorization(username: str, realm: str, password: str, method: str, uri: str, nonce: str) -> str:
+    """An `Authorization` value answering a challenge (algorithm MD5, no qop)."""
+    response = digest_response(username, realm, password, method, uri, nonce)
+    return (f'Digest username="{username}", realm="{realm}", nonce="{nonce}", uri="{uri}", '
+            f'response="{response}", algorithm=MD5')
+
+
+def digest_valid(authorization: str, password: str, method: str) -> bool:
+    """Whether `authorization` (an Authorization value) is right for `password` and `method`
+    (its own username, realm, nonce and uri)."""
+    p = digest_params(authorization)
+    if not all(k in p for k in ("username", "realm", "nonce", "uri", "response")):
+        return False
+    return p["response"].lower() == digest_response(p["username"], p["realm"], password, method, p["uri"], p["nonce"])
 
 
 # ----------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ with "e2e sip: N passed, M failed" and exits non-zero on any failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -93,6 +94,12 @@ TONE_MIN_DBFS = tm.TONE_MIN_DBFS
 TONE_OVER_FLOOR_DB = tm.TONE_OVER_FLOOR_DB
 TONE_GONE_DB = tm.TONE_GONE_DB
 WORK = sfu.LOG_DIR / "sip"  # baresip and sipp directories (kept with the server logs on failure)
+USERS = {"alice": "secret"}  # --sip-users of the digest test
+REGISTRAR_USER, REGISTRAR_PASSWORD = "gw", "pw"  # what uas_registrar.xml's verifyauth accepts
+REGISTER_ASKED = 30  # s, --sip-register-expires of the REGISTER test: below the server's minimum,
+REGISTER_MINIMUM = 60  # which it asks for instead
+REGISTER_GRANTED = 12  # s, what the registrar grants (-key grant): the refresh comes at 3/4 of it
+MIN_SE = 90  # s, the server's Min-SE (RFC 4028's minimum)
 
 # ----------------------------------------------------------------------------------------
 # The server with its SIP port
@@ -233,6 +240,52 @@ def wav_levels(wav: sc.Wav, present: Sequence[float], absent: Sequence[float], s
     return ok, levels, floor
 
 
+@dataclass
+class Cli:
+    """What one `mcu` subcommand (a gRPC client call) did."""
+
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def rows(self) -> list[list[str]]:
+        """stdout's lines split at tabs ("ROOM\tPARTICIPANT", "NUMBER\tROOM")."""
+        return [line.split("\t") for line in self.stdout.splitlines() if line.strip()]
+
+    @property
+    def error(self) -> str:
+        """The "Error: ..." line of stderr (anyhow's report), or its last line."""
+        lines = [l for l in self.stderr.splitlines() if l.strip()]
+        return next((l for l in lines if l.startswith("Error:")), lines[-1] if lines else "")
+
+    @property
+    def code(self) -> Optional[str]:
+        """The gRPC status code of a failed call as the CLI prints it ("Unavailable",
+        "Aborted", "NotFound", "InvalidArgument", ...), or None."""
+        m = re.match(r"Error: (\w+): ", self.error)
+        return m.group(1) if m else None
+
+    def __str__(self) -> str:
+        said = self.stdout.strip().replace("\n", " | ").replace("\t", " ") if self.returncode == 0 else self.error
+        return f"mcu {' '.join(self.args)}: exit {self.returncode} in {self.seconds:.1f} s: {said or '(nothing)'}"
+
+
+def session_expires(value: Optional[str]) -> tuple[Optional[int], dict[str, str]]:
+    """A Session-Expires value ("90;refresher=uac") as (90, {"refresher": "uac"})."""
+    if not value:
+        return None, {}
+    first, *params = [p.strip() for p in value.split(";")]
+    kv = dict((p.split("=", 1) + [""])[:2] for p in params if p)
+    return (int(first) if first.isdigit() else None), {k.lower(): v.lower() for k, v in kv.items()}
+
+
+def option_tags(value: Optional[str]) -> list[str]:
+    return [t.strip().lower() for t in (value or "").split(",") if t.strip()]
+
+
 class SipTest(tm.Composite):
     """test_mcu's Composite (WHIP publishers, composite viewers, grid checks) with SIP servers,
     baresip phones and sipp runs that are cleaned up after each test."""
@@ -241,15 +294,74 @@ class SipTest(tm.Composite):
         super().setUp()
         self._phones: list[sc.Baresip] = []
         self._sipps: list[sc.SippProcess] = []
+        self._uases: list[subprocess.Popen] = []
+        self._clis: list[asyncio.subprocess.Process] = []
         self.work = WORK / self.id().rsplit(".", 1)[-1]
 
     def tearDown(self) -> None:
+        for c in self._clis:
+            if c.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.kill()
         for s in self._sipps:
             if s.running():
                 s.wait(kill=True)
+        for u in self._uases:
+            sc.stop_process(u, 1.0)
         for p in self._phones:
             p.stop()
         super().tearDown()
+
+    async def mcu(self, srv: SipServer, *args: str, timeout: float = 60.0) -> Cli:
+        """Runs `mcu ARGS --grpc <srv's gRPC URL>` (killed after `timeout` s, or when the test
+        ends first) and prints what it did."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
+        env["RUST_BACKTRACE"] = "0"  # anyhow's errors without a backtrace
+        t0 = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(sfu.MCU_BIN, *args, "--grpc", srv.grpc_url, stdin=subprocess.DEVNULL,
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                                    preexec_fn=sc.die_with_parent)
+        self._clis.append(proc)
+        try:
+            stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError(f"mcu {' '.join(args)}: still running after {timeout:g} s") from None
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+        r = Cli(tuple(args), proc.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), time.monotonic() - t0)
+        out(str(r))
+        return r
+
+    async def mcu_ok(self, srv: SipServer, *args: str, timeout: float = 60.0) -> Cli:
+        r = await self.mcu(srv, *args, timeout=timeout)
+        if r.returncode != 0:
+            self.fail(f"{r}\n{srv.log_tail(10)}")
+        return r
+
+    def sipp_uas(self, scenario: str, port: int, **kw) -> subprocess.Popen:
+        """A sipp UAS of tests/e2e/sip/ on 127.0.0.1:`port` (stopped after the test); its logs go
+        to the test's directory (uas_<scenario>_*.log)."""
+        proc = sc.sipp_uas(scenario, port, self.work / scenario, **kw)
+        self._uases.append(proc)
+        return proc
+
+    def uas_log(self, scenario: str) -> list[sc.SippMessage]:
+        try:
+            return sc.sipp_log((self.work / scenario / f"uas_{scenario}_messages.log").read_text(errors="replace"))
+        except OSError:
+            return []
+
+    async def invite(self, srv: SipServer, number: str, headers: Sequence[tuple[str, Optional[str]]] = (),
+                     transport: str = "udp", wait: float = 5.0) -> sc.Exchange:
+        """A raw INVITE (from user "raw": participant sip-raw) with an audio offer to `number`;
+        a 2xx is ACKed and BYEd, other finals ACKed (sip_exchange_with)."""
+        uri = srv.sip_uri(number, "tcp" if transport == "tcp" else None)
+        return await asyncio.to_thread(sc.sip_exchange_with, (srv.sip_host, srv.sip_port),
+                                       lambda local: _invite(local, uri, transport.upper(), headers=list(headers)), transport, wait)
 
     def sip_server(self, label: str, *args: str) -> SipServer:
         srv = SipServer(*SERVER_ARGS, *SIP_ARGS, *args, label=label).start()

@@ -95,6 +95,8 @@ pub async fn server(extra: &[&str]) -> (tokio::process::Child, String, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
         .args(["serve", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--log", "warn"])
         .args(if dev { &["--dev"][..] } else { &[][..] })
+        // No SIP gateway on the default 5060 unless a test asks for one (tests run side by side).
+        .args(if extra.contains(&"--sip-listen") { &[][..] } else { &["--sip-listen", "off"][..] })
         .args(&extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
