@@ -117,3 +117,19 @@ fn a_track_may_be_asked_for_keyframes_more_often() {
     assert_eq!(drain(&mut f, &mut publisher).1, 1);
     assert_eq!(f.poll_timeout(), Some(now + Duration::from_millis(100)), "retries follow the track's interval");
 }
+
+#[test]
+fn subscriptions_are_counted_per_track() {
+    // The composite draws only pictures someone receives: it asks how many subscribe.
+    let clock = Clock::start();
+    let mut f = Forwarder::new(ForwarderConfig::default());
+    f.publish("cam", Codec::Vp8, 90_000, &[(1, 0)]).unwrap();
+    f.publish("mic", Codec::Audio, 48_000, &[(2, 0)]).unwrap();
+    assert_eq!(f.subscribers_of("cam"), 0);
+    f.subscribe(clock.0, 1, "cam", 0xA1, None).unwrap();
+    f.subscribe(clock.0, 2, "cam", 0xA2, None).unwrap();
+    f.subscribe(clock.0, 2, "mic", 0xA3, None).unwrap();
+    assert_eq!((f.subscribers_of("cam"), f.subscribers_of("mic"), f.subscribers_of("nothing")), (2, 1, 0));
+    f.unsubscribe(2, None);
+    assert_eq!((f.subscribers_of("cam"), f.subscribers_of("mic")), (1, 0));
+}

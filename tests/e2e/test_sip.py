@@ -369,8 +369,10 @@ class SipTest(tm.Composite):
         out(f"{srv.label}: HTTP {srv.url}, SIP udp+tcp {srv.sip_target}")
         return srv
 
-    async def phone(self, user: str, **kw) -> sc.Baresip:
-        p = sc.Baresip(self.work / user, user=user, tone_hz=PHONE_TONE, **kw)
+    async def phone(self, user: str, workdir_name: Optional[str] = None, **kw) -> sc.Baresip:
+        """A baresip (sipclient.Baresip: kw) of account `user` in the test's directory
+        `workdir_name` (default: `user`), stopped after the test."""
+        p = sc.Baresip(self.work / (workdir_name or user), user=user, tone_hz=PHONE_TONE, **kw)
         self._phones.append(p)
         await asyncio.to_thread(p.start)
         return p
@@ -740,12 +742,347 @@ class SipTest(tm.Composite):
             self.assertEqual(after - before, 2, "RTP-timeout hang-ups counted")
         self.check_alive(srv)
 
+    # -- 9 ------------------------------------------------------------------------------
+
+    @async_test(timeout=180)
+    async def test_9_dial_out(self) -> None:
+        srv = self.sip_server("dial")
+        await self.publish_all(srv, ROOM_A, (ALICE, CAROL))
+        phone = await self.phone("callee", answer="auto")
+        uri = f"sip:callee@{sc.LOCALHOST}:{phone.sip_port}"
+        r = await self.mcu_ok(srv, "sip", "dial", ROOM_A, uri)
+        self.assertEqual(r.rows, [[ROOM_A, "sip-callee"]], "`sip dial`'s output: ROOM<tab>PARTICIPANT")
+        try:
+            await asyncio.to_thread(phone.wait_event, "CALL_ESTABLISHED", timeout=5.0)
+        except sc.BaresipError as e:
+            self.fail(f"{e}\n{phone.log_tail(20)}")
+        offer, answer = phone.received_offer_sdp() or "", phone.sent_answer_sdp() or ""
+        out(f"the server offered audio {' '.join(sc.sdp_media(offer, 'audio')[:1])}, video {' '.join(sc.sdp_media(offer, 'video')[:1])}; "
+            f"baresip answered audio {sc.sdp_codec(answer, 'audio')}, video {sc.sdp_codec(answer, 'video')}")
+        people, took = await srv.wait_people(ROOM_A, lambda p: has_media(p.get("sip-callee"), "audio", "video"), JOIN_LIMIT,
+                                             "sip-callee with audio and video in roomA")
+        out(f"roomA after {took:.1f} s: {fmt_people(people)}")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "calls", ROOM_A)).rows, [[ROOM_A, "sip-callee"]], "`sip calls roomA`")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "calls", ROOM_B)).rows, [], "`sip calls roomB`")
+
+        # What the callee sees and hears: alice and carol (as in test 1), not itself.
+        cells = tm.grid_cells(3)
+        probes = [Probe("alice", cells[0], ALICE.colour), Probe("carol", cells[1], CAROL.colour)]
+        rgb, took = await self.snapshot_until(phone, probes, MEDIA_TIMEOUT, "the callee's snapshot")
+        _, seen = look([scaled(rgb)], probes)
+        out(f"callee's snapshot after {took:.1f} s: {rgb.shape[1]}x{rgb.shape[0]}, {describe(seen)}")
+        levels, floor, wav = await self.hears(phone, [ALICE.tone, CAROL.tone], [PHONE_TONE], 20.0, "the callee's audio")
+        out(f"callee hears ({wav.rate} Hz x{wav.channels}, {wav.seconds:.1f} s): {tm.fmt_levels(levels, floor)}")
+
+        # The operator removes it: the server hangs up (BYE).
+        mark = len(phone.events)
+        await self.mcu_ok(srv, "room", "remove", ROOM_A, "sip-callee")
+        try:
+            closed = await asyncio.to_thread(phone.wait_event, "CALL_CLOSED", timeout=LEAVE_LIMIT, after=mark)
+        except sc.BaresipError as e:
+            self.fail(f"removing sip-callee did not end baresip's call: {e}\n{srv.log_tail(10)}")
+        byes = phone.received_requests("BYE")
+        out(f"baresip: call closed ({closed.get('param')!r}); BYEs received: {len(byes)}")
+        self.assertTrue(byes, "no BYE reached baresip")
+        await srv.wait_people(ROOM_A, lambda p: "sip-callee" not in p, LEAVE_LIMIT, "sip-callee gone after `room remove`")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "calls")).rows, [], "`sip calls` after the hang-up")
+
+        # --name names the participant; the callee hangs up.
+        r = await self.mcu_ok(srv, "sip", "dial", ROOM_A, uri, "--name", "guest")
+        self.assertEqual(r.rows, [[ROOM_A, "sip-guest"]], "`sip dial --name guest`'s output")
+        await srv.wait_people(ROOM_A, lambda p: "sip-guest" in p, JOIN_LIMIT, "sip-guest in roomA")
+        await asyncio.to_thread(phone.hangup)
+        _, took = await srv.wait_people(ROOM_A, lambda p: "sip-guest" not in p, LEAVE_LIMIT, "sip-guest gone after the callee's BYE")
+        out(f"sip-guest gone {took:.1f} s after the callee's BYE")
+
+        # A busy callee (sipp answering 486): ABORTED, with the status.
+        port = sc.free_port()
+        self.sipp_uas("uas_busy", port, calls=1)
+        r = await self.mcu(srv, "sip", "dial", ROOM_A, f"sip:busy@{sc.LOCALHOST}:{port}", timeout=40)
+        self.assertNotEqual(r.returncode, 0, f"dialling a busy callee succeeded: {r}")
+        self.assertEqual(r.code, "Aborted", f"a refusal's gRPC status: {r}")
+        self.assertIn("486", r.error, "the callee's status in the error")
+        self.assertLess(r.seconds, 10, "the refusal took long")
+        # Not a SIP URI with a user part (and no --name): INVALID_ARGUMENT.
+        r = await self.mcu(srv, "sip", "dial", ROOM_A, "notauri")
+        self.assertEqual((r.returncode != 0, r.code), (True, "InvalidArgument"), f"a bad URI: {r}")
+        people = await srv.people(ROOM_A)
+        self.assertFalse([n for n in people if n.startswith("sip-")], f"a failed call out left someone: {fmt_people(people)}")
+        self.check_alive(srv)
+
+    # -- 9b -----------------------------------------------------------------------------
+
+    @async_test(timeout=120)
+    async def test_9b_dial_no_answer(self) -> None:
+        srv = self.sip_server("noanswer")
+        udp, tcp = sc.free_port(), sc.free_port()
+        targets = [(f"sip:nobody@{sc.LOCALHOST}:{udp}", "UDP, nothing listening"),
+                   (f"sip:nobody@{sc.LOCALHOST}:{tcp};transport=tcp", "TCP, connection refused")]
+        results = await asyncio.gather(*(self.mcu(srv, "sip", "dial", ROOM_A, uri, timeout=90) for uri, _ in targets))
+        people = await srv.people(ROOM_A)
+        self.assertFalse(people, f"an unanswered call out joined: {fmt_people(people)}")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "calls")).rows, [], "`sip calls` after the unanswered calls")
+        for r, (_, what) in zip(results, targets):
+            self.assertNotEqual(r.returncode, 0, f"{what}: {r}")
+        wrong = [f"{what}: {r.code} ({r.error})" for r, (_, what) in zip(results, targets) if r.code != "Unavailable"]
+        self.assertFalse(wrong, f"no answer should be UNAVAILABLE (SipService.DialSip); got {wrong}")
+        self.check_alive(srv)
+
+    # -- 10 -----------------------------------------------------------------------------
+
+    @async_test(timeout=120)
+    async def test_10_dial_plan(self) -> None:
+        srv = self.sip_server("dialplan")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "routes")).rows, [["1000", ROOM_A], ["2000", ROOM_B]], "the dial plan of --sip-route")
+        ex = await self.invite(srv, "3000")
+        out(f"INVITE to 3000 before the route: {ex.describe()}")
+        self.assertEqual(ex.final.status if ex.final else None, 404, "3000 before `sip route`")
+
+        self.assertEqual((await self.mcu_ok(srv, "sip", "route", "3000", "roomC")).rows, [["3000", "roomC"]], "`sip route`'s output")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "routes")).rows, [["1000", ROOM_A], ["2000", ROOM_B], ["3000", "roomC"]],
+                         "the dial plan with 3000")
+        s = self.sipp_background(srv, "uac_light", "3000", duration_ms=5000)
+        people, took = await srv.wait_people("roomC", lambda p: "sip-load1" in p, JOIN_LIMIT, "the caller of 3000 in roomC")
+        out(f"3000 -> roomC after {took:.1f} s: {fmt_people(people)}")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "calls", "roomC")).rows, [["roomC", "sip-load1"]], "`sip calls roomC`")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "calls", ROOM_A)).rows, [], "`sip calls roomA`")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "calls")).rows, [["roomC", "sip-load1"]], "`sip calls`")
+
+        r = await self.mcu_ok(srv, "sip", "unroute", "3000")
+        self.assertEqual(r.stdout.strip(), "removed 3000", "`sip unroute`'s output")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "routes")).rows, [["1000", ROOM_A], ["2000", ROOM_B]], "the dial plan without 3000")
+        self.assertIn("sip-load1", await srv.people("roomC"), "the call in progress stays after `sip unroute`")
+        ex = await self.invite(srv, "3000")
+        out(f"INVITE to 3000 after the unroute: {ex.describe()}")
+        self.assertEqual(ex.final.status if ex.final else None, 404, "3000 after `sip unroute`")
+        r = await self.mcu(srv, "sip", "unroute", "3000")
+        self.assertEqual((r.returncode != 0, r.code), (True, "NotFound"), f"unrouting an unknown number: {r}")
+        r = await self.mcu(srv, "sip", "route", "30 00", "room C")
+        self.assertEqual((r.returncode != 0, r.code), (True, "InvalidArgument"), f"a route with spaces: {r}")
+
+        self.assert_sipp(await self.finish(s, 30), "the call to 3000", srv)
+        await srv.wait_people("roomC", lambda p: "sip-load1" not in p, LEAVE_LIMIT, "sip-load1 gone after its BYE")
+        self.assertEqual((await self.mcu_ok(srv, "sip", "calls")).rows, [], "`sip calls` after the BYE")
+        self.check_alive(srv)
+
+    # -- 11 -----------------------------------------------------------------------------
+
+    @async_test(timeout=120)
+    async def test_11_digest_auth(self) -> None:
+        srv = self.sip_server("auth", "--sip-users", ",".join(f"{u}:{p}" for u, p in USERS.items()))
+        key = 'mcu_sip_invites_total{result="challenged"}'
+        before = (await srv.metrics()).get(key)
+        self.assertIsNotNone(before, f"/metrics has no {key}")
+        uri = srv.sip_uri("1000")
+
+        # Without credentials: 401 with a digest challenge.
+        ex = await self.invite(srv, "1000")
+        challenge = ex.final.header("WWW-Authenticate") if ex.final else None
+        out(f"INVITE without credentials: {ex.describe()}; WWW-Authenticate: {challenge}")
+        self.assertEqual(ex.final.status if ex.final else None, 401, "an INVITE without credentials")
+        self.assertRegex(challenge or "", r'^Digest\s', "the challenge's scheme")
+        params = sc.digest_params(challenge or "")
+        self.assertEqual(params.get("realm"), "mcu", "the challenge's realm")
+        self.assertTrue(params.get("nonce"), "the challenge's nonce")
+        self.assertEqual(params.get("algorithm", "").upper(), "MD5", "the challenge's algorithm")
+        challenges = 1
+
+        # Raw INVITEs answering it: right, wrong password, unknown user, a nonce it never gave.
+        def answered(user: str, password: str, nonce: str):
+            auth = sc.digest_authorization(user, params["realm"], password, "INVITE", uri, nonce)
+            return self.invite(srv, "1000", headers=[("Authorization", auth)])
+
+        cases = [("alice", USERS["alice"], params["nonce"], 200), ("alice", "wrong", params["nonce"], 401),
+                 ("bob", USERS["alice"], params["nonce"], 401), ("alice", USERS["alice"], "0" * 32, 401)]
+        wrong = []
+        for user, password, nonce, want in cases:
+            ex = await answered(user, password, nonce)
+            got = ex.final.status if ex.final else None
+            what = f"{user}/{'right' if password == USERS.get(user) else 'wrong'} password/{'its' if nonce == params['nonce'] else 'a made-up'} nonce"
+            out(f"{'ok  ' if got == want else 'FAIL'} INVITE with a digest for {what}: {ex.describe()} (want {want})")
+            challenges += got == 401
+            if got != want:
+                wrong.append(f"{what}: {got}")
+        self.assertFalse(wrong, "digest answers")
+        await srv.wait_people(ROOM_A, lambda p: "sip-raw" not in p, LEAVE_LIMIT, "sip-raw gone after its BYE")
+
+        # baresip with the password: challenged, answers, joins.
+        phone = await self.phone("alice", auth_pass=USERS["alice"], video=False)
+        await self.call(phone, uri)
+        people, took = await srv.wait_people(ROOM_A, lambda p: has_media(p.get("sip-alice"), "audio"), JOIN_LIMIT, "sip-alice in roomA")
+        invites = [m for _, _, _, m in phone.sip_messages() if m.startswith("INVITE ")]
+        with_auth = [m for m in invites if sc.request_header(m, "Authorization")]
+        out(f"baresip alice: {len(invites)} INVITEs, {len(with_auth)} with credentials; roomA after {took:.1f} s: {fmt_people(people)}")
+        self.assertTrue(with_auth, "baresip's call got in without answering a challenge")
+        challenges += 1
+        await asyncio.to_thread(phone.hangup)
+        await srv.wait_people(ROOM_A, lambda p: "sip-alice" not in p, LEAVE_LIMIT, "sip-alice gone after hang-up")
+
+        # baresip with a wrong password: refused (401), nobody joins.
+        intruder = await self.phone("alice", auth_pass="wrong", video=False, workdir_name="alice-wrong")
+        mark = intruder.dial(uri)
+        ev = await asyncio.to_thread(intruder.wait_event, "CALL_ESTABLISHED", "CALL_CLOSED", timeout=CALL_TIMEOUT, after=mark)
+        out(f"baresip alice with a wrong password: {ev.get('type')} ({ev.get('param')!r})")
+        self.assertEqual(ev.get("type"), "CALL_CLOSED", "a wrong password got the call through")
+        self.assertIn("401", str(ev.get("param")), "why the call with a wrong password closed")
+        challenges += 1
+        people = await srv.people(ROOM_A)
+        self.assertNotIn("sip-alice", people, "the caller with a wrong password joined")
+
+        after = (await srv.metrics()).get(key, 0.0)
+        out(f"{key}: {before:g} -> {after:g} (at least {challenges} challenges sent)")
+        self.assertGreaterEqual(after - before, challenges, "challenges counted")
+        self.check_alive(srv)
+
+    # -- 12 -----------------------------------------------------------------------------
+
+    @async_test(timeout=120)
+    async def test_12_register(self) -> None:
+        port = sc.free_port()
+        registrar = self.sipp_uas("uas_registrar", port, calls=1, extra=["-key", "grant", str(REGISTER_GRANTED)])
+        srv = self.sip_server("register", "--sip-registrar", f"sip:{sc.LOCALHOST}:{port}", "--sip-username", REGISTRAR_USER,
+                              "--sip-password", REGISTRAR_PASSWORD, "--sip-register-expires", str(REGISTER_ASKED))
+        key = "mcu_sip_registrations_total"
+        t0 = time.monotonic()
+        await srv.wait_metrics(lambda m: m.get(key, 0) >= 1, 10.0, "registered (mcu_sip_registrations_total >= 1)")
+        out(f"registered after {time.monotonic() - t0:.1f} s")
+        refresh = REGISTER_GRANTED * 3 / 4
+        await srv.wait_metrics(lambda m: m.get(key, 0) >= 2, refresh + 10, "the registration refreshed")
+        code = await asyncio.to_thread(sc.stop_process, registrar, 10.0)
+        log = self.uas_log("uas_registrar")
+        out(f"registrar (sipp) exit {code}; {' / '.join(m.first_line.split(' sip:')[0] for m in log)}")
+        self.assertEqual(code, 0, f"the registrar's scenario failed (a REGISTER without a valid digest?)\n"
+                                  f"{(self.work / 'uas_registrar' / 'uas_uas_registrar_errors.log').read_text(errors='replace')[-800:] if (self.work / 'uas_registrar' / 'uas_uas_registrar_errors.log').exists() else ''}")
+
+        registers = [m for m in log if m.direction == "received" and m.first_line.startswith("REGISTER ")]
+        self.assertEqual(len(registers), 4, "REGISTERs: challenged and answered, twice")
+        problems = []
+        call_ids = {m.header("Call-ID") for m in registers}
+        if len(call_ids) != 1:
+            problems.append(f"Call-IDs {call_ids} (one registration, one Call-ID)")
+        cseqs = [int((m.header("CSeq") or "0").split()[0]) for m in registers]
+        if cseqs != sorted(set(cseqs)):
+            problems.append(f"CSeqs {cseqs} do not increase")
+        nonce = None
+        for i, m in enumerate(registers):
+            ruri = m.first_line.split()[1]
+            expires, to, contact = m.header("Expires"), m.header("To") or "", m.header("Contact") or ""
+            auth = m.header("Authorization")
+            if expires != str(REGISTER_MINIMUM):
+                problems.append(f"REGISTER {i + 1}: Expires {expires} (asked {REGISTER_ASKED} s, the minimum is {REGISTER_MINIMUM})")
+            if f"sip:{REGISTRAR_USER}@" not in to or f"sip:{REGISTRAR_USER}@{srv.sip_target}" not in contact:
+                problems.append(f"REGISTER {i + 1}: To {to}, Contact {contact}")
+            if i % 2 == 0:
+                if auth:
+                    problems.append(f"REGISTER {i + 1}: credentials before a challenge")
+                nxt = next((r for r in log if r.direction == "sent" and r.time >= m.time and r.first_line.startswith("SIP/2.0 401")), None)
+                nonce = sc.digest_params(nxt.header("WWW-Authenticate") or "").get("nonce") if nxt else None
+                continue
+            p = sc.digest_params(auth or "")
+            ok = (p.get("username") == REGISTRAR_USER and p.get("realm") == "e2e" and p.get("nonce") == nonce and p.get("uri") == ruri
+                  and sc.digest_valid(auth or "", REGISTRAR_PASSWORD, "REGISTER") and not sc.digest_valid(auth or "", "other", "REGISTER"))
+            out(f"REGISTER {i + 1}: Expires {expires}, Authorization {auth}: {'valid' if ok else 'INVALID'}")
+            if not ok:
+                problems.append(f"REGISTER {i + 1}: Authorization {auth} (nonce given {nonce})")
+        oks = [m for m in log if m.direction == "sent" and m.first_line.startswith("SIP/2.0 200")]
+        if len(oks) == 2 and len(registers) == 4:
+            after = registers[2].time - oks[0].time
+            out(f"refreshed {after:.1f} s after the 200 granting {REGISTER_GRANTED} s (3/4: {refresh:.1f} s)")
+            if not refresh - 1.5 <= after <= refresh + 2.5:
+                problems.append(f"the refresh came {after:.1f} s after the grant of {REGISTER_GRANTED} s (want ~{refresh:.1f})")
+        self.assertFalse(problems, "the REGISTERs")
+        self.check_alive(srv)
+
+    # -- 13 -----------------------------------------------------------------------------
+
+    @async_test(timeout=120)
+    async def test_13_session_timer(self) -> None:
+        srv = self.sip_server("timer")
+        timer = ("Supported", "timer")
+        wrong = []
+
+        async def case(what: str, headers, want: int) -> Optional[sc.SipResponse]:
+            ex = await self.invite(srv, "1000", headers=headers)
+            final = ex.final
+            got = final.status if final else None
+            shown = {k: v for k, v in (final.headers if final else []) if k.lower() in ("session-expires", "x", "require", "min-se")}
+            out(f"{'ok  ' if got == want else 'FAIL'} {what}: {ex.describe()} {shown}")
+            if got != want:
+                wrong.append(f"{what}: {got}, want {want}")
+                return None
+            return final
+
+        r = await case("Session-Expires: 90;refresher=uac, Supported: timer", [("Session-Expires", f"{MIN_SE};refresher=uac"), timer], 200)
+        if r is not None:
+            n, params = session_expires(r.header("Session-Expires"))
+            if (n, params.get("refresher")) != (MIN_SE, "uac") or "timer" not in option_tags(r.header("Require")):
+                wrong.append(f"the 200 says Session-Expires {r.header('Session-Expires')!r}, Require {r.header('Require')!r}")
+        r = await case("Session-Expires: 30", [("Session-Expires", "30"), timer], 422)
+        if r is not None and (r.header("Min-SE") or "").split(";")[0].strip() != str(MIN_SE):
+            wrong.append(f"the 422 says Min-SE {r.header('Min-SE')!r}, want {MIN_SE}")
+        r = await case("compact x: 1800, k: timer (no refresher)", [("x", "1800"), ("k", "timer")], 200)
+        if r is not None:
+            n, params = session_expires(r.header("Session-Expires"))
+            if n != 1800 or params.get("refresher") not in ("uac", "uas"):
+                wrong.append(f"the 200 to x: 1800 says Session-Expires {r.header('Session-Expires')!r}")
+            elif params.get("refresher") == "uac" and "timer" not in option_tags(r.header("Require")):
+                wrong.append("refresher=uac without Require: timer")
+        r = await case("no Session-Expires", [], 200)
+        if r is not None and (r.header("Session-Expires") or "timer" in option_tags(r.header("Require"))):
+            wrong.append(f"a session timer nobody asked for: Session-Expires {r.header('Session-Expires')!r}, Require {r.header('Require')!r}")
+        r = await case("Session-Expires: abc", [("Session-Expires", "abc")], 400)
+        self.assertFalse(wrong, "session-timer answers")
+
+        # Refreshes (UPDATE without SDP, re-INVITE with) within the call: each 200 carries it.
+        s = self.sipp_background(srv, "uac_timer", "1000")
+        await srv.wait_people(ROOM_A, lambda p: "sip-timer1" in p, JOIN_LIMIT, "sip-timer1 in roomA")
+        r = await self.finish(s, 30)
+        for text in r.message_texts("received", r"^SIP/2.0 200"):
+            lines = [l for l in text.split("\n") if l.split(":")[0].strip().lower() in ("cseq", "session-expires", "require")]
+            out("200: " + "; ".join(lines))
+        self.assert_sipp(r, "a call refreshing its session timer by UPDATE and re-INVITE", srv)
+        await srv.wait_people(ROOM_A, lambda p: "sip-timer1" not in p, LEAVE_LIMIT, "sip-timer1 gone after BYE")
+        self.check_alive(srv)
+
+    # -- 13b ----------------------------------------------------------------------------
+
+    @async_test(timeout=60)
+    async def test_13b_session_timer_refresher(self) -> None:
+        """RFC 4028 §9, table 2: who refreshes. A UAC that asked refresher=uas is told uas; one
+        without Supported: timer cannot refresh, so the UAS does (refresher=uas) and may not
+        Require timer of it. Otherwise the call is dropped at the interval's end while both
+        sides wait for the other's refresh."""
+        srv = self.sip_server("refresher")
+        wrong = []
+        for what, headers, want_refresher in (
+                ("Session-Expires: 90;refresher=uas, Supported: timer", [("Session-Expires", f"{MIN_SE};refresher=uas"), ("Supported", "timer")], "uas"),
+                ("Session-Expires: 90, no Supported: timer", [("Session-Expires", str(MIN_SE))], "uas")):
+            ex = await self.invite(srv, "1000", headers=headers)
+            final = ex.final
+            se = final.header("Session-Expires") if final else None
+            require = final.header("Require") if final else None
+            _, params = session_expires(se)
+            problems = []
+            if final is None or final.status != 200:
+                problems.append(f"answered {ex.describe()}")
+            else:
+                if params.get("refresher") != want_refresher:
+                    problems.append(f"refresher={params.get('refresher')}, want {want_refresher}")
+                if want_refresher == "uas" and "timer" in option_tags(require) and "Supported" not in dict(headers):
+                    problems.append("Require: timer of a UAC that does not support it")
+            out(f"{'FAIL' if problems else 'ok  '} {what}: {ex.describe()}; Session-Expires {se!r}, Require {require!r}")
+            if problems:
+                wrong.append(f"{what}: {', '.join(problems)}")
+        self.assertFalse(wrong, "RFC 4028 §9 refresher")
+        self.check_alive(srv)
 
 # ----------------------------------------------------------------------------------------
 
 ORDER = [
     (SipTest, ["test_1_phone_in_room", "test_1b_phone_forwarded", "test_2_sipp_g711_dtmf", "test_3_cancel",
-               "test_4_reinvite", "test_5_refusals", "test_6_malformed", "test_7_fifty_calls", "test_8_vanishing_caller"]),
+               "test_4_reinvite", "test_5_refusals", "test_6_malformed", "test_7_fifty_calls", "test_8_vanishing_caller",
+               "test_9_dial_out", "test_9b_dial_no_answer", "test_10_dial_plan", "test_11_digest_auth", "test_12_register",
+               "test_13_session_timer", "test_13b_session_timer_refresher"]),
 ]
 
 
