@@ -13,7 +13,8 @@
                           the answered RTP port 236 PCMA packets + 10 RFC 4733 packets arrive
     4 sipp_negative       each UAC scenario fails against the wrong stand-in (g711 vs a 404,
                           unknown vs an answer, cancel vs an immediate answer, reinvite vs a
-                          hold answered sendrecv, g711 vs sipp's built-in UAS answering PCMU)
+                          hold answered sendrecv, g711 vs sipp's built-in UAS answering PCMU,
+                          timer vs an answer without Session-Expires)
     5 sipp_cancel         uac_cancel.xml vs uas_cancel.xml: 180, CANCEL, 200, 487, ACK
     6 sipp_reinvite       uac_reinvite.xml vs uas_reinvite.xml over UDP and over TCP
     7 sipp_unknown        uac_unknown.xml vs uas_404.xml
@@ -23,6 +24,9 @@
                           one stand-in: 50 successful each
    10 raw_sip             sip_exchange() over UDP and TCP against baresip (OPTIONS -> 200); the
                           malformed catalogue (sipclient.MALFORMED) sent to baresip, its answers printed
+   11 sipp_callees        the UAS scenarios the server calls: uas_registrar.xml with a raw REGISTER
+                          client (401, then the digest for gw/pw -> 200 granting 7 s, twice: exit 0;
+                          a wrong password -> 403, exit 1); uas_busy.xml (INVITE -> 486, exit 0)
 
 Run: target/e2e-venv/bin/python tests/e2e/sip_selftest.py [name...]   (as root: sipp's pcap
 play uses a raw socket). Closes with "sip selftest: N passed, M failed".
@@ -31,9 +35,11 @@ play uses a raw socket). Closes with "sip selftest: N passed, M failed".
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -181,6 +187,7 @@ def test_sipp_negative() -> None:
         ("uas_answer", "uac_cancel", "1000", "u1"),
         ("uas", "uac_g711", "1000", "u1"),
     ]
+    cases.append(("uas_answer", "uac_timer", "1000", "u1"))  # no Session-Expires in the 200
     bad = WORK / "bad_hold.xml"
     bad.write_text((sc.SCENARIOS / "uas_reinvite.xml").read_text().replace("a=recvonly", "a=sendrecv"))
     cases.append((str(bad), "uac_reinvite", "1000", "u1"))
@@ -291,6 +298,84 @@ def test_raw_sip() -> None:
         b.stop()
 
 
+def register_with(target: str, password: str, rounds: int = 2) -> list:
+    """A REGISTER client (user gw, one UDP socket and Call-ID, CSeq counting up; sipp answers a
+    call's messages at the address of its first one): per round, a REGISTER without
+    credentials (must get 401), then one answering the challenge; returns the final responses
+    to the answers (stops at the first that is not 200)."""
+    host, port = target.rsplit(":", 1)
+    ruri, cid, tag = f"sip:{target}", sc.new_call_id(), os.urandom(4).hex()
+    finals = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((sc.LOCALHOST, 0))
+        local = sock.getsockname()
+        cseq = 0
+
+        def register(auth=None):
+            nonlocal cseq
+            cseq += 1
+            extra = [("Expires", "60")] + ([("Authorization", auth)] if auth else [])
+            replace = {"Call-ID": cid, "CSeq": f"{cseq} REGISTER", "From": f"<sip:gw@{target}>;tag={tag}", "To": f"<sip:gw@{target}>"}
+            sock.sendto(sc.build_request("REGISTER", ruri, local, headers=extra, replace=replace, user="gw").encode(), (host, int(port)))
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    break
+                for r in sc.parse_responses(data):
+                    if r.status >= 200 and (r.header("CSeq") or "").split()[:1] == [str(cseq)]:
+                        return r
+            return None
+
+        for _ in range(rounds):
+            challenge = register()
+            check(challenge is not None and challenge.status == 401, f"REGISTER without credentials: {challenge}")
+            params = sc.digest_params(challenge.header("WWW-Authenticate") or "")
+            check(params.get("realm") and params.get("nonce"), f"the challenge: {challenge.header('WWW-Authenticate')}")
+            final = register(sc.digest_authorization("gw", params["realm"], password, "REGISTER", ruri, params["nonce"]))
+            finals.append(final)
+            if final is None or final.status != 200:
+                break
+    return finals
+
+
+def test_sipp_callees() -> None:
+    # uas_registrar.xml: the right digest twice -> 200 granting -key grant; a wrong one -> 403, exit 1
+    for password, want, want_exit in (("pw", [200, 200], 0), ("wrong", [403], 1)):
+        port = sc.free_port()
+        proc = sc.sipp_uas("uas_registrar", port, WORK / f"registrar-{password}", calls=1, extra=["-key", "grant", "7"])
+        try:
+            finals = register_with(f"{sc.LOCALHOST}:{port}", password)
+            try:
+                code = proc.wait(10)
+            except subprocess.TimeoutExpired:
+                code = None
+            statuses = [f.status if f else None for f in finals]
+            granted = finals[0] if finals and finals[0] is not None and finals[0].status == 200 else None
+            out(f"uas_registrar.xml, password {password!r}: {statuses}, sipp exit {code}"
+                + (f"; Contact {granted.header('Contact')}, Expires {granted.header('Expires')}" if granted else ""))
+            check(statuses == want and code == want_exit, f"password {password!r}: {statuses}, exit {code}; want {want}, exit {want_exit}")
+            if want_exit == 0:
+                check("expires=7" in (finals[0].header("Contact") or "") and finals[0].header("Expires") == "7", "the grant of -key grant 7")
+        finally:
+            sc.stop_process(proc)
+    # uas_busy.xml: INVITE -> 486 (ACKed), exit 0
+    port = sc.free_port()
+    proc = sc.sipp_uas("uas_busy", port, WORK / "busy", calls=1)
+    try:
+        ex = sc.sip_exchange_with((sc.LOCALHOST, port), lambda local: sc.raw_invite(local, f"sip:busy@{sc.LOCALHOST}:{port}"), "udp", 3.0)
+        try:
+            code = proc.wait(10)
+        except subprocess.TimeoutExpired:
+            code = None
+        out(f"uas_busy.xml: {ex.describe()}, sipp exit {code}")
+        check(ex.final is not None and ex.final.status == 486 and code == 0, f"busy: {ex.describe()}, exit {code}")
+    finally:
+        sc.stop_process(proc)
+
+
 TESTS = [
     ("baresip_call", test_baresip_call),
     ("baresip_g711_vp8", test_baresip_g711_vp8),
@@ -302,6 +387,7 @@ TESTS = [
     ("sipp_vanish", test_sipp_vanish),
     ("sipp_50_calls", test_sipp_50_calls),
     ("raw_sip", test_raw_sip),
+    ("sipp_callees", test_sipp_callees),
 ]
 
 

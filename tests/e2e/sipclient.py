@@ -34,7 +34,10 @@ What baresip 1.0.0 needs (found by reading its v1.0.0 sources and trying):
 * `module_app ctrl_tcp.so` + `ctrl_tcp_listen 127.0.0.1:PORT` (one client at a time). The
   stdio module cannot be used with stdin not a terminal (epoll_ctl on fd 0 fails).
 * Accounts line: `<sip:USER@127.0.0.1:PORT>;regint=0;answermode=auto` (regint=0: no
-  REGISTER); `;audio_codecs=PCMU` / `;video_codecs=vp8` restrict the offer.
+  REGISTER); `;audio_codecs=PCMU` / `;video_codecs=vp8` restrict the offer;
+  `;auth_pass=SECRET` (and `;auth_user=NAME`, default USER) answers a 401/407 challenge once:
+  a second challenge for the same realm (wrong password) closes the call with "401
+  Unauthorized". Without auth_pass it answers with an empty password.
 * `statmode_default off`, or the menu module prints a status line 10 times a second.
 
 baresip 1.0.0's offer (all modules above, nothing restricted), as captured with -s:

@@ -44,6 +44,47 @@ stand-ins). Participants are seen through GET /rooms/{room} (name, tracks, kinds
                           listed at once printed); the room empties afterwards
     8 vanishing_caller    --sip-rtp-timeout 5s: uac_vanish.xml (7 s of RTP, then silence, no
                           BYE) is dropped 12 s after joining (±); a baresip SIGKILLed likewise
+    9 dial_out            alice and carol publish to roomA; `mcu sip dial roomA sip:callee@...`
+                          (SipService.DialSip) calls a baresip that answers by itself: prints
+                          "roomA<tab>sip-callee"; sip-callee listed with audio and video, and by
+                          `mcu sip calls roomA`; its snapshot shows alice red and carol blue, its
+                          WAV has 440 and 660 Hz and not its own 1000 Hz; `mcu room remove`
+                          hangs up (baresip gets a BYE, the call closes, the participant leaves);
+                          `--name guest` -> sip-guest, gone after the callee's BYE; a sipp callee
+                          answering 486 (uas_busy.xml) -> exit 1, ABORTED with 486; "notauri" ->
+                          INVALID_ARGUMENT
+    9b dial_no_answer     dialling a UDP port nobody listens on and a TCP port that refuses the
+                          connection (at once, in parallel; SIP timer B: ~32 s): exit 1,
+                          UNAVAILABLE (as SipService.DialSip says), nobody joins
+   10 dial_plan           `mcu sip routes` lists --sip-route's; an INVITE to 3000 gets 404; `sip route
+                          3000 roomC`; uac_light.xml to 3000 joins roomC (`sip calls roomC`, `sip
+                          calls`); `sip unroute 3000` ("removed 3000"): the call stays, a new
+                          INVITE gets 404, unrouting again is NOT_FOUND; a route with spaces is
+                          INVALID_ARGUMENT; the call's BYE empties `sip calls`
+   11 digest_auth         --sip-users alice:secret: an INVITE without credentials gets 401 with
+                          WWW-Authenticate: Digest realm="mcu", nonce, algorithm=MD5; raw INVITEs
+                          answering it: the right digest -> 200, a wrong password, an unknown user
+                          or a nonce it never gave -> 401; baresip alice with auth_pass=secret
+                          gets in (its second INVITE has credentials), with a wrong password its
+                          call closes with 401 and nobody joins; mcu_sip_invites_total
+                          {result="challenged"} grows by the challenges
+   12 register            --sip-registrar (uas_registrar.xml, granting 12 s) --sip-username gw
+                          --sip-password pw --sip-register-expires 30: REGISTER (Expires: 60, the
+                          minimum), 401, REGISTER with a digest sipp's verifyauth and Python both
+                          accept (gw, realm e2e, the nonce given, the request URI), 200;
+                          mcu_sip_registrations_total 1; refreshed (the same way, one Call-ID,
+                          CSeq going up) 9 s (3/4 of 12) later: the counter is 2, sipp exits 0
+   13 session_timer       Session-Expires: 90;refresher=uac + Supported: timer -> 200 with
+                          Session-Expires: 90;refresher=uac and Require: timer; 30 -> 422 with
+                          Min-SE: 90; compact x: 1800 / k: timer -> 200 with 1800; none -> no
+                          timer; "abc" -> 400; uac_timer.xml refreshes by UPDATE and by re-INVITE,
+                          each 200 carrying Session-Expires
+   13b session_timer_refresher  RFC 4028 §9 table 2: refresher=uas asked -> uas answered; no
+                          Supported: timer -> refresher=uas and no Require: timer (otherwise nobody
+                          refreshes and the server drops the call when the interval ends)
+
+The `mcu sip ...` and `mcu room remove` subcommands run as `$MCU_BIN ... --grpc <the server's gRPC
+URL>`; their exit status, stdout and "Error: <gRPC code>: ..." line are checked.
 
 Run: scripts/e2e-setup.sh && target/e2e-venv/bin/python tests/e2e/test_sip.py [-v] [name...]
 (as root: sipp plays pcaps through a raw socket; `name` selects tests whose name contains
@@ -951,8 +992,9 @@ class SipTest(tm.Composite):
         code = await asyncio.to_thread(sc.stop_process, registrar, 10.0)
         log = self.uas_log("uas_registrar")
         out(f"registrar (sipp) exit {code}; {' / '.join(m.first_line.split(' sip:')[0] for m in log)}")
-        self.assertEqual(code, 0, f"the registrar's scenario failed (a REGISTER without a valid digest?)\n"
-                                  f"{(self.work / 'uas_registrar' / 'uas_uas_registrar_errors.log').read_text(errors='replace')[-800:] if (self.work / 'uas_registrar' / 'uas_uas_registrar_errors.log').exists() else ''}")
+        errors = self.work / "uas_registrar" / "uas_uas_registrar_errors.log"
+        self.assertEqual(code, 0, "the registrar's scenario failed (a REGISTER without a valid digest?)\n"
+                         + (errors.read_text(errors="replace")[-800:] if errors.exists() else ""))
 
         registers = [m for m in log if m.direction == "received" and m.first_line.startswith("REGISTER ")]
         self.assertEqual(len(registers), 4, "REGISTERs: challenged and answered, twice")
