@@ -50,8 +50,8 @@ struct Cli {
 enum Command {
     /// Composite synthetic participants in every layout and write the canvases as PNGs.
     Demo(DemoArgs),
-    /// Run the server (today: the WebSocket room protocol at /ws and /healthz).
-    Serve(serve::ServeArgs),
+    /// Run the server: WebRTC (WHIP/WHEP, MCU participants), the gRPC API, recording, SIP.
+    Serve(Box<serve::ServeArgs>),
     /// Mint an access token (JWT) for a room.
     Token(token::TokenArgs),
     /// Rooms over the gRPC API: list, get, create, delete, participants, remove, mute.

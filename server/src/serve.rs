@@ -172,6 +172,16 @@ pub struct ServeArgs {
     /// Registration lifetime asked for (s).
     #[arg(long, env = "MCU_SIP_REGISTER_EXPIRES", default_value_t = 3600)]
     pub sip_register_expires: u32,
+    /// SIP over TLS on this address (a fixed port, e.g. 0.0.0.0:5061), with --sip-tls-cert and
+    /// --sip-tls-key (PEM).
+    #[arg(long, env = "MCU_SIP_TLS_LISTEN", requires_all = ["sip_tls_cert", "sip_tls_key"])]
+    pub sip_tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for SIP over TLS.
+    #[arg(long, env = "MCU_SIP_TLS_CERT")]
+    pub sip_tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for SIP over TLS.
+    #[arg(long, env = "MCU_SIP_TLS_KEY")]
+    pub sip_tls_key: Option<std::path::PathBuf>,
 }
 
 /// `30s`, `500ms`, `2m` or a number of seconds.
@@ -359,10 +369,21 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                     registrar: args.sip_registrar.clone(),
                     register_user: args.sip_username.clone().map(|u| (u, args.sip_password.clone().unwrap_or_default())),
                     register_expires: args.sip_register_expires.max(60),
+                    tls: match (&args.sip_tls_listen, &args.sip_tls_cert, &args.sip_tls_key) {
+                        (Some(addr), Some(cert), Some(key)) => Some((
+                            *addr,
+                            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+                            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+                        )),
+                        _ => None,
+                    },
                 };
                 match crate::sip::start(sfu.clone(), settings, mcu).await {
                     Ok((gateway, bound)) => {
                         say(&format!("sip listening on udp+tcp {bound}"));
+                        if let Some(tls) = args.sip_tls_listen {
+                            say(&format!("sip listening on tls {tls}"));
+                        }
                         Some(gateway)
                     }
                     Err(e) if explicit.is_none() => {

@@ -86,6 +86,8 @@ pub struct SipSettings {
     pub register_user: Option<(String, String)>,
     /// Registration lifetime asked for (s); refreshed at 3/4 of what the registrar grants.
     pub register_expires: u32,
+    /// SIP over TLS: the address (a fixed port) and the PEM certificate chain and key.
+    pub tls: Option<(SocketAddr, Vec<u8>, Vec<u8>)>,
 }
 
 /// Why a call out failed.
@@ -190,6 +192,12 @@ pub async fn start(sfu: Arc<Sfu>, settings: SipSettings, mcu: McuConfig) -> anyh
     transport.add_transport(udp.into());
     let tcp = TcpListenerConnection::new(bound, None).await?;
     transport.add_transport(tcp.into());
+    if let Some((addr, cert, key)) = &settings.tls {
+        // Refuse a certificate rustls cannot load now, not at the first handshake.
+        let config = rsipstack::transport::TlsConfig { cert: Some(cert.clone()), key: Some(key.clone()), ..Default::default() };
+        let tls = rsipstack::transport::TlsListenerConnection::new(*addr, None, config).await?;
+        transport.add_transport(tls.into());
+    }
     let malformed = Arc::new(AtomicU64::new(0));
     let endpoint = EndpointBuilder::new()
         .with_cancel_token(cancel.clone())

@@ -90,6 +90,14 @@ pub async fn http(base: &str, method: &str, path: &str, body: &str) -> (u16, Str
 /// `mcu serve` on loopback (`--dev` unless `extra` has `--no-dev`) with `extra` flags: the
 /// process, its HTTP address (host:port) and its gRPC URL.
 pub async fn server(extra: &[&str]) -> (tokio::process::Child, String, String) {
+    let (child, http, grpc, _) = server_lines(extra, 0).await;
+    (child, http, grpc)
+}
+
+/// Like [`server`], also returning the `more` listen lines printed after the first two (e.g.
+/// `sip listening on udp+tcp ADDR`).
+#[allow(dead_code)]
+pub async fn server_lines(extra: &[&str], more: usize) -> (tokio::process::Child, String, String, Vec<String>) {
     let dev = !extra.contains(&"--no-dev");
     let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--no-dev").collect();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
@@ -107,5 +115,9 @@ pub async fn server(extra: &[&str]) -> (tokio::process::Child, String, String) {
     let mut next = async || tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await.unwrap().unwrap().unwrap();
     let http = next().await.strip_prefix("listening on http://").unwrap().to_string();
     let grpc = next().await.strip_prefix("grpc listening on ").unwrap().to_string();
-    (child, http, grpc)
+    let mut rest = Vec::new();
+    for _ in 0..more {
+        rest.push(next().await);
+    }
+    (child, http, grpc, rest)
 }
