@@ -107,6 +107,28 @@ pub enum DialError {
     Setup(String),
 }
 
+/// A call's session timer (RFC 4028).
+#[derive(Debug, Clone, Copy)]
+struct SessionTimer {
+    interval: Duration,
+    /// We send the refreshes (the caller asked us to, or does not support timers).
+    we_refresh: bool,
+    /// The caller listed `timer` in Supported (or Require).
+    caller_supports: bool,
+}
+
+impl SessionTimer {
+    /// Session-Expires (and Require: timer when the caller refreshes, §9) for our 2xx.
+    fn headers(&self) -> Vec<Header> {
+        let refresher = if self.we_refresh { "uas" } else { "uac" };
+        let mut h = vec![Header::SessionExpires(format!("{};refresher={refresher}", self.interval.as_secs()).into())];
+        if self.caller_supports && !self.we_refresh {
+            h.push(Header::Require("timer".into()));
+        }
+        h
+    }
+}
+
 /// Counters for `/metrics`.
 #[derive(Default)]
 pub struct SipCounters {
@@ -140,8 +162,8 @@ struct Call {
     state: Arc<Mutex<CallMedia>>,
     sdp_version: AtomicU64,
     ports: (u16, u16),
-    /// The session timer's interval (RFC 4028), when the caller asked for one.
-    session_expires: Mutex<Option<Duration>>,
+    /// The session timer (RFC 4028), when the caller asked for one.
+    session_timer: Mutex<Option<SessionTimer>>,
     /// The last refresh (re-INVITE or UPDATE), or the answer.
     refreshed: Mutex<Instant>,
     dialog: InviteDialog,
@@ -349,8 +371,11 @@ impl Gateway {
             .map_err(|_| DialError::NoAnswer("no final answer within 60 s".into()))?;
         let (dialog, response) = invited.map_err(|e| DialError::NoAnswer(e.to_string()))?;
         let response = response.ok_or_else(|| DialError::NoAnswer("no response".into()))?;
-        if response.status_code.kind() != rsipstack::sip::StatusCodeKind::Successful {
-            return Err(DialError::Refused(response.status_code.to_string()));
+        match response.status_code.code() {
+            200..=299 => {}
+            // 408 is also what the stack reports when nothing answered before timer B.
+            408 | 480 => return Err(DialError::NoAnswer(response.status_code.to_string())),
+            _ => return Err(DialError::Refused(response.status_code.to_string())),
         }
         let answer = String::from_utf8_lossy(&response.body).to_string();
         let negotiated = parse_offer(&answer).map_err(|e| e.to_string()).and_then(|o| negotiate(&o, self.settings.video_size).map_err(|e| e.to_string()));
@@ -443,9 +468,6 @@ impl Gateway {
     async fn new_call(self: Arc<Self>, mut tx: Transaction) {
         let user = tx.original.uri.user().unwrap_or_default().to_string();
         let host = tx.original.uri.host().to_string();
-        let Some(room) = self.plan.lock().expect("plan lock is never poisoned").route(&user, &host).map(str::to_string) else {
-            return self.refuse(&mut tx, StatusCode::NotFound, &format!("no room for {user}")).await;
-        };
         if !self.settings.users.is_empty() && !self.authenticated(&tx.original) {
             self.counters.auth_challenges.fetch_add(1, Ordering::Relaxed);
             let nonce = format!("{:032x}", rand::random::<u128>());
@@ -459,8 +481,14 @@ impl Gateway {
             let _ = tx.reply_with(StatusCode::Unauthorized, vec![Header::WwwAuthenticate(challenge.into())], None).await;
             return;
         }
-        // RFC 4028 session timer: the caller refreshes; we end a call left unrefreshed.
-        let session_expires = match tx.original.session_expires_header().map(|h| h.value().to_string()) {
+        // Numbers are looked up only for authenticated callers (no probing the dial plan).
+        let Some(room) = self.plan.lock().expect("plan lock is never poisoned").route(&user, &host).map(str::to_string) else {
+            return self.refuse(&mut tx, StatusCode::NotFound, &format!("no room for {user}")).await;
+        };
+        // RFC 4028 session timer. The caller refreshes when it supports timers and does not ask
+        // us to (§9); otherwise we do (re-INVITE at half the interval). A call left
+        // unrefreshed by the caller is ended.
+        let session_timer = match tx.original.session_expires_header().map(|h| h.value().to_string()) {
             None => None,
             Some(v) => match v.split(';').next().and_then(|n| n.trim().parse::<u64>().ok()) {
                 Some(n) if n < MIN_SE => {
@@ -468,7 +496,11 @@ impl Gateway {
                     let _ = tx.reply_with(StatusCode::SessionIntervalTooSmall, vec![Header::Other("Min-SE".into(), MIN_SE.to_string())], None).await;
                     return;
                 }
-                Some(n) => Some(n),
+                Some(n) => {
+                    let supports = tx.original.header_contains_token("Supported", "timer") || tx.original.header_contains_token("Require", "timer");
+                    let asks_us = v.split(';').skip(1).any(|p| p.trim().eq_ignore_ascii_case("refresher=uas"));
+                    Some(SessionTimer { interval: Duration::from_secs(n), we_refresh: !supports || asks_us, caller_supports: supports })
+                }
                 None => return self.refuse(&mut tx, StatusCode::BadRequest, "malformed Session-Expires").await,
             },
         };
@@ -517,10 +549,12 @@ impl Gateway {
             Ok(call) => {
                 let answer = self.answer_of(&call);
                 let mut headers = reply_headers();
-                if let Some(n) = session_expires {
-                    *call.session_expires.lock().expect("call lock is never poisoned") = Some(Duration::from_secs(n));
-                    headers.push(Header::SessionExpires(format!("{n};refresher=uac").into()));
-                    headers.push(Header::Require("timer".into()));
+                if let Some(t) = session_timer {
+                    *call.session_timer.lock().expect("call lock is never poisoned") = Some(t);
+                    headers.extend(t.headers());
+                    if t.we_refresh {
+                        self.clone().refresh_sessions(call.clone(), t.interval);
+                    }
                 }
                 self.calls.lock().expect("calls lock is never poisoned").insert(id, call.clone());
                 if dialog.accept(Some(headers), Some(answer.into_bytes())).is_err() {
@@ -546,7 +580,12 @@ impl Gateway {
         let Ok(auth) = rsipstack::sip::typed::Authorization::parse(&raw) else { return false };
         let fresh = self.nonces.lock().expect("nonce lock is never poisoned").get(&auth.nonce).is_some_and(|at| at.elapsed() < NONCE_LIFETIME);
         let Some(password) = self.settings.users.get(&auth.username) else { return false };
-        fresh && auth.realm == REALM && rsipstack::dialog::authenticate::verify_digest(&auth, password, &req.method, &raw)
+        let ok = fresh && auth.realm == REALM && rsipstack::dialog::authenticate::verify_digest(&auth, password, &req.method, &raw);
+        if ok {
+            // A nonce opens one call: the same Authorization replayed is challenged again.
+            self.nonces.lock().expect("nonce lock is never poisoned").remove(&auth.nonce);
+        }
+        ok
     }
 
     /// REGISTER with the configured registrar (digest auth answered by the stack), refreshed at
@@ -617,8 +656,8 @@ impl Gateway {
                     };
                     *call.refreshed.lock().expect("call lock is never poisoned") = Instant::now();
                     let mut refresh_headers = Vec::new();
-                    if let Some(n) = *call.session_expires.lock().expect("call lock is never poisoned") {
-                        refresh_headers.push(Header::SessionExpires(format!("{};refresher=uac", n.as_secs()).into()));
+                    if let Some(t) = *call.session_timer.lock().expect("call lock is never poisoned") {
+                        refresh_headers.extend(t.headers());
                     }
                     let body = String::from_utf8_lossy(&request.body).to_string();
                     if body.trim().is_empty() {
@@ -712,7 +751,7 @@ impl Gateway {
             state: state.clone(),
             sdp_version: AtomicU64::new(1),
             ports,
-            session_expires: Mutex::new(None),
+            session_timer: Mutex::new(None),
             refreshed: Mutex::new(Instant::now()),
             dialog,
         });
@@ -822,9 +861,10 @@ impl Gateway {
                             // Our direction receives: the phone should be sending.
                             m.audio().map(|a| a.direction.receives()).unwrap_or(false) || m.video().map(|v| v.direction.receives()).unwrap_or(false)
                         };
-                        let expires = *call.session_expires.lock().expect("call lock is never poisoned");
-                        if let Some(n) = expires
-                            && call.refreshed.lock().expect("call lock is never poisoned").elapsed() > n
+                        let timer = *call.session_timer.lock().expect("call lock is never poisoned");
+                        if let Some(t) = timer
+                            && !t.we_refresh
+                            && call.refreshed.lock().expect("call lock is never poisoned").elapsed() > t.interval
                         {
                             me.counters.session_expired.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(room = %call.room, participant = %call.participant, "SIP session timer expired without a refresh; hanging up");
@@ -842,6 +882,38 @@ impl Gateway {
                             // On hold: the clock restarts when media resumes.
                             *last_rtp.lock().expect("rtp clock lock is never poisoned") = Instant::now();
                         }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The refresher's side of a session timer: a re-INVITE with our SDP every half interval
+    /// while the call lasts; a refresh that fails (no answer, 481) ends the call.
+    fn refresh_sessions(self: Arc<Self>, call: Arc<Call>, interval: Duration) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = call.stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval / 2) => {}
+                }
+                let answer = self.answer_of(&call);
+                let mut headers = reply_headers();
+                headers.push(Header::SessionExpires(format!("{};refresher=uas", interval.as_secs()).into()));
+                let refreshed = call.dialog.reinvite(Some(headers), Some(answer.into_bytes())).await;
+                match refreshed {
+                    Ok(Some(r)) if r.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
+                        *call.refreshed.lock().expect("call lock is never poisoned") = Instant::now();
+                    }
+                    other => {
+                        if call.stop.is_cancelled() {
+                            return;
+                        }
+                        let status = other.as_ref().ok().and_then(|r| r.as_ref().map(|r| r.status_code.to_string()));
+                        self.counters.session_expired.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(room = %call.room, participant = %call.participant, ?status, "session refresh failed; hanging up");
+                        self.hang_up(&call).await;
+                        return;
                     }
                 }
             }

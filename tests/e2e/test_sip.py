@@ -882,7 +882,7 @@ class SipTest(tm.Composite):
         self.assertEqual((await self.mcu_ok(srv, "sip", "route", "3000", "roomC")).rows, [["3000", "roomC"]], "`sip route`'s output")
         self.assertEqual((await self.mcu_ok(srv, "sip", "routes")).rows, [["1000", ROOM_A], ["2000", ROOM_B], ["3000", "roomC"]],
                          "the dial plan with 3000")
-        s = self.sipp_background(srv, "uac_light", "3000", duration_ms=5000)
+        s = self.sipp_background(srv, "uac_light", "3000", duration_ms=8000)  # outlasts the checks below
         people, took = await srv.wait_people("roomC", lambda p: "sip-load1" in p, JOIN_LIMIT, "the caller of 3000 in roomC")
         out(f"3000 -> roomC after {took:.1f} s: {fmt_people(people)}")
         self.assertEqual((await self.mcu_ok(srv, "sip", "calls", "roomC")).rows, [["roomC", "sip-load1"]], "`sip calls roomC`")
