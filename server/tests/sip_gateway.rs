@@ -1,5 +1,6 @@
 //! The SIP gateway's transports and refusals, with raw SIP on UDP and TLS (openssl s_client as
 //! the TLS client). Calls with media are tested with real phones in tests/e2e/test_sip.py.
+#![allow(clippy::disallowed_methods)] // a test times its own waits against the real clock
 
 mod common;
 
@@ -130,4 +131,167 @@ async fn sip_over_tls_answers() {
     assert!(answer.starts_with("SIP/2.0 200 OK") && answer.contains("Via: SIP/2.0/TLS"), "{answer:?}");
     child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A SIP phone on raw sockets: its INVITE's SDP offers PCMU and H.264 (mode 1) on `video`
+/// (RTCP on the next port).
+struct FakePhone {
+    sip: UdpSocket,
+    video: UdpSocket,
+    video_rtcp: UdpSocket,
+    server: String,
+}
+
+impl FakePhone {
+    fn new(server: &str) -> FakePhone {
+        // An even RTP port with its RTCP neighbour free.
+        loop {
+            let video = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let port = video.local_addr().unwrap().port();
+            if port % 2 == 1 {
+                continue;
+            }
+            let Ok(video_rtcp) = UdpSocket::bind(("127.0.0.1", port + 1)) else { continue };
+            for s in [&video, &video_rtcp] {
+                s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            }
+            let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            return FakePhone { sip, video, video_rtcp, server: server.to_string() };
+        }
+    }
+
+    /// INVITE, 200, ACK; returns where the server's video RTP and RTCP go.
+    fn call(&self, number: &str) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let vport = self.video.local_addr().unwrap().port();
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+m=video {vport} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\na=rtcp-fb:96 nack pli\r\n",
+            vport + 10
+        );
+        let uri = format!("sip:{number}@{}", self.server);
+        let invite = request("INVITE", &uri, "UDP", "Content-Type: application/sdp\r\n", &sdp);
+        self.sip.send_to(invite.as_bytes(), &self.server).unwrap();
+        let mut buf = [0u8; 4096];
+        let ok = loop {
+            let n = self.sip.recv(&mut buf).expect("an answer within 5 s");
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if text.starts_with("SIP/2.0 200") {
+                break text;
+            }
+            assert!(text.starts_with("SIP/2.0 1"), "{text}");
+        };
+        let header = |name: &str| ok.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).unwrap_or_default().to_string();
+        let ack = format!(
+            "ACK {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bK-ack{}\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            rand_tag(),
+            header("From"),
+            header("To"),
+            header("Call-ID"),
+            header("CSeq").split_whitespace().next().unwrap_or("1")
+        );
+        self.sip.send_to(ack.as_bytes(), &self.server).unwrap();
+        let body = &ok[ok.find("\r\n\r\n").unwrap() + 4..];
+        let port: u16 = body.lines().find_map(|l| l.strip_prefix("m=video ")).and_then(|r| r.split_whitespace().next()?.parse().ok()).expect("a video line in the answer");
+        (format!("127.0.0.1:{port}").parse().unwrap(), format!("127.0.0.1:{}", port + 1).parse().unwrap())
+    }
+}
+
+/// Whether an H.264 RTP payload starts an IDR (single NAL, STAP-A or FU-A start).
+fn starts_idr(payload: &[u8]) -> bool {
+    match payload.first().map(|b| b & 0x1f) {
+        Some(5) => true,
+        Some(24) => {
+            let mut i = 1;
+            while i + 2 < payload.len() {
+                let len = u16::from_be_bytes([payload[i], payload[i + 1]]) as usize;
+                if payload[i + 2] & 0x1f == 5 {
+                    return true;
+                }
+                i += 2 + len;
+            }
+            false
+        }
+        Some(28) => payload.len() > 1 && payload[1] & 0x80 != 0 && payload[1] & 0x1f == 5,
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyframes_are_asked_both_ways_over_rtcp() {
+    use mcu_codec::{new_software_encoder, EncoderConfig, VideoCodec};
+    use mcu_media::{testsrc, PixelFormat, Rgb};
+    use rtc::rtp::{codec::h264::H264Payloader, packetizer::Payloader};
+
+    let (mut child, sip) = gateway(&[]).await;
+    let phone = FakePhone::new(&sip);
+    let (to_video, to_rtcp) = tokio::task::block_in_place(|| phone.call("1000"));
+
+    // The phone sends H.264 without its first keyframe: the composite's decoder cannot start
+    // and asks the phone for one (RTCP PLI on the phone's RTCP port).
+    let mut enc = new_software_encoder(VideoCodec::H264, &EncoderConfig::realtime(300_000, 30.0)).unwrap();
+    let mut frames = Vec::new();
+    for i in 0..30u32 {
+        let f = testsrc::frame(&testsrc::Pattern::Solid(Rgb(200, 30, 30)), PixelFormat::I420, 320, 240, Duration::from_millis(i as u64 * 33));
+        frames.extend(enc.encode(&f).unwrap());
+    }
+    let mut payloader = H264Payloader::default();
+    let (mut seq, mut got_pli, mut received) = (0u16, false, Vec::new());
+    let mut buf = [0u8; 2048];
+    let started = std::time::Instant::now();
+    for (k, f) in frames.iter().enumerate().skip(1).cycle().take(60) {
+        let payloads = payloader.payload(1200, &bytes::Bytes::from(f.data.clone())).unwrap();
+        let n = payloads.len();
+        for (i, p) in payloads.iter().enumerate() {
+            seq = seq.wrapping_add(1);
+            phone.video.send_to(&mcu_sfu::rtp::build(96, i + 1 == n, seq, k as u32 * 3000, 0x5050, p), to_video).unwrap();
+        }
+        // Paced like a camera: the RTCP socket's wait is the frame interval.
+        phone.video_rtcp.set_read_timeout(Some(Duration::from_millis(33))).unwrap();
+        if let Ok(n) = phone.video_rtcp.recv(&mut buf)
+            && n >= 12
+            && buf[1] == 206
+            && buf[0] & 0x1f == 1
+        {
+            assert_eq!(u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]), 0x5050, "the PLI names the phone's SSRC");
+            got_pli = true;
+        }
+        // Meanwhile the phone's picture (the composite) arrives on its video port.
+        phone.video.set_nonblocking(true).unwrap();
+        while let Ok(n) = phone.video.recv(&mut buf) {
+            received.push(buf[..n].to_vec());
+        }
+        phone.video.set_nonblocking(false).unwrap();
+    }
+    assert!(got_pli, "no PLI reached the phone in {:?}", started.elapsed());
+
+    // The phone asks for a keyframe of its picture: the next IDR follows.
+    let wait_picture = std::time::Instant::now();
+    while received.is_empty() && wait_picture.elapsed() < Duration::from_secs(10) {
+        if let Ok(n) = phone.video.recv(&mut buf) {
+            received.push(buf[..n].to_vec());
+        }
+    }
+    let ssrc = received.first().map(|p| u32::from_be_bytes([p[8], p[9], p[10], p[11]])).expect("the composite reaches the phone");
+    // Drop what came before the request.
+    phone.video.set_nonblocking(true).unwrap();
+    while phone.video.recv(&mut buf).is_ok() {}
+    phone.video.set_nonblocking(false).unwrap();
+    let mut pli = vec![0x81, 206, 0, 2];
+    pli.extend_from_slice(&0x5050u32.to_be_bytes());
+    pli.extend_from_slice(&ssrc.to_be_bytes());
+    phone.video_rtcp.send_to(&pli, to_rtcp).unwrap();
+    let asked = std::time::Instant::now();
+    let mut idr = false;
+    while !idr && asked.elapsed() < Duration::from_secs(3) {
+        if let Ok(n) = phone.video.recv(&mut buf)
+            && n > 12
+        {
+            let cc = (buf[0] & 0x0f) as usize;
+            let ext = if buf[0] & 0x10 != 0 { 4 + 4 * u16::from_be_bytes([buf[14 + cc * 4], buf[15 + cc * 4]]) as usize } else { 0 };
+            idr = starts_idr(&buf[12 + cc * 4 + ext..n]);
+        }
+    }
+    assert!(idr, "no IDR within 3 s of the phone's PLI");
+    child.kill().await.unwrap();
 }

@@ -101,13 +101,15 @@ pub async fn server_lines(extra: &[&str], more: usize) -> (tokio::process::Child
     let dev = !extra.contains(&"--no-dev");
     let extra: Vec<&str> = extra.iter().copied().filter(|a| *a != "--no-dev").collect();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
-        .args(["serve", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--log", "warn"])
+        .args(["serve", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0"])
+        .args(["--log", &std::env::var("MCU_TEST_SERVER_LOG").ok().filter(|v| v != "1").unwrap_or_else(|| "warn".into())])
         .args(if dev { &["--dev"][..] } else { &[][..] })
         // No SIP gateway on the default 5060 unless a test asks for one (tests run side by side).
         .args(if extra.contains(&"--sip-listen") { &[][..] } else { &["--sip-listen", "off"][..] })
         .args(&extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // MCU_TEST_SERVER_LOG=1 shows the servers' logs (debugging a test).
+        .stderr(if std::env::var_os("MCU_TEST_SERVER_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
         .kill_on_drop(true)
         .spawn()
         .unwrap();
