@@ -36,9 +36,8 @@ use mcu_benches::{
 };
 use mcu_codec::{
     audio::{OpusChannels, OpusConfig, OpusEncoder},
-    new_software_encoder, EncoderConfig, VideoCodec,
+    VideoCodec,
 };
-use mcu_media::{testsrc, PixelFormat};
 use rtc::{
     rtp::{codec::vp8::Vp8Payloader, header::Header, packet::Packet, packetizer::Payloader},
     rtp_transceiver::{rtp_sender::RtpCodecKind, RTCRtpTransceiverDirection, RTCRtpTransceiverInit},
@@ -50,21 +49,6 @@ use webrtc::{
 };
 
 const FPS: u32 = 30;
-
-/// One second of VP8 frames (keyframe first) of participant `i`'s card.
-fn encode_card(i: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut enc = new_software_encoder(VideoCodec::Vp8, &EncoderConfig::realtime(600_000, FPS as f64))?;
-    let pattern = testsrc::Pattern::Card { color: testsrc::palette(i), label: i as u32 };
-    let mut out = Vec::new();
-    for n in 0..FPS {
-        let pts = Duration::from_secs_f64(n as f64 / FPS as f64);
-        for unit in enc.encode(&testsrc::frame(&pattern, PixelFormat::I420, 640, 360, pts))? {
-            out.push(unit.data);
-        }
-    }
-    anyhow::ensure!(out.len() == FPS as usize, "libvpx returned {} frames for {FPS}", out.len());
-    Ok(out)
-}
 
 /// One second of a 440 Hz tone as 20 ms stereo Opus packets.
 fn encode_tone() -> anyhow::Result<Vec<Vec<u8>>> {
@@ -276,7 +260,7 @@ fn main() -> anyhow::Result<()> {
         ("vp8", "VP8 (libvpx realtime, 2 Mbps)", "libvpx `-deadline realtime -cpu-used 8` 2 Mbps")
     };
 
-    let videos: Vec<Arc<Vec<Vec<u8>>>> = (0..4).map(|i| encode_card(i).map(Arc::new)).collect::<anyhow::Result<_>>()?;
+    let videos: Vec<Arc<Vec<Vec<u8>>>> = (0..4).map(|i| mcu_benches::encode_card(VideoCodec::Vp8, i, 640, 360, 600_000, FPS).map(Arc::new)).collect::<anyhow::Result<_>>()?;
     let audio = Arc::new(encode_tone()?);
     let dir = std::env::temp_dir().join(format!("mcu-capacity-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

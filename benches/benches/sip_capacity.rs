@@ -29,8 +29,7 @@ use std::{
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use mcu_benches::{cpu_time, git_rev, machine, peers::{proc_cpu, server_bin}, save_results, today};
-use mcu_codec::{audio::G711Law, new_software_encoder, EncoderConfig, VideoCodec};
-use mcu_media::{testsrc, PixelFormat};
+use mcu_codec::{audio::G711Law, VideoCodec};
 use rsipstack::{
     dialog::{dialog_layer::DialogLayer, invitation::InviteOption},
     transport::{udp::UdpConnection, TransportLayer},
@@ -42,24 +41,6 @@ use tokio_util::sync::CancellationToken;
 
 const FPS: u32 = 30;
 const ROOM_SIZE: usize = 4;
-
-/// One second of H.264 CIF frames (keyframe first) of phone `i`'s card.
-fn encode_card(i: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut enc = new_software_encoder(VideoCodec::H264, &EncoderConfig::realtime(400_000, FPS as f64))?;
-    let pattern = testsrc::Pattern::Card { color: testsrc::palette(i), label: i as u32 };
-    let mut out = Vec::new();
-    for n in 0..FPS {
-        let pts = Duration::from_secs_f64(n as f64 / FPS as f64);
-        if n == 0 {
-            enc.request_keyframe();
-        }
-        for unit in enc.encode(&testsrc::frame(&pattern, PixelFormat::I420, 352, 288, pts))? {
-            out.push(unit.data);
-        }
-    }
-    anyhow::ensure!(out.len() == FPS as usize, "openh264 returned {} frames for {FPS}", out.len());
-    Ok(out)
-}
 
 /// One second of a 440 Hz tone as 20 ms PCMU packets.
 fn encode_tone() -> Vec<Vec<u8>> {
@@ -257,7 +238,7 @@ fn main() -> anyhow::Result<()> {
     let list = |v: Option<String>, d: &str| -> Vec<usize> { v.unwrap_or_else(|| d.into()).split(',').filter_map(|s| s.parse().ok()).filter(|&n| n > 0).collect() };
     let video_steps = list(arg("--calls"), "4,8,12");
     let audio_steps = list(arg("--audio-calls"), "20,40,80");
-    let cards: Vec<Arc<Vec<Vec<u8>>>> = (0..ROOM_SIZE).map(|i| encode_card(i).map(Arc::new)).collect::<anyhow::Result<_>>()?;
+    let cards: Vec<Arc<Vec<Vec<u8>>>> = (0..ROOM_SIZE).map(|i| mcu_benches::encode_card(VideoCodec::H264, i, 352, 288, 400_000, FPS).map(Arc::new)).collect::<anyhow::Result<_>>()?;
     let tone = Arc::new(encode_tone());
     let most = video_steps.iter().chain(&audio_steps).max().copied().unwrap_or(4);
     let routes: Vec<String> = (0..most.div_ceil(ROOM_SIZE)).map(|r| format!("{}=sip-room-{r}", 1000 + r)).collect();

@@ -80,3 +80,23 @@ pub fn save_results(name: &str, date: &str, markdown: &str) {
     std::fs::write(&path, markdown).expect("benches/results is writable");
     println!("saved {}", path.display());
 }
+
+/// One second (`fps` frames, keyframe first) of participant `i`'s `mcu_media::testsrc` card
+/// (its palette colour, its number, a moving bar) encoded with `codec` at `width`×`height`.
+pub fn encode_card(codec: mcu_codec::VideoCodec, i: usize, width: u32, height: u32, bitrate: u32, fps: u32) -> anyhow::Result<Vec<Vec<u8>>> {
+    use mcu_media::{testsrc, PixelFormat};
+    let mut enc = mcu_codec::new_software_encoder(codec, &mcu_codec::EncoderConfig::realtime(bitrate, fps as f64))?;
+    let pattern = testsrc::Pattern::Card { color: testsrc::palette(i), label: i as u32 };
+    let mut out = Vec::new();
+    for n in 0..fps {
+        let pts = Duration::from_secs_f64(n as f64 / fps as f64);
+        if n == 0 {
+            enc.request_keyframe();
+        }
+        for unit in enc.encode(&testsrc::frame(&pattern, PixelFormat::I420, width, height, pts))? {
+            out.push(unit.data);
+        }
+    }
+    anyhow::ensure!(out.len() == fps as usize, "{codec} returned {} frames for {fps}", out.len());
+    Ok(out)
+}

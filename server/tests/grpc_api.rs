@@ -233,18 +233,7 @@ async fn watch_events_delivers_a_rooms_events_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_certificate_the_api_is_served_over_tls_only() {
-    let dir = std::env::temp_dir().join(format!("mcu-grpc-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (dir, cert, key) = common::self_signed("grpc-tls", "localhost");
     let (mut child, _, grpc) = server(&["--grpc-tls-cert", cert.to_str().unwrap(), "--grpc-tls-key", key.to_str().unwrap()]).await;
     let url = grpc.strip_prefix("https://").map(|a| format!("https://{a}")).expect("the listen line says https");
     let tls = tonic::transport::ClientTlsConfig::new()

@@ -89,17 +89,7 @@ async fn inbound_calls_are_challenged_when_users_are_configured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sip_over_tls_answers() {
-    let dir = std::env::temp_dir().join(format!("mcu-sip-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let (dir, cert, key) = common::self_signed("sip-tls", "127.0.0.1");
     let tls = format!("127.0.0.1:{}", free_tcp_port());
     let (mut child, _) = gateway(&["--sip-tls-listen", &tls, "--sip-tls-cert", cert.to_str().unwrap(), "--sip-tls-key", key.to_str().unwrap()]).await;
     let msg = request("OPTIONS", &format!("sip:1000@{tls}"), "TLS", "", "");

@@ -123,3 +123,23 @@ pub async fn server_lines(extra: &[&str], more: usize) -> (tokio::process::Child
     }
     (child, http, grpc, rest)
 }
+
+/// A self-signed EC certificate and key (PEM files in a fresh temp directory) made with the
+/// openssl CLI, for `name` (also its subjectAltName, DNS or IP).
+#[allow(dead_code)]
+pub fn self_signed(tag: &str, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("mcu-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let san = if name.parse::<std::net::IpAddr>().is_ok() { format!("subjectAltName=IP:{name}") } else { format!("subjectAltName=DNS:{name},IP:127.0.0.1") };
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", &format!("/CN={name}")])
+        .args(["-addext", &san, "-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    (dir, cert, key)
+}
