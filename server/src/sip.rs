@@ -225,6 +225,8 @@ pub async fn start(sfu: Arc<Sfu>, settings: SipSettings, mcu: McuConfig) -> anyh
         .with_cancel_token(cancel.clone())
         .with_transport_layer(transport)
         .with_user_agent("mcu")
+        // Our Call-IDs end in our address, not the stack's default domain.
+        .with_option(rsipstack::transaction::endpoint::EndpointOption { callid_suffix: Some(bound.ip().to_string()), ..Default::default() })
         .with_transport_inspector(Box::new(Validator { malformed: malformed.clone() }))
         .build();
     let incoming = endpoint.incoming_transactions()?;
