@@ -54,8 +54,42 @@ pub fn path_from_args(args: &[String]) -> Option<String> {
         .or_else(|| std::env::var("MCU_CONFIG").ok())
 }
 
+/// A duration on the command line: `500ms`, `90s`, `30m`, `1h`, `7d`, or a number of seconds
+/// (fractions allowed, e.g. `1.5s`); up to 10 years.
+pub fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
+    let v = v.trim();
+    let (num, unit) = v.find(|c: char| c.is_ascii_alphabetic()).map_or((v, "s"), |i| v.split_at(i));
+    let n: f64 = num.trim().parse().map_err(|_| format!("bad duration {v:?}: use e.g. 500ms, 90s, 30m, 1h, 7d"))?;
+    let unit_secs = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return Err(format!("bad duration unit in {v:?}: ms, s, m, h or d")),
+    };
+    let secs = n * unit_secs;
+    if !(0.0..=10.0 * 365.0 * 86_400.0).contains(&secs) {
+        return Err(format!("duration {v:?} out of range"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_with_their_units() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(super::parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(super::parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(super::parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(super::parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(super::parse_duration("5y").unwrap_err().contains("unit"));
+        assert!(super::parse_duration("-3s").is_err());
+        assert!(super::parse_duration("abc").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -773,8 +773,12 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
             mixer.set_top_k(control.top_k);
         }
 
-        let room_mix_heard = !recordings.is_empty() || room.watched(&format!("{MIX}/audio-0"));
-        let legs = room.gateway_legs();
+        // Asked once per batch of ticks, not per packet batch (the loop wakes for every packet).
+        let (room_mix_heard, legs) = if now >= next_tick {
+            (!recordings.is_empty() || room.watched(&format!("{MIX}/audio-0")), room.gateway_legs())
+        } else {
+            (false, Default::default())
+        };
         // The audio mix, every 20 ms (catching up a late tick or two; after 100 ms behind, the
         // missed ticks are skipped).
         while now >= next_tick {

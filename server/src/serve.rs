@@ -144,10 +144,10 @@ pub struct ServeArgs {
     pub sip_route: Vec<String>,
     /// A phone that should be sending RTP and has been silent this long is hung up (e.g. 30s,
     /// 500ms).
-    #[arg(long, env = "MCU_SIP_RTP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "MCU_SIP_RTP_TIMEOUT", default_value = "30s", value_parser = crate::config::parse_duration)]
     pub sip_rtp_timeout: std::time::Duration,
     /// Ring (180) this long before answering an INVITE (0s: answer at once).
-    #[arg(long, env = "MCU_SIP_ANSWER_DELAY", default_value = "0s", value_parser = parse_duration)]
+    #[arg(long, env = "MCU_SIP_ANSWER_DELAY", default_value = "0s", value_parser = crate::config::parse_duration)]
     pub sip_answer_delay: std::time::Duration,
     /// The picture SIP phones get (WIDTHxHEIGHT), smaller for phones that declare less.
     #[arg(long, env = "MCU_SIP_VIDEO_SIZE", default_value = "640x360", value_parser = parse_size)]
@@ -182,26 +182,6 @@ pub struct ServeArgs {
     /// PEM private key for SIP over TLS.
     #[arg(long, env = "MCU_SIP_TLS_KEY")]
     pub sip_tls_key: Option<std::path::PathBuf>,
-}
-
-/// `30s`, `500ms`, `2m` or a number of seconds.
-fn parse_duration(v: &str) -> Result<std::time::Duration, String> {
-    let v = v.trim();
-    let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => v.split_at(i),
-        None => (v, "s"),
-    };
-    let n: f64 = num.trim().parse().map_err(|_| format!("\"{v}\" is not a duration like 30s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("\"{v}\": the unit is ms, s or m")),
-    };
-    if !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("\"{v}\" is out of range"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 /// `640x360`: even sides from 16 to 1920.

@@ -507,8 +507,12 @@ impl Room {
 
     /// One packet of a publisher's track (WebRTC or a SIP leg): forwarded, and copied to the
     /// composite while it runs.
-    pub fn ingest(&self, track: &TrackId, participant: &str, codec: &RTCRtpCodec, packet: rtc::rtp::Packet, raw: &[u8]) {
+    /// A muted track's packets are counted and dropped (neither forwarded nor mixed).
+    pub fn ingest(&self, track: &PublishedTrack, participant: &str, packet: rtc::rtp::Packet, raw: &[u8]) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+        if track.muted.load(Ordering::Relaxed) {
+            return;
+        }
         self.counters.received_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
         self.drive(Instant::now(), |fwd, now| {
             let _ = fwd.handle_rtp(now, raw);
@@ -516,7 +520,7 @@ impl Room {
         if let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").as_ref() {
             // A composite that falls behind loses packets (its decoder then asks for a
             // keyframe); the forwarding path never waits for it.
-            let _ = tap.try_send(TapPacket { track: track.clone(), participant: participant.into(), codec: codec.clone(), packet });
+            let _ = tap.try_send(TapPacket { track: track.id.clone(), participant: participant.into(), codec: track.codec.clone(), packet });
         }
     }
 
@@ -1296,10 +1300,11 @@ impl PeerConnectionEventHandler for Handler {
         if !published {
             return;
         }
-        let muted = Arc::new(AtomicBool::new(false));
+        let mut published = PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: Arc::default(), muted: Arc::new(AtomicBool::new(false)) };
         if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get_mut(&participant) {
             debug_assert_eq!(p.session, self.session);
-            p.tracks.push(PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: p.extmap.clone(), muted: muted.clone() });
+            published.extmap = p.extmap.clone();
+            p.tracks.push(published.clone());
         }
         tracing::info!(room = %room.name, track = %id, codec = %codec.mime_type, ssrc, "track published");
         let info = TrackInfo { id: id.to_string(), kind: if kind == RtpCodecKind::Audio { "audio" } else { "video" }, codec: codec.mime_type.clone(), muted: false };
@@ -1316,23 +1321,18 @@ impl PeerConnectionEventHandler for Handler {
         });
         // The handler must return at once (the connection's driver awaits it): read in a task.
         room.lock().ssrcs.insert(id.clone(), ssrc);
-        let counters = room.counters.clone();
         tokio::spawn(async move {
-            read_publisher_track(track, room, counters, id, participant, codec, muted).await;
+            read_publisher_track(track, room, published, participant).await;
         });
     }
 }
 
-async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, counters: Arc<Counters>, id: TrackId, participant: String, codec: RTCRtpCodec, muted: Arc<AtomicBool>) {
-    // A muted track's packets are counted and dropped.
+async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, published: PublishedTrack, participant: String) {
     while let Some(evt) = track.poll().await {
         match evt {
-            TrackRemoteEvent::OnRtpPacket(_) if muted.load(Ordering::Relaxed) => {
-                counters.received.fetch_add(1, Ordering::Relaxed);
-            }
             TrackRemoteEvent::OnRtpPacket(p) => {
                 let Ok(raw) = p.marshal() else { continue };
-                room.ingest(&id, &participant, &codec, p, &raw);
+                room.ingest(&published, &participant, p, &raw);
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}

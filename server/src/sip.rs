@@ -60,6 +60,8 @@ pub const PHONE_OPUS_COMPLEXITY: u8 = 1;
 const REALM: &str = "mcu";
 /// The shortest session-timer interval accepted (RFC 4028's minimum).
 const MIN_SE: u64 = 90;
+/// Challenges outstanding at most.
+const MAX_NONCES: usize = 10_000;
 /// How long a challenge's nonce is accepted.
 const NONCE_LIFETIME: Duration = Duration::from_secs(300);
 
@@ -476,6 +478,13 @@ impl Gateway {
             {
                 let mut nonces = self.nonces.lock().expect("nonce lock is never poisoned");
                 nonces.retain(|_, at| at.elapsed() < NONCE_LIFETIME);
+                // A flood of unauthenticated INVITEs cannot grow the table without bound: the
+                // oldest challenge gives way (its caller is challenged again).
+                if nonces.len() >= MAX_NONCES
+                    && let Some(oldest) = nonces.iter().min_by_key(|(_, at)| **at).map(|(k, _)| k.clone())
+                {
+                    nonces.remove(&oldest);
+                }
                 nonces.insert(nonce.clone(), Instant::now());
             }
             let challenge = format!("Digest realm=\"{REALM}\", nonce=\"{nonce}\", algorithm=MD5");
@@ -797,7 +806,7 @@ impl Gateway {
                                 let media = phone.load(Ordering::Relaxed) as u32;
                                 let v = state.lock().expect("call lock is never poisoned").video().cloned();
                                 if let Some(v) = v && media != 0 {
-                                    let pli = pli(video_ssrc, media);
+                                    let pli = mcu_sfu::rtcp::pli(video_ssrc, media);
                                     let sock = if v.rtcp_mux { &rtp_sock } else { &rtcp };
                                     let _ = sock.send_to(&pli, v.remote_rtcp).await;
                                 }
@@ -958,14 +967,6 @@ async fn bind_pair(ip: IpAddr) -> anyhow::Result<(UdpSocket, UdpSocket)> {
     anyhow::bail!("no free RTP port pair on {ip}")
 }
 
-/// A PLI (RFC 4585) from `sender` about `media`.
-fn pli(sender: u32, media: u32) -> Vec<u8> {
-    let mut p = vec![0x81, 206, 0, 2];
-    p.extend_from_slice(&sender.to_be_bytes());
-    p.extend_from_slice(&media.to_be_bytes());
-    p
-}
-
 fn is_rtcp(buf: &[u8]) -> bool {
     buf.len() >= 2 && (192..=223).contains(&buf[1])
 }
@@ -1010,7 +1011,7 @@ async fn audio_in(
             }
             continue;
         }
-        if pt != a.pt || track.muted.load(Ordering::Relaxed) {
+        if pt != a.pt {
             continue;
         }
         let mut out = |payload: &[u8], samples: u32| {
@@ -1019,7 +1020,7 @@ async fn audio_in(
             let rtp = mcu_sfu::rtp::build(111, false, seq, ts, ssrc, payload);
             let mut b = Bytes::copy_from_slice(&rtp);
             if let Ok(p) = rtc::rtp::Packet::unmarshal(&mut b) {
-                room.ingest(&track.id, &participant, &track.codec, p, &rtp);
+                room.ingest(&track, &participant, p, &rtp);
             }
         };
         match a.codec {
@@ -1064,12 +1065,9 @@ async fn video_in(
         };
         *last.lock().expect("rtp clock lock is never poisoned") = Instant::now();
         phone_ssrc.store(packet.header.ssrc as u64, Ordering::Relaxed);
-        if track.muted.load(Ordering::Relaxed) {
-            continue;
-        }
         packet.header.ssrc = ssrc;
         buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        room.ingest(&track.id, &participant, &track.codec, packet, &buf[..n]);
+        room.ingest(&track, &participant, packet, &buf[..n]);
     }
 }
 

@@ -38,16 +38,7 @@ pub struct TokenArgs {
 }
 
 fn parse_ttl(s: &str) -> Result<u64, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map_or((s, ""), |i| s.split_at(i));
-    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}: use e.g. 90s, 30m, 1h, 7d"))?;
-    let k = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("bad duration unit in {s:?}: s, m, h or d")),
-    };
-    n.checked_mul(k).filter(|v| *v > 0).ok_or_else(|| format!("duration {s:?} out of range"))
+    Some(crate::config::parse_duration(s)?.as_secs()).filter(|v| *v > 0).ok_or_else(|| format!("duration {s:?} is under a second"))
 }
 
 pub fn run(args: &TokenArgs) -> anyhow::Result<()> {
