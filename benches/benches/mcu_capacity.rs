@@ -89,7 +89,7 @@ fn write_ivf(path: &Path, frames: &[Vec<u8>], repeat: usize) -> std::io::Result<
 }
 
 /// Replays `video` at 30 fps and `audio` at 50 packets/s until `stop`.
-async fn send(video_track: Arc<TrackLocalStaticRTP>, audio_track: Arc<TrackLocalStaticRTP>, video: Arc<Vec<Vec<u8>>>, audio: Arc<Vec<Vec<u8>>>, stop: watch::Receiver<bool>) {
+async fn send(video_track: Arc<TrackLocalStaticRTP>, audio_track: Arc<TrackLocalStaticRTP>, ssrcs: (u32, u32), video: Arc<Vec<Vec<u8>>>, audio: Arc<Vec<Vec<u8>>>, stop: watch::Receiver<bool>) {
     let mut payloader = Vp8Payloader::default();
     let mut vtick = tokio::time::interval(Duration::from_secs_f64(1.0 / FPS as f64));
     let mut atick = tokio::time::interval(Duration::from_millis(20));
@@ -102,7 +102,7 @@ async fn send(video_track: Arc<TrackLocalStaticRTP>, audio_track: Arc<TrackLocal
                 let n = payloads.len();
                 for (i, p) in payloads.into_iter().enumerate() {
                     vseq = vseq.wrapping_add(1);
-                    let header = Header { version: 2, payload_type: 96, marker: i + 1 == n, sequence_number: vseq, timestamp: frame * 3000, ssrc: 1, ..Default::default() };
+                    let header = Header { version: 2, payload_type: 96, marker: i + 1 == n, sequence_number: vseq, timestamp: frame * 3000, ssrc: ssrcs.0, ..Default::default() };
                     let _ = video_track.write_rtp(Packet { header, payload: p }).await;
                 }
                 frame += 1;
@@ -110,7 +110,7 @@ async fn send(video_track: Arc<TrackLocalStaticRTP>, audio_track: Arc<TrackLocal
             _ = atick.tick() => {
                 aseq = aseq.wrapping_add(1);
                 let payload = Bytes::from(audio[apkt as usize % audio.len()].clone());
-                let header = Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: apkt * 960, ssrc: 2, ..Default::default() };
+                let header = Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: apkt * 960, ssrc: ssrcs.1, ..Default::default() };
                 let _ = audio_track.write_rtp(Packet { header, payload }).await;
                 apkt += 1;
             }
@@ -127,12 +127,14 @@ async fn start_room(server: SocketAddr, r: usize, videos: &[Arc<Vec<Vec<u8>>>], 
     let mut peers = Vec::new();
     for (i, video) in videos.iter().enumerate() {
         let (pc, gathered) = peer(None).await?;
-        let vt = local_track(RtpCodecKind::Video, 1, "video/VP8", 90000, 0);
-        let at = local_track(RtpCodecKind::Audio, 2, "audio/opus", 48000, 2);
+        // Distinct SSRCs per sender, as real clients pick them at random.
+        let ssrcs = (0x1000_0000 + (r * 64 + i * 2) as u32, 0x1000_0001 + (r * 64 + i * 2) as u32);
+        let vt = local_track(RtpCodecKind::Video, ssrcs.0, "video/VP8", 90000, 0);
+        let at = local_track(RtpCodecKind::Audio, ssrcs.1, "audio/opus", 48000, 2);
         pc.add_track(vt.clone() as Arc<dyn TrackLocal>).await?;
         pc.add_track(at.clone() as Arc<dyn TrackLocal>).await?;
         let session = signal(&pc, gathered, server, &format!("/whip/room{r}?name=p{i}")).await?;
-        tokio::spawn(send(vt, at, video.clone(), audio.clone(), stop.clone()));
+        tokio::spawn(send(vt, at, ssrcs, video.clone(), audio.clone(), stop.clone()));
         peers.push((pc, session));
     }
     let viewer = Arc::new(RxStats::default());
@@ -190,6 +192,10 @@ async fn run_step(server: SocketAddr, grpc: &str, record: bool, pid: u32, rooms:
     }
     // Connections up, decoders past their first keyframe, canvases flowing.
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // Every sender's two tracks are in (a refused track would leave cheaper rooms).
+    let (_, _, metrics) = http(server, "GET", "/metrics", "").await?;
+    let tracks: u64 = metrics.lines().find_map(|l| l.strip_prefix("mcu_tracks ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+    anyhow::ensure!(tracks == rooms as u64 * 8, "the server has {tracks} published tracks, not {} (4 senders × 2 per room)", rooms * 8);
     let f0: Vec<u64> = loads.iter().map(|l| l.viewer.video_frames.load(Ordering::Relaxed)).collect();
     let (srv0, me0, w0) = (proc_cpu(pid), cpu_time(false), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;

@@ -1284,53 +1284,59 @@ impl PeerConnectionEventHandler for Handler {
         let n = self.track_count.fetch_add(1, Ordering::Relaxed);
         let id: TrackId = Arc::from(format!("{participant}/{}-{n}", if kind == RtpCodecKind::Audio { "audio" } else { "video" }));
         let (fb_tx, mut fb_rx) = mpsc::unbounded_channel::<u32>();
-        let published = {
+        // SSRCs are unique per connection, not per room: two publishers (fixed-SSRC encoders,
+        // or plain chance) may send the same one. The forwarder's key is a room-unique SSRC:
+        // the publisher's own when it is free, else a fresh one its packets are rewritten to.
+        let room_ssrc = {
             let mut m = room.lock();
-            match m.fwd.publish(id.clone(), family, codec.clock_rate, &[(ssrc, 0)]) {
+            let mut room_ssrc = ssrc;
+            while room_ssrc == 0 || m.fwd.ssrc_in_use(room_ssrc) {
+                room_ssrc = rand::random();
+            }
+            match m.fwd.publish(id.clone(), family, codec.clock_rate, &[(room_ssrc, 0)]) {
                 Ok(()) => {
                     m.feedback.insert(id.clone(), fb_tx);
-                    true
+                    m.ssrcs.insert(id.clone(), room_ssrc);
+                    room_ssrc
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "publish refused");
-                    false
+                    return;
                 }
             }
         };
-        if !published {
-            return;
-        }
         let mut published = PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: Arc::default(), muted: Arc::new(AtomicBool::new(false)) };
         if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get_mut(&participant) {
             debug_assert_eq!(p.session, self.session);
             published.extmap = p.extmap.clone();
             p.tracks.push(published.clone());
         }
-        tracing::info!(room = %room.name, track = %id, codec = %codec.mime_type, ssrc, "track published");
+        tracing::info!(room = %room.name, track = %id, codec = %codec.mime_type, ssrc, room_ssrc, "track published");
         let info = TrackInfo { id: id.to_string(), kind: if kind == RtpCodecKind::Audio { "audio" } else { "video" }, codec: codec.mime_type.clone(), muted: false };
         room.events.emit(&room.name, EventKind::TrackPublished { participant: participant.clone(), track: info });
         // Keyframe requests the forwarder sends upstream.
         let pli_track = track.clone();
         tokio::spawn(async move {
-            while let Some(media_ssrc) = fb_rx.recv().await {
-                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            // The request names the room's SSRC; the publisher knows its own.
+            while fb_rx.recv().await.is_some() {
+                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
                 if pli_track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
                     return;
                 }
             }
         });
         // The handler must return at once (the connection's driver awaits it): read in a task.
-        room.lock().ssrcs.insert(id.clone(), ssrc);
         tokio::spawn(async move {
-            read_publisher_track(track, room, published, participant).await;
+            read_publisher_track(track, room, published, participant, room_ssrc).await;
         });
     }
 }
 
-async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, published: PublishedTrack, participant: String) {
+async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, published: PublishedTrack, participant: String, room_ssrc: u32) {
     while let Some(evt) = track.poll().await {
         match evt {
-            TrackRemoteEvent::OnRtpPacket(p) => {
+            TrackRemoteEvent::OnRtpPacket(mut p) => {
+                p.header.ssrc = room_ssrc;
                 let Ok(raw) = p.marshal() else { continue };
                 room.ingest(&published, &participant, p, &raw);
             }

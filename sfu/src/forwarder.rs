@@ -224,6 +224,11 @@ impl Forwarder {
         self.stats
     }
 
+    /// Whether a published layer uses `ssrc` (the room's SSRCs are the forwarder's keys).
+    pub fn ssrc_in_use(&self, ssrc: u32) -> bool {
+        self.by_ssrc.contains_key(&ssrc)
+    }
+
     /// Publishes a track with its layers' SSRCs and expected bitrates, lowest first (one entry
     /// for a non-simulcast track).
     pub fn publish(&mut self, id: impl Into<TrackId>, codec: Codec, clock_rate: u32, layers: &[(u32, u64)]) -> Result<(), ForwardError> {

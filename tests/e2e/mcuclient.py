@@ -527,20 +527,33 @@ def publisher_pc(
     video_codec: str = "VP8",
     duration: Optional[float] = None,
     direction: str = "sendonly",
+    ssrcs: Optional[dict[str, int]] = None,
 ) -> tuple[RTCPeerConnection, list[MediaStreamTrack]]:
     """A peer connection sending a ColourVideoTrack (unless colour is None; offered with
     `video_codec` only) and a ToneAudioTrack (unless tone_hz is None), both `direction`
-    (sendonly; sendrecv for an MCU participant)."""
+    (sendonly; sendrecv for an MCU participant). `ssrcs` fixes the senders' SSRCs by kind
+    ("video", "video-rtx", "audio"), as encoders with fixed SSRCs do; aiortc picks random ones
+    otherwise."""
     pc = new_peer_connection()
     tracks: list[MediaStreamTrack] = []
+    ssrcs = ssrcs or {}
+
+    def fix_ssrcs(transceiver, kind: str) -> None:
+        # aiortc has no API for this; its offer writes the sender's _ssrc/_rtx_ssrc.
+        if kind in ssrcs:
+            transceiver.sender._ssrc = ssrcs[kind]
+        if f"{kind}-rtx" in ssrcs:
+            transceiver.sender._rtx_ssrc = ssrcs[f"{kind}-rtx"]
+
     if colour is not None:
         track = ColourVideoTrack(colour, duration=duration)
         transceiver = pc.addTransceiver(track, direction=direction)
         transceiver.setCodecPreferences(codec_preferences("video", video_codec))
+        fix_ssrcs(transceiver, "video")
         tracks.append(track)
     if tone_hz is not None:
         track = ToneAudioTrack(tone_hz, duration=duration)
-        pc.addTransceiver(track, direction=direction)
+        fix_ssrcs(pc.addTransceiver(track, direction=direction), "audio")
         tracks.append(track)
     return pc, tracks
 
@@ -819,14 +832,16 @@ async def publish(
     video_codec: str = "VP8",
     duration: Optional[float] = None,
     ice_addresses: Union[str, Sequence[str], None] = "auto",
+    ssrcs: Optional[dict[str, int]] = None,
 ) -> Publisher:
     """Publish to `{base_url}/whip/{room}` (`?name=` when given) over WHIP: solid `colour`
     video (640x360, 30 fps, offered as `video_codec` only; None for no video) and a sine at
     `tone_hz` (None for no audio). `duration` ends the media after that many seconds (the
-    session stays until close()). Raises HttpStatusError (with .status, .body) when the
-    server does not answer 201; the peer connection is closed then."""
+    session stays until close()); `ssrcs` fixes SSRCs (see publisher_pc). Raises
+    HttpStatusError (with .status, .body) when the server does not answer 201; the peer
+    connection is closed then."""
     addresses = _apply_ice_addresses(base_url, ice_addresses)
-    pc, tracks = publisher_pc(colour, tone_hz, video_codec, duration)
+    pc, tracks = publisher_pc(colour, tone_hz, video_codec, duration, ssrcs=ssrcs)
     offer, exchange = await _negotiate(pc, whip_url(base_url, room, name), token, addresses, tracks=tracks)
     log.info("publishing to %s", exchange.location)
     return Publisher(pc, offer, exchange, token, tracks)

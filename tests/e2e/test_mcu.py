@@ -15,6 +15,10 @@ helpers are test_sfu.py's).
     1 grid_of_four        alice red 440 Hz, bob green 550, carol blue 660, dave yellow 770:
                           a 640x360 2x2 grid with each colour in its cell; all four tones in
                           the mix, each far above the noise floor (levels printed)
+    1c publishers_with_the_same_ssrcs
+                          the four of 1 all send with SSRCs 1111/2222/3333 (fixed-SSRC
+                          encoders): the same grid and tones, and alice's and dave's forwarded
+                          tracks each show their own colour
     2 fifth_publisher_reflows
                           erin (magenta, 930 Hz) joins: the grid becomes 3 columns (alice bob
                           carol / dave erin, centred, background beside them); erin's tone
@@ -588,6 +592,28 @@ class Composite(E2ETest):
         await wait_tones(player, [p.tone for p in people], what="the mix of two")
         self.check_alive(srv)
 
+    @async_test()
+    async def test_1c_publishers_with_the_same_ssrcs(self) -> None:
+        """SSRCs are unique per connection only: four publishers whose encoders all use the
+        same fixed SSRCs (video 1111, RTX 2222, audio 3333) are all composited, mixed and
+        forwarded (the server gives each track a room-unique SSRC)."""
+        srv = self.mcu_server("same-ssrcs")
+        same = {"video": 1111, "video-rtx": 2222, "audio": 3333}
+        for p in FOUR:
+            await self.publish(srv, "clones", colour=p.colour, tone_hz=p.tone, name=p.name, ssrcs=same)
+        player = await self.composite(srv, "clones")
+        await self.show_grid(player, FOUR, MEDIA_TIMEOUT, "2x2 grid of same-SSRC publishers")
+        await wait_tones(player, [p.tone for p in FOUR], what="the mix of four same-SSRC publishers")
+        # Forwarding keeps them apart too: each one's own track, played alone, is its colour.
+        for p in (ALICE, DAVE):
+            direct = await self.play(srv, f"/whep/clones/{p.name}", audio=False)
+            await direct.wait_connected(CONNECT_TIMEOUT)
+            await direct.wait_media(MEDIA_TIMEOUT, video_frames=10, audio_seconds=0)
+            seen = direct.mean_colour()
+            out(f"{p.name}'s forwarded track: {fmt_rgb(seen)}")
+            self.assertTrue(all(abs(a - b) <= 35 for a, b in zip(seen, p.colour)), f"{p.name}: {seen} is not {p.colour}")
+        self.check_alive(srv)
+
     # -- 2 ------------------------------------------------------------------------------
 
     @async_test()
@@ -943,7 +969,8 @@ class McuParticipants(Composite):
 
 
 ORDER = [
-    (Composite, ["test_1_grid_of_four", "test_1b_grid_in_h264", "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
+    (Composite, ["test_1_grid_of_four", "test_1b_grid_in_h264", "test_1c_publishers_with_the_same_ssrcs",
+                 "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
                  "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video",
                  "test_9_lossy_publisher"]),
     (McuParticipants, ["test_8_mcu_participants_hear_everyone_but_themselves"]),
