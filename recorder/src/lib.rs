@@ -114,6 +114,10 @@ struct Pending {
 /// Bytes at the start of the Segment kept for the SeekHead (and a Void filling the rest), so
 /// that `finish` can add the Cues entry in place.
 const SEEK_REGION: usize = 96;
+/// Bytes kept after the Tags for tags that grow before the end (a few hundred names).
+const TAGS_RESERVE: usize = 4096;
+/// The smallest Void: its ID and a one-byte size.
+const MIN_VOID: usize = 2;
 /// How much media a cluster holds at most.
 const CLUSTER_TARGET_MS: u64 = 1000;
 
@@ -154,6 +158,11 @@ pub struct MkvWriter<W: Write + Seek> {
     cues: Vec<(u64, u64)>,
     last_pts_ms: u64,
     has_video: bool,
+    /// File offset of the Tags, and the bytes of Tags plus the Void after them.
+    tags_at: u64,
+    tags_region: usize,
+    /// What `finish` writes there (Tags and Void, `tags_region` bytes).
+    final_tags: Option<Vec<u8>>,
     /// Everything before the first cluster, as written: `finish` patches and rewrites it.
     head: Vec<u8>,
 }
@@ -171,6 +180,35 @@ fn encode_in_segment(tags: &[MatroskaSpec]) -> Result<Vec<u8>, RecordError> {
         w.flush()?;
     }
     Ok(buf.split_off(12))
+}
+
+/// Tags with one Tag for the whole file (TargetTypeValue 50) holding `tags`.
+fn tags_element(tags: &[(String, String)]) -> MatroskaSpec {
+    use MatroskaSpec as M;
+    let mut tag = vec![M::Targets(Master::Full(vec![M::TargetTypeValue(50)]))];
+    tag.extend(tags.iter().map(|(k, v)| M::SimpleTag(Master::Full(vec![M::TagName(k.clone()), M::TagString(v.clone())]))));
+    M::Tags(Master::Full(vec![M::Tag(Master::Full(tag))]))
+}
+
+/// Void elements filling exactly `total` bytes (at least [`MIN_VOID`]), encoded.
+fn void_bytes(total: usize) -> Result<Vec<u8>, RecordError> {
+    // The size field takes 1–8 bytes as the writer chooses; some totals (129: 127 bytes of data
+    // need a 2-byte size) have no single Void, and then a 2-byte Void goes first.
+    for size_len in 1..=8 {
+        let Some(data) = total.checked_sub(1 + size_len) else { break };
+        let bytes = encode_in_segment(&[MatroskaSpec::Void(vec![0; data])])?;
+        if bytes.len() == total {
+            return Ok(bytes);
+        }
+    }
+    if total >= 2 * MIN_VOID {
+        let mut bytes = encode_in_segment(&[MatroskaSpec::Void(Vec::new())])?;
+        if bytes.len() == MIN_VOID {
+            bytes.extend(void_bytes(total - MIN_VOID)?);
+            return Ok(bytes);
+        }
+    }
+    Err(RecordError::Ebml(format!("no Void of {total} bytes")))
 }
 
 /// The SeekHead for these positions followed by a Void up to [`SEEK_REGION`] bytes: the
@@ -311,12 +349,16 @@ impl<W: Write + Seek> MkvWriter<W> {
             entries.push(M::TrackEntry(Master::Full(e)));
         }
         let tracks_el = M::Tracks(Master::Full(entries));
-        let mut tag = vec![M::Targets(Master::Full(vec![M::TargetTypeValue(50)]))];
-        tag.extend(tags.iter().map(|(k, v)| M::SimpleTag(Master::Full(vec![M::TagName(k.clone()), M::TagString(v.clone())]))));
-        let tags_el = M::Tags(Master::Full(vec![M::Tag(Master::Full(tag))]));
+        let tags_el = tags_element(tags);
+        // Room for tags that change before the end (who took part): `finish` rewrites the Tags
+        // and this Void in place.
+        let tags_len = encode_in_segment(std::slice::from_ref(&tags_el))?.len();
+        let tags_void = void_bytes(TAGS_RESERVE)?;
 
         let info_len = encode_in_segment(std::slice::from_ref(&info))?.len() as u64;
+        let tracks_len = encode_in_segment(std::slice::from_ref(&tracks_el))?.len() as u64;
         let (info_rel, tracks_rel) = (SEEK_REGION as u64, SEEK_REGION as u64 + info_len);
+        let tags_rel = tracks_rel + tracks_len;
         let seek = seek_region(&[(INFO_ID, info_rel), (TRACKS_ID, tracks_rel)])?;
 
         let mut out = WebmWriter::new(Sink { inner: dest, pos: 0, head: Some(Vec::new()) });
@@ -335,6 +377,7 @@ impl<W: Write + Seek> MkvWriter<W> {
         for el in seek.0.iter().chain([&info, &tracks_el, &tags_el]) {
             out.write(el)?;
         }
+        out.get_mut().write_all(&tags_void)?;
         out.get_mut().flush()?;
         let head = out.get_mut().head.take().unwrap_or_default();
         let segment_data_start = head
@@ -349,6 +392,9 @@ impl<W: Write + Seek> MkvWriter<W> {
             segment_data_start,
             info_at: segment_data_start + info_rel,
             tracks_at: segment_data_start + tracks_rel,
+            tags_at: segment_data_start + tags_rel,
+            tags_region: tags_len + TAGS_RESERVE,
+            final_tags: None,
             cluster: Vec::new(),
             cluster_start_ms: None,
             cues: Vec::new(),
@@ -356,6 +402,20 @@ impl<W: Write + Seek> MkvWriter<W> {
             has_video,
             head,
         })
+    }
+
+    /// Tags to replace the first ones when the file is finished (e.g. everyone who took part,
+    /// where the header named those present at the start). A file that is never finished
+    /// keeps the first ones. Tags larger than the space kept for them are refused.
+    pub fn set_final_tags(&mut self, tags: &[(String, String)]) -> Result<(), RecordError> {
+        let mut bytes = encode_in_segment(std::slice::from_ref(&tags_element(tags)))?;
+        let len = bytes.len();
+        if len + MIN_VOID > self.tags_region {
+            return Err(RecordError::Usage(format!("tags of {len} bytes do not fit the {} bytes kept for them", self.tags_region)));
+        }
+        bytes.extend(void_bytes(self.tags_region - len)?);
+        self.final_tags = Some(bytes);
+        Ok(())
     }
 
     /// Adds a frame of track `track` (0-based, in the order given to `new`) at `pts`.
@@ -450,6 +510,10 @@ impl<W: Write + Seek> MkvWriter<W> {
             .position(|w| w == [0xEC, 0x89, 0, 0, 0, 0, 0, 0, 0, 0, 0])
             .ok_or_else(|| RecordError::Ebml("duration slot not found".into()))?;
         head[info + slot..info + slot + 11].copy_from_slice(duration);
+        if let Some(bytes) = self.final_tags.take().filter(|b| b.len() == self.tags_region) {
+            let at = self.tags_at as usize;
+            head[at..at + self.tags_region].copy_from_slice(&bytes);
+        }
         let sink = self.out.get_mut();
         sink.inner.seek(SeekFrom::Start(0))?;
         sink.inner.write_all(&head)?;

@@ -127,3 +127,37 @@ fn a_full_disk_is_an_error() {
     }
     assert!(matches!(failed, Some(RecordError::Io(e)) if e.raw_os_error() == Some(28)), "ENOSPC surfaces as an I/O error");
 }
+
+#[test]
+fn final_tags_replace_the_first_ones_in_place() {
+    let first = [("ROOM".to_string(), "r".to_string()), ("PARTICIPANTS".to_string(), "alice".to_string())];
+    let mut w = MkvWriter::new(Cursor::new(Vec::new()), tracks(), "room r", &first, 0).unwrap();
+    record(&mut w);
+    let everyone: Vec<String> = (0..200).map(|i| format!("participant-{i}")).collect();
+    let last = [("ROOM".to_string(), "r".to_string()), ("PARTICIPANTS".to_string(), everyone.join(", "))];
+    w.set_final_tags(&last).unwrap();
+    let (out, summary) = w.finish().unwrap();
+    let bytes = out.into_inner();
+    assert_eq!(summary.bytes as usize, bytes.len(), "nothing moved");
+    let all = tags(&bytes);
+    let strings: Vec<&String> = all.iter().filter_map(|t| if let MatroskaSpec::TagString(s) = t { Some(s) } else { None }).collect();
+    assert_eq!(strings, [&"r".to_string(), &everyone.join(", ")]);
+    assert_eq!(all.iter().filter(|t| matches!(t, MatroskaSpec::Cluster(Master::Start))).count(), 3, "the clusters are intact");
+    assert!(all.iter().any(|t| matches!(t, MatroskaSpec::Duration(d) if *d == 2985.0)));
+    // Too many to fit: refused, and the file keeps what it has.
+    let mut w = MkvWriter::new(Cursor::new(Vec::new()), tracks(), "room r", &first, 0).unwrap();
+    record(&mut w);
+    assert!(w.set_final_tags(&[("PARTICIPANTS".to_string(), "x".repeat(10_000))]).is_err());
+    let bytes = w.finish().unwrap().0.into_inner();
+    assert!(tags(&bytes).iter().any(|t| matches!(t, MatroskaSpec::TagString(s) if s == "alice")));
+}
+
+#[test]
+fn voids_of_every_size_exist() {
+    for total in MIN_VOID..=TAGS_RESERVE + 512 {
+        let v = void_bytes(total).unwrap_or_else(|e| panic!("{total}: {e}"));
+        assert_eq!(v.len(), total);
+        let parsed = tags(&[&[0x18, 0x53, 0x80, 0x67, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff][..], &v].concat());
+        assert!(parsed.iter().all(|t| matches!(t, MatroskaSpec::Void(_) | MatroskaSpec::Segment(_))), "{total}: {parsed:?}");
+    }
+}

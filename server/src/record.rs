@@ -69,7 +69,8 @@ pub struct FileLayout {
 enum Msg {
     Video { pts: Duration, keyframe: bool, data: Vec<u8>, size: (u32, u32) },
     Audio { pts: Duration, data: Vec<u8> },
-    Stop,
+    /// Finish the file, with these tags in place of the first ones.
+    Stop(Vec<(String, String)>),
 }
 
 /// One file being written.
@@ -111,9 +112,9 @@ impl FileWriter {
         self.send(Msg::Audio { pts: now.saturating_duration_since(self.t0), data: data.to_vec() });
     }
 
-    /// Finishes the file and waits for it to be closed.
-    fn stop(&self) {
-        let _ = self.tx.send(Msg::Stop);
+    /// Finishes the file with `tags` in place of the first ones, and waits for it to be closed.
+    fn stop(&self, tags: Vec<(String, String)>) {
+        let _ = self.tx.send(Msg::Stop(tags));
         let thread = self.thread.lock().expect("thread lock is never poisoned").take();
         if let Some(t) = thread {
             let _ = t.join();
@@ -140,7 +141,14 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
     };
     while let Ok(msg) = rx.recv() {
         let result = match msg {
-            Msg::Stop => break,
+            Msg::Stop(tags) => {
+                if let Some(w) = writer.as_mut()
+                    && let Err(e) = w.set_final_tags(&tags)
+                {
+                    tracing::warn!(path = %status.lock().expect("status lock is never poisoned").path.display(), error = %e, "the file keeps its first tags");
+                }
+                break;
+            }
             Msg::Video { pts, keyframe, data, size } => {
                 if writer.is_none() {
                     // A file starts at a keyframe: players need one, and H.264's track header
@@ -224,6 +232,16 @@ fn open(file: Option<File>, layout: &FileLayout, first: &[u8], size: (u32, u32),
     MkvWriter::new(file, tracks, title, tags, date_ns)
 }
 
+/// The composite file's tags.
+fn composite_tags(room: &str, participants: &[String], stamp: &str, id: &str) -> Vec<(String, String)> {
+    vec![
+        ("ROOM".to_string(), room.to_string()),
+        ("PARTICIPANTS".to_string(), participants.join(", ")),
+        ("DATE_RECORDED".to_string(), stamp.to_string()),
+        ("RECORDING_ID".to_string(), id.to_string()),
+    ]
+}
+
 /// `YYYYMMDDTHHMMSSZ` for Unix seconds (civil date from days, proleptic Gregorian).
 pub fn utc_stamp(unix: u64) -> String {
     let (days, secs) = ((unix / 86_400) as i64, unix % 86_400);
@@ -276,7 +294,8 @@ pub struct Session {
     dir: PathBuf,
     stamp: String,
     changed: Arc<dyn Fn() + Send + Sync>,
-    participants: Vec<String>,
+    /// Everyone who took part: those present at the start, then each who joined, in order.
+    participants: Mutex<Vec<String>>,
 }
 
 impl Session {
@@ -309,13 +328,8 @@ impl Session {
                     changed(&s);
                 }
             });
-            let tags = vec![
-                ("ROOM".to_string(), room.to_string()),
-                // Who was there when it started (the header is written before anyone else joins).
-                ("PARTICIPANTS".to_string(), participants.join(", ")),
-                ("DATE_RECORDED".to_string(), stamp.clone()),
-                ("RECORDING_ID".to_string(), id.clone()),
-            ];
+            // Who was there when it started; a clean stop writes everyone who took part.
+            let tags = composite_tags(room, &participants, &stamp, &id);
             let writer = FileWriter::start(file, path, None, composite, format!("room {room}"), tags, changed.clone());
             Session {
                 id,
@@ -328,9 +342,30 @@ impl Session {
                 dir: dir.to_path_buf(),
                 stamp,
                 changed,
-                participants,
+                participants: Mutex::new(participants),
             }
         }))
+    }
+
+    /// `name` joined the room: the files' final tags name them.
+    pub fn saw(&self, name: &str) {
+        let mut p = self.participants.lock().expect("participants lock is never poisoned");
+        if !p.iter().any(|n| n == name) {
+            p.push(name.to_string());
+        }
+    }
+
+    fn participant_list(&self) -> String {
+        self.participants.lock().expect("participants lock is never poisoned").join(", ")
+    }
+
+    fn track_tags(&self, track: &str) -> Vec<(String, String)> {
+        vec![
+            ("ROOM".to_string(), self.room.clone()),
+            ("TRACK".to_string(), track.to_string()),
+            ("PARTICIPANTS".to_string(), self.participant_list()),
+            ("RECORDING_ID".to_string(), self.id.clone()),
+        ]
     }
 
     /// The file of a track (created at its first use), while the session records tracks.
@@ -351,12 +386,7 @@ impl Session {
                 return None;
             }
         };
-        let tags = vec![
-            ("ROOM".to_string(), self.room.clone()),
-            ("TRACK".to_string(), track.to_string()),
-            ("PARTICIPANTS".to_string(), self.participants.join(", ")),
-            ("RECORDING_ID".to_string(), self.id.clone()),
-        ];
+        let tags = self.track_tags(track);
         let w = FileWriter::start(file, path, Some(track.to_string()), layout, format!("{} in {}", track, self.room), tags, self.changed.clone());
         files.insert(track.clone(), w.clone());
         drop(files);
@@ -374,10 +404,12 @@ impl Session {
         if self.stopped.swap(true, Ordering::Relaxed) {
             return false;
         }
-        self.composite.stop();
-        let files: Vec<Arc<FileWriter>> = self.track_files.lock().expect("track files lock is never poisoned").values().cloned().collect();
-        for f in files {
-            f.stop();
+        let everyone: Vec<String> = self.participants.lock().expect("participants lock is never poisoned").clone();
+        self.composite.stop(composite_tags(&self.room, &everyone, &self.stamp, &self.id));
+        let files: Vec<(TrackId, Arc<FileWriter>)> =
+            self.track_files.lock().expect("track files lock is never poisoned").iter().map(|(t, f)| (t.clone(), f.clone())).collect();
+        for (track, f) in files {
+            f.stop(self.track_tags(&track));
         }
         true
     }

@@ -355,6 +355,13 @@ impl Room {
         self.recordings_version.fetch_add(1, Ordering::Release);
     }
 
+    /// `name` joined: running recordings will name them.
+    pub fn note_participant(&self, name: &str) {
+        for s in self.recordings.lock().expect("recordings lock is never poisoned").iter() {
+            s.saw(name);
+        }
+    }
+
     /// The running recordings and their version, when newer than `seen`.
     pub fn recordings_if_newer(&self, seen: u64) -> Option<(u64, Vec<Arc<crate::record::Session>>)> {
         let v = self.recordings_version.load(Ordering::Acquire);
@@ -783,6 +790,7 @@ impl Sfu {
                     .expect("sessions lock is never poisoned")
                     .insert(id.clone(), Session { room: room.clone(), pc: Some(pc), hangup: None, role: Role::Publisher { participant: participant.into(), sub } });
                 self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.into(), mcu: sub.is_some() });
+                room.note_participant(participant);
                 self.auto_record(&room);
                 Ok(Accepted { id, answer, participant: participant.into() })
             }
@@ -884,6 +892,7 @@ impl Sfu {
             .insert(id.clone(), Session { room: room.clone(), pc: None, hangup: Some(hangup.clone()), role: Role::Publisher { participant: participant.clone(), sub: Some(sub) } });
         tracing::info!(room = room_name, %participant, session = %id, "SIP participant joined");
         self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.clone(), mcu: true });
+        room.note_participant(&participant);
         self.auto_record(&room);
         Ok(GatewayLeg { session: id, room, participant, published, video, audio, sub, hangup })
     }

@@ -41,7 +41,8 @@ temporary directory (kept, with the server logs, when a test fails; its path is 
     7 auto_record         --auto-record autoroom: the four join (nobody watching), a recording
                           of the composite and every track starts by itself (not in another
                           room), StopRecording ends it, the files play: the grid at the end,
-                          the tones, each track its colour and tone
+                          the tones, each track its colour and tone; the composite's
+                          PARTICIPANTS tag names all four (it started with alice alone)
 
 Run: scripts/e2e-setup.sh && target/e2e-venv/bin/python tests/e2e/test_record.py [-v] [name...]
 (`name` selects tests whose name contains it; MCU_E2E_SERVER_LOG sets the servers' log
@@ -884,6 +885,9 @@ class RecordTest(tg.GrpcTest):
         self.assertEqual((probe.stream("video")["codec_name"], probe.stream("audio")["codec_name"]), ("vp8", "opus"))
         self.assertEqual(probe.tags.get("ROOM"), room)
         self.assertEqual(probe.tags.get("RECORDING_ID"), rec.id)
+        # It started when alice joined; the finished file names everyone who took part.
+        named = [n.strip() for n in probe.tags.get("PARTICIPANTS", "").split(",")]
+        self.assertEqual(sorted(named), sorted(p.name for p in FOUR), f"PARTICIPANTS in {probe.tags}")
         self.check_finished(comp, mkv_layout(Path(comp.path)), "automatic composite")
         frames = video_frames(Path(comp.path), (WIDTH, HEIGHT), start=max(0.0, probe.duration - 1.5))
         ok, seen = look(frames[-2:], tm.grid_probes(FOUR))
