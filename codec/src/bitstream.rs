@@ -288,6 +288,181 @@ pub fn av1_is_keyframe(data: &[u8]) -> bool {
     seq && key
 }
 
+/// What `av1C` (AV1 in ISOBMFF/Matroska, §2.3) takes from a sequence header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Av1SequenceInfo {
+    /// `seq_profile`.
+    pub profile: u8,
+    /// `seq_level_idx[0]`.
+    pub level: u8,
+    /// `seq_tier[0]`.
+    pub tier: u8,
+    /// `high_bitdepth`.
+    pub high_bitdepth: bool,
+    /// `twelve_bit`.
+    pub twelve_bit: bool,
+    /// `mono_chrome`.
+    pub monochrome: bool,
+    /// `subsampling_x`.
+    pub subsampling_x: bool,
+    /// `subsampling_y`.
+    pub subsampling_y: bool,
+    /// `chroma_sample_position`.
+    pub chroma_sample_position: u8,
+}
+
+/// Reads a sequence header OBU's payload (AV1 §5.5) up to its colour config.
+pub fn av1_sequence_info(payload: &[u8]) -> Option<Av1SequenceInfo> {
+    let mut b = Bits { data: payload, pos: 0 };
+    let profile = b.bits(3)? as u8;
+    if profile > 2 {
+        return None;
+    }
+    let _still_picture = b.bit()?;
+    let reduced = b.bit()? == 1;
+    let (level, tier);
+    let mut decoder_model_info = false;
+    let mut buffer_delay_length = 0;
+    if reduced {
+        level = b.bits(5)? as u8;
+        tier = 0;
+    } else {
+        if b.bit()? == 1 {
+            // timing_info
+            b.bits(32)?;
+            b.bits(32)?;
+            if b.bit()? == 1 {
+                // num_ticks_per_picture_minus_1, uvlc
+                let mut zeros = 0;
+                while b.bit()? == 0 {
+                    zeros += 1;
+                    if zeros >= 32 {
+                        return None;
+                    }
+                }
+                b.bits(zeros)?;
+            }
+            decoder_model_info = b.bit()? == 1;
+            if decoder_model_info {
+                buffer_delay_length = b.bits(5)? + 1;
+                b.bits(32)?;
+                b.bits(5)?;
+                b.bits(5)?;
+            }
+        }
+        let initial_display_delay = b.bit()? == 1;
+        let points = b.bits(5)? + 1;
+        let (mut first_level, mut first_tier) = (0, 0);
+        for i in 0..points {
+            b.bits(12)?;
+            let l = b.bits(5)? as u8;
+            let t = if l > 7 { b.bit()? as u8 } else { 0 };
+            if i == 0 {
+                (first_level, first_tier) = (l, t);
+            }
+            if decoder_model_info && b.bit()? == 1 {
+                b.bits(buffer_delay_length)?;
+                b.bits(buffer_delay_length)?;
+                b.bit()?;
+            }
+            if initial_display_delay && b.bit()? == 1 {
+                b.bits(4)?;
+            }
+        }
+        (level, tier) = (first_level, first_tier);
+    }
+    let width_bits = b.bits(4)? + 1;
+    let height_bits = b.bits(4)? + 1;
+    b.bits(width_bits)?;
+    b.bits(height_bits)?;
+    if !reduced && b.bit()? == 1 {
+        b.bits(4)?;
+        b.bits(3)?;
+    }
+    b.bits(3)?; // 128x128 superblocks, filter intra, intra edge filter
+    if !reduced {
+        b.bits(4)?; // interintra, masked compound, warped motion, dual filter
+        let order_hint = b.bit()? == 1;
+        if order_hint {
+            b.bits(2)?; // jnt comp, ref frame mvs
+        }
+        let force_screen_content_tools = if b.bit()? == 1 { 2 } else { b.bit()? };
+        if force_screen_content_tools > 0 && b.bit()? == 0 {
+            b.bit()?;
+        }
+        if order_hint {
+            b.bits(3)?;
+        }
+    }
+    b.bits(3)?; // superres, cdef, restoration
+    // color_config (§5.5.2)
+    let high_bitdepth = b.bit()? == 1;
+    let twelve_bit = profile == 2 && high_bitdepth && b.bit()? == 1;
+    let monochrome = profile != 1 && b.bit()? == 1;
+    let (mut primaries, mut transfer, mut matrix) = (2, 2, 2);
+    if b.bit()? == 1 {
+        primaries = b.bits(8)?;
+        transfer = b.bits(8)?;
+        matrix = b.bits(8)?;
+    }
+    let (subsampling_x, subsampling_y, mut chroma_sample_position) = if monochrome {
+        b.bit()?;
+        (true, true, 0)
+    } else if primaries == 1 && transfer == 13 && matrix == 0 {
+        (false, false, 0)
+    } else {
+        b.bit()?; // color_range
+        let (x, y) = match profile {
+            0 => (true, true),
+            1 => (false, false),
+            _ if twelve_bit => {
+                let x = b.bit()? == 1;
+                (x, x && b.bit()? == 1)
+            }
+            _ => (true, false),
+        };
+        (x, y, 0)
+    };
+    if !monochrome && subsampling_x && subsampling_y && !(primaries == 1 && transfer == 13 && matrix == 0) {
+        chroma_sample_position = b.bits(2)? as u8;
+    }
+    Some(Av1SequenceInfo { profile, level, tier, high_bitdepth, twelve_bit, monochrome, subsampling_x, subsampling_y, chroma_sample_position })
+}
+
+/// The `AV1CodecConfigurationRecord` (`av1C`) for a temporal unit holding a sequence header:
+/// four bytes from the header's fields, then the sequence header OBU itself (as Matroska's
+/// `V_AV1` CodecPrivate wants). `None` without a readable sequence header.
+pub fn av1c_record(temporal_unit: &[u8]) -> Option<Vec<u8>> {
+    let seq = av1_obus(temporal_unit).map_while(|o| o).find(|o| o.kind == av1_obu::SEQUENCE_HEADER)?;
+    let i = av1_sequence_info(seq.payload)?;
+    let flag = |v: bool, shift: u8| (v as u8) << shift;
+    let mut out = vec![
+        0x81, // marker, version 1
+        i.profile << 5 | i.level,
+        flag(i.tier == 1, 7)
+            | flag(i.high_bitdepth, 6)
+            | flag(i.twelve_bit, 5)
+            | flag(i.monochrome, 4)
+            | flag(i.subsampling_x, 3)
+            | flag(i.subsampling_y, 2)
+            | i.chroma_sample_position,
+        0, // no initial presentation delay
+    ];
+    // The OBU again, with a size field (configOBUs are low-overhead format).
+    out.push(av1_obu::SEQUENCE_HEADER << 3 | 0x02);
+    let mut size = seq.payload.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        out.push(if size > 0 { byte | 0x80 } else { byte });
+        if size == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(seq.payload);
+    Some(out)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

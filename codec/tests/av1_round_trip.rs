@@ -46,3 +46,23 @@ fn av1_output_lags_input_by_four_frames_and_flush_returns_the_rest() {
     let next = [enc.encode(&card(10, W, H)).unwrap(), enc.flush().unwrap()].concat();
     assert!(next.len() == 1 && next[0].keyframe && next[0].pts == pts(10));
 }
+
+/// The `av1C` record Matroska and MP4 carry: rav1e's 8-bit 4:2:0 stream is profile 0 with
+/// both subsampling flags, and the record ends with the stream's own sequence header OBU.
+#[test]
+fn av1c_record_describes_the_sequence_header() {
+    let mut enc = new_software_encoder(VideoCodec::Av1, &EncoderConfig::realtime(300_000, FPS)).unwrap();
+    let units = encode_all(enc.as_mut(), &(0..8).map(|i| card(i, W, H)).collect::<Vec<_>>());
+    let record = bitstream::av1c_record(&units[0].data).expect("the key frame has a sequence header");
+    assert_eq!(record[0], 0x81, "marker and version 1");
+    assert_eq!(record[1] >> 5, 0, "seq_profile 0 (main, 8-bit 4:2:0)");
+    let level = record[1] & 0x1f;
+    // rav1e sets no level by default: 31, "maximum parameters".
+    assert!(level <= 23 || level == 31, "seq_level_idx {level}");
+    assert_eq!(record[2] & 0b0111_1100, 0b0000_1100, "8-bit, not mono, subsampling x and y: {:08b}", record[2]);
+    let seq = bitstream::av1_obus(&units[0].data).map_while(|o| o).find(|o| o.kind == bitstream::av1_obu::SEQUENCE_HEADER).unwrap();
+    let config: Vec<_> = bitstream::av1_obus(&record[4..]).collect();
+    assert_eq!(config, [Some(seq)], "configOBUs: the sequence header, sized");
+    assert!(bitstream::av1c_record(&units[1].data).is_none(), "an inter frame has no sequence header");
+    assert!(bitstream::av1c_record(&[0x0a, 0x02, 0xff, 0xff]).is_none(), "a truncated header is refused");
+}

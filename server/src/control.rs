@@ -208,16 +208,22 @@ impl Sfu {
 impl Sfu {
     /// Starts recording a room's composite (and with `tracks`, each track) and the composite
     /// itself if it is not running.
-    pub fn start_recording(self: &Arc<Self>, room: &Arc<Room>, tracks: bool, filename: Option<&str>, mcu: crate::mcu::McuConfig) -> Result<Arc<crate::record::Session>, ControlError> {
+    /// `profile`: the composite's encode for this file, when not the live one's.
+    pub fn start_recording(
+        self: &Arc<Self>,
+        room: &Arc<Room>,
+        tracks: bool,
+        filename: Option<&str>,
+        mcu: crate::mcu::McuConfig,
+        profile: Option<crate::mcu::VideoProfile>,
+    ) -> Result<Arc<crate::record::Session>, ControlError> {
         let dir = self.recording_dir.lock().expect("recording dir lock is never poisoned").clone();
-        let video = match mcu.codec {
-            crate::mcu::MixCodec::Vp8 => mcu_codec::VideoCodec::Vp8,
-            crate::mcu::MixCodec::H264 => mcu_codec::VideoCodec::H264,
-        };
+        let profile = profile.filter(|p| *p != crate::mcu::VideoProfile::of(&mcu));
+        let video = profile.map(|p| p.codec).unwrap_or(mcu.codec).video_codec();
         let layout = crate::record::FileLayout { video: Some(video), audio_channels: Some(1) };
         let participants: Vec<String> = self.participants_of(room).into_iter().map(|p| p.name).collect();
         let events = self.events.clone();
-        let session = crate::record::Session::start(&dir, &room.name, filename, tracks, layout, participants, move |s| {
+        let session = crate::record::Session::start(&dir, &room.name, filename, tracks, layout, profile, participants, move |s| {
             events.emit(&s.room, EventKind::Recording(s.snapshot()));
         })
         .map_err(|e| {
@@ -232,7 +238,7 @@ impl Sfu {
             let excess = all.len().saturating_sub(1000);
             all.drain(..excess);
         }
-        tracing::info!(room = %room.name, id = %session.id, tracks, "recording started");
+        tracing::info!(room = %room.name, id = %session.id, tracks, profile = ?session.profile, "recording started");
         self.events.emit(&room.name, EventKind::Recording(session.snapshot()));
         Ok(session)
     }
@@ -243,7 +249,7 @@ impl Sfu {
         if !rooms.iter().any(|r| r == "*" || *r == room.name) || self.recordings_of(Some(&room.name)).iter().any(|s| s.active()) {
             return;
         }
-        if let Err(e) = self.start_recording(room, true, None, mcu) {
+        if let Err(e) = self.start_recording(room, true, None, mcu, None) {
             tracing::error!(room = %room.name, error = %e, "automatic recording not started");
         }
     }

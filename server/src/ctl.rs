@@ -128,6 +128,15 @@ pub enum RecordCmd {
         /// The composite's file name (no extension).
         #[arg(long, default_value = "")]
         filename: String,
+        /// An encode of its own for the composite: vp8, h264 or av1 (default: the live one's).
+        #[arg(long)]
+        codec: Option<String>,
+        /// Its canvas size, WxH (default: the live one's).
+        #[arg(long)]
+        size: Option<String>,
+        /// Its bitrate in bit/s (default: 0.1 bit per pixel per frame).
+        #[arg(long)]
+        bitrate: Option<u32>,
     },
     /// Finish a recording.
     Stop { id: String },
@@ -167,6 +176,29 @@ fn parse_tile(s: &str) -> anyhow::Result<v1::CustomTile> {
         z: parts.get(3).map(|z| z.parse()).transpose().map_err(|_| err())?.unwrap_or(0),
         tile: None,
     })
+}
+
+/// `--codec/--size/--bitrate` of `record start`: `None` when none is given.
+fn recording_video(codec: Option<&str>, size: Option<&str>, bitrate: Option<u32>) -> anyhow::Result<Option<v1::RecordingVideo>> {
+    if codec.is_none() && size.is_none() && bitrate.is_none() {
+        return Ok(None);
+    }
+    let codec = match codec.map(str::to_ascii_lowercase).as_deref() {
+        None => v1::RecordingCodec::Unspecified,
+        Some("vp8") => v1::RecordingCodec::Vp8,
+        Some("h264") => v1::RecordingCodec::H264,
+        Some("av1") => v1::RecordingCodec::Av1,
+        Some(other) => anyhow::bail!("--codec {other:?}: vp8, h264 or av1"),
+    };
+    let (width, height) = match size {
+        None => (0, 0),
+        Some(s) => {
+            let err = || anyhow::anyhow!("--size {s:?}: expected WxH, e.g. 1920x1080");
+            let (w, h) = s.split_once('x').ok_or_else(err)?;
+            (w.parse().map_err(|_| err())?, h.parse().map_err(|_| err())?)
+        }
+    };
+    Ok(Some(v1::RecordingVideo { codec: codec as i32, width, height, bitrate_bps: bitrate.unwrap_or(0) }))
 }
 
 fn request<T>(conn: &Conn, msg: T) -> anyhow::Result<Request<T>> {
@@ -323,7 +355,10 @@ pub fn record(conn: &Conn, cmd: RecordCmd) -> anyhow::Result<()> {
     block_on(async {
         let mut c = v1::recording_service_client::RecordingServiceClient::new(channel(conn).await?);
         match cmd {
-            RecordCmd::Start { room, tracks, filename } => print_recording(&c.start_recording(request(conn, v1::StartRecordingRequest { room, tracks, filename })?).await.map_err(status)?.into_inner()),
+            RecordCmd::Start { room, tracks, filename, codec, size, bitrate } => {
+                let video = recording_video(codec.as_deref(), size.as_deref(), bitrate)?;
+                print_recording(&c.start_recording(request(conn, v1::StartRecordingRequest { room, tracks, filename, video })?).await.map_err(status)?.into_inner())
+            }
             RecordCmd::Stop { id } => print_recording(&c.stop_recording(request(conn, v1::StopRecordingRequest { recording_id: id })?).await.map_err(status)?.into_inner()),
             RecordCmd::List { room } => {
                 for r in c.list_recordings(request(conn, v1::ListRecordingsRequest { room: room.unwrap_or_default() })?).await.map_err(status)?.into_inner().recordings {

@@ -301,6 +301,30 @@ fn recording_pb(r: &Snapshot) -> v1::Recording {
     }
 }
 
+/// A recording's own encode: codec (the live one's when unspecified), size and bitrate checked.
+fn recording_profile(v: &v1::RecordingVideo, live: &crate::mcu::McuConfig) -> Result<crate::mcu::VideoProfile, Status> {
+    use crate::mcu::MixCodec;
+    let codec = match v1::RecordingCodec::try_from(v.codec) {
+        Ok(v1::RecordingCodec::Unspecified) => live.codec,
+        Ok(v1::RecordingCodec::Vp8) => MixCodec::Vp8,
+        Ok(v1::RecordingCodec::H264) => MixCodec::H264,
+        Ok(v1::RecordingCodec::Av1) => MixCodec::Av1,
+        Err(_) => return Err(Status::invalid_argument(format!("video.codec: unknown codec {}", v.codec))),
+    };
+    let (width, height) = (if v.width == 0 { live.width } else { v.width }, if v.height == 0 { live.height } else { v.height });
+    for (field, value, max) in [("width", width, 3840), ("height", height, 2160)] {
+        if !(64..=max).contains(&value) || value % 2 == 1 {
+            return Err(Status::invalid_argument(format!("video.{field}: {value}; an even number from 64 to {max}")));
+        }
+    }
+    let bitrate = match v.bitrate_bps {
+        0 => ((width as u64 * height as u64 * live.fps as u64) / 10).clamp(100_000, 50_000_000) as u32,
+        b if (100_000..=50_000_000).contains(&b) => b,
+        b => return Err(Status::invalid_argument(format!("video.bitrate_bps: {b}; from 100000 to 50000000"))),
+    };
+    Ok(crate::mcu::VideoProfile { codec, width, height, single_nal: false, bitrate })
+}
+
 #[tonic::async_trait]
 impl v1::recording_service_server::RecordingService for Api {
     async fn start_recording(&self, req: Request<v1::StartRecordingRequest>) -> Result<Response<v1::Recording>, Status> {
@@ -313,8 +337,9 @@ impl v1::recording_service_server::RecordingService for Api {
                 return Err(Status::invalid_argument("filename: a plain name (no path separators, not starting with .)"));
             }
         }
+        let profile = r.video.as_ref().map(|v| recording_profile(v, &self.mcu)).transpose()?;
         let (sfu, mcu, tracks, filename) = (self.sfu.clone(), self.mcu, r.tracks, filename.map(str::to_string));
-        let session = tokio::task::spawn_blocking(move || sfu.start_recording(&room, tracks, filename.as_deref(), mcu))
+        let session = tokio::task::spawn_blocking(move || sfu.start_recording(&room, tracks, filename.as_deref(), mcu, profile))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(control_status)?;

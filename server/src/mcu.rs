@@ -37,7 +37,7 @@ use mcu_sfu::{forwarder::TrackId, rtp};
 use mcu_sfu::jitter::{JitterBuffer, JitterConfig};
 use rtc::{
     rtp::{
-        codec::{av1::Av1Depacketizer, h264::{H264Packet, H264Payloader}, vp8::{Vp8Packet, Vp8Payloader}},
+        codec::{av1::{Av1Depacketizer, Av1Payloader}, h264::{H264Packet, H264Payloader}, vp8::{Vp8Packet, Vp8Payloader}},
         packetizer::{Depacketizer, Payloader},
     },
     rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind},
@@ -64,6 +64,20 @@ pub enum MixCodec {
     Vp8,
     /// H.264 constrained baseline, packetization-mode 1 (openh264).
     H264,
+    /// AV1 (rav1e): recording profiles only, not a live composite codec.
+    #[value(skip)]
+    Av1,
+}
+
+impl MixCodec {
+    /// The codec crate's name for it.
+    pub fn video_codec(self) -> VideoCodec {
+        match self {
+            MixCodec::Vp8 => VideoCodec::Vp8,
+            MixCodec::H264 => VideoCodec::H264,
+            MixCodec::Av1 => VideoCodec::Av1,
+        }
+    }
 }
 
 /// Composite settings.
@@ -106,6 +120,7 @@ pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
             sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
             ..Default::default()
         },
+        MixCodec::Av1 => RTCRtpCodec { mime_type: "video/AV1".into(), clock_rate: 90000, channels: 0, ..Default::default() },
     };
     vec![
         PublishedTrack { id: Arc::from(format!("{MIX}/video-0")), kind: RtpCodecKind::Video, codec: video, extmap: Arc::default(), muted: Arc::default() },
@@ -305,6 +320,11 @@ impl VideoProfile {
         VideoProfile { codec: config.codec, width: config.width, height: config.height, single_nal: false, bitrate: config.video_bitrate }
     }
 
+    /// The canvas that shows the room layout in this profile.
+    fn room_canvas(&self, config: &McuConfig) -> CanvasId {
+        CanvasId::new(format!("{ROOM_CANVAS}{}", self.suffix(config)))
+    }
+
     /// Suffix of the canvas ids drawn for this profile (empty for the room's own).
     fn suffix(&self, config: &McuConfig) -> String {
         if *self == VideoProfile::of(config) {
@@ -320,7 +340,8 @@ impl VideoProfile {
 /// participant without a layout of its own; then one canvas per distinct personalised picture
 /// or encode profile. Viewers whose pictures and profiles come out equal share a canvas (and
 /// its encode). `viewers` are the MCU participants, the SSRC of their video and their profile;
-/// `room_ssrc` is the composite's track.
+/// `room_ssrc` is the composite's track; `recorded` the profiles recordings encode (each shows
+/// the room layout, on [`VideoProfile::room_canvas`]).
 fn plan_canvases(
     config: &McuConfig,
     control: &crate::sfu::Control,
@@ -328,14 +349,24 @@ fn plan_canvases(
     speaker: Option<&str>,
     room_ssrc: Option<u32>,
     viewers: &[(String, u32, VideoProfile)],
+    recorded: &[VideoProfile],
 ) -> (Scene, HashMap<CanvasId, VideoProfile>, HashMap<u32, CanvasId>) {
     let own = VideoProfile::of(config);
     let room = canvas((config.width, config.height), ROOM_CANVAS, &control.layout, control.layout.resolve(inputs, speaker));
     // The room canvas is drawn only when someone sees it (a viewer, a recording, an MCU
     // participant without a picture of its own).
-    let room_seen = room_ssrc.is_some() || viewers.iter().any(|(name, _, p)| *p == own && !control.viewer_layouts.contains_key(name));
+    let room_seen = room_ssrc.is_some()
+        || recorded.contains(&own)
+        || viewers.iter().any(|(name, _, p)| *p == own && !control.viewer_layouts.contains_key(name));
     let mut canvases = if room_seen { vec![room] } else { Vec::new() };
     let mut profiles = HashMap::from([(CanvasId::new(ROOM_CANVAS), own)]);
+    // Recordings with a profile of their own: the room layout at their size, in their codec.
+    for p in recorded.iter().filter(|p| **p != own) {
+        if let std::collections::hash_map::Entry::Vacant(e) = profiles.entry(p.room_canvas(config)) {
+            canvases.push(canvas((p.width, p.height), &e.key().0, &control.layout, control.layout.resolve(inputs, speaker)));
+            e.insert(*p);
+        }
+    }
     let mut assigned: HashMap<u32, CanvasId> = room_ssrc.map(|s| (s, CanvasId::new(ROOM_CANVAS))).into_iter().collect();
     let mut sorted: Vec<&(String, u32, VideoProfile)> = viewers.iter().collect();
     sorted.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -382,6 +413,7 @@ fn new_view(profile: &VideoProfile, fps: u32) -> anyhow::Result<View> {
         (MixCodec::Vp8, _) => (VideoCodec::Vp8, Some(Box::new(Vp8Payloader::default()))),
         (MixCodec::H264, false) => (VideoCodec::H264, Some(Box::new(H264Payloader::default()))),
         (MixCodec::H264, true) => (VideoCodec::H264, None),
+        (MixCodec::Av1, _) => (VideoCodec::Av1, Some(Box::new(Av1Payloader {}))),
     };
     let config = EncoderConfig { max_nal_size: profile.single_nal.then_some(MAX_NAL), ..EncoderConfig::realtime(profile.bitrate, fps as f64) };
     Ok(View { encoder: new_software_encoder(codec, &config)?, payloader })
@@ -448,8 +480,10 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             recordings_seen = v;
             // A new recording starts at a keyframe of the composite and of every track.
             if list.iter().any(|s| !recordings.iter().any(|o| Arc::ptr_eq(o, s))) {
-                if let Some(v) = views.get_mut(&CanvasId::new(ROOM_CANVAS)) {
-                    v.encoder.request_keyframe();
+                for s in &list {
+                    if let Some(v) = views.get_mut(&s.profile.unwrap_or(VideoProfile::of(&config)).room_canvas(&config)) {
+                        v.encoder.request_keyframe();
+                    }
                 }
                 for id in videos.keys() {
                     room.request_keyframe(id);
@@ -460,8 +494,10 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
         // While recording, a composite keyframe every 2 s gives the file cue points to seek to.
         if !recordings.is_empty() && now.duration_since(last_recording_keyframe) >= RECORDING_KEYFRAME_INTERVAL {
             last_recording_keyframe = now;
-            if let Some(v) = views.get_mut(&CanvasId::new(ROOM_CANVAS)) {
-                v.encoder.request_keyframe();
+            for s in &recordings {
+                if let Some(v) = views.get_mut(&s.profile.unwrap_or(VideoProfile::of(&config)).room_canvas(&config)) {
+                    v.encoder.request_keyframe();
+                }
             }
         }
         if let Some((v, c)) = room.control_if_newer(control_seen) {
@@ -513,16 +549,15 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     Err(e) => tracing::debug!(%track, error = %e, "undecodable video"),
                 }
                 // Track recordings get the access unit as it arrived (no transcode).
-                if input.codec != VideoCodec::Av1 {
-                    let layout = FileLayout { video: Some(input.codec), audio_channels: None };
-                    for s in &recordings {
-                        if let Some(w) = s.track_writer(track, layout) {
-                            let key = match input.codec {
-                                VideoCodec::H264 => mcu_codec::bitstream::h264_is_keyframe(&data),
-                                _ => mcu_codec::bitstream::vp8_is_keyframe(&data),
-                            };
-                            w.video(now, key, &data, input.size);
-                        }
+                let layout = FileLayout { video: Some(input.codec), audio_channels: None };
+                for s in &recordings {
+                    if let Some(w) = s.track_writer(track, layout) {
+                        let key = match input.codec {
+                            VideoCodec::H264 => mcu_codec::bitstream::h264_is_keyframe(&data),
+                            VideoCodec::Av1 => mcu_codec::bitstream::av1_is_keyframe(&data),
+                            _ => mcu_codec::bitstream::vp8_is_keyframe(&data),
+                        };
+                        w.video(now, key, &data, input.size);
                     }
                 }
             }
@@ -570,9 +605,9 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 .filter(|(n, _, _)| room.watched(&format!("{MIX}/video-for-{n}")))
                 .map(|(n, _, v)| (n.clone(), *v, profiles.get(n).copied().unwrap_or(own)))
                 .collect();
-            let room_watched = !recordings.is_empty() || room.watched(&format!("{MIX}/video-0"));
-            let room_ssrc = room_watched.then(|| room.mix_ssrcs().0);
-            let (scene, canvas_profiles, assigned) = plan_canvases(&config, &control, &inputs, speaker.as_deref(), room_ssrc, &viewers);
+            let room_ssrc = room.watched(&format!("{MIX}/video-0")).then(|| room.mix_ssrcs().0);
+            let recorded: Vec<VideoProfile> = recordings.iter().map(|s| s.profile.unwrap_or(own)).collect();
+            let (scene, canvas_profiles, assigned) = plan_canvases(&config, &control, &inputs, speaker.as_deref(), room_ssrc, &viewers, &recorded);
             if scene_now.as_ref() != Some(&scene) {
                 // Validated by the control API; a scene the compositor still refuses keeps the
                 // previous one on screen rather than stopping the room.
@@ -610,12 +645,18 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             let rendered = compositor.render(FrameSet { pts, frames })?;
             let ts = (pts.as_micros() * 9 / 100) as u32;
             for (id, picture) in rendered.canvases {
-                let (Some(view), true) = (views.get_mut(&id), seen_by.values().any(|v| *v == id)) else { continue };
+                let watched = seen_by.values().any(|v| *v == id);
+                let recorders: Vec<&Arc<crate::record::Session>> = recordings.iter().filter(|s| s.profile.unwrap_or(own).room_canvas(&config) == id).collect();
+                let Some(view) = views.get_mut(&id).filter(|_| watched || !recorders.is_empty()) else { continue };
                 for unit in view.encoder.encode(&picture)? {
-                    if id.0.as_ref() == ROOM_CANVAS {
-                        for s in &recordings {
-                            s.composite.video(now, unit.keyframe, &unit.data, (config.width, config.height));
-                        }
+                    // An encoder that holds frames back (rav1e) returns an earlier picture: the
+                    // file gets that picture's time, in step with the audio.
+                    let shown_at = now.checked_sub(pts.saturating_sub(unit.pts)).unwrap_or(now);
+                    for s in &recorders {
+                        s.composite.video(shown_at, unit.keyframe, &unit.data, (picture.width, picture.height));
+                    }
+                    if !watched {
+                        continue;
                     }
                     let payloads = match view.payloader.as_mut() {
                         Some(p) => match p.payload(MTU, &Bytes::from(unit.data)) {

@@ -150,13 +150,14 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
                 break;
             }
             Msg::Video { pts, keyframe, data, size } => {
+                let data = if layout.video == Some(VideoCodec::Av1) { without_temporal_delimiter(&data) } else { &data[..] };
                 if writer.is_none() {
                     // A file starts at a keyframe: players need one, and H.264's track header
                     // is built from its parameter sets.
                     if !keyframe {
                         continue;
                     }
-                    match open(file.take(), &layout, &data, size, &title, &tags) {
+                    match open(file.take(), &layout, data, size, &title, &tags) {
                         Ok(w) => writer = Some(w),
                         Err(e) => {
                             fail(e.to_string());
@@ -164,7 +165,7 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
                         }
                     }
                 }
-                writer.as_mut().map(|w| w.push(video_track, pts, keyframe, &data)).unwrap_or(Ok(()))
+                writer.as_mut().map(|w| w.push(video_track, pts, keyframe, data)).unwrap_or(Ok(()))
             }
             Msg::Audio { pts, data } => {
                 if writer.is_none() && layout.video.is_none() {
@@ -221,6 +222,10 @@ fn open(file: Option<File>, layout: &FileLayout, first: &[u8], size: (u32, u32),
         let codec = match codec {
             VideoCodec::Vp8 => TrackCodec::Vp8,
             VideoCodec::H264 => TrackCodec::H264 { first_keyframe: first.to_vec() },
+            VideoCodec::Av1 => TrackCodec::Av1 {
+                config: mcu_codec::bitstream::av1c_record(first)
+                    .ok_or_else(|| mcu_recorder::RecordError::Usage("no readable AV1 sequence header in the first key frame".into()))?,
+            },
             other => return Err(mcu_recorder::RecordError::Usage(format!("{other} is not recorded yet"))),
         };
         tracks.push(TrackSpec { codec, name: "video".into(), width: size.0, height: size.1 });
@@ -258,6 +263,14 @@ pub fn utc_stamp(unix: u64) -> String {
 }
 
 /// The file extension for a layout: WebM when its codecs allow.
+/// Matroska's AV1 blocks carry no temporal delimiter OBU (rav1e starts each unit with one).
+fn without_temporal_delimiter(data: &[u8]) -> &[u8] {
+    match data {
+        [0x12, 0x00, rest @ ..] => rest,
+        _ => data,
+    }
+}
+
 fn extension(layout: &FileLayout) -> &'static str {
     if layout.video == Some(VideoCodec::H264) { "mkv" } else { "webm" }
 }
@@ -294,6 +307,8 @@ pub struct Session {
     dir: PathBuf,
     stamp: String,
     changed: Arc<dyn Fn() + Send + Sync>,
+    /// The composite's encode when it differs from the live one.
+    pub profile: Option<crate::mcu::VideoProfile>,
     /// Everyone who took part: those present at the start, then each who joined, in order.
     participants: Mutex<Vec<String>>,
 }
@@ -308,6 +323,7 @@ impl Session {
         filename: Option<&str>,
         tracks: bool,
         composite: FileLayout,
+        profile: Option<crate::mcu::VideoProfile>,
         participants: Vec<String>,
         changed: impl Fn(&Arc<Session>) + Send + Sync + 'static,
     ) -> std::io::Result<Arc<Session>> {
@@ -342,6 +358,7 @@ impl Session {
                 dir: dir.to_path_buf(),
                 stamp,
                 changed,
+                profile,
                 participants: Mutex::new(participants),
             }
         }))

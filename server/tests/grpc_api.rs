@@ -294,13 +294,21 @@ async fn recordings_start_stop_and_refuse_what_they_cannot_do() {
     let (mut child, _, grpc) = server(&["--recording-dir", dir.to_str().unwrap(), "--mix-width", "320", "--mix-height", "180"]).await;
     let ch = channel(&grpc).await;
     let (mut rooms, mut rec, mut events) = (RoomServiceClient::new(ch.clone()), RecordingServiceClient::new(ch.clone()), EventServiceClient::new(ch));
-    let start = |room: &str, filename: &str| v1::StartRecordingRequest { room: room.into(), tracks: false, filename: filename.into() };
+    let start = |room: &str, filename: &str| v1::StartRecordingRequest { room: room.into(), tracks: false, filename: filename.into(), video: None };
     refused(rec.start_recording(start("nope", "")).await, Code::NotFound, "no room");
     rooms.create_room(v1::CreateRoomRequest { name: "rec".into(), options: None, layout: None }).await.unwrap();
     refused(rec.start_recording(start("rec", "../escape")).await, Code::InvalidArgument, "filename");
     refused(rec.start_recording(start("rec", ".hidden")).await, Code::InvalidArgument, "filename");
     refused(rec.stop_recording(v1::StopRecordingRequest { recording_id: "feedface".into() }).await, Code::NotFound, "no recording");
     refused(rec.stop_recording(v1::StopRecordingRequest { recording_id: String::new() }).await, Code::InvalidArgument, "recording_id");
+    // A recording's own encode: sizes even and within 64x64..3840x2160, bitrates 100k..50M, known codecs.
+    let with = |video: v1::RecordingVideo| v1::StartRecordingRequest { video: Some(video), ..start("rec", "") };
+    let video = |codec: v1::RecordingCodec, width: u32, height: u32, bitrate_bps: u32| v1::RecordingVideo { codec: codec as i32, width, height, bitrate_bps };
+    refused(rec.start_recording(with(video(v1::RecordingCodec::H264, 641, 360, 0))).await, Code::InvalidArgument, "video.width");
+    refused(rec.start_recording(with(video(v1::RecordingCodec::H264, 32, 360, 0))).await, Code::InvalidArgument, "video.width");
+    refused(rec.start_recording(with(video(v1::RecordingCodec::Vp8, 1280, 4320, 0))).await, Code::InvalidArgument, "video.height");
+    refused(rec.start_recording(with(video(v1::RecordingCodec::Av1, 640, 360, 99_999))).await, Code::InvalidArgument, "video.bitrate_bps");
+    refused(rec.start_recording(with(v1::RecordingVideo { codec: 9, ..video(v1::RecordingCodec::Vp8, 640, 360, 0) })).await, Code::InvalidArgument, "video.codec");
 
     // An empty room records its (empty) canvas and room mix; stopping finishes the file.
     let mut stream = events.watch_events(v1::WatchEventsRequest { room: "rec".into() }).await.unwrap().into_inner();

@@ -11,20 +11,24 @@
 // as participant "cam" in room "browser", play.html plays /whep/browser/cam. Checks: both
 // connect; the player decodes >= 30 frames within 15 s of connecting, at the publisher's capture
 // size; the frame shows the fake camera's picture (green background, moving bright disc); audio
-// energy arrives; the same video codec on both sides (printed); DELETE of both sessions; then
+// energy arrives; the same video codec on both sides (printed); a recording of the tracks
+// (`mcu record start --tracks`, 4 s, into a temporary --recording-dir) whose camera file holds
+// the codec the browser sends at its capture width, with >= 60 frames ffprobe decodes (AV1
+// included: its av1C); DELETE of both sessions; then
 // /metrics gauges back to 0. Closes with "browser sfu: N passed, M failed" and exits non-zero on
 // any failure; the server log, SDPs and page logs of a failed run stay in the directory printed.
 // MCU_BROWSER_SERVER_LOG sets the server's log filter (e.g. "debug"); MCU_BROWSER_VIDEO_CODEC
 // (VP8, H264, AV1) makes the publisher offer that codec first; MCU_BROWSER_KEEP_LOGS=1 keeps the
 // log directory of a passing run too.
 
+import { execFileSync } from "node:child_process";
 import { once } from "node:events";
 import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { CHROMIUM, createHarness, fetchMetrics, newLoggedPage, say, sleep, waitFor } from "./lib.mjs";
+import { CHROMIUM, MCU_BIN, createHarness, fetchMetrics, newLoggedPage, say, sleep, waitFor } from "./lib.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PAGES = path.join(HERE, "pages");
@@ -51,8 +55,13 @@ const BACKGROUND_TOLERANCE = 25; // per channel, for the codec and colour conver
 const FRAME_G_MIN = 110; // mean G of the whole frame (measured: about 146)
 const DISC_SPREAD_MIN = 0.05; // the disc's bright share must change across the samples
 
-const h = createHarness({ logPrefix: "mcu-browser-" });
+const RECORD_MS = 4000; // the track recording of the "record" check
+const RECORD_MIN_FRAMES = 60;
+
+const REC_DIR = fs.mkdtempSync(path.join(fs.realpathSync("/tmp"), "mcu-browser-rec-"));
+const h = createHarness({ logPrefix: "mcu-browser-", serverArgs: ["--recording-dir", REC_DIR] });
 const { LOG_DIR, elapsed } = h;
+h.onCleanup(() => fs.rmSync(REC_DIR, { recursive: true, force: true }));
 
 // The static server for tests/browser/pages/ (the pages and the script they share), stopped
 // with the rest.
@@ -96,7 +105,7 @@ async function dumpPage(page, label, stateVar) {
 }
 
 async function main() {
-  const PLANNED = ["publish", "play", "frames", "size", "colour", "audio", "codec", "delete", "metrics"];
+  const PLANNED = ["publish", "play", "frames", "size", "colour", "audio", "codec", "record", "delete", "metrics"];
   let pubPage = null, playPage = null;
   const consoleLog = fs.createWriteStream(path.join(LOG_DIR, "console.log"));
 
@@ -207,6 +216,26 @@ async function main() {
     const mime = (c) => (c || "").split(";")[0].toLowerCase();
     if (!s.videoCodec || mime(p.codec) !== mime(s.videoCodec)) throw new Error(`video codecs differ or missing: ${detail}`);
     if (!["video/vp8", "video/h264", "video/av1"].includes(mime(s.videoCodec))) throw new Error(`not a codec the SFU forwards: ${detail}`);
+    return detail;
+  });
+
+  await check("record", async () => {
+    // A server-side recording of every track as it arrived (no transcode), with the operator
+    // command: the camera's file holds the codec the browser sends, and ffprobe decodes it.
+    const mcu = (...args) => execFileSync(MCU_BIN, ["record", ...args, "--grpc", h.grpcUrl()], { encoding: "utf8" });
+    const id = mcu("start", ROOM, "--tracks").split("\t")[0].trim();
+    await sleep(RECORD_MS);
+    const stopped = mcu("stop", id);
+    fs.writeFileSync(path.join(LOG_DIR, "record.txt"), stopped);
+    const line = stopped.split("\n").find((l) => l.trim().startsWith(`${NAME}/video`));
+    if (!line) throw new Error(`no video track file in: ${stopped}`);
+    const file = line.trim().split("\t")[1];
+    const probe = JSON.parse(execFileSync("ffprobe", ["-v", "error", "-count_frames", "-select_streams", "v:0",
+      "-show_entries", "stream=codec_name,width,height,nb_read_frames", "-of", "json", file], { encoding: "utf8" })).streams[0];
+    const p = await pubPage.evaluate(() => window.pubStats());
+    const sent = (p.codec || "").split(";")[0].split("/")[1]?.toLowerCase();
+    const detail = `${path.basename(file)}: ${probe.codec_name} ${probe.width}x${probe.height}, ${probe.nb_read_frames} frames decoded by ffprobe (the browser sends ${sent})`;
+    if (probe.codec_name !== sent || probe.width !== pubInfo.width || Number(probe.nb_read_frames) < RECORD_MIN_FRAMES) throw new Error(detail);
     return detail;
   });
 

@@ -43,6 +43,11 @@ temporary directory (kept, with the server logs, when a test fails; its path is 
                           room), StopRecording ends it, the files play: the grid at the end,
                           the tones, each track its colour and tone; the composite's
                           PARTICIPANTS tag names all four (it started with alice alone)
+    8 own_profiles        beside the live VP8 640x360 composite, a recording in H.264 1280x720
+                          (.mkv) and one in AV1 320x180 (rav1e, .webm): each file has its codec
+                          and size, its duration, no frame gap over 0.5 s, the grid in every
+                          frame and the four tones; the live viewer keeps its 640x360 grid; an
+                          odd width is INVALID_ARGUMENT naming video.width
 
 Run: scripts/e2e-setup.sh && target/e2e-venv/bin/python tests/e2e/test_record.py [-v] [name...]
 (`name` selects tests whose name contains it; MCU_E2E_SERVER_LOG sets the servers' log
@@ -312,11 +317,10 @@ def frame_times(path: Path) -> list[float]:
 def video_frames(path: Path, size: tuple[int, int], fps: float = SAMPLE_FPS, start: Optional[float] = None,
                  count: Optional[int] = None) -> list[np.ndarray]:
     """Decoded frames as (h, w, 3) RGB arrays, `fps` of them per second of the file (from
-    `start`, seeking; at most `count`)."""
+    `start`, seeking; at most `count`), scaled to `size` when the file's picture is another."""
     w, h = size
     argv = ["ffmpeg", "-nostdin", "-v", "error"] + (["-ss", f"{start:.3f}"] if start is not None else []) + ["-i", str(path), "-an"]
-    if fps:
-        argv += ["-vf", f"fps={fps}"]
+    argv += ["-vf", (f"fps={fps}," if fps else "") + f"scale={w}:{h}"]
     if count is not None:
         argv += ["-frames:v", str(count)]
     argv += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
@@ -647,6 +651,54 @@ class RecordTest(tg.GrpcTest):
         self.check_finished(comp, mkv_layout(Path(comp.path)), "H.264 composite")
         self.check_alive(srv)
 
+    # -- 8 ------------------------------------------------------------------------------
+
+    @async_test(timeout=tg.LONG_TEST)
+    async def test_8_own_profiles(self) -> None:
+        """Recordings with encodes of their own beside the live VP8 640x360 composite."""
+        srv, d = self.rec_server("profiles")
+        api = self.api(srv)
+        room = "profiles"
+        await self.publish_all(srv, room, FOUR)
+        player = await self.composite(srv, room)
+        await self.show_grid(player, FOUR, MEDIA_TIMEOUT, "the live composite (VP8)")
+        wants = {
+            "wide": (pb.RecordingVideo(codec=pb.RECORDING_CODEC_H264, width=1280, height=720, bitrate_bps=2_000_000), "h264", (1280, 720), ".mkv"),
+            "small-av1": (pb.RecordingVideo(codec=pb.RECORDING_CODEC_AV1, width=320, height=180, bitrate_bps=300_000), "av1", (320, 180), ".webm"),
+        }
+        t0 = time.monotonic()
+        recs = {}
+        for name, (video, *_rest) in wants.items():
+            recs[name] = await api.call(api.recordings.StartRecording, pb.StartRecordingRequest(room=room, filename=name, video=video))
+            out(f"StartRecording({name}, {video.width}x{video.height}): {fmt_rec(recs[name])}")
+        t1 = time.monotonic()
+        # The live viewers keep their own encode meanwhile.
+        await self.show_grid(player, FOUR, MEDIA_TIMEOUT, "the live composite while recording")
+        self.assertEqual(player.frame_size, (WIDTH, HEIGHT))
+        await asyncio.sleep(max(0.0, t1 + RECORD_SECONDS - time.monotonic()))
+        t2 = time.monotonic()
+        stopped = {name: await self.stop(api, rec.id) for name, rec in recs.items()}
+        recorded = (t2 + time.monotonic()) / 2 - (t0 + t1) / 2
+        for name, (_, codec, size, suffix) in wants.items():
+            f = stopped[name].files[0]
+            path = Path(f.path)
+            self.assertEqual(path, d / f"{name}{suffix}", fmt_rec(stopped[name]))
+            probe = ffprobe(path)
+            out(f"{name}: {probe.describe()}")
+            v = probe.stream("video")
+            self.assertEqual((v["codec_name"], v["width"], v["height"]), (codec, *size), probe.describe())
+            self.assertLess(abs(probe.duration - recorded), DURATION_TOLERANCE, f"{name}: duration {probe.duration:.2f} s, recorded {recorded:.2f} s")
+            times = frame_times(path)
+            gaps = np.diff(times)
+            out(f"{name}: {len(times)} frames, {len(times) / max(times[-1] - times[0], 1e-3):.1f}/s, longest gap {gaps.max():.3f} s")
+            self.assertLessEqual(float(gaps.max()), FRAME_GAP_LIMIT, f"{name}: a {gaps.max():.3f} s gap")
+            self.check_grid_frames(path, FOUR, f"{name}: frames")
+            self.check_tones(audio_samples(path), [p.tone for p in FOUR], [], f"{name}: the room mix")
+        bad = await api.error(api.recordings.StartRecording, pb.StartRecordingRequest(room=room, video=pb.RecordingVideo(width=641)))
+        self.assertEqual(bad.code().name, "INVALID_ARGUMENT", bad.details())
+        self.assertIn("video.width", bad.details())
+        self.check_alive(srv)
+
     # -- 3 ------------------------------------------------------------------------------
 
     @async_test(timeout=tg.LONG_TEST)
@@ -900,7 +952,7 @@ class RecordTest(tg.GrpcTest):
 
 ORDER = [
     (RecordTest, ["test_1_composite_and_tracks", "test_2_h264_composite", "test_3_kill_9", "test_4_sigterm_finishes",
-                  "test_5_full_disk", "test_6_unwritable_dir", "test_7_auto_record"]),
+                  "test_5_full_disk", "test_6_unwritable_dir", "test_7_auto_record", "test_8_own_profiles"]),
 ]
 
 

@@ -11,6 +11,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = bitstream::h264_sps_size(data);
     let _ = bitstream::av1_is_keyframe(data);
     let _ = bitstream::av1_obus(data).count();
+    let _ = bitstream::av1_sequence_info(data);
+    let _ = bitstream::av1c_record(data);
     for law in [G711Law::MuLaw, G711Law::ALaw] {
         assert_eq!(law.decode(data).len(), data.len());
     }
