@@ -279,6 +279,22 @@ fn video_codec(mime: &str) -> Option<VideoCodec> {
     }
 }
 
+/// How often shared encodes are fitted to their viewers' estimates.
+const RATE_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// A REMB older than this no longer holds an encode down (browsers send one a second).
+const ESTIMATE_MAX_AGE: Duration = Duration::from_secs(5);
+/// The least an estimate may push an encode to.
+const MIN_VIDEO_BITRATE: u32 = 100_000;
+
+/// An encode's bitrate for the lowest estimate among its receivers: 90 % of it (the rest for
+/// audio and overhead), at least [`MIN_VIDEO_BITRATE`], at most the profile's `max`.
+fn shared_encode_bitrate(max: u32, estimate: Option<u64>) -> u32 {
+    match estimate {
+        Some(e) => ((e * 9 / 10).min(max as u64) as u32).max(MIN_VIDEO_BITRATE.min(max)),
+        None => max,
+    }
+}
+
 /// How often the composite's encoder makes a keyframe while it is recorded.
 const RECORDING_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -401,6 +417,8 @@ fn plan_canvases(
 /// One canvas's encode, shared by everyone who sees it.
 struct View {
     encoder: Box<dyn VideoEncoder>,
+    /// The profile's bitrate: the most its viewers' estimates may let it use.
+    max_bitrate: u32,
     /// `None`: one NAL unit per packet (H.264 packetization-mode 0).
     payloader: Option<Box<dyn Payloader>>,
 }
@@ -416,7 +434,7 @@ fn new_view(profile: &VideoProfile, fps: u32) -> anyhow::Result<View> {
         (MixCodec::Av1, _) => (VideoCodec::Av1, Some(Box::new(Av1Payloader {}))),
     };
     let config = EncoderConfig { max_nal_size: profile.single_nal.then_some(MAX_NAL), ..EncoderConfig::realtime(profile.bitrate, fps as f64) };
-    Ok(View { encoder: new_software_encoder(codec, &config)?, payloader })
+    Ok(View { encoder: new_software_encoder(codec, &config)?, payloader, max_bitrate: profile.bitrate })
 }
 
 /// Applies the operator's gain matrix to the mixer (listener "" is the room mix). Entries
@@ -466,6 +484,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut recordings: Vec<Arc<crate::record::Session>> = Vec::new();
     let mut recordings_seen = 0u64;
     let mut last_recording_keyframe = Instant::now();
+    let mut last_rate_check = Instant::now();
 
     let mut next_frame = epoch;
     let mut idle_since: Option<Instant> = None;
@@ -634,6 +653,26 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             }
             seen_by = assigned;
             video_seq.retain(|ssrc, _| seen_by.contains_key(ssrc));
+            // Each shared encode follows the lowest bandwidth estimate (REMB) of those who
+            // receive it, under its profile's bitrate.
+            if now.duration_since(last_rate_check) >= RATE_CHECK_INTERVAL {
+                last_rate_check = now;
+                for (id, view) in views.iter_mut() {
+                    let mut tracks: Vec<String> = viewers.iter().filter(|(_, ssrc, _)| seen_by.get(ssrc) == Some(id)).map(|(n, _, _)| format!("{MIX}/video-for-{n}")).collect();
+                    if room_ssrc.is_some_and(|s| seen_by.get(&s) == Some(id)) {
+                        tracks.push(format!("{MIX}/video-0"));
+                    }
+                    let estimate = tracks.iter().filter_map(|t| room.track_estimate(t, ESTIMATE_MAX_AGE)).min();
+                    let target = shared_encode_bitrate(view.max_bitrate, estimate);
+                    let rate = view.encoder.rate();
+                    if target.abs_diff(rate.bitrate_bps) > rate.bitrate_bps / 20 {
+                        tracing::debug!(room = %room.name, canvas = %id.0, ?estimate, target, "composite bitrate");
+                        if let Err(e) = view.encoder.set_rate(mcu_codec::RateControl { bitrate_bps: target, ..rate }) {
+                            tracing::warn!(room = %room.name, canvas = %id.0, error = %e, "bitrate not changed");
+                        }
+                    }
+                }
+            }
             // A sender that stopped sending shows its placeholder instead of a frozen picture.
             for v in videos.values() {
                 if v.last_frame.is_some_and(|t| now - t > Duration::from_secs(2)) {
@@ -888,6 +927,15 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_encode_stays_under_the_lowest_estimate() {
+        assert_eq!(shared_encode_bitrate(2_000_000, None), 2_000_000, "no estimate: the profile's bitrate");
+        assert_eq!(shared_encode_bitrate(2_000_000, Some(1_000_000)), 900_000, "90 % of the estimate");
+        assert_eq!(shared_encode_bitrate(2_000_000, Some(50_000_000)), 2_000_000, "never above the profile");
+        assert_eq!(shared_encode_bitrate(2_000_000, Some(10_000)), MIN_VIDEO_BITRATE, "a floor");
+        assert_eq!(shared_encode_bitrate(80_000, Some(10_000)), 80_000, "a profile below the floor keeps its own");
+    }
 
     #[test]
     fn pts_increases_across_wraps_and_repeats() {

@@ -538,6 +538,11 @@ impl Room {
         });
     }
 
+    /// The lowest recent downlink estimate (REMB) among `track`'s subscribers.
+    pub fn track_estimate(&self, track: &str, max_age: Duration) -> Option<u64> {
+        self.lock().fwd.track_estimate(Instant::now(), track, max_age)
+    }
+
     /// Whether anyone receives `track` (the composite skips pictures nobody watches).
     pub fn watched(&self, track: &str) -> bool {
         self.lock().fwd.subscribers_of(track) > 0

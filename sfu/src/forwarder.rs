@@ -195,6 +195,8 @@ struct Subscription {
     current: Option<usize>,
     max_layer: usize,
     estimate: Option<u64>,
+    /// When the last REMB came.
+    estimate_at: Option<Instant>,
     /// Ring of (output seq, original packet, output timestamp).
     cache: Vec<Option<Cached>>,
     /// Waiting for a keyframe before sending (new, resumed or switching).
@@ -290,6 +292,7 @@ impl Forwarder {
             current: None,
             max_layer,
             estimate: None,
+            estimate_at: None,
             cache: vec![None; self.config.retransmit_cache.max(1)],
             need_keyframe: true,
             paused: false,
@@ -303,6 +306,16 @@ impl Forwarder {
     /// How many subscriptions `track` has.
     pub fn subscribers_of(&self, track: &str) -> usize {
         self.subs.iter().filter(|s| &*s.track == track).count()
+    }
+
+    /// The lowest downlink estimate (REMB, bps) among `track`'s subscribers that sent one
+    /// within `max_age`: what one encode all of them receive should stay under.
+    pub fn track_estimate(&self, now: Instant, track: &str, max_age: Duration) -> Option<u64> {
+        self.subs
+            .iter()
+            .filter(|s| &*s.track == track && s.estimate_at.is_some_and(|at| now.saturating_duration_since(at) <= max_age))
+            .filter_map(|s| s.estimate)
+            .min()
     }
 
     /// The subscriber's downlink estimate (REMB, bps), if it has sent one.
@@ -482,6 +495,7 @@ impl Forwarder {
                         .collect();
                     for i in idx {
                         self.subs[i].estimate = Some(bitrate);
+                        self.subs[i].estimate_at = Some(now);
                         self.retarget(now, i);
                     }
                 }

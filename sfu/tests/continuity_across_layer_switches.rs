@@ -85,3 +85,31 @@ fn a_publisher_restart_with_new_ssrcs_stays_continuous() {
     }
     assert_eq!(f.stats().forwarded, 100);
 }
+
+/// One encode for every subscriber of a track (the MCU's composite) stays under the lowest
+/// recent REMB among them; an estimate older than the age asked for no longer counts.
+#[test]
+fn track_estimate_is_the_lowest_recent_remb() {
+    let mut clock = Clock::start();
+    let mut f = Forwarder::new(ForwarderConfig::default());
+    f.publish("mix", Codec::Vp8, 90_000, &[(0x1111, 0)]).unwrap();
+    f.publish("other", Codec::Vp8, 90_000, &[(0x2222, 0)]).unwrap();
+    for (sub, ssrc) in [(1, 0xA1), (2, 0xA2), (3, 0xA3)] {
+        f.subscribe(clock.0, sub, "mix", ssrc, None).unwrap();
+    }
+    f.subscribe(clock.0, 4, "other", 0xB4, None).unwrap();
+    let age = Duration::from_secs(3);
+    assert_eq!(f.track_estimate(clock.0, "mix", age), None, "nobody sent REMB");
+    let now = clock.advance(Duration::from_millis(100));
+    f.handle_subscriber_rtcp(now, 1, &rtcp::remb(9, 900_000, &[0xA1])).unwrap();
+    f.handle_subscriber_rtcp(now, 2, &rtcp::remb(9, 300_000, &[0xA2])).unwrap();
+    f.handle_subscriber_rtcp(now, 4, &rtcp::remb(9, 100_000, &[0xB4])).unwrap();
+    assert_eq!(f.track_estimate(now, "mix", age), Some(300_000), "the lowest of the mix's subscribers");
+    assert_eq!(f.track_estimate(now, "other", age), Some(100_000));
+    let later = clock.advance(Duration::from_secs(2));
+    f.handle_subscriber_rtcp(later, 1, &rtcp::remb(9, 800_000, &[0xA1])).unwrap();
+    let much_later = clock.advance(Duration::from_millis(1500));
+    assert_eq!(f.track_estimate(much_later, "mix", age), Some(800_000), "subscriber 2's estimate is 3.5 s old");
+    f.unsubscribe(1, None);
+    assert_eq!(f.track_estimate(much_later, "mix", age), None);
+}
