@@ -42,6 +42,15 @@ helpers are test_sfu.py's).
                           bob's cell right in at least 90 % of frames (NACK/RTX, PLI); bob's
                           tone in the mix (loss applied, share, RTX and levels printed)
 
+   10 remb_holds_the_shared_encode_down
+                          alice sends random 32x32 blocks, new every frame, bob a colour; two viewers
+                          of the composite (--mix-video-bitrate 1.2 Mbit/s): the first receives
+                          well over half of it; while the second sends REMB 300 kbit/s the
+                          first receives under half its earlier rate and under 480 kbit/s (one
+                          encode for both follows the lowest estimate); 8 s after the REMB
+                          stops (estimates expire after 5 s), over 70 % of the earlier rate
+                          again (measured: 1246, 332 and 1194 kbit/s)
+
 Tones: 440/550/660/770/930 Hz, no one an integer multiple of another (erin is not at 880 Hz,
 the second harmonic of alice's 440).
 
@@ -943,6 +952,52 @@ class Composite(E2ETest):
                                 f"bob's cell showed his colour in only {bob_ok}/{bob_total} frames; wrong: "
                                 + ", ".join(bob_wrong[:20]) + f"\n{srv.log_tail()}")
 
+    # -- 10 -----------------------------------------------------------------------------
+
+    @async_test()
+    async def test_10_remb_holds_the_shared_encode_down(self) -> None:
+        srv = self.server(*SERVER_ARGS, "--mix-video-bitrate", str(REMB_FULL_BPS), label="remb")
+        room = "remb"
+        alice = await self.publish(srv, room, colour=ALICE.colour, tone_hz=None, name=ALICE.name)
+        noise = np.random.default_rng(7)
+
+        async def noisy_recv() -> av.VideoFrame:
+            # Random 32x32 blocks every frame: content that fills any bitrate, so rates show.
+            pts, time_base = await alice.tracks[0].next_timestamp()
+            rgb = noise.integers(0, 256, (12, 20, 3), dtype=np.uint8).repeat(32, axis=0).repeat(32, axis=1)[:360, :640]
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = pts, time_base
+            return frame
+
+        alice.tracks[0].recv = noisy_recv
+        await self.publish(srv, room, colour=BOB.colour, tone_hz=None, name=BOB.name)
+        watcher = await self.composite(srv, room)
+        limited = await self.composite(srv, room)
+        counted = ReceivedBytes(watcher)
+        await asyncio.sleep(3.0)
+        full = await counted.kbps(REMB_WINDOW)
+        # The second viewer says its link carries 300 kbit/s, as a browser's REMB would.
+        remb = asyncio.ensure_future(send_remb(limited, REMB_LIMIT_BPS))
+        try:
+            await asyncio.sleep(REMB_SETTLE)
+            _, _, text = await srv.arequest("GET", "/metrics")
+            estimates = [line for line in text.splitlines() if line.startswith("mcu_subscriber_estimated_bitrate_bps")]
+            out(f"estimates the server holds: {estimates}")
+            held = await counted.kbps(REMB_WINDOW)
+            if remb.done():
+                remb.result()  # raises what stopped the sender
+        finally:
+            remb.cancel()
+        await asyncio.sleep(REMB_EXPIRY)
+        back = await counted.kbps(REMB_WINDOW)
+        out(f"the first viewer receives the shared encode at {full:.0f} kbit/s; with the second viewer's REMB of "
+            f"{REMB_LIMIT_BPS // 1000} kbit/s {held:.0f}; once its REMB stops {back:.0f}")
+        self.assertGreater(full, 0.5 * REMB_FULL_BPS / 1000, "the noisy canvas should fill most of its bitrate")
+        self.assertLess(held, 0.5 * full, "the shared encode should follow the lowest REMB")
+        self.assertLess(held, 1.6 * REMB_LIMIT_BPS / 1000, "the shared encode should stay near the REMB")
+        self.assertGreater(back, 0.7 * full, "without REMB the encode should return to its bitrate")
+        self.check_alive(srv)
+
 # ----------------------------------------------------------------------------------------
 
 class McuParticipants(Composite):
@@ -968,11 +1023,51 @@ class McuParticipants(Composite):
                 await m.close()
 
 
+REMB_FULL_BPS = 1_200_000  # the composite's --mix-video-bitrate in test 10
+REMB_LIMIT_BPS = 300_000  # what the limited viewer's REMB says
+REMB_WINDOW = 3.0  # s, each bitrate measurement
+REMB_SETTLE = 2.0  # s after the first REMB before measuring
+REMB_EXPIRY = 8.0  # s after the last REMB (the server forgets estimates after 5 s; libvpx ramps up in ~2 s)
+
+
+class ReceivedBytes:
+    """Counts the RTP payload bytes a player's video receiver gets."""
+
+    def __init__(self, player: mc.Player) -> None:
+        self.total = 0
+        receiver = next(r for r in player.pc.getReceivers() if r.track and r.track.kind == "video")
+        inner = receiver._handle_rtp_packet
+
+        async def counting(packet, arrival_time_ms):
+            self.total += len(packet.payload)
+            return await inner(packet, arrival_time_ms)
+
+        receiver._handle_rtp_packet = counting
+
+    async def kbps(self, seconds: float) -> float:
+        start = self.total
+        await asyncio.sleep(seconds)
+        return (self.total - start) * 8 / seconds / 1000
+
+
+async def send_remb(player: mc.Player, bitrate: int) -> None:
+    """REMB (RTCP PSFB, draft-alvestrand-rmcat-remb) from the player's video receiver every
+    0.5 s for the SSRC it receives, as browsers (and aiortc, when it can estimate) send them."""
+    from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+    receiver = next(r for r in player.pc.getReceivers() if r.track and r.track.kind == "video")
+    while True:
+        sender_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc or 1
+        media = list(receiver._RTCRtpReceiver__active_ssrc)
+        await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=sender_ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, media)))
+        await asyncio.sleep(0.5)
+
+
 ORDER = [
     (Composite, ["test_1_grid_of_four", "test_1b_grid_in_h264", "test_1c_publishers_with_the_same_ssrcs",
                  "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
                  "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video",
-                 "test_9_lossy_publisher"]),
+                 "test_9_lossy_publisher", "test_10_remb_holds_the_shared_encode_down"]),
     (McuParticipants, ["test_8_mcu_participants_hear_everyone_but_themselves"]),
 ]
 
