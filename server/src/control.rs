@@ -245,11 +245,11 @@ impl Sfu {
 
     /// Starts recording a room configured for automatic recording, unless it records already.
     pub fn auto_record(self: &Arc<Self>, room: &Arc<Room>) {
-        let Some((rooms, mcu)) = self.auto_record.lock().expect("auto-record lock is never poisoned").clone() else { return };
+        let Some((rooms, mcu, profile)) = self.auto_record.lock().expect("auto-record lock is never poisoned").clone() else { return };
         if !rooms.iter().any(|r| r == "*" || *r == room.name) || self.recordings_of(Some(&room.name)).iter().any(|s| s.active()) {
             return;
         }
-        if let Err(e) = self.start_recording(room, true, None, mcu, None) {
+        if let Err(e) = self.start_recording(room, true, None, mcu, profile) {
             tracing::error!(room = %room.name, error = %e, "automatic recording not started");
         }
     }

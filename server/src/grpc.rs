@@ -305,24 +305,16 @@ fn recording_pb(r: &Snapshot) -> v1::Recording {
 fn recording_profile(v: &v1::RecordingVideo, live: &crate::mcu::McuConfig) -> Result<crate::mcu::VideoProfile, Status> {
     use crate::mcu::MixCodec;
     let codec = match v1::RecordingCodec::try_from(v.codec) {
-        Ok(v1::RecordingCodec::Unspecified) => live.codec,
-        Ok(v1::RecordingCodec::Vp8) => MixCodec::Vp8,
-        Ok(v1::RecordingCodec::H264) => MixCodec::H264,
-        Ok(v1::RecordingCodec::Av1) => MixCodec::Av1,
+        Ok(v1::RecordingCodec::Unspecified) => None,
+        Ok(v1::RecordingCodec::Vp8) => Some(MixCodec::Vp8),
+        Ok(v1::RecordingCodec::H264) => Some(MixCodec::H264),
+        Ok(v1::RecordingCodec::Av1) => Some(MixCodec::Av1),
         Err(_) => return Err(Status::invalid_argument(format!("video.codec: unknown codec {}", v.codec))),
     };
-    let (width, height) = (if v.width == 0 { live.width } else { v.width }, if v.height == 0 { live.height } else { v.height });
-    for (field, value, max) in [("width", width, 3840), ("height", height, 2160)] {
-        if !(64..=max).contains(&value) || value % 2 == 1 {
-            return Err(Status::invalid_argument(format!("video.{field}: {value}; an even number from 64 to {max}")));
-        }
-    }
-    let bitrate = match v.bitrate_bps {
-        0 => ((width as u64 * height as u64 * live.fps as u64) / 10).clamp(100_000, 50_000_000) as u32,
-        b if (100_000..=50_000_000).contains(&b) => b,
-        b => return Err(Status::invalid_argument(format!("video.bitrate_bps: {b}; from 100000 to 50000000"))),
-    };
-    Ok(crate::mcu::VideoProfile { codec, width, height, single_nal: false, bitrate })
+    crate::mcu::VideoProfile::for_recording(codec, v.width, v.height, v.bitrate_bps, live).map_err(|(field, why)| {
+        let field = if field == "bitrate" { "bitrate_bps" } else { field };
+        Status::invalid_argument(format!("video.{field}: {why}"))
+    })
 }
 
 #[tonic::async_trait]

@@ -336,6 +336,24 @@ impl VideoProfile {
         VideoProfile { codec: config.codec, width: config.width, height: config.height, single_nal: false, bitrate: config.video_bitrate }
     }
 
+    /// A recording's own encode: `codec`, `width`, `height` and `bitrate` (0: the live
+    /// composite's codec and size, 0.1 bit per pixel per frame) checked against the limits.
+    /// An error names the field (`width`, …) and says what is allowed.
+    pub fn for_recording(codec: Option<MixCodec>, width: u32, height: u32, bitrate: u32, live: &McuConfig) -> Result<VideoProfile, (&'static str, String)> {
+        let (width, height) = (if width == 0 { live.width } else { width }, if height == 0 { live.height } else { height });
+        for (field, value, max) in [("width", width, 3840), ("height", height, 2160)] {
+            if !(64..=max).contains(&value) || value % 2 == 1 {
+                return Err((field, format!("{value}; an even number from 64 to {max}")));
+            }
+        }
+        let bitrate = match bitrate {
+            0 => ((width as u64 * height as u64 * live.fps as u64) / 10).clamp(100_000, 50_000_000) as u32,
+            b if (100_000..=50_000_000).contains(&b) => b,
+            b => return Err(("bitrate", format!("{b}; from 100000 to 50000000"))),
+        };
+        Ok(VideoProfile { codec: codec.unwrap_or(live.codec), width, height, single_nal: false, bitrate })
+    }
+
     /// The canvas that shows the room layout in this profile.
     fn room_canvas(&self, config: &McuConfig) -> CanvasId {
         CanvasId::new(format!("{ROOM_CANVAS}{}", self.suffix(config)))

@@ -72,6 +72,16 @@ pub struct ServeArgs {
     /// comma-separated; `*` records every room.
     #[arg(long, env = "MCU_AUTO_RECORD", value_delimiter = ',')]
     pub auto_record: Vec<String>,
+    /// An encode of their own for automatic recordings' composite: vp8, h264 or av1 (default:
+    /// they take the live composite's encode).
+    #[arg(long, env = "MCU_RECORD_CODEC")]
+    pub record_codec: Option<String>,
+    /// Canvas size of that encode, WxH (default: the live composite's).
+    #[arg(long, env = "MCU_RECORD_SIZE")]
+    pub record_size: Option<String>,
+    /// Bitrate of that encode, bit/s (default: 0.1 bit per pixel per frame).
+    #[arg(long, env = "MCU_RECORD_BITRATE")]
+    pub record_bitrate: Option<u32>,
     /// Development mode: accepts requests without tokens. Never in production.
     #[arg(long, env = "MCU_DEV")]
     pub dev: bool,
@@ -194,6 +204,31 @@ fn parse_size(v: &str) -> Result<(u32, u32), String> {
     Ok((w, h))
 }
 
+/// `--record-codec/--record-size/--record-bitrate`: automatic recordings' own encode, if any.
+fn record_profile(args: &ServeArgs, live: &McuConfig) -> anyhow::Result<Option<crate::mcu::VideoProfile>> {
+    use crate::mcu::MixCodec;
+    if args.record_codec.is_none() && args.record_size.is_none() && args.record_bitrate.is_none() {
+        return Ok(None);
+    }
+    let codec = match args.record_codec.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => None,
+        Some("vp8") => Some(MixCodec::Vp8),
+        Some("h264") => Some(MixCodec::H264),
+        Some("av1") => Some(MixCodec::Av1),
+        Some(other) => anyhow::bail!("--record-codec {other:?}: vp8, h264 or av1"),
+    };
+    let (width, height) = match args.record_size.as_deref() {
+        None => (0, 0),
+        Some(v) => {
+            let (w, h) = v.split_once(['x', 'X']).ok_or_else(|| anyhow::anyhow!("--record-size {v:?}: expected WIDTHxHEIGHT"))?;
+            (w.trim().parse().map_err(|_| anyhow::anyhow!("--record-size {v:?}: bad width"))?, h.trim().parse().map_err(|_| anyhow::anyhow!("--record-size {v:?}: bad height"))?)
+        }
+    };
+    let profile = crate::mcu::VideoProfile::for_recording(codec, width, height, args.record_bitrate.unwrap_or(0), live)
+        .map_err(|(field, why)| anyhow::anyhow!("--record-{}: {why}", if field == "bitrate" { "bitrate" } else { "size" }))?;
+    Ok(Some(profile))
+}
+
 struct Shared {
     http: Arc<Http>,
     hub: Mutex<Hub>,
@@ -278,8 +313,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let grpc_auth = crate::grpc::Auth { keys: keys.clone(), dev: args.dev, api_key: args.api_key.clone().filter(|k| !k.is_empty()) };
         let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding gRPC {}", args.grpc_listen))?;
         let grpc_port = grpc_listener.local_addr()?.port();
+        let record_profile = record_profile(&args, &mcu)?;
         if !args.auto_record.is_empty() {
-            *sfu.auto_record.lock().expect("auto-record lock is never poisoned") = Some((args.auto_record.clone(), mcu));
+            *sfu.auto_record.lock().expect("auto-record lock is never poisoned") = Some((args.auto_record.clone(), mcu, record_profile));
         }
         let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu, grpc_port });
         let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });

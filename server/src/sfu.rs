@@ -623,7 +623,7 @@ pub struct Sfu {
     /// Every recording since the start (the newest 1000).
     pub(crate) recordings: Mutex<Vec<Arc<crate::record::Session>>>,
     /// Rooms recorded from their first publisher (`*`: all), with the composite settings.
-    pub(crate) auto_record: Mutex<Option<(Vec<String>, McuConfig)>>,
+    pub(crate) auto_record: Mutex<Option<(Vec<String>, McuConfig, Option<crate::mcu::VideoProfile>)>>,
     /// The SIP gateway, when it runs (the control API edits its dial plan).
     pub(crate) sip: Mutex<Option<Arc<crate::sip::Gateway>>>,
 }

@@ -38,9 +38,11 @@ temporary directory (kept, with the server logs, when a test fails; its path is 
                           directory; the automatic recording is skipped; the server still
                           serves (GetRoom, WHEP of a publisher and of the composite). Bad file
                           names -> INVALID_ARGUMENT, unknown recording -> NOT_FOUND
-    7 auto_record         --auto-record autoroom: the four join (nobody watching), a recording
+    7 auto_record         --auto-record autoroom with --record-codec h264 --record-size
+                          1280x720: the four join (nobody watching), a recording
                           of the composite and every track starts by itself (not in another
-                          room), StopRecording ends it, the files play: the grid at the end,
+                          room), StopRecording ends it, the composite is H.264 1280x720 in
+                          .mkv, the files play: the grid at the end,
                           the tones, each track its colour and tone; the composite's
                           PARTICIPANTS tag names all four (it started with alice alone)
     8 own_profiles        beside the live VP8 640x360 composite, a recording in H.264 1280x720
@@ -910,7 +912,8 @@ class RecordTest(tg.GrpcTest):
     @async_test(timeout=tg.LONG_TEST)
     async def test_7_auto_record(self) -> None:
         room = "autoroom"
-        srv, d = self.rec_server("auto", "--auto-record", f"{room},another")
+        # Automatic recordings with an encode of their own (the live composite stays VP8 640x360).
+        srv, d = self.rec_server("auto", "--auto-record", f"{room},another", "--record-codec", "h264", "--record-size", "1280x720")
         api = self.api(srv)
         watch = self.watch_events(api, "")
         t0 = time.monotonic()
@@ -930,11 +933,12 @@ class RecordTest(tg.GrpcTest):
         for f in stopped.files:
             self.assertEqual(f.state, STOPPED, fmt_rec(stopped))
         comp = stopped.files[0]
-        self.assertTrue(re.fullmatch(rf"{room}-\d{{8}}T\d{{6}}Z-{rec.id[:8]}\.webm", Path(comp.path).name), comp.path)
+        self.assertTrue(re.fullmatch(rf"{room}-\d{{8}}T\d{{6}}Z-{rec.id[:8]}\.mkv", Path(comp.path).name), comp.path)
         # The composite began with the first publisher alone: the grid of four at its end.
         probe = ffprobe(Path(comp.path))
         out(f"automatic composite: {probe.describe()}; tags {probe.tags}")
-        self.assertEqual((probe.stream("video")["codec_name"], probe.stream("audio")["codec_name"]), ("vp8", "opus"))
+        v = probe.stream("video")
+        self.assertEqual((v["codec_name"], v["width"], v["height"], probe.stream("audio")["codec_name"]), ("h264", 1280, 720, "opus"))
         self.assertEqual(probe.tags.get("ROOM"), room)
         self.assertEqual(probe.tags.get("RECORDING_ID"), rec.id)
         # It started when alice joined; the finished file names everyone who took part.
