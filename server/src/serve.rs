@@ -313,7 +313,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let grpc_auth = crate::grpc::Auth { keys: keys.clone(), dev: args.dev, api_key: args.api_key.clone().filter(|k| !k.is_empty()) };
         let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding gRPC {}", args.grpc_listen))?;
         let grpc_port = grpc_listener.local_addr()?.port();
-        let record_profile = record_profile(&args, &mcu)?;
+        let record_profile = record_profile(args, &mcu)?;
         if !args.auto_record.is_empty() {
             *sfu.auto_record.lock().expect("auto-record lock is never poisoned") = Some((args.auto_record.clone(), mcu, record_profile));
         }

@@ -605,6 +605,9 @@ pub(crate) struct Session {
     pub(crate) role: Role,
 }
 
+/// Rooms recorded automatically, the composite's settings, and the recordings' own encode.
+pub(crate) type AutoRecord = (Vec<String>, McuConfig, Option<crate::mcu::VideoProfile>);
+
 /// The SFU: rooms and the sessions in them.
 pub struct Sfu {
     rtc: RtcConfig,
@@ -623,7 +626,7 @@ pub struct Sfu {
     /// Every recording since the start (the newest 1000).
     pub(crate) recordings: Mutex<Vec<Arc<crate::record::Session>>>,
     /// Rooms recorded from their first publisher (`*`: all), with the composite settings.
-    pub(crate) auto_record: Mutex<Option<(Vec<String>, McuConfig, Option<crate::mcu::VideoProfile>)>>,
+    pub(crate) auto_record: Mutex<Option<AutoRecord>>,
     /// The SIP gateway, when it runs (the control API edits its dial plan).
     pub(crate) sip: Mutex<Option<Arc<crate::sip::Gateway>>>,
 }
