@@ -34,6 +34,8 @@ for codec in VP8 H264 AV1; do
   echo "-- Chromium publishing $codec"
   MCU_BROWSER_VIDEO_CODEC=$codec MCU_BIN="$PWD/target/debug/mcu" node tests/browser/sfu.test.mjs 2>&1 | tee -a "$log"
 done
+echo "-- Chromium publishing VP8 in three simulcast layers (one is forwarded, the others dropped and counted)"
+MCU_BROWSER_SIMULCAST=1 MCU_BIN="$PWD/target/debug/mcu" node tests/browser/sfu.test.mjs 2>&1 | tee -a "$log"
 echo "-- the demo page at / (two people: MCU mix, its layout switcher over gRPC-web, then one switches to SFU tracks)"
 MCU_BIN="$PWD/target/debug/mcu" node tests/browser/demo.test.mjs 2>&1 | tee -a "$log"
 

@@ -84,6 +84,7 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
         &[
             ("reason=\"slow_subscriber\"", total.dropped_slow),
             ("reason=\"queue_full\"", c.dropped_queue_full.load(Ordering::Relaxed)),
+            ("reason=\"simulcast_layer\"", c.dropped_simulcast.load(Ordering::Relaxed)),
             ("reason=\"invalid\"", total.dropped_invalid),
         ],
     );

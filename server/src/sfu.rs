@@ -113,6 +113,8 @@ pub struct Counters {
     pub received_bytes: AtomicU64,
     /// Packets dropped because a subscriber's queue was full.
     pub dropped_queue_full: AtomicU64,
+    /// Packets of a publisher's second and further simulcast layers (not forwarded yet).
+    pub dropped_simulcast: AtomicU64,
     /// Packets sent on subscriber connections.
     pub sent: AtomicU64,
     /// Keyframe requests received from subscribers.
@@ -1344,15 +1346,22 @@ impl PeerConnectionEventHandler for Handler {
         });
         // The handler must return at once (the connection's driver awaits it): read in a task.
         tokio::spawn(async move {
-            read_publisher_track(track, room, published, participant, room_ssrc).await;
+            read_publisher_track(track, room, published, participant, ssrc, room_ssrc).await;
         });
     }
 }
 
-async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, published: PublishedTrack, participant: String, room_ssrc: u32) {
+/// Reads a published track: its packets (SSRC `ssrc`) go into the room as `room_ssrc`.
+async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, published: PublishedTrack, participant: String, ssrc: u32, room_ssrc: u32) {
     while let Some(evt) = track.poll().await {
         match evt {
             TrackRemoteEvent::OnRtpPacket(mut p) => {
+                // Simulcast layers share the TrackRemote; only the first one's SSRC is published,
+                // so the others are dropped (and counted) rather than merged into its stream.
+                if p.header.ssrc != ssrc {
+                    room.counters.dropped_simulcast.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 p.header.ssrc = room_ssrc;
                 let Ok(raw) = p.marshal() else { continue };
                 room.ingest(&published, &participant, p, &raw);

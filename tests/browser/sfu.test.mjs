@@ -35,6 +35,10 @@ const PAGES = path.join(HERE, "pages");
 
 // The publisher's preferred video codec (VP8, H264, AV1); unset: Chromium's own order (VP8 first).
 const VIDEO_CODEC = process.env.MCU_BROWSER_VIDEO_CODEC || "";
+// MCU_BROWSER_SIMULCAST=1: the publisher sends three simulcast layers. The SFU forwards one
+// (the first whose packets arrive) and counts the others' packets as dropped: the player gets
+// one clean stream of one layer's size.
+const SIMULCAST = process.env.MCU_BROWSER_SIMULCAST === "1";
 const ROOM = "browser";
 const NAME = "cam";
 // Generous for a loaded 2-core VM: a debug server and two renderers share it.
@@ -137,7 +141,7 @@ async function main() {
   await check("publish", async () => {
     pubPage = await newPage("publish");
     const whip = `${base}/whip/${ROOM}?name=${NAME}`;
-    const codec = VIDEO_CODEC ? `&codec=${encodeURIComponent(VIDEO_CODEC)}` : "";
+    const codec = (VIDEO_CODEC ? `&codec=${encodeURIComponent(VIDEO_CODEC)}` : "") + (SIMULCAST ? "&simulcast=1" : "");
     await pubPage.goto(`${pages}/publish.html?whip=${encodeURIComponent(whip)}${codec}`);
     await waitConnected(pubPage, "pub", "publisher");
     pubInfo = await pubPage.evaluate(() => window.pub);
@@ -171,7 +175,15 @@ async function main() {
   await check("size", async () => {
     const s = await playPage.evaluate(() => window.playStats());
     const detail = `<video> ${s.videoWidth}x${s.videoHeight}, inbound-rtp ${s.frameWidth}x${s.frameHeight}, publisher capture ${pubInfo.width}x${pubInfo.height}`;
-    if (!(s.videoWidth > 0 && s.videoWidth === pubInfo.width && s.videoHeight === pubInfo.height)) throw new Error(detail);
+    // Simulcast: one of the layers, whole (a quarter, half or full size).
+    const sizes = SIMULCAST ? [1, 2, 4] : [1];
+    if (!(s.videoWidth > 0 && sizes.some((k) => s.videoWidth === pubInfo.width / k && s.videoHeight === pubInfo.height / k))) throw new Error(detail);
+    if (SIMULCAST) {
+      const m = await fetchMetrics(base);
+      const dropped = m['mcu_rtp_dropped_packets_total{reason="simulcast_layer"}'] ?? 0;
+      if (!(dropped > 0)) throw new Error(`${detail}; no packets of other simulcast layers counted as dropped`);
+      return `${detail}; ${dropped} packets of the other simulcast layers dropped`;
+    }
     return detail;
   });
 
@@ -235,7 +247,8 @@ async function main() {
     const p = await pubPage.evaluate(() => window.pubStats());
     const sent = (p.codec || "").split(";")[0].split("/")[1]?.toLowerCase();
     const detail = `${path.basename(file)}: ${probe.codec_name} ${probe.width}x${probe.height}, ${probe.nb_read_frames} frames decoded by ffprobe (the browser sends ${sent})`;
-    if (probe.codec_name !== sent || probe.width !== pubInfo.width || Number(probe.nb_read_frames) < RECORD_MIN_FRAMES) throw new Error(detail);
+    const widths = SIMULCAST ? [1, 2, 4].map((k) => pubInfo.width / k) : [pubInfo.width];
+    if (probe.codec_name !== sent || !widths.includes(probe.width) || Number(probe.nb_read_frames) < RECORD_MIN_FRAMES) throw new Error(detail);
     return detail;
   });
 
