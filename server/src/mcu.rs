@@ -295,6 +295,21 @@ fn shared_encode_bitrate(max: u32, estimate: Option<u64>) -> u32 {
     }
 }
 
+/// The loss-based rule of Google congestion control (draft-ietf-rmcat-gcc §6) for one receiver
+/// report: more than 10 % lost cuts the rate by half the loss, less than 2 % raises it by 8 %,
+/// between holds it; within [`MIN_VIDEO_BITRATE`] and `max`.
+fn loss_based_bitrate(rate: u32, max: u32, fraction_lost: u8) -> u32 {
+    let loss = fraction_lost as f64 / 256.0;
+    let next = if loss > 0.10 {
+        rate as f64 * (1.0 - 0.5 * loss)
+    } else if loss < 0.02 {
+        rate as f64 * 1.08
+    } else {
+        rate as f64
+    };
+    (next as u32).clamp(MIN_VIDEO_BITRATE.min(max), max)
+}
+
 /// How often the composite's encoder makes a keyframe while it is recorded.
 const RECORDING_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -437,6 +452,9 @@ struct View {
     encoder: Box<dyn VideoEncoder>,
     /// The profile's bitrate: the most its viewers' estimates may let it use.
     max_bitrate: u32,
+    /// The loss-based part of its rate control, and the newest receiver report it has used.
+    loss_rate: u32,
+    loss_seen: Option<Instant>,
     /// `None`: one NAL unit per packet (H.264 packetization-mode 0).
     payloader: Option<Box<dyn Payloader>>,
 }
@@ -452,7 +470,7 @@ fn new_view(profile: &VideoProfile, fps: u32) -> anyhow::Result<View> {
         (MixCodec::Av1, _) => (VideoCodec::Av1, Some(Box::new(Av1Payloader {}))),
     };
     let config = EncoderConfig { max_nal_size: profile.single_nal.then_some(MAX_NAL), ..EncoderConfig::realtime(profile.bitrate, fps as f64) };
-    Ok(View { encoder: new_software_encoder(codec, &config)?, payloader, max_bitrate: profile.bitrate })
+    Ok(View { encoder: new_software_encoder(codec, &config)?, payloader, max_bitrate: profile.bitrate, loss_rate: profile.bitrate, loss_seen: None })
 }
 
 /// Applies the operator's gain matrix to the mixer (listener "" is the room mix). Entries
@@ -681,7 +699,21 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                         tracks.push(format!("{MIX}/video-0"));
                     }
                     let estimate = tracks.iter().filter_map(|t| room.track_estimate(t, ESTIMATE_MAX_AGE)).min();
-                    let target = shared_encode_bitrate(view.max_bitrate, estimate);
+                    // Each new receiver report (the worst among the receivers) moves the
+                    // loss-based rate once.
+                    let loss = tracks.iter().filter_map(|t| room.track_loss(t, ESTIMATE_MAX_AGE)).fold(None, |acc: Option<(Instant, u8)>, (at, f)| {
+                        Some(acc.map_or((at, f), |(a, g)| (a.max(at), g.max(f))))
+                    });
+                    match loss {
+                        Some((at, fraction)) if view.loss_seen.is_none_or(|seen| at > seen) => {
+                            view.loss_seen = Some(at);
+                            view.loss_rate = loss_based_bitrate(view.loss_rate, view.max_bitrate, fraction);
+                        }
+                        // Nobody reports any more: back to the profile's rate.
+                        None => view.loss_rate = view.max_bitrate,
+                        _ => {}
+                    }
+                    let target = shared_encode_bitrate(view.max_bitrate, estimate).min(view.loss_rate);
                     let rate = view.encoder.rate();
                     if target.abs_diff(rate.bitrate_bps) > rate.bitrate_bps / 20 {
                         tracing::debug!(room = %room.name, canvas = %id.0, ?estimate, target, "composite bitrate");
@@ -945,6 +977,20 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loss_moves_the_rate_as_gcc_does() {
+        assert_eq!(loss_based_bitrate(1_000_000, 2_000_000, 64), 875_000, "25 % lost: down by 12.5 %");
+        assert_eq!(loss_based_bitrate(1_000_000, 2_000_000, 13), 1_000_000, "5 % lost: held");
+        assert_eq!(loss_based_bitrate(1_000_000, 2_000_000, 0), 1_080_000, "no loss: up by 8 %");
+        assert_eq!(loss_based_bitrate(1_950_000, 2_000_000, 0), 2_000_000, "never above the profile");
+        assert_eq!(loss_based_bitrate(101_000, 2_000_000, 255), MIN_VIDEO_BITRATE, "a floor");
+        let mut r = 1_200_000;
+        for _ in 0..10 {
+            r = loss_based_bitrate(r, 1_200_000, 64);
+        }
+        assert!((300_000..330_000).contains(&r), "ten reports of 25 % loss: {r}");
+    }
 
     #[test]
     fn a_shared_encode_stays_under_the_lowest_estimate() {

@@ -28,9 +28,12 @@ use rtc::{
         },
         transport::RTCIceServer,
     },
-    rtcp::payload_feedbacks::{
-        full_intra_request::FullIntraRequest, picture_loss_indication::PictureLossIndication,
-        receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate,
+    rtcp::{
+        payload_feedbacks::{
+            full_intra_request::FullIntraRequest, picture_loss_indication::PictureLossIndication,
+            receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate,
+        },
+        receiver_report::ReceiverReport,
     },
     rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind},
     sansio::Protocol,
@@ -194,8 +197,9 @@ pub fn codec_family(mime: &str) -> Option<Codec> {
 
 pub use mcu_signaling::sdp::packetization_mode;
 
-/// Marks inbound keyframe requests (PLI, FIR) and REMB for the application: the SFU forwards
-/// the first upstream (throttled) and chooses layers by the second.
+/// Marks inbound keyframe requests (PLI, FIR), REMB and receiver reports for the application:
+/// the SFU forwards the first upstream (throttled), chooses layers by the second, and the
+/// composite's encoders follow the second and the losses of the third.
 #[derive(Default)]
 pub struct FeedbackTap {
     read: VecDeque<TaggedPacket>,
@@ -204,7 +208,7 @@ pub struct FeedbackTap {
 
 fn wanted(p: &dyn rtc::rtcp::Packet) -> bool {
     let a = p.as_any();
-    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<ReceiverEstimatedMaximumBitrate>()
+    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<ReceiverEstimatedMaximumBitrate>() || a.is::<ReceiverReport>()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {

@@ -540,6 +540,11 @@ impl Room {
         });
     }
 
+    /// The worst recent loss (/256) `track`'s subscribers reported, and when the newest report came.
+    pub fn track_loss(&self, track: &str, max_age: Duration) -> Option<(Instant, u8)> {
+        self.lock().fwd.track_loss(Instant::now(), track, max_age)
+    }
+
     /// The lowest recent downlink estimate (REMB) among `track`'s subscribers.
     pub fn track_estimate(&self, track: &str, max_age: Duration) -> Option<u64> {
         self.lock().fwd.track_estimate(Instant::now(), track, max_age)

@@ -197,6 +197,8 @@ struct Subscription {
     estimate: Option<u64>,
     /// When the last REMB came.
     estimate_at: Option<Instant>,
+    /// The last receiver report on this stream: when, and the fraction lost (/256).
+    loss: Option<(Instant, u8)>,
     /// Ring of (output seq, original packet, output timestamp).
     cache: Vec<Option<Cached>>,
     /// Waiting for a keyframe before sending (new, resumed or switching).
@@ -293,6 +295,7 @@ impl Forwarder {
             max_layer,
             estimate: None,
             estimate_at: None,
+            loss: None,
             cache: vec![None; self.config.retransmit_cache.max(1)],
             need_keyframe: true,
             paused: false,
@@ -316,6 +319,18 @@ impl Forwarder {
             .filter(|s| &*s.track == track && s.estimate_at.is_some_and(|at| now.saturating_duration_since(at) <= max_age))
             .filter_map(|s| s.estimate)
             .min()
+    }
+
+    /// The worst loss (fraction /256) `track`'s subscribers reported within `max_age`, and when
+    /// the newest of those reports came: what a loss-based rate control of one encode for all
+    /// of them reacts to.
+    pub fn track_loss(&self, now: Instant, track: &str, max_age: Duration) -> Option<(Instant, u8)> {
+        self.subs
+            .iter()
+            .filter(|s| &*s.track == track)
+            .filter_map(|s| s.loss)
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= max_age)
+            .fold(None, |acc, (at, f)| Some(acc.map_or((at, f), |(a, g): (Instant, u8)| (a.max(at), g.max(f)))))
     }
 
     /// The subscriber's downlink estimate (REMB, bps), if it has sent one.
@@ -487,6 +502,13 @@ impl Forwarder {
                 RtcpPacket::Fir { entries, .. } => {
                     for (media, _) in entries {
                         self.keyframe_for(now, sub, media);
+                    }
+                }
+                RtcpPacket::ReceiverReport { reports, .. } => {
+                    for r in reports {
+                        if let Some(s) = self.subs.iter_mut().find(|s| s.sub == sub && s.out_ssrc == r.ssrc) {
+                            s.loss = Some((now, r.fraction_lost));
+                        }
                     }
                 }
                 RtcpPacket::Remb { bitrate, ssrcs, .. } => {

@@ -279,6 +279,19 @@ pub fn nack(sender: u32, media: u32, lost: &[u16]) -> Vec<u8> {
     p
 }
 
+/// A receiver report from `sender` with a block per `(source, fraction lost /256)` (the other
+/// fields zero).
+pub fn receiver_report(sender: u32, blocks: &[(u32, u8)]) -> Vec<u8> {
+    let mut p = header(blocks.len() as u8, 201, 1 + 6 * blocks.len()).to_vec();
+    p.extend_from_slice(&sender.to_be_bytes());
+    for (ssrc, fraction) in blocks {
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.push(*fraction);
+        p.extend_from_slice(&[0; 19]);
+    }
+    p
+}
+
 /// A REMB with `bitrate` for `ssrcs`.
 pub fn remb(sender: u32, bitrate: u64, ssrcs: &[u32]) -> Vec<u8> {
     let mut exp = 0u32;

@@ -113,3 +113,23 @@ fn track_estimate_is_the_lowest_recent_remb() {
     f.unsubscribe(1, None);
     assert_eq!(f.track_estimate(much_later, "mix", age), None);
 }
+
+/// Receiver reports: a track's worst recent loss among its subscribers, and when the newest
+/// report came; reports on other streams or too old do not count.
+#[test]
+fn track_loss_is_the_worst_recent_report() {
+    let mut clock = Clock::start();
+    let mut f = Forwarder::new(ForwarderConfig::default());
+    f.publish("mix", Codec::Vp8, 90_000, &[(0x1111, 0)]).unwrap();
+    f.subscribe(clock.0, 1, "mix", 0xA1, None).unwrap();
+    f.subscribe(clock.0, 2, "mix", 0xA2, None).unwrap();
+    let age = Duration::from_secs(3);
+    assert_eq!(f.track_loss(clock.0, "mix", age), None);
+    let t1 = clock.advance(Duration::from_millis(100));
+    f.handle_subscriber_rtcp(t1, 1, &rtcp::receiver_report(9, &[(0xA1, 64)])).unwrap();
+    let t2 = clock.advance(Duration::from_millis(100));
+    f.handle_subscriber_rtcp(t2, 2, &rtcp::receiver_report(9, &[(0xA2, 3), (0xDEAD, 200)])).unwrap();
+    assert_eq!(f.track_loss(t2, "mix", age), Some((t2, 64)), "the worst fraction, the newest time; 0xDEAD is nobody's");
+    let later = clock.advance(Duration::from_millis(2950));
+    assert_eq!(f.track_loss(later, "mix", age), Some((t2, 3)), "subscriber 1's report is too old");
+}

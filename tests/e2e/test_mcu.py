@@ -51,6 +51,15 @@ helpers are test_sfu.py's).
                           stops (estimates expire after 5 s), over 70 % of the earlier rate
                           again (measured: 1246, 332 and 1194 kbit/s)
 
+   11 loss_reports_hold_the_shared_encode_down
+                          the same room; the second viewer loses every fourth video packet
+                          (retransmissions too; no PLIs) and reports it in its receiver reports:
+                          after 8 s the first receives under 60 % of its earlier rate (GCC's
+                          loss-based rule; measured 1246 -> 340 kbit/s). The climb back (+8 %
+                          a report) is not asserted: the target climbs, but libvpx, having
+                          overshot a low target at its highest quantizer, follows it slowly
+                          (343-866 kbit/s 14 s after the loss ended, across runs)
+
 Tones: 440/550/660/770/930 Hz, no one an integer multiple of another (erin is not at 880 Hz,
 the second harmonic of alice's 440).
 
@@ -954,15 +963,13 @@ class Composite(E2ETest):
 
     # -- 10 -----------------------------------------------------------------------------
 
-    @async_test()
-    async def test_10_remb_holds_the_shared_encode_down(self) -> None:
-        srv = self.server(*SERVER_ARGS, "--mix-video-bitrate", str(REMB_FULL_BPS), label="remb")
-        room = "remb"
+    async def busy_room(self, srv: sfu.McuServer, room: str) -> None:
+        """alice sends random 32x32 blocks, new every frame (content that fills any bitrate, so
+        rates show), bob a colour."""
         alice = await self.publish(srv, room, colour=ALICE.colour, tone_hz=None, name=ALICE.name)
         noise = np.random.default_rng(7)
 
         async def noisy_recv() -> av.VideoFrame:
-            # Random 32x32 blocks every frame: content that fills any bitrate, so rates show.
             pts, time_base = await alice.tracks[0].next_timestamp()
             rgb = noise.integers(0, 256, (12, 20, 3), dtype=np.uint8).repeat(32, axis=0).repeat(32, axis=1)[:360, :640]
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
@@ -971,6 +978,12 @@ class Composite(E2ETest):
 
         alice.tracks[0].recv = noisy_recv
         await self.publish(srv, room, colour=BOB.colour, tone_hz=None, name=BOB.name)
+
+    @async_test()
+    async def test_10_remb_holds_the_shared_encode_down(self) -> None:
+        srv = self.server(*SERVER_ARGS, "--mix-video-bitrate", str(REMB_FULL_BPS), label="remb")
+        room = "remb"
+        await self.busy_room(srv, room)
         watcher = await self.composite(srv, room)
         limited = await self.composite(srv, room)
         counted = ReceivedBytes(watcher)
@@ -996,6 +1009,33 @@ class Composite(E2ETest):
         self.assertLess(held, 0.5 * full, "the shared encode should follow the lowest REMB")
         self.assertLess(held, 1.6 * REMB_LIMIT_BPS / 1000, "the shared encode should stay near the REMB")
         self.assertGreater(back, 0.7 * full, "without REMB the encode should return to its bitrate")
+        self.check_alive(srv)
+
+    # -- 11 -----------------------------------------------------------------------------
+
+    @async_test()
+    async def test_11_loss_reports_hold_the_shared_encode_down(self) -> None:
+        srv = self.server(*SERVER_ARGS, "--mix-video-bitrate", str(REMB_FULL_BPS), label="loss")
+        room = "loss"
+        await self.busy_room(srv, room)
+        watcher = await self.composite(srv, room)
+        lossy = await self.composite(srv, room)
+        counted = ReceivedBytes(watcher)
+        drop = LossyReceiver(lossy)
+        await asyncio.sleep(3.0)
+        full = await counted.kbps(REMB_WINDOW)
+        # The second viewer loses every fourth video packet (retransmissions too) and says so
+        # in its receiver reports; it asks for no keyframes (aiortc would ask at every gap).
+        drop.on = True
+        await asyncio.sleep(LOSS_SETTLE)
+        held = await counted.kbps(REMB_WINDOW)
+        reported = drop.reported[:]
+        drop.on = False
+        out(f"the first viewer receives the shared encode at {full:.0f} kbit/s; while the second loses 25 % "
+            f"(it reported fractions {reported[-6:]} /256) {held:.0f}")
+        self.assertTrue(any(f >= 50 for f in reported), f"the lossy viewer should report its loss: {reported}")
+        self.assertGreater(full, 0.5 * REMB_FULL_BPS / 1000, "the noisy canvas should fill most of its bitrate")
+        self.assertLess(held, 0.6 * full, "the shared encode should back off under reported loss")
         self.check_alive(srv)
 
 # ----------------------------------------------------------------------------------------
@@ -1050,6 +1090,38 @@ class ReceivedBytes:
         return (self.total - start) * 8 / seconds / 1000
 
 
+LOSS_SETTLE = 8.0  # s of 25 % loss before measuring (a report a second, -12.5 % each)
+
+
+class LossyReceiver:
+    """While `on`, a player's video receiver loses every packet whose sequence number is a
+    multiple of 4 (retransmissions of it too) and sends no PLI; `reported` collects the fraction
+    lost (/256) of its receiver reports."""
+
+    def __init__(self, player: mc.Player) -> None:
+        self.on = False
+        self.reported: list[int] = []
+        receiver = next(r for r in player.pc.getReceivers() if r.track and r.track.kind == "video")
+        inner_rtp, inner_rtcp = receiver._handle_rtp_packet, receiver._send_rtcp
+
+        async def lossy(packet, arrival_time_ms):
+            if self.on and packet.sequence_number % 4 == 0:
+                return None
+            return await inner_rtp(packet, arrival_time_ms)
+
+        async def no_pli(media_ssrc: int) -> None:
+            return None
+
+        async def watch_reports(packet) -> None:
+            for r in getattr(packet, "reports", []) or []:
+                self.reported.append(r.fraction_lost)
+            return await inner_rtcp(packet)
+
+        receiver._handle_rtp_packet = lossy
+        receiver._send_rtcp_pli = no_pli
+        receiver._send_rtcp = watch_reports
+
+
 async def send_remb(player: mc.Player, bitrate: int) -> None:
     """REMB (RTCP PSFB, draft-alvestrand-rmcat-remb) from the player's video receiver every
     0.5 s for the SSRC it receives, as browsers (and aiortc, when it can estimate) send them."""
@@ -1067,7 +1139,8 @@ ORDER = [
     (Composite, ["test_1_grid_of_four", "test_1b_grid_in_h264", "test_1c_publishers_with_the_same_ssrcs",
                  "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
                  "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video",
-                 "test_9_lossy_publisher", "test_10_remb_holds_the_shared_encode_down"]),
+                 "test_9_lossy_publisher", "test_10_remb_holds_the_shared_encode_down",
+                 "test_11_loss_reports_hold_the_shared_encode_down"]),
     (McuParticipants, ["test_8_mcu_participants_hear_everyone_but_themselves"]),
 ]
 
