@@ -518,6 +518,8 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut control = crate::sfu::Control::default();
     let mut control_seen = 0u64;
     let mut recordings: Vec<Arc<crate::record::Session>> = Vec::new();
+    // The canvas each recording is fed from, in `recordings`' order.
+    let mut recording_canvases: Vec<CanvasId> = Vec::new();
     let mut recordings_seen = 0u64;
     let mut last_recording_keyframe = Instant::now();
     let mut last_rate_check = Instant::now();
@@ -544,13 +546,14 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     room.request_keyframe(id);
                 }
             }
+            recording_canvases = list.iter().map(|s| s.profile.unwrap_or(VideoProfile::of(&config)).room_canvas(&config)).collect();
             recordings = list;
         }
         // While recording, a composite keyframe every 2 s gives the file cue points to seek to.
         if !recordings.is_empty() && now.duration_since(last_recording_keyframe) >= RECORDING_KEYFRAME_INTERVAL {
             last_recording_keyframe = now;
-            for s in &recordings {
-                if let Some(v) = views.get_mut(&s.profile.unwrap_or(VideoProfile::of(&config)).room_canvas(&config)) {
+            for id in &recording_canvases {
+                if let Some(v) = views.get_mut(id) {
                     v.encoder.request_keyframe();
                 }
             }
@@ -698,12 +701,9 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     if room_ssrc.is_some_and(|s| seen_by.get(&s) == Some(id)) {
                         tracks.push(format!("{MIX}/video-0"));
                     }
-                    let estimate = tracks.iter().filter_map(|t| room.track_estimate(t, ESTIMATE_MAX_AGE)).min();
+                    let (estimate, loss) = room.encode_feedback(&tracks.iter().map(String::as_str).collect::<Vec<_>>(), ESTIMATE_MAX_AGE);
                     // Each new receiver report (the worst among the receivers) moves the
                     // loss-based rate once.
-                    let loss = tracks.iter().filter_map(|t| room.track_loss(t, ESTIMATE_MAX_AGE)).fold(None, |acc: Option<(Instant, u8)>, (at, f)| {
-                        Some(acc.map_or((at, f), |(a, g)| (a.max(at), g.max(f))))
-                    });
                     match loss {
                         Some((at, fraction)) if view.loss_seen.is_none_or(|seen| at > seen) => {
                             view.loss_seen = Some(at);
@@ -735,7 +735,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             let ts = (pts.as_micros() * 9 / 100) as u32;
             for (id, picture) in rendered.canvases {
                 let watched = seen_by.values().any(|v| *v == id);
-                let recorders: Vec<&Arc<crate::record::Session>> = recordings.iter().filter(|s| s.profile.unwrap_or(own).room_canvas(&config) == id).collect();
+                let recorders: Vec<&Arc<crate::record::Session>> = recordings.iter().zip(&recording_canvases).filter(|(_, c)| **c == id).map(|(s, _)| s).collect();
                 let Some(view) = views.get_mut(&id).filter(|_| watched || !recorders.is_empty()) else { continue };
                 for unit in view.encoder.encode(&picture)? {
                     // An encoder that holds frames back (rav1e) returns an earlier picture: the

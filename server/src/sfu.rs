@@ -540,14 +540,12 @@ impl Room {
         });
     }
 
-    /// The worst recent loss (/256) `track`'s subscribers reported, and when the newest report came.
-    pub fn track_loss(&self, track: &str, max_age: Duration) -> Option<(Instant, u8)> {
-        self.lock().fwd.track_loss(Instant::now(), track, max_age)
-    }
-
-    /// The lowest recent downlink estimate (REMB) among `track`'s subscribers.
-    pub fn track_estimate(&self, track: &str, max_age: Duration) -> Option<u64> {
-        self.lock().fwd.track_estimate(Instant::now(), track, max_age)
+    /// What the subscribers of `tracks` (one shared encode) said within `max_age`: the lowest
+    /// REMB, and the worst loss (/256) with the time of the newest report.
+    pub fn encode_feedback(&self, tracks: &[&str], max_age: Duration) -> (Option<u64>, Option<(Instant, u8)>) {
+        let now = Instant::now();
+        let m = self.lock();
+        (m.fwd.track_estimate(now, tracks, max_age), m.fwd.track_loss(now, tracks, max_age))
     }
 
     /// Whether anyone receives `track` (the composite skips pictures nobody watches).

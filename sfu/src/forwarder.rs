@@ -311,23 +311,23 @@ impl Forwarder {
         self.subs.iter().filter(|s| &*s.track == track).count()
     }
 
-    /// The lowest downlink estimate (REMB, bps) among `track`'s subscribers that sent one
+    /// The lowest downlink estimate (REMB, bps) among the subscribers of `tracks` that sent one
     /// within `max_age`: what one encode all of them receive should stay under.
-    pub fn track_estimate(&self, now: Instant, track: &str, max_age: Duration) -> Option<u64> {
+    pub fn track_estimate(&self, now: Instant, tracks: &[&str], max_age: Duration) -> Option<u64> {
         self.subs
             .iter()
-            .filter(|s| &*s.track == track && s.estimate_at.is_some_and(|at| now.saturating_duration_since(at) <= max_age))
+            .filter(|s| tracks.contains(&&*s.track) && s.estimate_at.is_some_and(|at| now.saturating_duration_since(at) <= max_age))
             .filter_map(|s| s.estimate)
             .min()
     }
 
-    /// The worst loss (fraction /256) `track`'s subscribers reported within `max_age`, and when
-    /// the newest of those reports came: what a loss-based rate control of one encode for all
-    /// of them reacts to.
-    pub fn track_loss(&self, now: Instant, track: &str, max_age: Duration) -> Option<(Instant, u8)> {
+    /// The worst loss (fraction /256) the subscribers of `tracks` reported within `max_age`, and
+    /// when the newest of those reports came: what a loss-based rate control of one encode for
+    /// all of them reacts to.
+    pub fn track_loss(&self, now: Instant, tracks: &[&str], max_age: Duration) -> Option<(Instant, u8)> {
         self.subs
             .iter()
-            .filter(|s| &*s.track == track)
+            .filter(|s| tracks.contains(&&*s.track))
             .filter_map(|s| s.loss)
             .filter(|(at, _)| now.saturating_duration_since(*at) <= max_age)
             .fold(None, |acc, (at, f)| Some(acc.map_or((at, f), |(a, g): (Instant, u8)| (a.max(at), g.max(f)))))

@@ -99,19 +99,19 @@ fn track_estimate_is_the_lowest_recent_remb() {
     }
     f.subscribe(clock.0, 4, "other", 0xB4, None).unwrap();
     let age = Duration::from_secs(3);
-    assert_eq!(f.track_estimate(clock.0, "mix", age), None, "nobody sent REMB");
+    assert_eq!(f.track_estimate(clock.0, &["mix"], age), None, "nobody sent REMB");
     let now = clock.advance(Duration::from_millis(100));
     f.handle_subscriber_rtcp(now, 1, &rtcp::remb(9, 900_000, &[0xA1])).unwrap();
     f.handle_subscriber_rtcp(now, 2, &rtcp::remb(9, 300_000, &[0xA2])).unwrap();
     f.handle_subscriber_rtcp(now, 4, &rtcp::remb(9, 100_000, &[0xB4])).unwrap();
-    assert_eq!(f.track_estimate(now, "mix", age), Some(300_000), "the lowest of the mix's subscribers");
-    assert_eq!(f.track_estimate(now, "other", age), Some(100_000));
+    assert_eq!(f.track_estimate(now, &["mix"], age), Some(300_000), "the lowest of the mix's subscribers");
+    assert_eq!(f.track_estimate(now, &["other"], age), Some(100_000));
     let later = clock.advance(Duration::from_secs(2));
     f.handle_subscriber_rtcp(later, 1, &rtcp::remb(9, 800_000, &[0xA1])).unwrap();
     let much_later = clock.advance(Duration::from_millis(1500));
-    assert_eq!(f.track_estimate(much_later, "mix", age), Some(800_000), "subscriber 2's estimate is 3.5 s old");
+    assert_eq!(f.track_estimate(much_later, &["mix"], age), Some(800_000), "subscriber 2's estimate is 3.5 s old");
     f.unsubscribe(1, None);
-    assert_eq!(f.track_estimate(much_later, "mix", age), None);
+    assert_eq!(f.track_estimate(much_later, &["mix"], age), None);
 }
 
 /// Receiver reports: a track's worst recent loss among its subscribers, and when the newest
@@ -124,12 +124,12 @@ fn track_loss_is_the_worst_recent_report() {
     f.subscribe(clock.0, 1, "mix", 0xA1, None).unwrap();
     f.subscribe(clock.0, 2, "mix", 0xA2, None).unwrap();
     let age = Duration::from_secs(3);
-    assert_eq!(f.track_loss(clock.0, "mix", age), None);
+    assert_eq!(f.track_loss(clock.0, &["mix"], age), None);
     let t1 = clock.advance(Duration::from_millis(100));
     f.handle_subscriber_rtcp(t1, 1, &rtcp::receiver_report(9, &[(0xA1, 64)])).unwrap();
     let t2 = clock.advance(Duration::from_millis(100));
     f.handle_subscriber_rtcp(t2, 2, &rtcp::receiver_report(9, &[(0xA2, 3), (0xDEAD, 200)])).unwrap();
-    assert_eq!(f.track_loss(t2, "mix", age), Some((t2, 64)), "the worst fraction, the newest time; 0xDEAD is nobody's");
+    assert_eq!(f.track_loss(t2, &["mix"], age), Some((t2, 64)), "the worst fraction, the newest time; 0xDEAD is nobody's");
     let later = clock.advance(Duration::from_millis(2950));
-    assert_eq!(f.track_loss(later, "mix", age), Some((t2, 3)), "subscriber 1's report is too old");
+    assert_eq!(f.track_loss(later, &["mix"], age), Some((t2, 3)), "subscriber 1's report is too old");
 }

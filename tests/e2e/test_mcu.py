@@ -1070,12 +1070,17 @@ REMB_SETTLE = 2.0  # s after the first REMB before measuring
 REMB_EXPIRY = 8.0  # s after the last REMB (the server forgets estimates after 5 s; libvpx ramps up in ~2 s)
 
 
+def video_receiver(player: mc.Player):
+    """The player's video RTCRtpReceiver."""
+    return next(r for r in player.pc.getReceivers() if r.track and r.track.kind == "video")
+
+
 class ReceivedBytes:
     """Counts the RTP payload bytes a player's video receiver gets."""
 
     def __init__(self, player: mc.Player) -> None:
         self.total = 0
-        receiver = next(r for r in player.pc.getReceivers() if r.track and r.track.kind == "video")
+        receiver = video_receiver(player)
         inner = receiver._handle_rtp_packet
 
         async def counting(packet, arrival_time_ms):
@@ -1101,7 +1106,7 @@ class LossyReceiver:
     def __init__(self, player: mc.Player) -> None:
         self.on = False
         self.reported: list[int] = []
-        receiver = next(r for r in player.pc.getReceivers() if r.track and r.track.kind == "video")
+        receiver = video_receiver(player)
         inner_rtp, inner_rtcp = receiver._handle_rtp_packet, receiver._send_rtcp
 
         async def lossy(packet, arrival_time_ms):
@@ -1127,7 +1132,7 @@ async def send_remb(player: mc.Player, bitrate: int) -> None:
     0.5 s for the SSRC it receives, as browsers (and aiortc, when it can estimate) send them."""
     from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 
-    receiver = next(r for r in player.pc.getReceivers() if r.track and r.track.kind == "video")
+    receiver = video_receiver(player)
     while True:
         sender_ssrc = receiver._RTCRtpReceiver__rtcp_ssrc or 1
         media = list(receiver._RTCRtpReceiver__active_ssrc)
