@@ -21,6 +21,8 @@ pub struct TrackInfo {
     pub codec: String,
     /// Whether forwarding and mixing are stopped.
     pub muted: bool,
+    /// Simulcast layers (1 without simulcast).
+    pub layers: u8,
 }
 
 /// What happened.

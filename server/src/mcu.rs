@@ -123,13 +123,14 @@ pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
         MixCodec::Av1 => RTCRtpCodec { mime_type: "video/AV1".into(), clock_rate: 90000, channels: 0, ..Default::default() },
     };
     vec![
-        PublishedTrack { id: Arc::from(format!("{MIX}/video-0")), kind: RtpCodecKind::Video, codec: video, extmap: Arc::default(), muted: Arc::default() },
+        PublishedTrack { id: Arc::from(format!("{MIX}/video-0")), kind: RtpCodecKind::Video, codec: video, extmap: Arc::default(), muted: Arc::default(), layers: 1 },
         PublishedTrack {
             id: Arc::from(format!("{MIX}/audio-0")),
             kind: RtpCodecKind::Audio,
             codec: RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), ..Default::default() },
             extmap: Arc::default(),
             muted: Arc::default(),
+            layers: 1,
         },
     ]
 }

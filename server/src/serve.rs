@@ -40,7 +40,7 @@ use crate::{
 use futures_util::{SinkExt, StreamExt};
 use mcu_signaling::{
     auth::Keys,
-    room::{ConnId, Hub, Limits, Outbox, ServerMessage},
+    room::{ConnId, Hub, Kind, Limits, MediaChange, Outbox, ServerMessage, TrackInfo as WsTrack},
 };
 use tokio::sync::mpsc;
 
@@ -237,6 +237,25 @@ struct Shared {
 }
 
 impl Shared {
+    /// Hands the hub's subscription choices to the SFU (the viewers' WHEP sessions).
+    fn apply_media_changes(&self) {
+        let changes = self.hub.lock().expect("hub lock is never poisoned").take_media_changes();
+        for change in changes {
+            match change {
+                MediaChange::Track { room, viewer, publisher, track, max_layer } => {
+                    let Ok(r) = self.http.sfu.room(&room, false) else { continue };
+                    let changed = r.choose(&viewer, &format!("{publisher}/{track}"), max_layer.map(usize::from));
+                    tracing::debug!(room, viewer, publisher, track, ?max_layer, sessions = changed, "subscription choice");
+                }
+                MediaChange::Forget { room, viewer } => {
+                    if let Ok(r) = self.http.sfu.room(&room, false) {
+                        r.forget_choices(&viewer);
+                    }
+                }
+            }
+        }
+    }
+
     fn deliver(&self, out: Outbox) {
         let peers = self.peers.lock().expect("peer map lock is never poisoned");
         for (conn, msg) in out {
@@ -327,10 +346,22 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             loop {
                 match events.recv().await {
                     Ok(ev) => {
-                        if let EventKind::MixAvailable { available } = ev.kind {
-                            let out = ws_shared.hub.lock().expect("hub lock is never poisoned").set_mix_available(&ev.room, available);
-                            ws_shared.deliver(out);
-                        }
+                        // Media sessions (WHIP, WHEP-less MCU participants, SIP legs) are
+                        // participants of the WebSocket room too, with their tracks.
+                        let mut hub = ws_shared.hub.lock().expect("hub lock is never poisoned");
+                        let out = match ev.kind {
+                            EventKind::MixAvailable { available } => hub.set_mix_available(&ev.room, available),
+                            EventKind::ParticipantJoined { participant, .. } if !participant.starts_with('_') => hub.media_joined(&ev.room, &participant),
+                            EventKind::TrackPublished { participant, track } if !participant.starts_with('_') => {
+                                let id = track.id.split_once('/').map_or(track.id.as_str(), |(_, t)| t).to_string();
+                                let kind = if track.kind == "audio" { Kind::Audio } else { Kind::Video };
+                                hub.media_track(&ev.room, &participant, WsTrack { track_id: id, kind, layers: track.layers.max(1) })
+                            }
+                            EventKind::ParticipantLeft { participant } => hub.media_left(&ev.room, &participant),
+                            _ => Vec::new(),
+                        };
+                        drop(hub);
+                        ws_shared.deliver(out);
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "room events lagged"),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -473,7 +504,11 @@ async fn session(socket: WebSocket, shared: Arc<Shared>) {
     });
     while let Some(frame) = stream.next().await {
         let out = match frame {
-            Ok(Message::Text(text)) => shared.hub.lock().expect("hub lock is never poisoned").handle(conn, text.as_str(), unix_now()),
+            Ok(Message::Text(text)) => {
+                let out = shared.hub.lock().expect("hub lock is never poisoned").handle(conn, text.as_str(), unix_now());
+                shared.apply_media_changes();
+                out
+            }
             Ok(Message::Binary(_)) => vec![(conn, ServerMessage::Error { code: 400, message: "text frames only".into() })],
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => continue,
@@ -483,6 +518,7 @@ async fn session(socket: WebSocket, shared: Arc<Shared>) {
     // Closed or vanished: leave the room, tell the others.
     shared.peers.lock().expect("peer map lock is never poisoned").remove(&conn);
     let out = shared.hub.lock().expect("hub lock is never poisoned").disconnect(conn);
+    shared.apply_media_changes();
     shared.deliver(out);
     writer.abort();
 }

@@ -138,6 +138,9 @@ pub struct PublishedTrack {
     pub extmap: Arc<HashMap<u8, &'static str>>,
     /// Set by an operator: the track's packets are neither forwarded nor mixed.
     pub muted: Arc<AtomicBool>,
+    /// Simulcast layers (1 without; the composite subscribes to one of several through the
+    /// forwarder).
+    pub layers: u8,
 }
 
 impl PublishedTrack {
@@ -148,6 +151,7 @@ impl PublishedTrack {
             kind: if self.kind == RtpCodecKind::Audio { "audio" } else { "video" },
             codec: self.codec.mime_type.clone(),
             muted: self.muted.load(Ordering::Relaxed),
+            layers: self.layers,
         }
     }
 }
@@ -159,6 +163,8 @@ pub(crate) struct Participant {
     extmap: Arc<HashMap<u8, &'static str>>,
     expected_tracks: usize,
     pub(crate) tracks: Vec<PublishedTrack>,
+    /// The rids of its simulcast video, lowest first (empty without simulcast).
+    simulcast: Vec<String>,
 }
 
 struct SinkEntry {
@@ -177,6 +183,28 @@ struct Media {
     feedback: HashMap<TrackId, mpsc::UnboundedSender<u32>>,
     /// Each published track's SSRC.
     ssrcs: HashMap<TrackId, u32>,
+    /// The composite's subscriptions to simulcast tracks (one layer of each, switched at
+    /// keyframes by the forwarder like any subscriber's), by the SSRC it writes.
+    taps: HashMap<u32, TapSink>,
+    /// WHEP sessions by subscriber: who views, and the tracks wired (track, SSRC written).
+    viewers: HashMap<SubscriberId, Viewer>,
+    /// What viewers chose over the WebSocket (viewer, track) → `None`: not received,
+    /// `Some(layer)`: received up to that simulcast layer.
+    choices: HashMap<(String, TrackId), Option<usize>>,
+}
+
+struct Viewer {
+    name: String,
+    wired: Vec<(TrackId, u32)>,
+    /// Forwarding started (the connection is up).
+    started: bool,
+}
+
+/// Where the forwarder's packets for the composite's subscription to a simulcast track go.
+struct TapSink {
+    sub: SubscriberId,
+    track: PublishedTrack,
+    participant: String,
 }
 
 /// A room of the SFU.
@@ -244,6 +272,9 @@ impl Room {
                 backlogged: HashMap::new(),
                 feedback: HashMap::new(),
                 ssrcs: HashMap::new(),
+                taps: HashMap::new(),
+                viewers: HashMap::new(),
+                choices: HashMap::new(),
             }),
             mcu_tap: Mutex::new(None),
             mix: Mutex::new(None),
@@ -281,6 +312,10 @@ impl Room {
             match out {
                 Output::Rtp { to, packet } => {
                     let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+                    if let Some(t) = m.taps.get(&ssrc) {
+                        self.tap(&t.track, &t.participant, &packet);
+                        continue;
+                    }
                     let Some(sink) = m.sinks.get(&ssrc) else { continue };
                     debug_assert_eq!(sink.sub, to);
                     match sink.tx.try_send(Bytes::from(packet)) {
@@ -417,7 +452,7 @@ impl Room {
             }
         }
         drop(m);
-        self.participants().insert(MIX.into(), Participant { session: String::new(), mcu: false, extmap: Arc::default(), expected_tracks: tracks.len(), tracks });
+        self.participants().insert(MIX.into(), Participant { session: String::new(), mcu: false, extmap: Arc::default(), expected_tracks: tracks.len(), tracks, simulcast: Vec::new() });
         true
     }
 
@@ -507,7 +542,15 @@ impl Room {
 
     /// Asks a publisher track for a keyframe (the composite's decoder needs one).
     pub fn request_keyframe(&self, track: &TrackId) {
-        let m = self.lock();
+        let mut m = self.lock();
+        if let Some(sub) = m.taps.values().find(|t| t.track.id == *track).map(|t| t.sub) {
+            // A simulcast track: the layer the composite receives.
+            self.counters.composite_plis.fetch_add(1, Ordering::Relaxed);
+            let now = Instant::now();
+            m.fwd.request_keyframe_for(now, sub, track);
+            self.flush(&mut m, now);
+            return;
+        }
         if let (Some(tx), Some(&ssrc)) = (m.feedback.get(track), m.ssrcs.get(track)) {
             self.counters.composite_plis.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(ssrc);
@@ -526,11 +569,59 @@ impl Room {
         self.drive(Instant::now(), |fwd, now| {
             let _ = fwd.handle_rtp(now, raw);
         });
-        if let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").as_ref() {
+        // A simulcast track reaches the composite through its forwarder subscription (one layer).
+        if track.layers <= 1
+            && let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").as_ref()
+        {
             // A composite that falls behind loses packets (its decoder then asks for a
             // keyframe); the forwarding path never waits for it.
             let _ = tap.try_send(TapPacket { track: track.id.clone(), participant: participant.into(), codec: track.codec.clone(), packet });
         }
+    }
+
+    /// A packet of the composite's subscription to a simulcast track.
+    fn tap(&self, track: &PublishedTrack, participant: &str, raw: &[u8]) {
+        use rtc::shared::marshal::Unmarshal;
+        let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").clone() else { return };
+        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &raw[..]) else { return };
+        let _ = tap.try_send(TapPacket { track: track.id.clone(), participant: participant.into(), codec: track.codec.clone(), packet });
+    }
+
+    /// A viewer's choice for a track (over the WebSocket): `None` stops it, `Some(layer)`
+    /// receives it up to that simulcast layer. Applies to every WHEP session of that viewer
+    /// that carries the track, now and when one starts later. Returns how many sessions
+    /// changed now.
+    pub fn choose(&self, viewer: &str, track: &str, choice: Option<usize>) -> usize {
+        let now = Instant::now();
+        let mut m = self.lock();
+        let track: TrackId = Arc::from(track);
+        m.choices.insert((viewer.to_string(), track.clone()), choice);
+        let Media { fwd, viewers, .. } = &mut *m;
+        let mut changed = 0;
+        for (&sub, v) in viewers.iter().filter(|(_, v)| v.started && v.name == viewer) {
+            let Some(&(_, ssrc)) = v.wired.iter().find(|(t, _)| *t == track) else { continue };
+            changed += 1;
+            match choice {
+                // Off rather than unsubscribed: back on, its stream continues without a gap.
+                None => {
+                    let _ = fwd.set_active(now, sub, &track, false);
+                }
+                Some(layer) => {
+                    if !fwd.is_subscribed(sub, &track) {
+                        let _ = fwd.subscribe(now, sub, &track, ssrc, None);
+                    }
+                    let _ = fwd.set_max_layer(now, sub, &track, layer);
+                    let _ = fwd.set_active(now, sub, &track, true);
+                }
+            }
+        }
+        self.flush(&mut m, now);
+        changed
+    }
+
+    /// A viewer's WebSocket is gone: its choices no longer apply to sessions that start later.
+    pub fn forget_choices(&self, viewer: &str) {
+        self.lock().choices.retain(|(v, _), _| v != viewer);
     }
 
     /// RTCP from a subscriber that is not a WebRTC connection (a SIP leg): PLI/FIR/REMB.
@@ -747,6 +838,7 @@ impl Sfu {
             return Err(SessionError::Limit(format!("{sending} tracks offered; at most {} per participant", self.limits.max_tracks)));
         }
         let extmap = Arc::new(forwarded_extmap(&offer));
+        let simulcast = mcu_signaling::sdp::simulcast_send_rids(&offer);
         let desc = RTCSessionDescription::offer(offer).map_err(|e| SessionError::BadOffer(e.to_string()))?;
         let room = self.room(room_name, true)?;
         let id = self.fresh_id();
@@ -762,7 +854,7 @@ impl Sfu {
             if ps.iter().filter(|(k, _)| k.as_str() != MIX).count() >= max {
                 return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({max} participants)")));
             }
-            ps.insert(participant.into(), Participant { session: id.clone(), mcu: mcu.is_some(), extmap, expected_tracks: sending, tracks: Vec::new() });
+            ps.insert(participant.into(), Participant { session: id.clone(), mcu: mcu.is_some(), extmap, expected_tracks: sending, tracks: Vec::new(), simulcast });
         }
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), Some((room.clone(), participant.to_string()))));
         // An MCU participant also receives the composite and its own mix.
@@ -777,7 +869,7 @@ impl Sfu {
         let result = match self.rtc.peer_connection(handler.clone()).await.map_err(internal) {
             Ok(pc) => {
                 let answered = match sub {
-                    Some(sub) => self.answer_subscriber(&pc, &handler, &room, &receive, desc, sub).await.map(|(a, _)| a),
+                    Some(sub) => self.answer_subscriber(&pc, &handler, &room, &receive, desc, (sub, participant)).await.map(|(a, _)| a),
                     None => negotiate(&self.rtc, &pc, &handler, desc).await,
                 };
                 match answered {
@@ -840,7 +932,7 @@ impl Sfu {
                 return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({max} participants)")));
             }
             let participant = (1..).map(|n| if n == 1 { name.to_string() } else { format!("{name}-{n}") }).find(|p| !ps.contains_key(p)).expect("some suffix is free");
-            ps.insert(participant.clone(), Participant { session: id.clone(), mcu: true, extmap: Arc::default(), expected_tracks: tracks.len(), tracks: Vec::new() });
+            ps.insert(participant.clone(), Participant { session: id.clone(), mcu: true, extmap: Arc::default(), expected_tracks: tracks.len(), tracks: Vec::new(), simulcast: Vec::new() });
             participant
         };
         crate::mcu::ensure(self, &room, config);
@@ -890,7 +982,7 @@ impl Sfu {
                 m.feedback.insert(track_id.clone(), fb_tx);
                 m.ssrcs.insert(track_id.clone(), t.ssrc);
             }
-            let track = PublishedTrack { id: track_id, kind: t.kind, codec: t.codec, extmap: Arc::default(), muted: Arc::default() };
+            let track = PublishedTrack { id: track_id, kind: t.kind, codec: t.codec, extmap: Arc::default(), muted: Arc::default(), layers: 1 };
             if let Some(p) = room.participants().get_mut(&participant) {
                 p.tracks.push(track.clone());
             }
@@ -922,7 +1014,7 @@ impl Sfu {
         let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), None));
         let pc = self.rtc.peer_connection(handler.clone()).await.map_err(internal)?;
-        match self.answer_subscriber(&pc, &handler, &room, &tracks, desc, sub).await {
+        match self.answer_subscriber(&pc, &handler, &room, &tracks, desc, (sub, viewer)).await {
             Ok((answer, wired)) => {
                 room.subscribers.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(room = room_name, target, viewer, session = %id, tracks = wired, "subscriber joined (WHEP)");
@@ -935,6 +1027,7 @@ impl Sfu {
                 let mut m = room.lock();
                 m.fwd.unsubscribe(sub, None);
                 m.sinks.retain(|_, e| e.sub != sub);
+                m.viewers.remove(&sub);
                 Err(e)
             }
         }
@@ -947,7 +1040,7 @@ impl Sfu {
         room: &Arc<Room>,
         tracks: &[PublishedTrack],
         desc: RTCSessionDescription,
-        sub: SubscriberId,
+        (sub, viewer): (SubscriberId, &str),
     ) -> Result<(String, usize), SessionError> {
         let target = tracks.first().map(|t| t.id.split('/').next().unwrap_or("").to_string()).unwrap_or_default();
         pc.set_remote_description(desc).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
@@ -995,18 +1088,30 @@ impl Sfu {
         // Forwarding (and the keyframe request that starts it) begins once DTLS is up: a
         // keyframe sent before then would be lost and the viewer would wait for the next one.
         let count = wired.len();
+        room.lock().viewers.insert(sub, Viewer { name: viewer.to_string(), wired, started: false });
         let (room, mut connected) = (room.clone(), handler.connected_tx.subscribe());
         tokio::spawn(async move {
             if connected.wait_for(|c| *c).await.is_err() {
                 return;
             }
-            room.drive(Instant::now(), |fwd, now| {
-                for (track, ssrc) in &wired {
-                    if let Err(e) = fwd.subscribe(now, sub, track, *ssrc, None) {
-                        tracing::debug!(error = %e, "subscription not started (track gone)");
-                    }
+            let now = Instant::now();
+            let mut m = room.lock();
+            let Media { fwd, viewers, choices, .. } = &mut *m;
+            let Some(v) = viewers.get_mut(&sub) else { return };
+            v.started = true;
+            for (track, ssrc) in &v.wired {
+                // What the viewer chose over the WebSocket before the connection was up.
+                let choice = choices.get(&(v.name.clone(), track.clone())).copied();
+                if choice == Some(None) {
+                    continue;
                 }
-            });
+                if let Err(e) = fwd.subscribe(now, sub, track, *ssrc, None) {
+                    tracing::debug!(error = %e, "subscription not started (track gone)");
+                } else if let Some(Some(layer)) = choice {
+                    let _ = fwd.set_max_layer(now, sub, track, layer);
+                }
+            }
+            room.flush(&mut m, now);
         });
         Ok((answer, count))
     }
@@ -1053,11 +1158,14 @@ impl Sfu {
                 for t in p.map(|p| p.tracks).unwrap_or_default() {
                     m.fwd.unpublish(&t.id);
                     m.feedback.remove(&t.id);
+                    m.ssrcs.remove(&t.id);
+                    m.taps.retain(|_, tap| tap.track.id != t.id);
                 }
                 if let Some(sub) = sub {
                     m.fwd.unsubscribe(*sub, None);
                     m.sinks.retain(|_, e| e.sub != *sub);
                     m.backlogged.remove(sub);
+                    m.viewers.remove(sub);
                     s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
                 }
                 tracing::info!(room = %s.room.name, participant, session = id, "publisher left");
@@ -1068,6 +1176,7 @@ impl Sfu {
                 m.fwd.unsubscribe(*sub, None);
                 m.sinks.retain(|_, e| e.sub != *sub);
                 m.backlogged.remove(sub);
+                m.viewers.remove(sub);
                 s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
                 tracing::info!(room = %s.room.name, session = id, "subscriber left");
             }
@@ -1303,23 +1412,54 @@ impl PeerConnectionEventHandler for Handler {
             tracing::info!(%participant, codec = %codec.mime_type, "track with a codec the SFU does not forward; ignored");
             return;
         };
+        // A simulcast video (rids in the offer, lowest first) is one track of several layers.
+        let rids = match kind {
+            RtpCodecKind::Video => room.participants.lock().expect("participants lock is never poisoned").get(&participant).map(|p| p.simulcast.clone()).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let mut rids = rids;
+        rids.truncate(4);
+        let simulcast = rids.len() > 1 && track.rid(ssrc).await.is_some();
         let n = self.track_count.fetch_add(1, Ordering::Relaxed);
         let id: TrackId = Arc::from(format!("{participant}/{}-{n}", if kind == RtpCodecKind::Audio { "audio" } else { "video" }));
+        let mut published = PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: Arc::default(), muted: Arc::new(AtomicBool::new(false)), layers: if simulcast { rids.len() as u8 } else { 1 } };
+        if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get(&participant) {
+            published.extmap = p.extmap.clone();
+        }
         let (fb_tx, mut fb_rx) = mpsc::unbounded_channel::<u32>();
         // SSRCs are unique per connection, not per room: two publishers (fixed-SSRC encoders,
-        // or plain chance) may send the same one. The forwarder's key is a room-unique SSRC:
-        // the publisher's own when it is free, else a fresh one its packets are rewritten to.
-        let room_ssrc = {
+        // or plain chance) may send the same one. The forwarder's key is a room-unique SSRC per
+        // layer: the publisher's own when it is free (one layer), else a fresh one its packets
+        // are rewritten to.
+        let layers = if simulcast { rids.len() } else { 1 };
+        let room_ssrcs: Vec<u32> = {
             let mut m = room.lock();
-            let mut room_ssrc = ssrc;
-            while room_ssrc == 0 || m.fwd.ssrc_in_use(room_ssrc) {
-                room_ssrc = rand::random();
+            let mut chosen: Vec<u32> = Vec::new();
+            for k in 0..layers {
+                let mut room_ssrc = if k == 0 && !simulcast { ssrc } else { rand::random() };
+                while room_ssrc == 0 || m.fwd.ssrc_in_use(room_ssrc) || chosen.contains(&room_ssrc) {
+                    room_ssrc = rand::random();
+                }
+                chosen.push(room_ssrc);
             }
-            match m.fwd.publish(id.clone(), family, codec.clock_rate, &[(room_ssrc, 0)]) {
+            let spec: Vec<(u32, u64)> = chosen.iter().map(|&s| (s, 0)).collect();
+            match m.fwd.publish(id.clone(), family, codec.clock_rate, &spec) {
                 Ok(()) => {
                     m.feedback.insert(id.clone(), fb_tx);
-                    m.ssrcs.insert(id.clone(), room_ssrc);
-                    room_ssrc
+                    m.ssrcs.insert(id.clone(), chosen[0]);
+                    if simulcast && let Some(sfu) = self.sfu.upgrade() {
+                        // The composite takes one layer through the forwarder, switched at
+                        // keyframes like any subscriber's.
+                        let sub = sfu.next_id.fetch_add(1, Ordering::Relaxed);
+                        let mut out = rand::random::<u32>();
+                        while out == 0 || m.fwd.ssrc_in_use(out) || m.sinks.contains_key(&out) || m.taps.contains_key(&out) {
+                            out = rand::random();
+                        }
+                        if m.fwd.subscribe(Instant::now(), sub, &id, out, None).is_ok() {
+                            m.taps.insert(out, TapSink { sub, track: published.clone(), participant: participant.clone() });
+                        }
+                    }
+                    chosen
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "publish refused");
@@ -1327,45 +1467,88 @@ impl PeerConnectionEventHandler for Handler {
                 }
             }
         };
-        let mut published = PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: Arc::default(), muted: Arc::new(AtomicBool::new(false)) };
         if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get_mut(&participant) {
             debug_assert_eq!(p.session, self.session);
-            published.extmap = p.extmap.clone();
             p.tracks.push(published.clone());
         }
-        tracing::info!(room = %room.name, track = %id, codec = %codec.mime_type, ssrc, room_ssrc, "track published");
-        let info = TrackInfo { id: id.to_string(), kind: if kind == RtpCodecKind::Audio { "audio" } else { "video" }, codec: codec.mime_type.clone(), muted: false };
-        room.events.emit(&room.name, EventKind::TrackPublished { participant: participant.clone(), track: info });
+        tracing::info!(room = %room.name, track = %id, codec = %codec.mime_type, ssrc, ?room_ssrcs, rids = ?if simulcast { rids.clone() } else { Vec::new() }, "track published");
+        room.events.emit(&room.name, EventKind::TrackPublished { participant: participant.clone(), track: published.info() });
+        // Each layer's publisher SSRC, as its packets arrive (keyframe requests name it).
+        let sources: Arc<Mutex<Vec<Option<u32>>>> = Arc::new(Mutex::new(vec![None; layers]));
+        if !simulcast {
+            sources.lock().expect("sources lock is never poisoned")[0] = Some(ssrc);
+        }
         // Keyframe requests the forwarder sends upstream.
         let pli_track = track.clone();
+        let pli_sources = sources.clone();
+        let pli_room_ssrcs = room_ssrcs.clone();
         tokio::spawn(async move {
-            // The request names the room's SSRC; the publisher knows its own.
-            while fb_rx.recv().await.is_some() {
-                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc: ssrc };
+            // The request names the room's SSRC of a layer; the publisher knows its own.
+            while let Some(asked) = fb_rx.recv().await {
+                let layer = pli_room_ssrcs.iter().position(|s| *s == asked).unwrap_or(0);
+                let Some(media_ssrc) = pli_sources.lock().expect("sources lock is never poisoned")[layer] else { continue };
+                let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
                 if pli_track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
                     return;
                 }
             }
         });
+        let layers = Layers { rids: if simulcast { rids } else { Vec::new() }, room_ssrcs, sources };
         // The handler must return at once (the connection's driver awaits it): read in a task.
         tokio::spawn(async move {
-            read_publisher_track(track, room, published, participant, ssrc, room_ssrc).await;
+            read_publisher_track(track, room, published, participant, layers).await;
         });
     }
 }
 
-/// Reads a published track: its packets (SSRC `ssrc`) go into the room as `room_ssrc`.
-async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, published: PublishedTrack, participant: String, ssrc: u32, room_ssrc: u32) {
+/// How a published track's packets map to the forwarder's layers.
+struct Layers {
+    /// Simulcast rids, lowest first (empty: one layer, whatever its SSRC).
+    rids: Vec<String>,
+    /// The room SSRC of each layer.
+    room_ssrcs: Vec<u32>,
+    /// The publisher's SSRC of each layer, once seen.
+    sources: Arc<Mutex<Vec<Option<u32>>>>,
+}
+
+/// Reads a published track: each layer's packets go into the room under its room SSRC.
+async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, published: PublishedTrack, participant: String, layers: Layers) {
+    // Publisher SSRC → layer (None: not a layer we forward).
+    let mut layer_of: HashMap<u32, Option<usize>> = HashMap::new();
+    if layers.rids.is_empty()
+        && let Some(first) = layers.sources.lock().expect("sources lock is never poisoned")[0]
+    {
+        layer_of.insert(first, Some(0));
+    }
     while let Some(evt) = track.poll().await {
         match evt {
             TrackRemoteEvent::OnRtpPacket(mut p) => {
-                // Simulcast layers share the TrackRemote; only the first one's SSRC is published,
-                // so the others are dropped (and counted) rather than merged into its stream.
-                if p.header.ssrc != ssrc {
+                let source = p.header.ssrc;
+                let layer = match layer_of.get(&source) {
+                    Some(l) => *l,
+                    None => {
+                        // A new SSRC: a simulcast layer (by its rid), else a stream we do not
+                        // forward (a second SSRC on a non-simulcast track).
+                        let rid = track.rid(source).await;
+                        let l = rid.as_ref().and_then(|r| layers.rids.iter().position(|x| x == r));
+                        // Until the rid is known the packet cannot be placed: dropped, asked again.
+                        if rid.is_none() && !layers.rids.is_empty() {
+                            room.counters.dropped_simulcast.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        if let Some(l) = l {
+                            layers.sources.lock().expect("sources lock is never poisoned")[l] = Some(source);
+                            tracing::debug!(track = %published.id, source, layer = l, "simulcast layer seen");
+                        }
+                        layer_of.insert(source, l);
+                        l
+                    }
+                };
+                let Some(layer) = layer else {
                     room.counters.dropped_simulcast.fetch_add(1, Ordering::Relaxed);
                     continue;
-                }
-                p.header.ssrc = room_ssrc;
+                };
+                p.header.ssrc = layers.room_ssrcs[layer];
                 let Ok(raw) = p.marshal() else { continue };
                 room.ingest(&published, &participant, p, &raw);
             }

@@ -30,11 +30,15 @@ pub struct ForwarderConfig {
     pub max_backlog_bytes: usize,
     /// The SSRC the SFU uses as RTCP sender.
     pub sfu_ssrc: u32,
+    /// A simulcast layer with no packet for this long counts as stopped (a publisher whose
+    /// bandwidth estimate dropped it, or that never sent it): subscriptions move to a layer
+    /// that flows.
+    pub layer_timeout: Duration,
 }
 
 impl Default for ForwarderConfig {
     fn default() -> Self {
-        ForwarderConfig { pli_interval: Duration::from_millis(500), retransmit_cache: 1024, max_backlog_bytes: 1 << 20, sfu_ssrc: 1 }
+        ForwarderConfig { pli_interval: Duration::from_millis(500), retransmit_cache: 1024, max_backlog_bytes: 1 << 20, sfu_ssrc: 1, layer_timeout: Duration::from_millis(1500) }
     }
 }
 
@@ -108,9 +112,37 @@ pub enum ForwardError {
 
 struct Layer {
     ssrc: u32,
-    /// Expected bitrate, for choosing by bandwidth estimate.
+    /// Expected bitrate, for choosing by bandwidth estimate (0: unknown, use the measured one).
     bitrate: u64,
     last_pli: Option<Instant>,
+    /// A keyframe request was throttled: it is sent when the interval ends (coalesced, not
+    /// lost: a recording or decoder that asked once still gets its keyframe).
+    pli_pending: bool,
+    /// When its last packet came.
+    last_packet: Option<Instant>,
+    /// Whether packets flow (see [`ForwarderConfig::layer_timeout`]).
+    live: bool,
+    /// The bitrate measured over the last window of about a second.
+    measured: Option<u64>,
+    window: Option<(Instant, u64)>,
+}
+
+impl Layer {
+    /// The bitrate a subscription must afford for this layer.
+    fn rate(&self) -> u64 {
+        if self.bitrate > 0 { self.bitrate } else { self.measured.unwrap_or(0) }
+    }
+
+    fn count(&mut self, now: Instant, bytes: usize) {
+        self.last_packet = Some(now);
+        let (start, sum) = self.window.get_or_insert((now, 0));
+        *sum += bytes as u64;
+        let elapsed = now.saturating_duration_since(*start);
+        if elapsed >= Duration::from_secs(1) {
+            self.measured = Some((*sum as f64 * 8.0 / elapsed.as_secs_f64()) as u64);
+            self.window = Some((now, 0));
+        }
+    }
 }
 
 struct Track {
@@ -120,6 +152,8 @@ struct Track {
     layers: Vec<Layer>,
     /// Keyframe requests at most this often (the configured interval unless set per track).
     pli_interval: Duration,
+    /// When the first packet of any layer came (layers never seen are stopped a timeout later).
+    first_packet: Option<Instant>,
 }
 
 /// Sequence number and timestamp rewriting for one subscription (LiveKit calls it the
@@ -204,6 +238,8 @@ struct Subscription {
     /// Waiting for a keyframe before sending (new, resumed or switching).
     need_keyframe: bool,
     paused: bool,
+    /// Turned off by the subscriber (it chose not to receive the track for now).
+    off: bool,
     backlog: usize,
 }
 
@@ -243,8 +279,8 @@ impl Forwarder {
         for (i, (ssrc, _)) in layers.iter().enumerate() {
             self.by_ssrc.insert(*ssrc, (id.clone(), i));
         }
-        let layers = layers.iter().map(|&(ssrc, bitrate)| Layer { ssrc, bitrate, last_pli: None }).collect();
-        self.tracks.insert(id, Track { codec, clock_rate, layers, pli_interval: self.config.pli_interval });
+        let layers = layers.iter().map(|&(ssrc, bitrate)| Layer { ssrc, bitrate, last_pli: None, pli_pending: false, last_packet: None, live: true, measured: None, window: None }).collect();
+        self.tracks.insert(id, Track { codec, clock_rate, layers, pli_interval: self.config.pli_interval, first_packet: None });
         Ok(())
     }
 
@@ -299,6 +335,7 @@ impl Forwarder {
             cache: vec![None; self.config.retransmit_cache.max(1)],
             need_keyframe: true,
             paused: false,
+            off: false,
             backlog: 0,
         });
         let target = self.target_layer(self.subs.len() - 1);
@@ -351,6 +388,27 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Turns a subscription off (nothing is sent) or back on: it then restarts at the next
+    /// keyframe, which is requested, with its sequence numbers and timestamps continuing
+    /// where they stopped (a receiver sees a pause, not a loss).
+    pub fn set_active(&mut self, now: Instant, sub: SubscriberId, track: &str, active: bool) -> Result<(), ForwardError> {
+        let i = self.sub_index(sub, track)?;
+        let s = &mut self.subs[i];
+        if s.off != active {
+            return Ok(());
+        }
+        s.off = !active;
+        if active {
+            // Re-anchored at the next keyframe like a new source.
+            s.current = None;
+            s.need_keyframe = true;
+            let target = self.target_layer(i);
+            let track = self.subs[i].track.clone();
+            self.request_keyframe(now, &track, target);
+        }
+        Ok(())
+    }
+
     /// Tells the forwarder how many bytes wait in a subscriber's send queue. Over the limit the
     /// subscriber is paused; once it drains it resumes at the next keyframe.
     pub fn set_backlog(&mut self, now: Instant, sub: SubscriberId, bytes: usize) {
@@ -379,16 +437,32 @@ impl Forwarder {
             .ok_or_else(|| ForwardError::UnknownSubscription(sub, track.into()))
     }
 
-    /// The layer a subscription should receive: the highest within its cap whose bitrate fits
-    /// its bandwidth estimate (the lowest if none fits).
+    /// The layer a subscription should receive: among the layers that flow, the highest within
+    /// its cap whose bitrate fits its bandwidth estimate (the lowest flowing one if none fits,
+    /// or if none within the cap flows); the cap itself while no layer flows.
     fn target_layer(&self, i: usize) -> usize {
         let s = &self.subs[i];
         let Some(t) = self.tracks.get(&s.track) else { return 0 };
         let cap = s.max_layer.min(t.layers.len() - 1);
-        match s.estimate {
-            None => cap,
-            Some(bps) => (0..=cap).rev().find(|&l| t.layers[l].bitrate <= bps).unwrap_or(0),
-        }
+        let live = |l: &usize| t.layers[*l].live;
+        let Some(lowest) = (0..t.layers.len()).find(live) else { return cap };
+        let fits = |l: &usize| s.estimate.is_none_or(|bps| t.layers[*l].rate() <= bps);
+        (0..=cap).rev().filter(live).find(fits).unwrap_or(lowest)
+    }
+
+    /// The layers a track's packets flow on now (lowest first), for tests and metrics.
+    pub fn live_layers(&self, track: &str) -> Vec<usize> {
+        self.tracks.get(track).map(|t| (0..t.layers.len()).filter(|&l| t.layers[l].live).collect()).unwrap_or_default()
+    }
+
+    /// Whether `sub` has a subscription to `track`.
+    pub fn is_subscribed(&self, sub: SubscriberId, track: &str) -> bool {
+        self.sub_index(sub, track).is_ok()
+    }
+
+    /// The layer a subscriber receives now, if it receives any yet.
+    pub fn current_layer(&self, sub: SubscriberId, track: &str) -> Option<usize> {
+        self.sub_index(sub, track).ok().and_then(|i| self.subs[i].current)
     }
 
     fn retarget(&mut self, now: Instant, i: usize) {
@@ -409,9 +483,11 @@ impl Forwarder {
         let Some(l) = t.layers.get_mut(layer) else { return };
         if l.last_pli.is_some_and(|at| now.saturating_duration_since(at) < interval) {
             self.stats.plis_throttled += 1;
+            l.pli_pending = true;
             return;
         }
         l.last_pli = Some(now);
+        l.pli_pending = false;
         self.stats.plis_sent += 1;
         self.out.push_back(Output::PublisherRtcp { track: track.clone(), packet: rtcp::pli(sender, l.ssrc) });
     }
@@ -429,14 +505,18 @@ impl Forwarder {
             self.stats.dropped_invalid += 1;
             return Err(ForwardError::UnknownSsrc(p.ssrc));
         };
-        let t = &self.tracks[&track];
+        let t = self.tracks.get_mut(&track).expect("by_ssrc names published tracks");
+        t.first_packet.get_or_insert(now);
+        let l = &mut t.layers[layer];
+        l.count(now, raw.len());
+        l.live = true;
         let (codec, clock_rate) = (t.codec, t.clock_rate);
         let key = is_keyframe(codec, p.payload());
         let shared: Arc<[u8]> = Arc::from(raw);
         // Layers that subscriptions still wait for, requested (throttled) after the fan-out.
         let mut wanting: Vec<usize> = Vec::new();
         for i in 0..self.subs.len() {
-            if self.subs[i].track != track {
+            if self.subs[i].track != track || self.subs[i].off {
                 continue;
             }
             let target = self.target_layer(i);
@@ -527,6 +607,16 @@ impl Forwarder {
         Ok(())
     }
 
+    /// Asks for a keyframe of the layer a subscription receives (or waits for): what its
+    /// decoder needs after a loss.
+    pub fn request_keyframe_for(&mut self, now: Instant, sub: SubscriberId, track: &str) {
+        if let Ok(i) = self.sub_index(sub, track) {
+            let s = &self.subs[i];
+            let (track, layer) = (s.track.clone(), s.current.unwrap_or_else(|| self.target_layer(i)));
+            self.request_keyframe(now, &track, layer);
+        }
+    }
+
     fn keyframe_for(&mut self, now: Instant, sub: SubscriberId, media: u32) {
         if let Some(s) = self.subs.iter().find(|s| s.sub == sub && s.out_ssrc == media) {
             let (track, layer) = (s.track.clone(), s.current.unwrap_or(s.max_layer));
@@ -570,20 +660,52 @@ impl Forwarder {
     }
 
     /// When [`Forwarder::handle_timeout`] next needs calling: keyframe requests retried for
-    /// subscriptions still waiting, at the PLI interval.
+    /// subscriptions still waiting, at the PLI interval; a simulcast layer that may have stopped.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.tracks.values().flat_map(|t| t.layers.iter().filter_map(|l| l.last_pli.map(|at| at + t.pli_interval))).min()
+        let timeout = self.config.layer_timeout;
+        let plis = self.tracks.values().flat_map(|t| t.layers.iter().filter_map(|l| l.last_pli.map(|at| at + t.pli_interval)));
+        let stops = self
+            .tracks
+            .values()
+            .filter(|t| t.layers.len() > 1)
+            .flat_map(|t| t.layers.iter().filter(|l| l.live).filter_map(|l| l.last_packet.or(t.first_packet).map(|at| at + timeout)));
+        plis.chain(stops).min()
     }
 
-    /// Retries keyframe requests for subscriptions still waiting for one.
+    /// Marks simulcast layers without packets for [`ForwarderConfig::layer_timeout`] as stopped,
+    /// and retries keyframe requests for subscriptions still waiting for one (or for a layer
+    /// that flows).
     pub fn handle_timeout(&mut self, now: Instant) {
-        let waiting: Vec<(TrackId, usize)> = (0..self.subs.len())
+        let timeout = self.config.layer_timeout;
+        for t in self.tracks.values_mut().filter(|t| t.layers.len() > 1) {
+            let first = t.first_packet;
+            for l in t.layers.iter_mut().filter(|l| l.live) {
+                if l.last_packet.or(first).is_some_and(|at| now.saturating_duration_since(at) >= timeout) {
+                    l.live = false;
+                    l.measured = None;
+                    l.window = None;
+                }
+            }
+        }
+        let mut waiting: Vec<(TrackId, usize)> = self
+            .tracks
+            .iter()
+            .flat_map(|(id, t)| {
+                t.layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.pli_pending && l.last_pli.is_none_or(|at| now.saturating_duration_since(at) >= t.pli_interval))
+                    .map(|(k, _)| (id.clone(), k))
+            })
+            .collect();
+        waiting.extend((0..self.subs.len())
             .filter(|&i| {
                 let s = &self.subs[i];
-                !s.paused && (s.need_keyframe || s.current != Some(self.target_layer(i)))
+                !s.paused && !s.off && (s.need_keyframe || s.current != Some(self.target_layer(i)))
             })
-            .map(|i| (self.subs[i].track.clone(), self.target_layer(i)))
-            .collect();
+            .map(|i| (self.subs[i].track.clone(), self.target_layer(i))));
+        waiting.sort_unstable();
+        waiting.dedup();
         for (track, layer) in waiting {
             self.request_keyframe(now, &track, layer);
         }

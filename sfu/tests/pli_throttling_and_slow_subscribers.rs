@@ -133,3 +133,38 @@ fn subscriptions_are_counted_per_track() {
     f.unsubscribe(2, None);
     assert_eq!((f.subscribers_of("cam"), f.subscribers_of("mic")), (1, 0));
 }
+
+#[test]
+fn a_throttled_request_is_sent_when_the_interval_ends() {
+    let mut clock = Clock::start();
+    let mut f = Forwarder::new(ForwarderConfig::default());
+    f.publish("cam", Codec::Vp8, 90_000, &[(0x1111, 0)]).unwrap();
+    let mut publisher = Publisher::new();
+    f.subscribe(clock.0, 1, "cam", 0x100, None).unwrap();
+    // The subscription starts at the keyframe it asked for, at once.
+    let mut step = |f: &mut Forwarder, publisher: &mut Publisher, clock: &mut Clock| {
+        let now = clock.advance(Duration::from_millis(100));
+        for p in publisher.frame() {
+            if p[12 + 5] == 0 {
+                f.handle_rtp(now, &p).unwrap();
+            }
+        }
+        if f.poll_timeout().is_some_and(|t| t <= now) {
+            f.handle_timeout(now);
+        }
+        drain(f, publisher)
+    };
+    let (out, plis) = step(&mut f, &mut publisher, &mut clock);
+    assert!(!out.is_empty() && plis == 1, "{} packets, {plis} requests", out.len());
+    // A decoder (or a recording starting) asks once, 100 ms later: throttled, but not lost.
+    f.request_keyframe_for(clock.0, 1, "cam");
+    assert_eq!(drain(&mut f, &mut publisher).1, 0);
+    assert_eq!(f.stats().plis_throttled, 1);
+    let mut sent_at = Vec::new();
+    for k in 1..=10 {
+        if step(&mut f, &mut publisher, &mut clock).1 > 0 {
+            sent_at.push(100 + k * 100);
+        }
+    }
+    assert_eq!(sent_at, vec![500], "sent once, when the 500 ms interval ended");
+}

@@ -80,7 +80,8 @@ pub enum ClientMessage {
         /// Its id.
         track_id: String,
     },
-    /// Receive these tracks of that participant (replaces earlier choices for them).
+    /// Receive these tracks of that participant and not its others (replaces earlier choices
+    /// for it). Applies to the WHEP sessions the client opened with the same identity.
     Subscribe {
         /// The publisher.
         participant: String,
@@ -94,7 +95,8 @@ pub enum ClientMessage {
         /// The track.
         track_id: String,
     },
-    /// Cap the simulcast layer received for a track.
+    /// Cap the simulcast layer received for a track (0 is the lowest; the forwarder switches
+    /// at the next keyframe of the new layer).
     SetLayer {
         /// The publisher.
         participant: String,
@@ -220,9 +222,39 @@ impl Default for Limits {
 
 struct Member {
     info: ParticipantInfo,
-    conn: ConnId,
+    /// Its WebSocket, if it has one (a WHIP/WHEP/SIP participant may have none).
+    conn: Option<ConnId>,
     /// (publisher, track) → max layer.
     subscriptions: BTreeMap<(String, String), u8>,
+    /// Ids of the tracks its media sessions publish (told by the server), as opposed to
+    /// those it announced over the socket.
+    media: Vec<String>,
+}
+
+/// A subscription choice for the server to apply to a viewer's media sessions (the WHEP
+/// sessions it opened with the same identity): see [`Hub::take_media_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaChange {
+    /// Receive `track` of `publisher` up to layer `max_layer`, or not at all (`None`).
+    Track {
+        /// The room.
+        room: String,
+        /// Who chose.
+        viewer: String,
+        /// Whose track.
+        publisher: String,
+        /// The track id.
+        track: String,
+        /// Highest layer wanted; `None`: unsubscribed.
+        max_layer: Option<u8>,
+    },
+    /// The viewer's socket is gone: its choices lapse (its sessions keep what they receive).
+    Forget {
+        /// The room.
+        room: String,
+        /// Who.
+        viewer: String,
+    },
 }
 
 #[derive(Default)]
@@ -239,6 +271,8 @@ pub struct Hub {
     rooms: HashMap<String, Room>,
     /// Connection → (room, identity) once joined.
     conns: HashMap<ConnId, (String, String)>,
+    /// Choices not yet taken by the server.
+    changes: Vec<MediaChange>,
 }
 
 /// Messages to deliver: (connection, message).
@@ -251,7 +285,7 @@ fn error(conn: ConnId, code: u16, message: impl Into<String>) -> Outbox {
 impl Hub {
     /// A hub checking tokens with `keys`; in `dev_mode`, `join` without a token is accepted.
     pub fn new(keys: Keys, dev_mode: bool, limits: Limits) -> Hub {
-        Hub { keys, dev_mode, limits, rooms: HashMap::new(), conns: HashMap::new() }
+        Hub { keys, dev_mode, limits, rooms: HashMap::new(), conns: HashMap::new(), changes: Vec::new() }
     }
 
     /// Participants in a room (for metrics and the control API).
@@ -275,7 +309,7 @@ impl Hub {
             return Vec::new();
         }
         r.mix_available = available;
-        r.members.values().map(|m| (m.conn, ServerMessage::MixAvailable { available })).collect()
+        r.members.values().filter_map(|m| Some((m.conn?, ServerMessage::MixAvailable { available }))).collect()
     }
 
     /// Handles one text frame from `conn` at `now` (Unix seconds).
@@ -295,7 +329,7 @@ impl Hub {
         };
         let limits = self.limits;
         let r = self.rooms.get_mut(&room).expect("joined connections have a room");
-        let others = |r: &Room, me: &str| r.members.values().filter(|m| m.info.id != me).map(|m| m.conn).collect::<Vec<_>>();
+        let others = |r: &Room, me: &str| r.members.values().filter(|m| m.info.id != me).filter_map(|m| m.conn).collect::<Vec<_>>();
         match msg {
             ClientMessage::Join { .. } => unreachable!("handled above"),
             ClientMessage::Publish { track } => {
@@ -314,6 +348,9 @@ impl Hub {
             }
             ClientMessage::Unpublish { track_id } => {
                 let member = r.members.get_mut(&me).expect("joined member exists");
+                if member.media.contains(&track_id) {
+                    return error(conn, 409, format!("track \"{track_id}\" belongs to a media session; end that session instead"));
+                }
                 let before = member.info.tracks.len();
                 member.info.tracks.retain(|t| t.track_id != track_id);
                 if member.info.tracks.len() == before {
@@ -339,9 +376,17 @@ impl Hub {
                 if participant == me {
                     return error(conn, 400, "subscribing to your own tracks");
                 }
+                // The list replaces earlier choices for this publisher: its other tracks are
+                // not received (a media session receives all of them until told otherwise).
+                let unlisted: Vec<String> = publisher.info.tracks.iter().map(|t| t.track_id.clone()).filter(|t| !track_ids.contains(t)).collect();
                 let member = r.members.get_mut(&me).expect("joined member exists");
+                for t in unlisted {
+                    member.subscriptions.remove(&(participant.clone(), t.clone()));
+                    self.changes.push(MediaChange::Track { room: room.clone(), viewer: me.clone(), publisher: participant.clone(), track: t, max_layer: None });
+                }
                 for (t, top) in layers {
-                    member.subscriptions.entry((participant.clone(), t)).or_insert(top);
+                    let layer = *member.subscriptions.entry((participant.clone(), t.clone())).or_insert(top);
+                    self.changes.push(MediaChange::Track { room: room.clone(), viewer: me.clone(), publisher: participant.clone(), track: t, max_layer: Some(layer) });
                 }
                 self.subscriptions_message(conn, &room, &me)
             }
@@ -350,6 +395,7 @@ impl Hub {
                 if member.subscriptions.remove(&(participant.clone(), track_id.clone())).is_none() {
                     return error(conn, 404, format!("not subscribed to \"{participant}\"/\"{track_id}\""));
                 }
+                self.changes.push(MediaChange::Track { room: room.clone(), viewer: me.clone(), publisher: participant, track: track_id, max_layer: None });
                 self.subscriptions_message(conn, &room, &me)
             }
             ClientMessage::SetLayer { participant, track_id, max_layer } => {
@@ -358,6 +404,7 @@ impl Hub {
                     Some(l) => *l = max_layer.min(3),
                     None => return error(conn, 404, format!("not subscribed to \"{participant}\"/\"{track_id}\"")),
                 }
+                self.changes.push(MediaChange::Track { room: room.clone(), viewer: me.clone(), publisher: participant, track: track_id, max_layer: Some(max_layer.min(3)) });
                 self.subscriptions_message(conn, &room, &me)
             }
             ClientMessage::Chat { text, to } => {
@@ -365,16 +412,20 @@ impl Hub {
                     return error(conn, 413, format!("chat text over {} characters", limits.max_chat_chars));
                 }
                 match to {
-                    Some(to) => match r.members.get(&to) {
-                        Some(m) => vec![(m.conn, ServerMessage::Chat { from: me, text, private: true })],
+                    Some(to) => match r.members.get(&to).map(|m| m.conn) {
+                        Some(Some(c)) => vec![(c, ServerMessage::Chat { from: me, text, private: true })],
+                        Some(None) => error(conn, 409, format!("\"{to}\" has no socket to receive messages")),
                         None => error(conn, 404, format!("no participant \"{to}\"")),
                     },
                     None => others(r, &me).into_iter().map(|c| (c, ServerMessage::Chat { from: me.clone(), text: text.clone(), private: false })).collect(),
                 }
             }
             ClientMessage::Signal { to, payload } => match r.members.get(&to) {
-                Some(m) if to != me => vec![(m.conn, ServerMessage::Signal { from: me, payload })],
-                Some(_) => error(conn, 400, "signalling yourself"),
+                Some(_) if to == me => error(conn, 400, "signalling yourself"),
+                Some(m) => match m.conn {
+                    Some(c) => vec![(c, ServerMessage::Signal { from: me, payload })],
+                    None => error(conn, 409, format!("\"{to}\" has no socket to receive signals")),
+                },
                 None => error(conn, 404, format!("no participant \"{to}\"")),
             },
             ClientMessage::Leave => self.disconnect(conn),
@@ -407,14 +458,21 @@ impl Hub {
             return error(conn, 429, format!("at most {} rooms", self.limits.max_rooms));
         }
         let r = self.rooms.entry(room.clone()).or_default();
-        if r.members.contains_key(&id) {
-            return error(conn, 409, format!("\"{id}\" is already in the room"));
+        if let Some(m) = r.members.get_mut(&id) {
+            if m.conn.is_some() {
+                return error(conn, 409, format!("\"{id}\" is already in the room"));
+            }
+            // Its media sessions are in already (the server told us): the socket joins them.
+            m.conn = Some(conn);
+            let participants = r.members.values().filter(|m| m.info.id != id).map(|m| m.info.clone()).collect();
+            self.conns.insert(conn, (room.clone(), id.clone()));
+            return vec![(conn, ServerMessage::Joined { room, you: id, participants, mix_available: r.mix_available })];
         }
         if r.members.len() >= self.limits.max_participants {
             return error(conn, 429, format!("room \"{room}\" is full ({} participants)", self.limits.max_participants));
         }
         let info = ParticipantInfo { id: id.clone(), name: name.or(token_name).unwrap_or_else(|| id.clone()), tracks: Vec::new() };
-        let mut out: Outbox = r.members.values().map(|m| (m.conn, ServerMessage::ParticipantJoined { participant: info.clone() })).collect();
+        let mut out: Outbox = r.members.values().filter_map(|m| Some((m.conn?, ServerMessage::ParticipantJoined { participant: info.clone() }))).collect();
         out.push((
             conn,
             ServerMessage::Joined {
@@ -424,24 +482,108 @@ impl Hub {
                 mix_available: r.mix_available,
             },
         ));
-        r.members.insert(id.clone(), Member { info, conn, subscriptions: BTreeMap::new() });
+        r.members.insert(id.clone(), Member { info, conn: Some(conn), subscriptions: BTreeMap::new(), media: Vec::new() });
         self.conns.insert(conn, (room, id));
         out
     }
 
     /// The connection closed or vanished: its participant leaves, the others are told, and
-    /// every subscription to its tracks ends.
+    /// every subscription to its tracks ends. A participant whose media sessions still publish
+    /// stays (without a socket) with those tracks.
     pub fn disconnect(&mut self, conn: ConnId) -> Outbox {
         let Some((room, id)) = self.conns.remove(&conn) else { return Vec::new() };
+        self.changes.push(MediaChange::Forget { room: room.clone(), viewer: id.clone() });
         let Some(r) = self.rooms.get_mut(&room) else { return Vec::new() };
-        r.members.remove(&id);
-        for m in r.members.values_mut() {
-            m.subscriptions.retain(|(p, _), _| *p != id);
+        let Some(m) = r.members.get_mut(&id) else { return Vec::new() };
+        m.conn = None;
+        m.subscriptions.clear();
+        if !m.media.is_empty() {
+            // Only the tracks it announced over the socket go.
+            let announced: Vec<String> = m.info.tracks.iter().filter(|t| !m.media.contains(&t.track_id)).map(|t| t.track_id.clone()).collect();
+            m.info.tracks.retain(|t| m.media.contains(&t.track_id));
+            let mut out = Vec::new();
+            for t in announced {
+                out.extend(Self::track_gone(r, &id, &t));
+            }
+            return out;
         }
-        let out = r.members.values().map(|m| (m.conn, ServerMessage::ParticipantLeft { id: id.clone() })).collect();
+        self.remove_member(&room, &id)
+    }
+
+    fn remove_member(&mut self, room: &str, id: &str) -> Outbox {
+        let Some(r) = self.rooms.get_mut(room) else { return Vec::new() };
+        if r.members.remove(id).is_none() {
+            return Vec::new();
+        }
+        for m in r.members.values_mut() {
+            m.subscriptions.retain(|(p, _), _| p != id);
+        }
+        let out = r.members.values().filter_map(|m| Some((m.conn?, ServerMessage::ParticipantLeft { id: id.to_string() }))).collect();
         if r.members.is_empty() {
-            self.rooms.remove(&room);
+            self.rooms.remove(room);
         }
         out
+    }
+
+    /// A track is withdrawn: subscriptions to it end, the others are told.
+    fn track_gone(r: &mut Room, publisher: &str, track: &str) -> Outbox {
+        for m in r.members.values_mut() {
+            m.subscriptions.remove(&(publisher.to_string(), track.to_string()));
+        }
+        r.members
+            .values()
+            .filter(|m| m.info.id != publisher)
+            .filter_map(|m| Some((m.conn?, ServerMessage::TrackUnpublished { participant: publisher.to_string(), track_id: track.to_string() })))
+            .collect()
+    }
+
+    /// The server says `id` is in `room` through a media session (WHIP, WHEP, MCU, SIP): it
+    /// is a participant whether or not it has a socket. Others with sockets are told.
+    pub fn media_joined(&mut self, room: &str, id: &str) -> Outbox {
+        let r = self.rooms.entry(room.to_string()).or_default();
+        if r.members.contains_key(id) {
+            return Vec::new();
+        }
+        let info = ParticipantInfo { id: id.to_string(), name: id.to_string(), tracks: Vec::new() };
+        let out = r.members.values().filter_map(|m| Some((m.conn?, ServerMessage::ParticipantJoined { participant: info.clone() }))).collect();
+        r.members.insert(id.to_string(), Member { info, conn: None, subscriptions: BTreeMap::new(), media: Vec::new() });
+        out
+    }
+
+    /// The server says `id` publishes `track` through a media session (the first packet came).
+    pub fn media_track(&mut self, room: &str, id: &str, track: TrackInfo) -> Outbox {
+        let mut out = self.media_joined(room, id);
+        let r = self.rooms.get_mut(room).expect("media_joined made the room");
+        let m = r.members.get_mut(id).expect("media_joined made the member");
+        if m.info.tracks.iter().any(|t| t.track_id == track.track_id) {
+            return out;
+        }
+        m.media.push(track.track_id.clone());
+        m.info.tracks.push(track.clone());
+        out.extend(r.members.values().filter(|m| m.info.id != id).filter_map(|m| Some((m.conn?, ServerMessage::TrackPublished { participant: id.to_string(), track: track.clone() }))));
+        out
+    }
+
+    /// The server says `id`'s media sessions ended: their tracks go, and so does `id` unless it
+    /// still has a socket.
+    pub fn media_left(&mut self, room: &str, id: &str) -> Outbox {
+        let Some(r) = self.rooms.get_mut(room) else { return Vec::new() };
+        let Some(m) = r.members.get_mut(id) else { return Vec::new() };
+        if m.conn.is_none() {
+            return self.remove_member(room, id);
+        }
+        let media = std::mem::take(&mut m.media);
+        m.info.tracks.retain(|t| !media.contains(&t.track_id));
+        let mut out = Vec::new();
+        for t in media {
+            out.extend(Self::track_gone(r, id, &t));
+        }
+        out
+    }
+
+    /// Subscription choices made since the last call, for the server to apply to the viewers'
+    /// media sessions.
+    pub fn take_media_changes(&mut self) -> Vec<MediaChange> {
+        std::mem::take(&mut self.changes)
     }
 }

@@ -162,3 +162,54 @@ fn mutated_messages_never_panic() {
     assert!(errors > 2000, "{errors}");
     assert!(hub.participants("class").len() <= 2);
 }
+
+#[test]
+fn media_sessions_are_participants_and_choices_reach_the_server() {
+    use mcu_signaling::room::{Kind, MediaChange, TrackInfo};
+    let mut hub = dev_hub();
+    // A WHIP publisher with no socket: the server tells the hub about it and its tracks.
+    assert!(hub.media_track("class", "cam", TrackInfo { track_id: "video-0".into(), kind: Kind::Video, layers: 3 }).is_empty());
+    hub.media_track("class", "cam", TrackInfo { track_id: "audio-1".into(), kind: Kind::Audio, layers: 1 });
+    let out = join(&mut hub, 1, "viewer");
+    match to(&out, 1)[0] {
+        ServerMessage::Joined { participants, .. } => {
+            assert_eq!(participants.len(), 1);
+            assert_eq!(participants[0].id, "cam");
+            assert_eq!(participants[0].tracks.iter().map(|t| (t.track_id.as_str(), t.layers)).collect::<Vec<_>>(), vec![("video-0", 3), ("audio-1", 1)]);
+        }
+        m => panic!("{m:?}"),
+    }
+    // A socket-less participant cannot be messaged.
+    assert_eq!(error_code(&send(&mut hub, 1, json!({"type": "chat", "text": "hi", "to": "cam"})), 1), Some(409));
+    // Subscribing to both, then to audio only (the list replaces), then capping the video.
+    send(&mut hub, 1, json!({"type": "subscribe", "participant": "cam", "track_ids": ["video-0", "audio-1"]}));
+    let change = |track: &str, max_layer: Option<u8>| MediaChange::Track { room: "class".into(), viewer: "viewer".into(), publisher: "cam".into(), track: track.into(), max_layer };
+    assert_eq!(hub.take_media_changes(), vec![change("video-0", Some(2)), change("audio-1", Some(0))]);
+    send(&mut hub, 1, json!({"type": "subscribe", "participant": "cam", "track_ids": ["audio-1"]}));
+    assert_eq!(hub.take_media_changes(), vec![change("video-0", None), change("audio-1", Some(0))]);
+    send(&mut hub, 1, json!({"type": "subscribe", "participant": "cam", "track_ids": ["video-0", "audio-1"]}));
+    hub.take_media_changes();
+    send(&mut hub, 1, json!({"type": "set_layer", "participant": "cam", "track_id": "video-0", "max_layer": 0}));
+    send(&mut hub, 1, json!({"type": "unsubscribe", "participant": "cam", "track_id": "audio-1"}));
+    assert_eq!(hub.take_media_changes(), vec![change("video-0", Some(0)), change("audio-1", None)]);
+    assert!(hub.take_media_changes().is_empty());
+    // The viewer's socket joins its own media participant: one participant, not two.
+    let out = hub.media_track("class", "viewer", TrackInfo { track_id: "video-0".into(), kind: Kind::Video, layers: 1 });
+    assert!(out.is_empty(), "nobody else has a socket: {out:?}");
+    assert_eq!(hub.participants("class").len(), 2);
+    // A media track cannot be withdrawn over the socket.
+    assert_eq!(error_code(&send(&mut hub, 1, json!({"type": "unpublish", "track_id": "video-0"})), 1), Some(409));
+    // The socket goes: its choices lapse, but its media track keeps it in the room.
+    hub.disconnect(1);
+    assert_eq!(hub.take_media_changes(), vec![MediaChange::Forget { room: "class".into(), viewer: "viewer".into() }]);
+    assert_eq!(hub.participants("class").len(), 2);
+    // A new socket sees both; when the publisher's session ends it is told it left.
+    let out = join(&mut hub, 2, "other");
+    assert!(matches!(to(&out, 2)[0], ServerMessage::Joined { participants, .. } if participants.len() == 2));
+    let out = hub.media_left("class", "cam");
+    assert_eq!(to(&out, 2), vec![&ServerMessage::ParticipantLeft { id: "cam".into() }]);
+    assert_eq!(hub.participants("class").len(), 2);
+    let out = hub.media_left("class", "viewer");
+    assert_eq!(to(&out, 2), vec![&ServerMessage::ParticipantLeft { id: "viewer".into() }]);
+    assert_eq!(hub.participants("class").len(), 1);
+}

@@ -608,6 +608,78 @@ class SfuMedia(E2ETest):
             self.assertLessEqual(sockets1, sockets0 + 2, "sockets left open after DELETE")
 
     @async_test()
+    async def test_3b_websocket_choices(self) -> None:
+        """A full client: its WebSocket sees the WHIP publisher and its tracks, and what it
+        subscribes to there decides what its WHEP session (same identity) receives."""
+        import websockets
+
+        srv = self.srv
+        ws_url = srv.url.replace("http://", "ws://") + "/ws"
+        async with websockets.connect(ws_url) as ws:
+            async def recv(kind: str) -> dict:
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if msg["type"] == "error":
+                        self.fail(f"server error: {msg}")
+                    if msg["type"] == kind:
+                        return msg
+
+            await ws.send(json.dumps({"type": "join", "room": "choose", "identity": "dora"}))
+            joined = await recv("joined")
+            self.assertEqual(joined["participants"], [])
+            await self.publish(srv, "choose", colour=RED, tone_hz=440.0, name="erin")
+            # The publisher's tracks reach the socket as it publishes them.
+            tracks = {}
+            while len(tracks) < 2:
+                msg = await recv("track_published")
+                self.assertEqual(msg["participant"], "erin")
+                tracks[msg["track"]["kind"]] = msg["track"]["track_id"]
+            out(f"the socket saw erin's tracks {tracks}")
+            player = await self.play(srv, "/whep/choose/erin?name=dora")
+            await self.watch(player, video_frames=15, audio_seconds=1.0)
+            self.assert_colour(player.mean_colour(), RED, "before any choice")
+
+            async def counts(seconds: float) -> tuple[int, int]:
+                v0, a0 = player.video_frame_count, player.media.audio_sample_count
+                await asyncio.sleep(seconds)
+                return player.video_frame_count - v0, player.media.audio_sample_count - a0
+
+            # Audio only: the video stops, the audio goes on.
+            await ws.send(json.dumps({"type": "subscribe", "participant": "erin", "track_ids": [tracks["audio"]]}))
+            subs = await recv("subscriptions")
+            self.assertEqual([t[1] for t in subs["tracks"]], [tracks["audio"]])
+            await asyncio.sleep(0.5)  # what was in flight
+            video, audio = await counts(2.0)
+            out(f"audio only: {video} video frames, {audio} audio samples in 2 s")
+            self.assertLessEqual(video, 2, "video still arrives after choosing audio only")
+            self.assertGreater(audio, 48000, "the audio stopped too")
+            # Both again: the video resumes (at a keyframe the forwarder asks for).
+            await ws.send(json.dumps({"type": "subscribe", "participant": "erin", "track_ids": [tracks["audio"], tracks["video"]]}))
+            await recv("subscriptions")
+            await asyncio.sleep(1.0)
+            video, audio = await counts(2.0)
+            out(f"both again: {video} video frames, {audio} audio samples in 2 s")
+            self.assertGreater(video, 20, "the video did not resume")
+            self.assertGreater(audio, 48000)
+            self.assert_colour(player.mean_colour(), RED, "after resuming")
+            # Unsubscribing the audio stops it.
+            await ws.send(json.dumps({"type": "unsubscribe", "participant": "erin", "track_id": tracks["audio"]}))
+            await recv("subscriptions")
+            await asyncio.sleep(0.5)
+            video, audio = await counts(2.0)
+            out(f"video only: {video} video frames, {audio} audio samples in 2 s")
+            self.assertGreater(video, 20)
+            self.assertLess(audio, 4800, "audio still arrives after unsubscribing it")
+        # The socket closed: erin is still there for a new one (a media session, no socket).
+        async with websockets.connect(ws_url) as ws:
+            await ws.send(json.dumps({"type": "join", "room": "choose", "identity": "fay"}))
+            joined = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            self.assertEqual(joined["type"], "joined", joined)
+            self.assertEqual([(p["id"], sorted(t["kind"] for t in p["tracks"])) for p in joined["participants"]], [("erin", ["audio", "video"])])
+        for s in reversed(self._sessions):
+            await s.close()
+
+    @async_test()
     async def test_8_metrics(self) -> None:
         srv = self.srv
         # While a viewer plays, its session has an RTT gauge (the selected ICE pair's).
@@ -948,7 +1020,7 @@ class Vanish(E2ETest):
 # ----------------------------------------------------------------------------------------
 
 ORDER = [
-    (SfuMedia, ["test_1_two_way_call", "test_2_h264", "test_3_delete_session", "test_8_metrics"]),
+    (SfuMedia, ["test_1_two_way_call", "test_2_h264", "test_3_delete_session", "test_3b_websocket_choices", "test_8_metrics"]),
     (Auth, ["test_4_auth"]),
     (BadInput, ["test_5_bad_input", "test_5b_refused_offers_leave_nothing_behind"]),
     (Limits, ["test_6_limits"]),
