@@ -8,7 +8,7 @@
 //! its send time (Unix ns) in its payload; a subscriber notes receive time minus send time.
 //!
 //! Run: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench fanout -- --save`
-//! (`--subs 10,100`, `--seconds 10`).
+//! (`--subs 10,100`, `--seconds 10`; `--udp-port 7882`: the server shares one UDP port).
 #![allow(clippy::disallowed_methods)]
 
 use std::{
@@ -158,7 +158,11 @@ fn main() -> anyhow::Result<()> {
     let save = args.iter().any(|a| a == "--save");
     let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);
     let subs: Vec<usize> = arg("--subs").unwrap_or_else(|| "10,100,500".into()).split(',').filter_map(|s| s.parse().ok()).collect();
-    let (mut child, server) = start_server(&[])?;
+    // --udp-port P: every connection through the server's one shared UDP port (its mux).
+    let udp_port: Option<u16> = arg("--udp-port").and_then(|s| s.parse().ok());
+    let rtc_udp = udp_port.map(|p| format!("127.0.0.1:{p}"));
+    let extra: Vec<&str> = rtc_udp.as_deref().map(|a| vec!["--rtc-udp", a]).unwrap_or_default();
+    let (mut child, server) = start_server(&extra)?;
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut table = String::new();
@@ -192,14 +196,15 @@ fn main() -> anyhow::Result<()> {
     if save {
         let date = today();
         let mut md = String::new();
-        writeln!(md, "# SFU fan-out over real WebRTC, {date}\n")?;
+        let mux = udp_port.is_some();
+        writeln!(md, "# SFU fan-out over real WebRTC{}, {date}\n", if mux { ", one UDP port for every connection" } else { "" })?;
         writeln!(md, "- Machine: {}", machine())?;
         writeln!(md, "- Commit: {}", git_rev())?;
-        writeln!(md, "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench fanout -- --save --seconds {seconds} --subs {}`", arg("--subs").unwrap_or_else(|| "10,100,500".into()))?;
-        writeln!(md, "- Server: `mcu serve --dev` (release), its own process; CPU from /proc/PID/stat. Load generator: this bench, one process holding the publisher and every subscriber (webrtc 0.21: ICE, DTLS, SRTP on each), CPU from getrusage. Both share the machine's 2 cores, so the load generator's CPU is time the server could not use.")?;
+        writeln!(md, "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench fanout -- --save --seconds {seconds} --subs {}{}`", arg("--subs").unwrap_or_else(|| "10,100,500".into()), udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default())?;
+        writeln!(md, "- Server: `mcu serve --dev{}` (release), its own process; CPU from /proc/PID/stat. Load generator: this bench, one process holding the publisher and every subscriber (webrtc 0.21: ICE, DTLS, SRTP on each), CPU from getrusage. Both share the machine's 2 cores, so the load generator's CPU is time the server could not use.", rtc_udp.as_deref().map(|a| format!(" --rtc-udp {a}")).unwrap_or_default())?;
         writeln!(md, "- Publisher: {} kbps of VP8-shaped video ({FPS} fps, {VIDEO_PACKET}-byte packets) plus 50 packets/s of {AUDIO_PACKET}-byte Opus-shaped audio. Latency: send time stamped into each payload, read by the subscriber: publisher SRTP + server + subscriber SRTP and scheduling.\n", VIDEO_BITRATE / 1000)?;
         md.push_str(&table);
-        save_results("fanout", &date, &md);
+        save_results(if mux { "fanout-mux" } else { "fanout" }, &date, &md);
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ mod serve;
 mod sfu;
 mod sip;
 mod token;
+mod udpmux;
 mod whip;
 
 use std::path::PathBuf;

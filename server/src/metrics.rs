@@ -51,6 +51,19 @@ pub fn render_receivers(receivers: &[ReceiverStats]) -> String {
 }
 
 /// The exposition text.
+/// The shared WebRTC UDP port's counters.
+pub fn render_mux(mux: &crate::udpmux::UdpMux) -> String {
+    let mut o = Out(String::new());
+    o.metric("mcu_udp_mux_port", "gauge", "The UDP port every WebRTC connection shares.", mux.port() as u64);
+    o.labelled(
+        "mcu_udp_mux_dropped_total",
+        "counter",
+        "Datagrams on the shared port dropped: no connection claimed them (not a connectivity check of a known ufrag, from an unknown address), or the connection's queue was full.",
+        &[("reason=\"unroutable\"", mux.unroutable.load(Ordering::Relaxed)), ("reason=\"queue_full\"", mux.overflow.load(Ordering::Relaxed))],
+    );
+    o.0
+}
+
 pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
     let mut total = ForwarderStats::default();
     for s in sfu.retired_stats() {

@@ -57,17 +57,38 @@ pub struct RtcConfig {
     /// Public addresses of a 1:1 NAT (cloud VMs): announced as server-reflexive candidates
     /// beside the host ones (see [`RtcConfig::announce`]).
     pub public_ips: Vec<String>,
+    /// One UDP port for every connection, when an address names a port (see `udpmux`).
+    pub mux: Option<Arc<crate::udpmux::UdpMux>>,
 }
 
 impl RtcConfig {
     /// Settings from the server's flags. Dev mode adds a loopback address so clients on the same
     /// machine (which never gather 127.0.0.1 themselves) can connect.
+    ///
+    /// An address with a port other than 0 means one UDP port for every connection: the
+    /// first such port is shared (on every IP the connections use, loopback included in dev
+    /// mode) and each connection's own socket only names it to its ICE agent.
     pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>, ice_failed_timeout: Duration, public_ips: Vec<String>) -> RtcConfig {
-        let mut udp_addrs = addrs.to_vec();
+        let mux = addrs.iter().map(|a| a.port()).find(|&p| p != 0).map(crate::udpmux::UdpMux::new);
+        let mut udp_addrs: Vec<SocketAddr> = addrs.iter().map(|a| if mux.is_some() { SocketAddr::new(a.ip(), 0) } else { *a }).collect();
         if dev && !udp_addrs.iter().any(|a| a.ip().is_loopback()) {
             udp_addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
-        RtcConfig { udp_addrs, ice_servers, ice_failed_timeout, public_ips }
+        udp_addrs.dedup();
+        RtcConfig { udp_addrs, ice_servers, ice_failed_timeout, public_ips, mux }
+    }
+
+    /// Binds the shared UDP port on the configured addresses now (a port in use is an error at
+    /// start, not at the first connection). Needs the tokio runtime.
+    pub fn start(&self) -> std::io::Result<()> {
+        if let Some(mux) = &self.mux {
+            for a in &self.udp_addrs {
+                if !a.ip().is_unspecified() {
+                    mux.bind(a.ip())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A new peer connection with our codecs and interceptors, reporting to `handler`.
@@ -77,8 +98,15 @@ impl RtcConfig {
         // Application-most slot: every other interceptor has seen the RTCP first.
         let registry = registry.with(Slot::from(14_000), FeedbackTap::default());
         let config = RTCConfigurationBuilder::new().with_ice_servers(self.ice_servers.clone()).build();
-        let runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow::anyhow!("webrtc built without a runtime"))?;
-        let settings = SettingEngineBuilder::new().with_ice_timeouts(Some(Duration::from_secs(5)), Some(self.ice_failed_timeout), Some(Duration::from_secs(2))).build();
+        let mut runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow::anyhow!("webrtc built without a runtime"))?;
+        let mut settings = SettingEngineBuilder::new().with_ice_timeouts(Some(Duration::from_secs(5)), Some(self.ice_failed_timeout), Some(Duration::from_secs(2)));
+        if let Some(mux) = &self.mux {
+            // Its own ufrag lets the mux route the peer's connectivity checks to it.
+            let (rt, ufrag, pwd) = mux.runtime(runtime);
+            runtime = rt;
+            settings = settings.with_ice_credentials(ufrag, pwd);
+        }
+        let settings = settings.build();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(config)
             .with_setting_engine(settings)
@@ -98,6 +126,15 @@ impl RtcConfig {
     /// candidate (same port: a 1:1 NAT forwards it). The `webrtc` crate's own 1:1 NAT setting is
     /// not wired into its gathering in 0.21, so the answer says it.
     pub fn announce(&self, sdp: &str) -> String {
+        // Host candidates on the shared port first (the srflx ones below take their port).
+        let muxed;
+        let sdp = match &self.mux {
+            Some(mux) => {
+                muxed = mux.announce(sdp);
+                muxed.as_str()
+            }
+            None => sdp,
+        };
         if self.public_ips.is_empty() {
             return sdp.to_string();
         }

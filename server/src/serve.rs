@@ -106,8 +106,9 @@ pub struct ServeArgs {
     /// Largest request body (SDP offers, trickle fragments) in bytes.
     #[arg(long, env = "MCU_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
-    /// UDP addresses WebRTC binds, comma-separated (port 0: a port per connection). `--dev`
-    /// adds 127.0.0.1 so local clients connect.
+    /// UDP addresses WebRTC binds, comma-separated. Port 0: a port per connection; another
+    /// port (e.g. `0.0.0.0:7882`): that one port for every connection, on each of the
+    /// addresses. `--dev` adds 127.0.0.1 so local clients connect.
     #[arg(long, env = "MCU_RTC_UDP", value_delimiter = ',', default_value = "0.0.0.0:0")]
     pub rtc_udp: Vec<SocketAddr>,
     /// STUN/TURN server URLs handed to the ICE agent and announced to WHIP/WHEP clients in
@@ -310,6 +311,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let sfu_limits = SfuLimits { max_rooms: args.max_rooms, max_participants: args.max_participants, max_tracks: args.max_tracks, max_subscribers: args.max_subscribers };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        rtc.start().context("binding the shared WebRTC UDP port (--rtc-udp)")?;
         let sfu = Sfu::new(rtc, sfu_limits);
         *sfu.recording_dir.lock().expect("recording dir lock is never poisoned") = args.recording_dir.clone();
         let mcu = McuConfig {
@@ -481,6 +483,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 async fn metrics_endpoint(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let ws = shared.peers.lock().expect("peer map lock is never poisoned").len() as u64;
     let mut text = metrics::render(&shared.http.sfu, ws);
+    if let Some(mux) = shared.http.sfu.udp_mux() {
+        text.push_str(&metrics::render_mux(mux));
+    }
     text.push_str(&metrics::render_receivers(&shared.http.sfu.receiver_stats().await));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }

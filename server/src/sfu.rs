@@ -1144,6 +1144,11 @@ impl Sfu {
         Ok(())
     }
 
+    /// The shared WebRTC UDP port, when one is configured.
+    pub fn udp_mux(&self) -> Option<&Arc<crate::udpmux::UdpMux>> {
+        self.rtc.mux.as_ref()
+    }
+
     /// Ends a session (`DELETE`, a failed connection, shutdown).
     pub async fn end(&self, id: &str) -> Result<(), SessionError> {
         let s = self.sessions.lock().expect("sessions lock is never poisoned").remove(id);

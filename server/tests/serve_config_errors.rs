@@ -28,3 +28,13 @@ fn bad_automatic_recording_encodes_stop_the_server_at_start() {
         assert!(err.contains(names), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn a_shared_udp_port_in_use_stops_the_server_at_start() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    // A second --rtc-udp adds an address; its port (the only one not 0) becomes the shared one.
+    let (ok, err) = serve(&["--rtc-udp", &format!("127.0.0.1:{port}")]);
+    assert!(!ok, "the server started on a UDP port already in use");
+    assert!(err.contains("--rtc-udp") && err.to_lowercase().contains("in use"), "{err}");
+}

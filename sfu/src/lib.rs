@@ -18,6 +18,7 @@ pub mod jitter;
 pub mod keyframe;
 pub mod rtcp;
 pub mod rtp;
+pub mod stun;
 
 pub use forwarder::{ForwardError, Forwarder, ForwarderConfig, ForwarderStats, Output, SubscriberId, TrackId};
 pub use keyframe::Codec;

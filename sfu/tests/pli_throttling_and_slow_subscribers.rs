@@ -142,7 +142,7 @@ fn a_throttled_request_is_sent_when_the_interval_ends() {
     let mut publisher = Publisher::new();
     f.subscribe(clock.0, 1, "cam", 0x100, None).unwrap();
     // The subscription starts at the keyframe it asked for, at once.
-    let mut step = |f: &mut Forwarder, publisher: &mut Publisher, clock: &mut Clock| {
+    let step = |f: &mut Forwarder, publisher: &mut Publisher, clock: &mut Clock| {
         let now = clock.advance(Duration::from_millis(100));
         for p in publisher.frame() {
             if p[12 + 5] == 0 {

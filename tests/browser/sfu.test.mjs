@@ -22,6 +22,7 @@
 // log directory of a passing run too.
 
 import { execFileSync } from "node:child_process";
+import dgram from "node:dgram";
 import { once } from "node:events";
 import fs from "node:fs";
 import http from "node:http";
@@ -65,9 +66,21 @@ const RECORD_MS = 4000; // the track recording of the "record" check
 const RECORD_MIN_FRAMES = 60;
 
 const REC_DIR = fs.mkdtempSync(path.join(fs.realpathSync("/tmp"), "mcu-browser-rec-"));
-const h = createHarness({ logPrefix: "mcu-browser-", serverArgs: ["--recording-dir", REC_DIR] });
+// Every connection of this test goes through one UDP port (the server's mux); the demo test
+// keeps a port per connection, so both paths meet a real browser.
+const UDP_PORT = await freeUdpPort();
+const h = createHarness({ logPrefix: "mcu-browser-", serverArgs: ["--recording-dir", REC_DIR, "--rtc-udp", `127.0.0.1:${UDP_PORT}`] });
 const { LOG_DIR, elapsed } = h;
 h.onCleanup(() => fs.rmSync(REC_DIR, { recursive: true, force: true }));
+
+// A UDP port free on 127.0.0.1 now.
+async function freeUdpPort() {
+  const sock = dgram.createSocket("udp4");
+  await new Promise((ok) => sock.bind(0, "127.0.0.1", ok));
+  const { port } = sock.address();
+  await new Promise((ok) => sock.close(ok));
+  return port;
+}
 
 // The static server for tests/browser/pages/ (the pages and the script they share), stopped
 // with the rest.
@@ -161,7 +174,10 @@ async function main() {
     await waitConnected(playPage, "play", "player");
     playConnectedAt = Date.now();
     const st = await playPage.evaluate(() => window.play);
-    return `WHEP ${st.httpStatus} ${new URL(st.location).pathname}, tracks ${st.tracks.map((t) => t.kind).join("+")}, connected at ${elapsed()}` +
+    // Both answers name only the shared UDP port.
+    const ports = new Set([pubInfo.answer, st.answer].flatMap((sdp) => [...(sdp || "").matchAll(/a=candidate:\S+ \d+ udp \d+ \S+ (\d+) typ host/gi)].map((m) => Number(m[1]))));
+    if (ports.size !== 1 || !ports.has(UDP_PORT)) throw new Error(`host candidate ports ${[...ports].join(",")}, want only ${UDP_PORT}`);
+    return `WHEP ${st.httpStatus} ${new URL(st.location).pathname}, tracks ${st.tracks.map((t) => t.kind).join("+")}, connected at ${elapsed()}, both on UDP port ${UDP_PORT}` +
       (st.playError ? ` (video.play(): ${st.playError})` : "");
   });
 

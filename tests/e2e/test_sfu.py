@@ -402,6 +402,14 @@ def open_sockets(srv: "McuServer") -> Optional[int]:
     return n
 
 
+def free_udp_port() -> int:
+    """A UDP port free on 127.0.0.1 now (for a server's --rtc-udp)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def fmt_rgb(c) -> str:
     return "(" + ",".join(f"{v:.0f}" for v in c) + ")" if c else "none"
 
@@ -508,7 +516,9 @@ class SfuMedia(E2ETest):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.srv = McuServer(label="sfu").start()
+        # One UDP port for every connection (the mux): every test of this class goes through it.
+        cls.udp_port = free_udp_port()
+        cls.srv = McuServer("--rtc-udp", f"127.0.0.1:{cls.udp_port}", label="sfu").start()
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -545,6 +555,14 @@ class SfuMedia(E2ETest):
         out(f"frames the two players could not decode (before a keyframe): {_DecodeFailures.count - undecodable}")
         m = await srv.metrics()
         self.assertEqual((m["mcu_rooms"], m["mcu_participants"], m["mcu_tracks"], m["mcu_subscribers"]), (1, 2, 4, 2), gauges(m))
+        # Four connections, one UDP port: every host candidate the server offered names it.
+        ports = {int(c.split()[5]) for p in (alice, bob, alice_sees, bob_sees)
+                 for c in re.findall(r"a=candidate:(.*)", p.answer_sdp) if c.split()[7] == "host"}
+        unroutable = m.get('mcu_udp_mux_dropped_total{reason="unroutable"}', 0)
+        out(f"host candidate ports of the four answers: {sorted(ports)} (shared port {self.udp_port}); "
+            f"{unroutable:.0f} datagrams unroutable")
+        self.assertEqual(ports, {self.udp_port})
+        self.assertEqual(m["mcu_udp_mux_port"], self.udp_port)
         SfuMedia.media_flowed = True
 
     @async_test()

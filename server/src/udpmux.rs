@@ -1,0 +1,423 @@
+//! One UDP port for every WebRTC connection (`--rtc-udp 0.0.0.0:7882`): a shared socket per
+//! local IP, demultiplexed to connections, as pion's UDPMux and LiveKit's single port do.
+//!
+//! The `webrtc` crate (0.21) binds sockets per connection and hands each to its runtime to
+//! wrap. [`MuxRuntime`] is that runtime for one connection: it keeps the connection's own
+//! socket only as its identity (the address its ICE agent knows as the host candidate) and
+//! returns a [`MuxSocket`] that sends through the shared socket and receives what the shared
+//! socket's reader routes to it. Host candidates in our SDP are rewritten to the shared port
+//! ([`UdpMux::announce_port`]), so peers only ever talk to that port.
+//!
+//! Routing a datagram from remote address R that arrived on the shared socket of local IP L:
+//! 1. (L, R) already belongs to a connection: there.
+//! 2. A STUN Binding request whose USERNAME starts with a connection's ICE ufrag (each
+//!    connection gets its own, set through the setting engine): there, and (L, R) is
+//!    remembered. Connectivity checks always come first, so DTLS and SRTP from R follow.
+//! 3. Otherwise it is dropped and counted (`mcu_udp_mux_unroutable_total`).
+//!
+//! A connection's sends also claim their destination (STUN/TURN servers answer that way).
+//! Dropping the connection's sockets forgets its routes.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fmt,
+    future::Future,
+    io::{self, IoSliceMut},
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, Weak,
+    },
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use mcu_sfu::stun::stun_request_ufrag;
+use webrtc::runtime::{AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime, Transmit};
+
+/// Datagrams queued per connection socket before the reader drops them.
+const INBOX: usize = 2048;
+/// The largest datagram read (a full Ethernet MTU and then some).
+const MAX_DATAGRAM: usize = 2048;
+/// Kernel send and receive buffer of a shared socket (capped by net.core.[rw]mem_max).
+const SHARED_BUFFER: usize = 4 << 20;
+
+/// The shared sockets and the routing table.
+pub struct UdpMux {
+    port: u16,
+    shared: Mutex<HashMap<IpAddr, Arc<tokio::net::UdpSocket>>>,
+    routes: Mutex<Routes>,
+    next_slot: AtomicU64,
+    /// Datagrams no connection claimed.
+    pub unroutable: AtomicU64,
+    /// Datagrams dropped because a connection did not read fast enough.
+    pub overflow: AtomicU64,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// ICE ufrag → connection.
+    ufrags: HashMap<String, u64>,
+    /// (local IP, remote) → connection socket.
+    remotes: HashMap<(IpAddr, SocketAddr), Weak<Inbox>>,
+    /// Connection → its sockets' inboxes by local IP.
+    slots: HashMap<u64, HashMap<IpAddr, Weak<Inbox>>>,
+    /// The per-connection addresses (what the ICE agent names as host candidates) → the
+    /// shared port's address that replaces them in SDP.
+    identities: HashMap<SocketAddr, SocketAddr>,
+}
+
+impl fmt::Debug for UdpMux {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpMux").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+/// What one connection socket receives.
+struct Inbox {
+    slot: u64,
+    local_ip: IpAddr,
+    queue: Mutex<Queue>,
+}
+
+/// Datagrams waiting (with their sender), and the reader to wake.
+type Queue = (VecDeque<(Vec<u8>, SocketAddr)>, Option<Waker>);
+
+impl UdpMux {
+    /// A mux on `port` (not 0); shared sockets are bound per local IP on first use.
+    pub fn new(port: u16) -> Arc<UdpMux> {
+        assert_ne!(port, 0, "a mux needs a fixed port");
+        Arc::new(UdpMux {
+            port,
+            shared: Mutex::default(),
+            routes: Mutex::default(),
+            next_slot: AtomicU64::new(1),
+            unroutable: AtomicU64::new(0),
+            overflow: AtomicU64::new(0),
+        })
+    }
+
+    /// The shared port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Binds the shared socket of `ip` now (at start-up, so a port in use is an error then).
+    pub fn bind(self: &Arc<Self>, ip: IpAddr) -> io::Result<()> {
+        self.shared_socket(ip).map(|_| ())
+    }
+
+    fn shared_socket(self: &Arc<Self>, ip: IpAddr) -> io::Result<Arc<tokio::net::UdpSocket>> {
+        let mut shared = self.shared.lock().expect("mux lock is never poisoned");
+        if let Some(s) = shared.get(&ip) {
+            return Ok(s.clone());
+        }
+        // Every connection's traffic crosses this one socket: kernel buffers as large as the
+        // system allows (up to 4 MiB) absorb the bursts of hundreds of peers.
+        let addr = SocketAddr::new(ip, self.port);
+        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        let _ = sock.set_recv_buffer_size(SHARED_BUFFER);
+        let _ = sock.set_send_buffer_size(SHARED_BUFFER);
+        sock.bind(&addr.into())?;
+        sock.set_nonblocking(true)?;
+        let std: std::net::UdpSocket = sock.into();
+        let socket = Arc::new(tokio::net::UdpSocket::from_std(std)?);
+        shared.insert(ip, socket.clone());
+        tracing::info!(addr = %SocketAddr::new(ip, self.port), "WebRTC UDP port shared by every connection");
+        tokio::spawn(read_loop(Arc::downgrade(self), socket.clone(), ip));
+        Ok(socket)
+    }
+
+    /// A new connection's slot, with the ICE ufrag its setting engine was given.
+    fn slot(&self, ufrag: &str) -> u64 {
+        let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
+        let mut r = self.routes.lock().expect("mux lock is never poisoned");
+        r.ufrags.insert(ufrag.to_string(), slot);
+        r.slots.insert(slot, HashMap::new());
+        slot
+    }
+
+    fn release(&self, slot: u64) {
+        let mut r = self.routes.lock().expect("mux lock is never poisoned");
+        r.ufrags.retain(|_, s| *s != slot);
+        r.slots.remove(&slot);
+        r.remotes.retain(|_, inbox| inbox.upgrade().is_some_and(|i| i.slot != slot));
+    }
+
+    /// Where a datagram from `from` to local `ip` goes.
+    fn route(&self, ip: IpAddr, from: SocketAddr, data: &[u8]) -> Option<Arc<Inbox>> {
+        let mut r = self.routes.lock().expect("mux lock is never poisoned");
+        if let Some(inbox) = r.remotes.get(&(ip, from)).and_then(Weak::upgrade) {
+            return Some(inbox);
+        }
+        let ufrag = stun_request_ufrag(data)?;
+        let slot = *r.ufrags.get(ufrag)?;
+        let inbox = r.slots.get(&slot)?.get(&ip)?.upgrade()?;
+        r.remotes.insert((ip, from), Arc::downgrade(&inbox));
+        Some(inbox)
+    }
+
+    /// The port to announce for a host candidate at `addr` (a connection's own socket), if
+    /// the mux serves it.
+    pub fn announce_port(&self, addr: SocketAddr) -> Option<u16> {
+        self.routes.lock().expect("mux lock is never poisoned").identities.get(&addr).map(|a| a.port())
+    }
+
+    /// Rewrites the host candidates of our SDP that name connection sockets to the shared port.
+    pub fn announce(&self, sdp: &str) -> String {
+        let mut out = String::with_capacity(sdp.len());
+        for line in sdp.split_inclusive('\n') {
+            let Some(c) = line.trim_end().strip_prefix("a=candidate:") else {
+                out.push_str(line);
+                continue;
+            };
+            let mut f: Vec<&str> = c.split(' ').collect();
+            let addr = match (f.get(4).and_then(|ip| ip.parse::<IpAddr>().ok()), f.get(5).and_then(|p| p.parse::<u16>().ok())) {
+                (Some(ip), Some(port)) if f.get(7) == Some(&"host") => SocketAddr::new(ip, port),
+                _ => {
+                    out.push_str(line);
+                    continue;
+                }
+            };
+            match self.announce_port(addr) {
+                Some(port) => {
+                    let port = port.to_string();
+                    f[5] = &port;
+                    out.push_str("a=candidate:");
+                    out.push_str(&f.join(" "));
+                    out.push_str("\r\n");
+                }
+                None => out.push_str(line),
+            }
+        }
+        out
+    }
+
+    /// The runtime for one new connection: its sockets go through the mux. Also returns the
+    /// ICE credentials to give its setting engine.
+    pub fn runtime(self: &Arc<Self>, inner: Arc<dyn Runtime>) -> (Arc<dyn Runtime>, String, String) {
+        let ufrag = random_ice_chars(16);
+        let pwd = random_ice_chars(24);
+        let slot = self.slot(&ufrag);
+        let rt = MuxRuntime { inner, mux: self.clone(), slot: Arc::new(SlotGuard { mux: Arc::downgrade(self), slot }) };
+        (Arc::new(rt), ufrag, pwd)
+    }
+}
+
+/// ICE ufrag/password characters (RFC 8445: ALPHA / DIGIT / "+" / "/").
+fn random_ice_chars(n: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..n).map(|_| CHARS[rand::random::<u32>() as usize % CHARS.len()] as char).collect()
+}
+
+async fn read_loop(mux: Weak<UdpMux>, socket: Arc<tokio::net::UdpSocket>, ip: IpAddr) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            // ICMP errors surface here on Linux (ConnectionRefused); they concern one peer.
+            Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "shared WebRTC UDP socket failed");
+                return;
+            }
+        };
+        let Some(mux) = mux.upgrade() else { return };
+        let Some(inbox) = mux.route(ip, from, &buf[..n]) else {
+            mux.unroutable.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let mut q = inbox.queue.lock().expect("inbox lock is never poisoned");
+        if q.0.len() >= INBOX {
+            mux.overflow.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        q.0.push_back((buf[..n].to_vec(), from));
+        if let Some(w) = q.1.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Forgets a connection's routes when its last socket and its runtime are gone.
+struct SlotGuard {
+    mux: Weak<UdpMux>,
+    slot: u64,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some(mux) = self.mux.upgrade() {
+            mux.release(self.slot);
+        }
+    }
+}
+
+/// One connection's runtime: the default one, except that UDP sockets go through the mux.
+struct MuxRuntime {
+    inner: Arc<dyn Runtime>,
+    mux: Arc<UdpMux>,
+    slot: Arc<SlotGuard>,
+}
+
+impl fmt::Debug for MuxRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxRuntime").field("slot", &self.slot.slot).finish_non_exhaustive()
+    }
+}
+
+impl Runtime for MuxRuntime {
+    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        self.inner.spawn(future)
+    }
+
+    fn spawn_reactor(&self, reactor_pool_size: usize, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
+        self.inner.spawn_reactor(reactor_pool_size, future)
+    }
+
+    fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let identity = socket.local_addr()?;
+        let ip = identity.ip();
+        // The mDNS socket (wildcard, port 5353) and anything unspecified keep their own socket.
+        if ip.is_unspecified() || ip.is_multicast() {
+            return self.inner.wrap_udp_socket(socket);
+        }
+        let shared = self.mux.shared_socket(ip)?;
+        let inbox = Arc::new(Inbox { slot: self.slot.slot, local_ip: ip, queue: Mutex::new((VecDeque::new(), None)) });
+        {
+            let mut r = self.mux.routes.lock().expect("mux lock is never poisoned");
+            if let Some(slot) = r.slots.get_mut(&self.slot.slot) {
+                slot.insert(ip, Arc::downgrade(&inbox));
+            }
+            r.identities.insert(identity, SocketAddr::new(ip, self.mux.port));
+        }
+        Ok(Arc::new(MuxSocket { identity, own: socket, shared, inbox, mux: self.mux.clone(), _slot: self.slot.clone(), claimed: Mutex::new(None) }))
+    }
+
+    fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        self.inner.wrap_tcp_listener(listener)
+    }
+
+    fn connect_tcp<'a>(&'a self, remote_addr: SocketAddr) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        self.inner.connect_tcp(remote_addr)
+    }
+
+    fn resolve_host<'a>(&'a self, host: &'a str) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        self.inner.resolve_host(host)
+    }
+
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.sleep(duration)
+    }
+
+    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
+        self.inner.interval(period)
+    }
+
+    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.inner.block_on(future)
+    }
+
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.yield_now()
+    }
+
+    fn name(&self) -> &'static str {
+        "tokio+udpmux"
+    }
+}
+
+/// A connection's view of the shared socket.
+struct MuxSocket {
+    /// The connection's own address (its ICE agent's host candidate).
+    identity: SocketAddr,
+    /// Its own socket, kept bound so the identity stays unique; never read.
+    own: std::net::UdpSocket,
+    shared: Arc<tokio::net::UdpSocket>,
+    inbox: Arc<Inbox>,
+    mux: Arc<UdpMux>,
+    _slot: Arc<SlotGuard>,
+    /// The destination last claimed (the packet path sends to one peer: no table lock then).
+    claimed: Mutex<Option<SocketAddr>>,
+}
+
+impl fmt::Debug for MuxSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MuxSocket").field("identity", &self.identity).field("own", &self.own.local_addr().ok()).finish_non_exhaustive()
+    }
+}
+
+impl Drop for MuxSocket {
+    fn drop(&mut self) {
+        let mut r = self.mux.routes.lock().expect("mux lock is never poisoned");
+        r.identities.remove(&self.identity);
+        let me = Arc::as_ptr(&self.inbox);
+        r.remotes.retain(|_, w| !std::ptr::eq(w.as_ptr(), me));
+    }
+}
+
+impl AsyncUdpSocket for MuxSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.identity)
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
+        // Replies to this destination come back to this connection (STUN and TURN servers
+        // are reached that way; peers are already known from their checks).
+        let mut claimed = self.claimed.lock().expect("claim lock is never poisoned");
+        if *claimed != Some(transmit.destination) {
+            *claimed = Some(transmit.destination);
+            let key = (self.inbox.local_ip, transmit.destination);
+            let mut r = self.mux.routes.lock().expect("mux lock is never poisoned");
+            if r.remotes.get(&key).and_then(Weak::upgrade).is_none_or(|i| !Arc::ptr_eq(&i, &self.inbox)) {
+                r.remotes.insert(key, Arc::downgrade(&self.inbox));
+            }
+        }
+        self.shared.poll_send_to(cx, transmit.contents, transmit.destination)
+    }
+
+    fn poll_recv(&self, cx: &mut Context<'_>, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Poll<io::Result<usize>> {
+        let mut q = self.inbox.queue.lock().expect("inbox lock is never poisoned");
+        let n = bufs.len().min(meta.len());
+        let mut filled = 0;
+        while filled < n {
+            let Some((data, from)) = q.0.pop_front() else { break };
+            let len = data.len().min(bufs[filled].len());
+            bufs[filled][..len].copy_from_slice(&data[..len]);
+            let mut m = RecvMeta::default();
+            m.addr = from;
+            m.len = len;
+            m.stride = len.max(1);
+            m.dst_ip = Some(self.inbox.local_ip);
+            meta[filled] = m;
+            filled += 1;
+        }
+        if filled > 0 {
+            return Poll::Ready(Ok(filled));
+        }
+        q.1 = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_candidates_are_announced_on_the_shared_port() {
+        let mux = UdpMux::new(7882);
+        let own: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        mux.routes.lock().unwrap().identities.insert(own, "127.0.0.1:7882".parse().unwrap());
+        let sdp = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host\r\na=candidate:2 1 udp 2130706431 10.0.0.1 40002 typ host\r\na=ice-ufrag:x\r\n";
+        let out = mux.announce(sdp);
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n"), "{out}");
+        assert!(out.contains("a=candidate:2 1 udp 2130706431 10.0.0.1 40002 typ host\r\n"), "{out}");
+        assert!(out.ends_with("a=ice-ufrag:x\r\n"));
+    }
+}
