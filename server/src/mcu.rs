@@ -220,6 +220,35 @@ fn vp8_keyframe_size(data: &[u8]) -> Option<(u32, u32)> {
     Some((w as u32, h as u32))
 }
 
+/// Per input (participant), the largest tile it is drawn in across the scene's canvases (px).
+fn largest_tiles(scene: &Scene) -> HashMap<String, (u32, u32)> {
+    let mut out: HashMap<String, (u32, u32)> = HashMap::new();
+    for c in &scene.canvases {
+        let Ok(tiles) = mcu_compositor::layout::resolve(c) else { continue };
+        for t in tiles {
+            let e = out.entry(t.input.0.to_string()).or_default();
+            e.0 = e.0.max(t.rect.width().max(0.0) as u32);
+            e.1 = e.1.max(t.rect.height().max(0.0) as u32);
+        }
+    }
+    out
+}
+
+/// The simulcast layer the composite should decode: the lowest whose picture fills `tile`
+/// (to 85 %), judging the layers' sizes from the one decoded now (`current`, `decoded`) and
+/// the factor of 2 between layers that browsers use. Unknown sizes: the top layer.
+fn layer_for_tile(layers: usize, current: usize, decoded: (u32, u32), tile: (u32, u32)) -> usize {
+    let top = layers.saturating_sub(1);
+    if decoded.0 == 0 || decoded.1 == 0 {
+        return top;
+    }
+    let fills = |l: usize| {
+        let scale = 2f64.powi(l as i32 - current as i32);
+        decoded.0 as f64 * scale >= tile.0 as f64 * 0.85 && decoded.1 as f64 * scale >= tile.1 as f64 * 0.85
+    };
+    (0..=top).find(|&l| fills(l)).unwrap_or(top)
+}
+
 struct VideoInput {
     participant: String,
     /// The last decoded picture's size (what a recording of the track announces).
@@ -697,6 +726,19 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             // receive it, under its profile's bitrate.
             if now.duration_since(last_rate_check) >= RATE_CHECK_INTERVAL {
                 last_rate_check = now;
+                // A simulcast sender: the composite decodes the smallest layer that fills its
+                // largest tile (4x fewer pixels to decode per layer skipped).
+                if let Some(scene) = &scene_now {
+                    let tiles = largest_tiles(scene);
+                    for (track, v) in &videos {
+                        let Some((layers, Some(current))) = room.composite_layer(track) else { continue };
+                        let Some(&tile) = tiles.get(&v.participant) else { continue };
+                        let want = layer_for_tile(layers, current, v.size, tile);
+                        if room.set_composite_layer(track, want) {
+                            tracing::debug!(room = %room.name, %track, current, want, ?tile, decoded = ?v.size, "composite simulcast layer cap");
+                        }
+                    }
+                }
                 for (id, view) in views.iter_mut() {
                     let mut tracks: Vec<String> = viewers.iter().filter(|(_, ssrc, _)| seen_by.get(ssrc) == Some(id)).map(|(n, _, _)| format!("{MIX}/video-for-{n}")).collect();
                     if room_ssrc.is_some_and(|s| seen_by.get(&s) == Some(id)) {
@@ -977,6 +1019,20 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn composite_layer_is_the_smallest_that_fills_the_tile() {
+        // Chromium's q/h/f of a 640x480 camera, decoding h (320x240) now.
+        assert_eq!(layer_for_tile(3, 1, (320, 240), (960, 720)), 2, "a big tile wants the top");
+        assert_eq!(layer_for_tile(3, 1, (320, 240), (300, 220)), 1);
+        assert_eq!(layer_for_tile(3, 1, (320, 240), (120, 90)), 0, "a thumbnail takes the quarter layer");
+        // Decoding q (160x120) now: the same answers.
+        assert_eq!(layer_for_tile(3, 0, (160, 120), (300, 220)), 1);
+        assert_eq!(layer_for_tile(3, 0, (160, 120), (120, 90)), 0);
+        // Nothing decoded yet, or a tile larger than the top: the top.
+        assert_eq!(layer_for_tile(3, 0, (0, 0), (10, 10)), 2);
+        assert_eq!(layer_for_tile(2, 1, (640, 360), (1920, 1080)), 1);
+    }
+
     use super::*;
 
     #[test]

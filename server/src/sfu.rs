@@ -205,6 +205,8 @@ struct TapSink {
     sub: SubscriberId,
     track: PublishedTrack,
     participant: String,
+    /// The highest layer the composite wants (the smallest that fills its tile).
+    cap: usize,
 }
 
 /// A room of the SFU.
@@ -585,6 +587,30 @@ impl Room {
         let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").clone() else { return };
         let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &raw[..]) else { return };
         let _ = tap.try_send(TapPacket { track: track.id.clone(), participant: participant.into(), codec: track.codec.clone(), packet });
+    }
+
+    /// A simulcast track the composite receives through the forwarder: its layer count and the
+    /// layer it gets now.
+    pub fn composite_layer(&self, track: &str) -> Option<(usize, Option<usize>)> {
+        let m = self.lock();
+        let tap = m.taps.values().find(|t| &*t.track.id == track)?;
+        Some((tap.track.layers as usize, m.fwd.current_layer(tap.sub, track)))
+    }
+
+    /// Caps the layer the composite receives of a simulcast track (switched at a keyframe).
+    /// True when the cap changed.
+    pub fn set_composite_layer(&self, track: &str, cap: usize) -> bool {
+        let now = Instant::now();
+        let mut m = self.lock();
+        let Media { fwd, taps, .. } = &mut *m;
+        let Some(tap) = taps.values_mut().find(|t| &*t.track.id == track) else { return false };
+        if tap.cap == cap {
+            return false;
+        }
+        tap.cap = cap;
+        let _ = fwd.set_max_layer(now, tap.sub, track, cap);
+        self.flush(&mut m, now);
+        true
     }
 
     /// A viewer's choice for a track (over the WebSocket): `None` stops it, `Some(layer)`
@@ -1230,7 +1256,10 @@ impl Sfu {
             .filter(|(k, _)| k.as_str() != MIX)
             .map(|(k, p)| {
                 let kinds: Vec<&str> = p.tracks.iter().map(|t| if t.kind == RtpCodecKind::Audio { "audio" } else { "video" }).collect();
-                serde_json::json!({ "name": k, "tracks": p.tracks.len(), "kinds": kinds })
+                // Simulcast tracks: the layer the composite decodes.
+                let layers: serde_json::Map<String, serde_json::Value> =
+                    p.tracks.iter().filter_map(|t| Some((t.id.to_string(), serde_json::json!(room.composite_layer(&t.id)?.1)))).collect();
+                serde_json::json!({ "name": k, "tracks": p.tracks.len(), "kinds": kinds, "composite_layers": layers })
             })
             .collect();
         people.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -1461,7 +1490,7 @@ impl PeerConnectionEventHandler for Handler {
                             out = rand::random();
                         }
                         if m.fwd.subscribe(Instant::now(), sub, &id, out, None).is_ok() {
-                            m.taps.insert(out, TapSink { sub, track: published.clone(), participant: participant.clone() });
+                            m.taps.insert(out, TapSink { sub, track: published.clone(), participant: participant.clone(), cap: layers - 1 });
                         }
                     }
                     chosen

@@ -263,11 +263,28 @@ async function main() {
         }
         await sleep(150);
       }
+      const spread = Math.max(...disc) - Math.min(...disc);
+      let detail = `composite ${size}, bright share of the centre box ${disc.join(" ")}`;
+      if (!(spread >= DISC_SPREAD_MIN && Math.max(...disc) > 0.1)) throw new Error(`the camera's moving disc is not in the composite: ${detail}`);
+      // The composite decodes the smallest layer that fills the camera's tile: the top one that
+      // flows for the whole canvas, the quarter layer once an operator shrinks the tile.
+      const layerNow = async () => {
+        const info = await (await fetch(`${base}/rooms/${ROOM}`)).json();
+        return Object.values(info.participants.find((p) => p.name === NAME)?.composite_layers ?? {})[0];
+      };
+      const waitLayer = (want, what) => waitFor(what, 15_000, 250, async () => {
+        const l = await layerNow();
+        return { ok: l === want, value: l };
+      });
+      const big = await waitLayer(1, "the composite on the half layer for a full-canvas tile");
+      const layout = (...args) => execFileSync(MCU_BIN, ["layout", "set", ROOM, ...args, "--grpc", h.grpcUrl()], { encoding: "utf8" });
+      layout("custom", "--tile", `${NAME}:40,40,120x90`);
+      const small = await waitLayer(0, "the composite on the quarter layer for a 120x90 tile");
+      layout("grid");
+      const back = await waitLayer(1, "the composite back on the half layer");
       await mixPage.evaluate(() => window.stop());
       await mixPage.close();
-      const spread = Math.max(...disc) - Math.min(...disc);
-      const detail = `composite ${size}, bright share of the centre box ${disc.join(" ")}`;
-      if (!(spread >= DISC_SPREAD_MIN && Math.max(...disc) > 0.1)) throw new Error(`the camera's moving disc is not in the composite: ${detail}`);
+      detail += `; composite decodes layer ${big.value} for the full tile, ${small.value} for a 120x90 tile, ${back.value} for the grid again`;
       return detail;
     });
   }
