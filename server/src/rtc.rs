@@ -34,6 +34,7 @@ use rtc::{
             receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate,
         },
         receiver_report::ReceiverReport,
+        sender_report::SenderReport,
     },
     rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind},
     sansio::Protocol,
@@ -234,9 +235,12 @@ pub fn codec_family(mime: &str) -> Option<Codec> {
 
 pub use mcu_signaling::sdp::packetization_mode;
 
-/// Marks inbound keyframe requests (PLI, FIR), REMB and receiver reports for the application:
-/// the SFU forwards the first upstream (throttled), chooses layers by the second, and the
-/// composite's encoders follow the second and the losses of the third.
+/// Marks inbound keyframe requests (PLI, FIR), REMB and receiver and sender reports for the
+/// application: the SFU forwards the first upstream (throttled), chooses layers by the second,
+/// and the composite's encoders follow the second and the losses the reports carry (a peer
+/// that also sends, such as a browser MCU participant, reports inside its sender reports). A
+/// compound reaches the track its first packet names: a sender report with report blocks
+/// reaches the track it reports on, one without stays with the peer's own track (ignored).
 #[derive(Default)]
 pub struct FeedbackTap {
     read: VecDeque<TaggedPacket>,
@@ -245,7 +249,7 @@ pub struct FeedbackTap {
 
 fn wanted(p: &dyn rtc::rtcp::Packet) -> bool {
     let a = p.as_any();
-    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<ReceiverEstimatedMaximumBitrate>() || a.is::<ReceiverReport>()
+    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<ReceiverEstimatedMaximumBitrate>() || a.is::<ReceiverReport>() || a.is::<SenderReport>()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {

@@ -1377,7 +1377,8 @@ async fn subscriber_feedback(track: Arc<TrackLocalStaticRTP>, room: Arc<Room>, s
     while let Some(evt) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = evt else { continue };
         let Ok(raw) = rtc::rtcp::packet::marshal(&packets) else { continue };
-        room.counters.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+        let keyframe_requests = packets.iter().filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()).count();
+        room.counters.keyframe_requests.fetch_add(keyframe_requests as u64, Ordering::Relaxed);
         room.drive(Instant::now(), |fwd, now| {
             let _ = fwd.handle_subscriber_rtcp(now, sub, &raw);
         });

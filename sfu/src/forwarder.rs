@@ -584,7 +584,9 @@ impl Forwarder {
                         self.keyframe_for(now, sub, media);
                     }
                 }
-                RtcpPacket::ReceiverReport { reports, .. } => {
+                // A subscriber that also sends (an MCU participant, a browser) reports on what it
+                // receives inside its sender reports.
+                RtcpPacket::ReceiverReport { reports, .. } | RtcpPacket::SenderReport { reports, .. } => {
                     for r in reports {
                         if let Some(s) = self.subs.iter_mut().find(|s| s.sub == sub && s.out_ssrc == r.ssrc) {
                             s.loss = Some((now, r.fraction_lost));

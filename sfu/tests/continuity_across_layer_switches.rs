@@ -133,3 +133,24 @@ fn track_loss_is_the_worst_recent_report() {
     let later = clock.advance(Duration::from_millis(2950));
     assert_eq!(f.track_loss(later, &["mix"], age), Some((t2, 3)), "subscriber 1's report is too old");
 }
+
+#[test]
+fn sender_reports_carry_loss_too() {
+    // A subscriber that also publishes (a browser MCU participant) puts its report blocks in
+    // its sender reports: header (PT 200, one block), sender SSRC, sender info, the block.
+    let mut clock = Clock::start();
+    let mut f = Forwarder::new(ForwarderConfig::default());
+    f.publish("mix", Codec::Vp8, 90_000, &[(0x1111, 0)]).unwrap();
+    f.subscribe(clock.0, 1, "mix", 0xA1, None).unwrap();
+    let rr = rtcp::receiver_report(9, &[(0xA1, 77)]);
+    let block = &rr[8..];
+    let mut sr = vec![0x81, 200, 0, 0];
+    sr.extend_from_slice(&9u32.to_be_bytes());
+    sr.extend_from_slice(&[0; 20]);
+    sr.extend_from_slice(block);
+    let words = (sr.len() / 4 - 1) as u16;
+    sr[2..4].copy_from_slice(&words.to_be_bytes());
+    let t = clock.advance(Duration::from_millis(100));
+    f.handle_subscriber_rtcp(t, 1, &sr).unwrap();
+    assert_eq!(f.track_loss(t, &["mix"], Duration::from_secs(3)), Some((t, 77)));
+}

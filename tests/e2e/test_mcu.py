@@ -1015,13 +1015,23 @@ class Composite(E2ETest):
 
     @async_test()
     async def test_11_loss_reports_hold_the_shared_encode_down(self) -> None:
-        srv = self.server(*SERVER_ARGS, "--mix-video-bitrate", str(REMB_FULL_BPS), label="loss")
-        room = "loss"
+        await self.loss_holds_the_encode_down(in_sender_reports=False)
+
+    @async_test()
+    async def test_11b_loss_in_sender_reports_holds_the_shared_encode_down(self) -> None:
+        """A peer that also sends (a browser MCU participant) reports its loss in the report
+        blocks of its sender reports, not in receiver reports."""
+        await self.loss_holds_the_encode_down(in_sender_reports=True)
+
+    async def loss_holds_the_encode_down(self, in_sender_reports: bool) -> None:
+        label = "loss-sr" if in_sender_reports else "loss"
+        srv = self.server(*SERVER_ARGS, "--mix-video-bitrate", str(REMB_FULL_BPS), label=label)
+        room = label
         await self.busy_room(srv, room)
         watcher = await self.composite(srv, room)
         lossy = await self.composite(srv, room)
         counted = ReceivedBytes(watcher)
-        drop = LossyReceiver(lossy)
+        drop = LossyReceiver(lossy, in_sender_reports=in_sender_reports)
         await asyncio.sleep(3.0)
         full = await counted.kbps(REMB_WINDOW)
         # The second viewer loses every fourth video packet (retransmissions too) and says so
@@ -1031,8 +1041,9 @@ class Composite(E2ETest):
         held = await counted.kbps(REMB_WINDOW)
         reported = drop.reported[:]
         drop.on = False
+        how = "sender" if in_sender_reports else "receiver"
         out(f"the first viewer receives the shared encode at {full:.0f} kbit/s; while the second loses 25 % "
-            f"(it reported fractions {reported[-6:]} /256) {held:.0f}")
+            f"(it reported fractions {reported[-6:]} /256 in {how} reports) {held:.0f}")
         self.assertTrue(any(f >= 50 for f in reported), f"the lossy viewer should report its loss: {reported}")
         self.assertGreater(full, 0.5 * REMB_FULL_BPS / 1000, "the noisy canvas should fill most of its bitrate")
         self.assertLess(held, 0.6 * full, "the shared encode should back off under reported loss")
@@ -1101,9 +1112,11 @@ LOSS_SETTLE = 8.0  # s of 25 % loss before measuring (a report a second, -12.5 %
 class LossyReceiver:
     """While `on`, a player's video receiver loses every packet whose sequence number is a
     multiple of 4 (retransmissions of it too) and sends no PLI; `reported` collects the fraction
-    lost (/256) of its receiver reports."""
+    lost (/256) of its receiver reports. With `in_sender_reports` those report blocks go out
+    in sender reports instead, as a browser that also sends puts them."""
 
-    def __init__(self, player: mc.Player) -> None:
+    def __init__(self, player: mc.Player, in_sender_reports: bool = False) -> None:
+        from aiortc.rtp import RtcpRrPacket, RtcpSenderInfo, RtcpSrPacket
         self.on = False
         self.reported: list[int] = []
         receiver = video_receiver(player)
@@ -1120,6 +1133,9 @@ class LossyReceiver:
         async def watch_reports(packet) -> None:
             for r in getattr(packet, "reports", []) or []:
                 self.reported.append(r.fraction_lost)
+            if in_sender_reports and isinstance(packet, RtcpRrPacket):
+                info = RtcpSenderInfo(ntp_timestamp=0, rtp_timestamp=0, packet_count=0, octet_count=0)
+                packet = RtcpSrPacket(ssrc=packet.ssrc, sender_info=info, reports=packet.reports)
             return await inner_rtcp(packet)
 
         receiver._handle_rtp_packet = lossy
@@ -1145,7 +1161,8 @@ ORDER = [
                  "test_2_fifth_publisher_reflows", "test_3_delete_reflows",
                  "test_4_killed_publisher", "test_5_late_viewer", "test_6_empty_room", "test_7_garbage_video",
                  "test_9_lossy_publisher", "test_10_remb_holds_the_shared_encode_down",
-                 "test_11_loss_reports_hold_the_shared_encode_down"]),
+                 "test_11_loss_reports_hold_the_shared_encode_down",
+                 "test_11b_loss_in_sender_reports_holds_the_shared_encode_down"]),
     (McuParticipants, ["test_8_mcu_participants_hear_everyone_but_themselves"]),
 ]
 
