@@ -552,6 +552,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut recording_canvases: Vec<CanvasId> = Vec::new();
     let mut recordings_seen = 0u64;
     let mut last_recording_keyframe = Instant::now();
+    // Tracks that have passed a keyframe since the recording list last changed: the others'
+    // files are still waiting for their first one, which is asked for again every 500 ms (a
+    // request can be lost, or land while its layer is being switched).
+    let mut keyed: std::collections::HashSet<TrackId> = std::collections::HashSet::new();
+    let mut last_key_retry = Instant::now();
     let mut last_rate_check = Instant::now();
 
     let mut next_frame = epoch;
@@ -575,9 +580,18 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 for id in videos.keys() {
                     room.request_keyframe(id);
                 }
+                keyed.clear();
+                last_key_retry = now;
             }
             recording_canvases = list.iter().map(|s| s.profile.unwrap_or(VideoProfile::of(&config)).room_canvas(&config)).collect();
             recordings = list;
+        }
+        if recordings.iter().any(|s| s.tracks) && now.duration_since(last_key_retry) >= Duration::from_millis(500) {
+            last_key_retry = now;
+            for id in videos.keys().filter(|id| !keyed.contains(*id)) {
+                tracing::debug!(room = %room.name, track = %id, "track recording still waits for a keyframe; asking again");
+                room.request_keyframe(id);
+            }
         }
         // While recording, a composite keyframe every 2 s gives the file cue points to seek to.
         if !recordings.is_empty() && now.duration_since(last_recording_keyframe) >= RECORDING_KEYFRAME_INTERVAL {
@@ -646,6 +660,9 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                             _ => mcu_codec::bitstream::vp8_is_keyframe(&data),
                         };
                         w.video(now, key, &data, input.size);
+                        if key {
+                            keyed.insert(track.clone());
+                        }
                     }
                 }
             }
