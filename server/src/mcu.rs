@@ -558,6 +558,8 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut keyed: std::collections::HashSet<TrackId> = std::collections::HashSet::new();
     let mut last_key_retry = Instant::now();
     let mut last_rate_check = Instant::now();
+    // The largest tile each input is drawn in, resolved when the scene changes.
+    let mut tile_sizes: HashMap<String, (u32, u32)> = HashMap::new();
 
     let mut next_frame = epoch;
     let mut idle_since: Option<Instant> = None;
@@ -727,6 +729,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                     }
                     Err(e) => tracing::warn!(room = %room.name, error = %e, "layout refused; keeping the previous one"),
                 }
+                tile_sizes = largest_tiles(&scene);
                 scene_now = Some(scene);
             }
             // A viewer that moves to another canvas needs a keyframe of it.
@@ -745,15 +748,12 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                 last_rate_check = now;
                 // A simulcast sender: the composite decodes the smallest layer that fills its
                 // largest tile (4x fewer pixels to decode per layer skipped).
-                if let Some(scene) = &scene_now {
-                    let tiles = largest_tiles(scene);
-                    for (track, v) in &videos {
-                        let Some((layers, Some(current))) = room.composite_layer(track) else { continue };
-                        let Some(&tile) = tiles.get(&v.participant) else { continue };
-                        let want = layer_for_tile(layers, current, v.size, tile);
-                        if room.set_composite_layer(track, want) {
-                            tracing::debug!(room = %room.name, %track, current, want, ?tile, decoded = ?v.size, "composite simulcast layer cap");
-                        }
+                for (track, v) in &videos {
+                    let Some((layers, Some(current))) = room.composite_layer(track) else { continue };
+                    let Some(&tile) = tile_sizes.get(&v.participant) else { continue };
+                    let want = layer_for_tile(layers, current, v.size, tile);
+                    if room.set_composite_layer(track, want) {
+                        tracing::debug!(room = %room.name, %track, current, want, ?tile, decoded = ?v.size, "composite simulcast layer cap");
                     }
                 }
                 for (id, view) in views.iter_mut() {

@@ -218,9 +218,12 @@ async fn read_loop(mux: Weak<UdpMux>, socket: Arc<tokio::net::UdpSocket>, ip: Ip
             Ok(x) => x,
             // ICMP errors surface here on Linux (ConnectionRefused); they concern one peer.
             Err(e) if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted) => continue,
+            // Anything else is logged and retried after a pause: ending this loop would cut
+            // every connection on the port off without a word.
             Err(e) => {
-                tracing::error!(error = %e, "shared WebRTC UDP socket failed");
-                return;
+                tracing::error!(error = %e, "shared WebRTC UDP socket: receive failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
         };
         let Some(mux) = mux.upgrade() else { return };

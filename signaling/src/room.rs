@@ -356,10 +356,7 @@ impl Hub {
                 if member.info.tracks.len() == before {
                     return error(conn, 404, format!("no track \"{track_id}\""));
                 }
-                for m in r.members.values_mut() {
-                    m.subscriptions.remove(&(me.clone(), track_id.clone()));
-                }
-                others(r, &me).into_iter().map(|c| (c, ServerMessage::TrackUnpublished { participant: me.clone(), track_id: track_id.clone() })).collect()
+                Self::track_gone(r, &me, &track_id)
             }
             ClientMessage::Subscribe { participant, track_ids } => {
                 let Some(publisher) = r.members.get(&participant) else {
