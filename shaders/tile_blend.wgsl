@@ -38,28 +38,29 @@ struct TileInstance {
     @location(0) rect: vec4<f32>,
     // Where the picture goes (letterboxed for "contain"): x0, y0, x1, y1 in canvas px.
     @location(1) content: vec4<f32>,
-    // Part of the picture shown: u0, v0, u1, v1 in source uv.
-    @location(2) crop: vec4<f32>,
+    // Where the luma plane is sampled: uv = (o_x, o_y) + (k_x, k_y) * canvas px, given as
+    // (k_x, o_x, k_y, o_y). Built by DrawTile::sample_map (compositor/src/lib.rs), which the CPU
+    // path samples through too.
+    @location(2) map_luma: vec4<f32>,
     // Corner radius (canvas px), border width (canvas px), opacity (0..1), flags (FLAG_*).
     @location(3) shape: vec4<f32>,
-    // Letterbox/placeholder colour Y, U, V (0..1); w: chroma uv scale along x (see below).
+    // Letterbox/placeholder colour Y, U, V (0..1); w unused.
     @location(4) background: vec4<f32>,
-    // Border colour Y, U, V (0..1); w: chroma uv scale along y.
-    // The chroma uv scale maps source uv to chroma-texture uv: luma_w / (2 * chroma_w), which is
-    // 1 for even sizes and slightly less for odd ones (the chroma plane covers one extra pixel).
+    // Border colour Y, U, V (0..1); w unused.
     @location(5) border_color: vec4<f32>,
+    // The chroma plane's map, as map_luma, in the chroma texture's uv.
+    @location(6) map_chroma: vec4<f32>,
 };
 
 struct VsOut {
     @builtin(position) position: vec4<f32>,
     @location(0) @interpolate(flat) rect: vec4<f32>,
     @location(1) @interpolate(flat) content: vec4<f32>,
-    @location(2) @interpolate(flat) crop: vec4<f32>,
     @location(3) @interpolate(flat) shape: vec4<f32>,
     @location(4) @interpolate(flat) background: vec4<f32>,
     @location(5) @interpolate(flat) border_color: vec4<f32>,
-    // Source uv of this fragment: the content-rect-to-crop map is affine, so interpolating its
-    // value at the corners is exact and saves a division per fragment.
+    // Texture uv of this fragment in the plane being rendered: the sample map is affine, so
+    // interpolating its value at the corners is exact and saves work per fragment.
     @location(6) uv: vec2<f32>,
 };
 
@@ -74,12 +75,11 @@ fn vs_tile(@builtin(vertex_index) vi: u32, tile: TileInstance) -> VsOut {
     out.position = vec4<f32>(ndc, 0.0, 1.0);
     out.rect = tile.rect;
     out.content = tile.content;
-    out.crop = tile.crop;
     out.shape = tile.shape;
     out.background = tile.background;
     out.border_color = tile.border_color;
-    let t = (canvas_px - tile.content.xy) / (tile.content.zw - tile.content.xy);
-    out.uv = mix(tile.crop.xy, tile.crop.zw, t);
+    let m = select(tile.map_luma, tile.map_chroma, pass_u.plane_scale > 1.5);
+    out.uv = m.yw + m.xz * canvas_px;
     return out;
 }
 
@@ -136,7 +136,7 @@ fn fs_luma(tile: VsOut) -> @location(0) vec4<f32> {
 fn chroma(p: vec2<f32>, tile: VsOut) -> vec4<f32> {
     var uv = tile.background.yz;
     if (inside_content(p, tile)) {
-        let st = tile.uv * vec2<f32>(tile.background.w, tile.border_color.w);
+        let st = tile.uv;
         let flags = u32(tile.shape.w);
         if ((flags & FLAG_NV12) != 0u) {
             uv = textureSampleLevel(tex_u, bilinear, st, 0.0).rg;
@@ -175,10 +175,6 @@ fn fs_chroma_interleaved(tile: VsOut) -> @location(0) vec4<f32> {
 struct OpaqueIn {
     // w: flags (FLAG_*).
     @location(3) @interpolate(flat) shape: vec4<f32>,
-    // w: chroma uv scale along x.
-    @location(4) @interpolate(flat) background: vec4<f32>,
-    // w: chroma uv scale along y.
-    @location(5) @interpolate(flat) border_color: vec4<f32>,
     @location(6) uv: vec2<f32>,
 };
 
@@ -192,7 +188,7 @@ fn fs_luma_opaque(tile: OpaqueLumaIn) -> @location(0) vec4<f32> {
 }
 
 fn chroma_opaque(tile: OpaqueIn) -> vec2<f32> {
-    let st = tile.uv * vec2<f32>(tile.background.w, tile.border_color.w);
+    let st = tile.uv;
     if ((u32(tile.shape.w) & FLAG_NV12) != 0u) {
         return textureSampleLevel(tex_u, bilinear, st, 0.0).rg;
     }

@@ -16,7 +16,7 @@ use fast_image_resize::{
 use mcu_media::{PixelFormat, Plane, VideoFrame, Yuv};
 use rayon::prelude::*;
 
-use crate::{scene::InputId, DrawCanvas, DrawTile, RectF};
+use crate::{libyuv, scene::InputId, DrawCanvas, DrawTile, RectF};
 
 /// An input's latest picture as tightly packed planar Y, U, V.
 struct CpuInput {
@@ -33,13 +33,17 @@ pub(crate) struct CpuRenderer {
 
 /// Splits `height` luma rows into about `target` bands, preferring cuts at tile edges so that a
 /// tile is scaled in as few pieces as possible (each piece costs a filter set-up and re-reads the
-/// filter's support rows). Cuts are even, so that bands split chroma rows exactly.
-fn band_cuts(height: u32, target: usize, tiles: &[DrawTile]) -> Vec<u32> {
+/// filter's support rows), and never cutting inside `whole` (canvas rows of pictures to scale in
+/// one piece: see `libyuv_box`). Cuts are even, so that bands split chroma
+/// rows exactly.
+fn band_cuts(height: u32, target: usize, tiles: &[DrawTile], whole: &[(f32, f32)]) -> Vec<u32> {
+    let allowed = |y: u32| !whole.iter().any(|&(a, b)| a < y as f32 && (y as f32) < b);
     let mut edges: Vec<u32> = tiles
         .iter()
         .flat_map(|t| [t.rect.y0, t.rect.y1])
         .filter(|y| *y > 0.0 && *y < height as f32)
         .map(|y| (y.round() as u32) & !1)
+        .filter(|y| allowed(*y))
         .collect();
     edges.sort_unstable();
     edges.dedup();
@@ -48,8 +52,13 @@ fn band_cuts(height: u32, target: usize, tiles: &[DrawTile]) -> Vec<u32> {
     let mut cuts = vec![0];
     for k in 1..target {
         let ideal = (height * k / target) & !1;
-        let cut = edges.iter().copied().filter(|e| e.abs_diff(ideal) <= slack).min_by_key(|e| e.abs_diff(ideal)).unwrap_or(ideal);
-        if cut > *cuts.last().expect("starts with 0") {
+        let nearest = |within: u32| edges.iter().copied().filter(|e| e.abs_diff(ideal) <= within).min_by_key(|e| e.abs_diff(ideal));
+        let cut = match nearest(slack) {
+            Some(edge) => Some(edge),
+            None if allowed(ideal) => Some(ideal),
+            None => nearest(u32::MAX),
+        };
+        if let Some(cut) = cut.filter(|c| *c > *cuts.last().expect("starts with 0") && *c < height) {
             cuts.push(cut);
         }
     }
@@ -165,8 +174,8 @@ fn covered(a: f32, b: f32, scale: f32) -> (i64, i64) {
 }
 
 thread_local! {
-    /// Per worker thread: the resizer's buffers and the picture scratch, reused across bands.
-    static SCRATCH: std::cell::RefCell<(Resizer, Vec<u8>)> = std::cell::RefCell::new((Resizer::new(), Vec::new()));
+    /// Per worker thread, reused across bands.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch { resizer: Resizer::new(), picture: Vec::new(), transposed: Default::default() });
 }
 
 fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usize) -> VideoFrame {
@@ -177,7 +186,17 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usi
     let mut v = vec![c.background.v; cw * ch];
     // Bands of luma rows and the matching chroma rows, drawn independently.
     type BandPlanes<'a> = (u32, &'a mut [u8], &'a mut [u8], &'a mut [u8]);
-    let cuts = band_cuts(c.height, 2 * threads, &c.tiles);
+    // Pictures enlarged vertically are not cut into bands: a cut would rarely fall on a whole
+    // source row, which libyuv's enlarging needs (see `libyuv_box`).
+    let whole: Vec<(f32, f32)> = c
+        .tiles
+        .iter()
+        .filter(|t| t.video)
+        .filter_map(|t| Some((t, inputs.get(&t.input)?)))
+        .filter(|(t, input)| t.sample_map(input.width, input.height, 1.0)[1].enlarges(1.0))
+        .map(|(t, _)| (t.content.y0, t.content.y1))
+        .collect();
+    let cuts = band_cuts(c.height, 2 * threads, &c.tiles, &whole);
     let mut bands: Vec<BandPlanes> = Vec::with_capacity(cuts.len());
     let (mut ry, mut ru, mut rv) = (&mut y[..], &mut u[..], &mut v[..]);
     for pair in cuts.windows(2) {
@@ -188,14 +207,14 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usi
         (ry, ru, rv) = (rest_y, rest_u, rest_v);
         bands.push((pair[0], by, bu, bv));
     }
-    bands.into_par_iter().for_each(|(row0, by, bu, bv)| SCRATCH.with_borrow_mut(|(resizer, scratch)| {
+    bands.into_par_iter().for_each(|(row0, by, bu, bv)| SCRATCH.with_borrow_mut(|scratch| {
         for (which, buf, pw) in [(Which::Y, by, w), (Which::U, bu, cw), (Which::V, bv, cw)] {
             let prow0 = if which == Which::Y { row0 } else { row0 / 2 };
             let rows = buf.len() / pw;
             let mut band = Band { data: buf, width: pw, row0: prow0 as i64, rows: rows as i64 };
             for t in &c.tiles {
                 let input = t.video.then(|| inputs.get(&t.input)).flatten();
-                draw_tile(&mut band, which, t, input, resizer, scratch);
+                draw_tile(&mut band, which, t, input, scratch);
             }
         }
     }));
@@ -207,6 +226,15 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usi
         }
     };
     VideoFrame { format: c.format, width: c.width, height: c.height, planes, pts: c.pts }
+}
+
+/// A worker thread's buffers.
+struct Scratch {
+    resizer: Resizer,
+    /// A picture drawn before it is blended.
+    picture: Vec<u8>,
+    /// The transposed scaling's intermediate pictures.
+    transposed: [Vec<u8>; 2],
 }
 
 /// Rows `[row0, row0 + rows)` of one plane.
@@ -225,31 +253,155 @@ struct Dst<'a> {
     y: usize,
 }
 
+/// Plane pixels `[x_lo, x_lo + out_w) × [y_lo, y_lo + out_h)` to draw a picture on.
+#[derive(Clone, Copy)]
+struct Region {
+    x_lo: i64,
+    y_lo: i64,
+    out_w: usize,
+    out_h: usize,
+}
+
+/// One axis of a region to scale: `n` outputs whose cells start at source position `start`,
+/// `step` source pixels each, in a plane `size` pixels long.
+#[derive(Clone, Copy)]
+struct AxisSpan {
+    start: f64,
+    step: f64,
+    n: usize,
+    size: u32,
+}
+
+impl AxisSpan {
+    /// The whole source pixels `(first, count)` that scale to the outputs by the sample map's
+    /// rule on this axis (see `DrawTile::sample_map`), when there are such.
+    fn source(&self) -> Option<Span> {
+        // Tile geometry is f32 (crops in normalised units): positions within 1/1000 px of whole
+        // pixels count as whole.
+        const EPS: f64 = 1e-3;
+        let integral = |v: f64| (v - v.round()).abs() < EPS;
+        let (first, count) = if self.step >= 1.0 || self.doubles() {
+            // Centres on their share of [start, start + n·step).
+            (self.start, self.n as f64 * self.step)
+        } else {
+            // The first and last centres on whole source pixels, `step` apart.
+            (self.start + 0.5 * self.step - 0.5, (self.n - 1) as f64 * self.step + 1.0)
+        };
+        let fits = first > -EPS && first + count < self.size as f64 + EPS && count >= 1.0 - EPS;
+        (self.n > 0 && fits && integral(first) && integral(count)).then(|| (first.round() as usize, count.round() as usize))
+    }
+
+    /// Enlarging by 2 (within `DrawTile::sample_map`'s tolerance).
+    fn doubles(&self) -> bool {
+        (self.step - 0.5).abs() < 1e-4
+    }
+}
+
+/// Whole source pixels `(first, count)` along one axis.
+type Span = (usize, usize);
+
+/// How libyuv scales a source box (see `crate::libyuv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Libyuv {
+    /// One `ScalePlane`.
+    Direct,
+    /// Transpose, scale rows, transpose, scale rows: only the row blend, never the column filter.
+    Transposed,
+}
+
+/// How libyuv scales the source box `((left, width), (top, height))` into the `x × y` outputs
+/// exactly as the sample map does, or `None` where its kernels follow other rules (then
+/// `fast_image_resize` scales).
+///
+/// `ScalePlane` picks its kernel from both axes' sizes: enlarging by 2 keeps centres on their
+/// share only when both axes double (or one doubles and the other keeps its size), and its 3/4
+/// and 3/8 shrinking kernels use rounded weights. Scaling rows alone (the transposed way) maps
+/// every enlargement first-and-last, so it serves wherever no axis doubles; it is the faster way
+/// unless the columns shrink by 2 or more.
+fn libyuv_plan(x: AxisSpan, y: AxisSpan) -> Option<(Libyuv, Span, Span)> {
+    let (bx, by) = (x.source()?, y.source()?);
+    let (same_x, same_y) = (bx.1 == x.n, by.1 == y.n);
+    let transposable = !x.doubles() && !y.doubles() && !same_x;
+    if transposable && (x.n > bx.1 || 2 * x.n > bx.1) {
+        return Some((Libyuv::Transposed, bx, by));
+    }
+    let doubling_ok = match (x.doubles(), y.doubles()) {
+        (true, true) => true,
+        (true, false) => same_y && !same_x,
+        (false, true) => false,
+        (false, false) => true,
+    };
+    // 2n − 1 outputs from n also take libyuv's doubling kernel.
+    let odd_double = |count: usize, n: usize| n > count && n == 2 * count - 1;
+    let shrinking = x.n <= bx.1 && y.n <= by.1;
+    let special_shrink = shrinking && ((4 * x.n == 3 * bx.1 && 4 * y.n == 3 * by.1) || (8 * x.n == 3 * bx.1 && 8 * y.n == 3 * by.1));
+    // Enlarging columns other than by 2 takes the column filter: transposed instead.
+    let columns_enlarge = x.n > bx.1 && !x.doubles();
+    if doubling_ok && !odd_double(bx.1, x.n) && !odd_double(by.1, y.n) && !special_shrink && !columns_enlarge {
+        return Some((Libyuv::Direct, bx, by));
+    }
+    transposable.then_some((Libyuv::Transposed, bx, by))
+}
+
 /// Writes the part of `input`'s plane that lands on plane pixels `[x_lo, x_lo + out_w) ×
 /// [y_lo, y_lo + out_h)` (absolute plane coordinates) into `dst`.
 ///
-/// The bulk goes through `fast_image_resize` (bilinear interpolation with the GPU's
-/// pixel-centre mapping); the outermost samples, whose cells reach past the picture's edge
-/// (content edges at fractional positions), are filtered here with clamp-to-edge, as the GPU
+/// Positions come from the tile's sample map (the GPU path's too). Pictures on whole source
+/// pixels (grid cells, speaker and presentation tiles) are scaled by libyuv; other geometry
+/// (fractional crops and positions, transitions under way, odd chroma sizes) by
+/// `fast_image_resize`, whose boxes take fractional edges; the outermost samples there, whose
+/// cells reach past the picture's edge, are filtered here with clamp-to-edge, as the GPU
 /// sampler does, because a resize box must lie inside the picture.
-#[allow(clippy::too_many_arguments)]
-fn resample(resizer: &mut Resizer, input: &CpuInput, which: Which, t: &DrawTile, x_lo: i64, y_lo: i64, out_w: usize, out_h: usize, dst: Dst) {
+fn resample(resizer: &mut Resizer, transposed: &mut [Vec<u8>; 2], input: &CpuInput, which: Which, t: &DrawTile, region: Region, dst: Dst) {
+    let Region { x_lo, y_lo, out_w, out_h } = region;
     let (sw, sh) = if which == Which::Y { (input.width, input.height) } else { (input.width.div_ceil(2), input.height.div_ceil(2)) };
     let plane = &input.planes[which.index()];
     let s = which.scale() as f64;
-    // Source position (this plane's pixels) per canvas px, and at canvas px 0.
-    let (fw, fh) = (input.width as f64, input.height as f64);
-    let kx = (t.crop[2] - t.crop[0]) as f64 * fw / t.content.width() as f64 / s;
-    let ky = (t.crop[3] - t.crop[1]) as f64 * fh / t.content.height() as f64 / s;
-    let ox = t.crop[0] as f64 * fw / s - t.content.x0 as f64 * kx;
-    let oy = t.crop[1] as f64 * fh / s - t.content.y0 as f64 * ky;
-    // Output pixel j spans source [left + j*sx, left + (j+1)*sx).
-    let (sx, sy) = (s * kx, s * ky);
-    let left = ox + x_lo as f64 * sx;
-    let top = oy + y_lo as f64 * sy;
+    let [mx, my] = t.sample_map(input.width, input.height, s);
+    // Output pixel j spans source [left + j*sx, left + (j+1)*sx): its centre is sampled.
+    let (sx, sy) = (s * mx.k, s * my.k);
+    let left = mx.o + x_lo as f64 * sx;
+    let top = my.o + y_lo as f64 * sy;
     if !(sx > 0.0 && sy > 0.0 && left.is_finite() && top.is_finite()) {
         return;
     }
+    // The common case (pictures on whole source and canvas pixels, e.g. grid cells): libyuv,
+    // where its mapping is the sample map's.
+    let along_x = AxisSpan { start: left, step: sx, n: out_w, size: sw };
+    let along_y = AxisSpan { start: top, step: sy, n: out_h, size: sh };
+    if let Some((how, (l, w), (tp, h))) = libyuv_plan(along_x, along_y) {
+        let from = libyuv::Region { offset: tp * sw as usize + l, stride: sw as usize, width: w, height: h };
+        let to = libyuv::Region { offset: dst.y * dst.stride + dst.x, stride: dst.stride, width: out_w, height: out_h };
+        match how {
+            Libyuv::Direct => libyuv::scale_plane(plane, from, dst.data, to),
+            Libyuv::Transposed => scale_transposed(plane, from, dst.data, to, transposed),
+        }
+        return;
+    }
+    resample_fir(resizer, plane, along_x, along_y, dst, &t.input);
+}
+
+/// Scales by rows only: the box transposed (`h` wide, `w` tall), its rows scaled to `out_w`,
+/// transposed back (`out_w` wide, `h` tall), its rows scaled to `out_h`. `scratch` holds the
+/// intermediate pictures.
+fn scale_transposed(src: &[u8], from: libyuv::Region, dst: &mut [u8], to: libyuv::Region, scratch: &mut [Vec<u8>; 2]) {
+    use libyuv::Region;
+    let (w, h, out_w) = (from.width, from.height, to.width);
+    let [a, b] = scratch;
+    let tall = |width: usize, height: usize| Region { offset: 0, stride: width, width, height };
+    a.resize(h * w.max(out_w), 0);
+    b.resize(h * out_w, 0);
+    libyuv::transpose_plane(src, from, a, tall(h, w));
+    libyuv::scale_plane(a.as_slice(), tall(h, w), b, tall(h, out_w));
+    libyuv::transpose_plane(b.as_slice(), tall(h, out_w), a, tall(out_w, h));
+    libyuv::scale_plane(a.as_slice(), tall(out_w, h), dst, to);
+}
+
+/// [`resample`] for any geometry: `fast_image_resize` (bilinear interpolation with pixel-centre
+/// mapping, given boxes with fractional edges) for the outputs whose cells lie inside the
+/// picture, and the clamped bilinear rule for the rim around them.
+fn resample_fir(resizer: &mut Resizer, plane: &[u8], along_x: AxisSpan, along_y: AxisSpan, dst: Dst, input_id: &InputId) {
+    let (AxisSpan { start: left, step: sx, n: out_w, size: sw }, AxisSpan { start: top, step: sy, n: out_h, size: sh }) = (along_x, along_y);
     // Outputs whose cells lie inside the picture: [j0, j1) × [k0, k1).
     let eps = 1e-9;
     let j0 = ((-left / sx) - eps).ceil().clamp(0.0, out_w as f64) as usize;
@@ -258,7 +410,7 @@ fn resample(resizer: &mut Resizer, input: &CpuInput, which: Which, t: &DrawTile,
     let k1 = (((sh as f64 - top) / sy) + eps).floor().clamp(k0 as f64, out_h as f64) as usize;
     let rows = dst.data.len() / dst.stride;
     if j0 < j1 && k0 < k1 {
-        let src = ImageRef::new(sw, sh, plane, PixelType::U8).expect("packed planes hold their size");
+        let src = ImageRef::new(sw, sh, &plane[..(sw * sh) as usize], PixelType::U8).expect("packed planes hold their size");
         let box_left = (left + j0 as f64 * sx).clamp(0.0, sw as f64);
         let box_top = (top + k0 as f64 * sy).clamp(0.0, sh as f64);
         let box_w = ((j1 - j0) as f64 * sx).min(sw as f64 - box_left);
@@ -285,7 +437,7 @@ fn resample(resizer: &mut Resizer, input: &CpuInput, which: Which, t: &DrawTile,
         };
         if let Err(e) = result {
             // Not reachable with U8 views of the sizes computed above; a bug, not worth a crash.
-            tracing::error!(input = %t.input, "CPU resize failed: {e}");
+            tracing::error!(input = %input_id, "CPU resize failed: {e}");
         }
     }
     // The rim: rows above k0 and below k1 in full, columns left of j0 and right of j1 between.
@@ -314,7 +466,8 @@ fn bilinear(plane: &[u8], w: usize, h: usize, x: f64, y: f64) -> u8 {
     (top + (bottom - top) * fy).round().clamp(0.0, 255.0) as u8
 }
 
-fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInput>, resizer: &mut Resizer, scratch: &mut Vec<u8>) {
+fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInput>, scratch: &mut Scratch) {
+    let Scratch { resizer, picture: scratch, transposed } = scratch;
     let s = which.scale();
     let (x_lo, x_hi) = covered(t.rect.x0, t.rect.x1, s);
     let (y_lo, y_hi) = covered(t.rect.y0, t.rect.y1, s);
@@ -330,7 +483,8 @@ fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInpu
         // Resize straight into the canvas.
         let (out_w, out_h) = ((x_hi - x_lo) as usize, (y_hi - y_lo) as usize);
         let dst = Dst { data: &mut *band.data, stride: band.width, x: x_lo as usize, y: (y_lo - band.row0) as usize };
-        resample(resizer, input.expect("opaque tiles have input"), which, t, x_lo, y_lo, out_w, out_h, dst);
+        let region = Region { x_lo, y_lo, out_w, out_h };
+        resample(resizer, transposed, input.expect("opaque tiles have input"), which, t, region, dst);
         return;
     }
     // General tile: picture (where inside the content rect) or background, border, rounded
@@ -346,7 +500,8 @@ fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInpu
         scratch.clear();
         scratch.resize(pic_w * pic_h, 0);
         let dst = Dst { data: &mut scratch[..], stride: pic_w, x: 0, y: 0 };
-        resample(resizer, input.expect("checked"), which, t, cx_lo, cy_lo, pic_w, pic_h, dst);
+        let region = Region { x_lo: cx_lo, y_lo: cy_lo, out_w: pic_w, out_h: pic_h };
+        resample(resizer, transposed, input.expect("checked"), which, t, region, dst);
     }
     let bg = which.pick(t.background) as f32;
     let border_c = which.pick(t.border_color) as f32;
@@ -406,10 +561,101 @@ mod tests {
             video: true,
         };
         let grid: Vec<DrawTile> = [0.0, 240.0, 480.0].iter().map(|&y| tile(y, y + 240.0)).collect();
-        assert_eq!(band_cuts(720, 4, &grid), vec![0, 240, 360, 480, 720]);
-        assert_eq!(band_cuts(720, 3, &grid), vec![0, 240, 480, 720]);
-        assert_eq!(band_cuts(720, 4, &[]), vec![0, 180, 360, 540, 720]);
-        assert_eq!(band_cuts(720, 1, &grid), vec![0, 720]);
+        assert_eq!(band_cuts(720, 4, &grid, &[]), vec![0, 240, 360, 480, 720]);
+        assert_eq!(band_cuts(720, 3, &grid, &[]), vec![0, 240, 480, 720]);
+        assert_eq!(band_cuts(720, 4, &[], &[]), vec![0, 180, 360, 540, 720]);
+        assert_eq!(band_cuts(720, 1, &grid, &[]), vec![0, 720]);
+    }
+
+    #[test]
+    fn bands_never_cut_a_picture_scaled_whole() {
+        let tile = |y0: f32, y1: f32| DrawTile {
+            input: InputId::new("a"),
+            rect: RectF { x0: 0.0, y0, x1: 10.0, y1 },
+            content: RectF { x0: 0.0, y0, x1: 10.0, y1 },
+            crop: [0.0, 0.0, 1.0, 1.0],
+            radius: 0.0,
+            border: 0.0,
+            opacity: 1.0,
+            background: mcu_media::Rgb::BLACK.to_yuv(),
+            border_color: mcu_media::Rgb::BLACK.to_yuv(),
+            video: true,
+        };
+        // Two rows of enlarged pictures: the only cut is between them.
+        let two = [tile(0.0, 540.0), tile(540.0, 1080.0)];
+        assert_eq!(band_cuts(1080, 4, &two, &[(0.0, 540.0), (540.0, 1080.0)]), vec![0, 540, 1080]);
+        // One picture over the whole canvas: one band.
+        assert_eq!(band_cuts(720, 4, &[tile(0.0, 720.0)], &[(0.0, 720.0)]), vec![0, 720]);
+        // Cuts outside it go where they would (the first at its edge, which is near).
+        assert_eq!(band_cuts(720, 4, &[tile(0.0, 100.0)], &[(0.0, 100.0)]), vec![0, 100, 360, 540, 720]);
+    }
+
+    /// libyuv (both ways) and the `fast_image_resize` path scale by the same map: compared on a
+    /// picture of sharp stripes and a gradient, for shrinking a little and a lot, enlarging by
+    /// 1.5 and by 2 (on one axis and on both), heights alone, and a region cut out of a larger
+    /// output.
+    #[test]
+    fn both_scalers_follow_the_sample_map() {
+        let (sw, sh) = (64u32, 36u32);
+        let plane: Vec<u8> = (0..sw * sh).map(|i| if (i % sw / 3) % 2 == 0 { 30 + (i / sw) as u8 * 4 } else { 220 }).collect();
+        let mut resizer = Resizer::new();
+        let mut transposed = Default::default();
+        // (outputs, source pixels) per axis, the region's first output row, and libyuv's way.
+        let cases = [
+            ((40, 64), (24, 36), 0, Libyuv::Transposed),
+            ((20, 64), (12, 36), 0, Libyuv::Direct),
+            ((96, 64), (54, 36), 0, Libyuv::Transposed),
+            ((128, 64), (72, 36), 0, Libyuv::Direct),
+            ((128, 64), (36, 36), 0, Libyuv::Direct),
+            ((64, 64), (54, 36), 0, Libyuv::Direct),
+            ((48, 64), (27, 36), 0, Libyuv::Transposed),
+            ((40, 64), (12, 36), 6, Libyuv::Transposed),
+        ];
+        for ((nx, cx), (ny, cy), row0, way) in cases {
+            let axis = |n: usize, count: usize, size: u32, first_out: usize| {
+                let k = count as f64 / n as f64;
+                if k < 1.0 && n != 2 * count {
+                    // Enlarging: first and last centres on the source's first and last.
+                    let step = (count as f64 - 1.0) / (n as f64 - 1.0);
+                    AxisSpan { start: 0.5 - 0.5 * step + first_out as f64 * step, step, n, size }
+                } else {
+                    AxisSpan { start: first_out as f64 * k, step: k, n, size }
+                }
+            };
+            let (ax, ay) = (axis(nx, cx, sw, 0), axis(ny, cy, sh, row0));
+            let ay = AxisSpan { n: ay.n - row0, ..ay };
+            let what = format!("{nx}x{ny} from {cx}x{cy} at row {row0}");
+            let Some((how, (l, w), (t, h))) = libyuv_plan(ax, ay) else { panic!("libyuv takes {what}") };
+            assert_eq!(how, way, "{what}");
+            let mut a = vec![0u8; ax.n * ay.n];
+            let from = libyuv::Region { offset: t * sw as usize + l, stride: sw as usize, width: w, height: h };
+            let to = libyuv::Region { offset: 0, stride: ax.n, width: ax.n, height: ay.n };
+            match how {
+                Libyuv::Direct => libyuv::scale_plane(&plane, from, &mut a, to),
+                Libyuv::Transposed => scale_transposed(&plane, from, &mut a, to, &mut transposed),
+            }
+            let mut b = vec![0u8; ax.n * ay.n];
+            resample_fir(&mut resizer, &plane, ax, ay, Dst { data: &mut b, stride: ax.n, x: 0, y: 0 }, &InputId::new("t"));
+            let worst = a.iter().zip(&b).map(|(p, q)| p.abs_diff(*q)).max().unwrap();
+            assert!(worst <= 3, "{what}: libyuv ({how:?}) and fast_image_resize differ by {worst}");
+        }
+    }
+
+    #[test]
+    fn libyuv_is_left_the_cases_its_kernels_do_otherwise() {
+        let span = |n: usize, count: usize| AxisSpan { start: 0.0, step: count as f64 / n as f64, n, size: count as u32 };
+        let way = |x, y| libyuv_plan(x, y).map(|(how, _, _)| how);
+        // One axis doubled, the other shrunk or enlarged: ScalePlane would map the doubled axis
+        // first-and-last, and rows alone map every enlargement so.
+        assert_eq!(way(span(128, 64), span(24, 36)), None);
+        assert_eq!(way(span(96, 64), span(72, 36)), None);
+        assert_eq!(way(span(64, 64), span(72, 36)), None);
+        // Both doubled: ScalePlane's doubling kernel.
+        assert_eq!(way(span(128, 64), span(72, 36)), Some(Libyuv::Direct));
+        // 3/4 in both axes: rows alone, not ScalePlane's 3:1 kernel.
+        assert_eq!(way(span(48, 64), span(27, 36)), Some(Libyuv::Transposed));
+        // A box past the picture's edge.
+        assert_eq!(way(AxisSpan { start: 8.0, ..span(40, 64) }, span(24, 36)), None);
     }
 
     #[test]

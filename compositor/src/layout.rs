@@ -261,6 +261,10 @@ fn main_and_strip(full: RectF, n: usize, strip: &Strip) -> (RectF, Vec<RectF>) {
 
 /// Where a `frame_w × frame_h` picture goes inside `area`, and which part of it (normalised
 /// source coordinates `[u0, v0, u1, v1]`) is shown.
+///
+/// Pictures of 16 px and more land on even canvas pixels and crops on even source pixels (at
+/// most 2 px off the exact aspect ratio): chroma samples line up, the picture's edges are whole
+/// pixels, and the CPU path scales such a picture in one piece (`cpu::resample`).
 pub fn place_picture(area: RectF, frame_w: u32, frame_h: u32, fit: Fit) -> (RectF, [f32; 4]) {
     let (fw, fh) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
     let (aw, ah) = (area.width().max(0.0), area.height().max(0.0));
@@ -273,13 +277,27 @@ pub fn place_picture(area: RectF, frame_w: u32, frame_h: u32, fit: Fit) -> (Rect
             let (cw, ch) = (fw * s, fh * s);
             let x0 = area.x0 + (aw - cw) / 2.0;
             let y0 = area.y0 + (ah - ch) / 2.0;
-            (RectF { x0, y0, x1: x0 + cw, y1: y0 + ch }, [0.0, 0.0, 1.0, 1.0])
+            let exact = RectF { x0, y0, x1: x0 + cw, y1: y0 + ch };
+            let snapped = RectF {
+                x0: snap(x0).max(area.x0),
+                y0: snap(y0).max(area.y0),
+                x1: snap(x0 + cw).min(area.x1),
+                y1: snap(y0 + ch).min(area.y1),
+            };
+            let content = if cw >= 16.0 && ch >= 16.0 { snapped } else { exact };
+            (content, [0.0, 0.0, 1.0, 1.0])
         }
         Fit::Cover => {
             let s = (aw / fw).max(ah / fh);
             let (vw, vh) = ((aw / s / fw).min(1.0), (ah / s / fh).min(1.0));
             let (u0, v0) = ((1.0 - vw) / 2.0, (1.0 - vh) / 2.0);
-            (area, [u0, v0, u0 + vw, v0 + vh])
+            let on_pixels = |u: f32, size: f32| (snap(u * size) / size).clamp(0.0, 1.0);
+            let crop = if vw * fw >= 16.0 && vh * fh >= 16.0 {
+                [on_pixels(u0, fw), on_pixels(v0, fh), on_pixels(u0 + vw, fw), on_pixels(v0 + vh, fh)]
+            } else {
+                [u0, v0, u0 + vw, v0 + vh]
+            };
+            (area, crop)
         }
     }
 }
@@ -403,11 +421,33 @@ mod tests {
     fn contain_letterboxes_and_cover_crops() {
         let area = RectF { x0: 0.0, y0: 0.0, x1: 400.0, y1: 400.0 };
         let (c, crop) = place_picture(area, 640, 360, Fit::Contain);
-        assert_eq!((c.y0, c.y1), (87.5, 312.5));
+        assert_eq!((c.y0, c.y1), (88.0, 312.0), "87.5..312.5 on even pixels");
         assert_eq!(crop, [0.0, 0.0, 1.0, 1.0]);
         let (c, crop) = place_picture(area, 640, 360, Fit::Cover);
         assert_eq!(c, area);
         assert!((crop[2] - crop[0] - 360.0 / 640.0).abs() < 1e-5 && crop[1].abs() < 1e-6, "{crop:?}");
+    }
+
+    #[test]
+    fn pictures_land_on_even_pixels() {
+        // 640x360 in a 426x240 grid cell: exactly 426 x 239.6 at y 0.2; snapped to the cell.
+        let cell = RectF { x0: 426.0, y0: 240.0, x1: 852.0, y1: 480.0 };
+        let (c, _) = place_picture(cell, 640, 360, Fit::Contain);
+        assert_eq!(c, cell);
+        // A 4:3 picture in that cell: 320 x 240 centred at x 479..799 → 480..800.
+        let (c, _) = place_picture(cell, 640, 480, Fit::Contain);
+        assert_eq!((c.x0, c.x1, c.y0, c.y1), (480.0, 800.0, 240.0, 480.0));
+        // Cover crops on even source pixels: 641x359 into a square shows 358 or 360 columns.
+        let square = RectF { x0: 0.0, y0: 0.0, x1: 200.0, y1: 200.0 };
+        let (_, crop) = place_picture(square, 641, 359, Fit::Cover);
+        for (u, size) in [(crop[0], 641.0), (crop[2], 641.0)] {
+            assert!(((u * size) % 2.0).abs() < 1e-3, "{crop:?}");
+        }
+        assert_eq!((crop[1], crop[3]), (0.0, 1.0));
+        // Tiny pictures keep their exact shape.
+        let tiny = RectF { x0: 0.0, y0: 0.0, x1: 15.0, y1: 15.0 };
+        let (c, _) = place_picture(tiny, 640, 360, Fit::Contain);
+        assert!((c.height() - 15.0 * 360.0 / 640.0).abs() < 1e-4);
     }
 
     #[test]

@@ -18,6 +18,7 @@
 
 mod cpu;
 pub mod layout;
+mod libyuv;
 pub mod policy;
 mod render;
 pub mod scene;
@@ -175,6 +176,52 @@ impl DrawTile {
     /// so that it can be drawn without blending.
     pub fn is_opaque_picture(&self) -> bool {
         self.radius <= 0.0 && self.border <= 0.0 && self.opacity >= 1.0 && self.content == self.rect
+    }
+
+    /// Where a plane of this tile's `width × height` picture is sampled, per axis: the source
+    /// position (in that plane's pixels, pixel `i` spanning `[i, i + 1)`) shown at a canvas
+    /// position. `plane_scale` is canvas px per plane px: 1 for luma, 2 for chroma. Both render
+    /// paths sample through this map, bilinearly, clamped at the picture's edges.
+    ///
+    /// Shrinking (or keeping the size) along an axis maps the content rectangle's edges on the
+    /// crop's edges (pixel centres on their share of the source), and so does enlarging by
+    /// exactly 2 (each source pixel becomes two). Other enlargements map the first and last
+    /// pixel centres of the content on the first and last source pixel centres of the crop.
+    /// These are libyuv's rules (the CPU path scales with libyuv; Chromium enlarges so too); the
+    /// enlarging rule differs from edge-to-edge mapping by at most `(1 − 1/factor)/2` source px.
+    pub(crate) fn sample_map(&self, width: u32, height: u32, plane_scale: f64) -> [AxisMap; 2] {
+        let s = plane_scale;
+        let axis = |crop0: f32, crop1: f32, size: u32, c0: f32, c1: f32| {
+            // Source span S and its start (plane px); content span D (plane px).
+            let n = size as f64 / s;
+            let (start, span) = (crop0 as f64 * n, (crop1 - crop0) as f64 * n);
+            let (c0, d) = (c0 as f64, (c1 - c0) as f64 / s);
+            if span < d && span >= 1.0 && d > 1.0 && (d - 2.0 * span).abs() > 1e-4 * d {
+                let r = (span - 1.0) / (d - 1.0);
+                AxisMap { k: r / s, o: start + 0.5 - 0.5 * r - c0 * r / s }
+            } else {
+                let k = span / d / s;
+                AxisMap { k, o: start - c0 * k }
+            }
+        };
+        [
+            axis(self.crop[0], self.crop[2], width, self.content.x0, self.content.x1),
+            axis(self.crop[1], self.crop[3], height, self.content.y0, self.content.y1),
+        ]
+    }
+}
+
+/// One axis of [`DrawTile::sample_map`]: source position `o + k · canvas position`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct AxisMap {
+    pub k: f64,
+    pub o: f64,
+}
+
+impl AxisMap {
+    /// Whether the axis enlarges: less than one source pixel per plane pixel.
+    pub fn enlarges(&self, plane_scale: f64) -> bool {
+        self.k * plane_scale < 1.0
     }
 }
 
@@ -479,5 +526,60 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= super::SHADERS.len(), "every shader the crate loads is in shaders/");
+    }
+
+    fn tile(content: super::RectF, crop: [f32; 4]) -> super::DrawTile {
+        super::DrawTile {
+            input: super::InputId::new("a"),
+            rect: content,
+            content,
+            crop,
+            radius: 0.0,
+            border: 0.0,
+            opacity: 1.0,
+            background: mcu_media::Rgb::BLACK.to_yuv(),
+            border_color: mcu_media::Rgb::BLACK.to_yuv(),
+            video: true,
+        }
+    }
+
+    /// Source pixel index (centres at whole numbers) sampled for plane pixel `j` of `[x0, ..)`.
+    fn sampled(m: super::AxisMap, x0: f64, j: usize, scale: f64) -> f64 {
+        m.o + m.k * (x0 + (j as f64 + 0.5) * scale) - 0.5
+    }
+
+    #[test]
+    fn shrinking_samples_pixel_centres_on_their_share() {
+        // 640 luma px into 320 canvas px at x 100: pixel j samples 2j + 0.5.
+        let t = tile(super::RectF { x0: 100.0, y0: 0.0, x1: 420.0, y1: 180.0 }, [0.0, 0.0, 1.0, 1.0]);
+        let [x, y] = t.sample_map(640, 360, 1.0);
+        for j in [0, 1, 159, 319] {
+            assert!((sampled(x, 100.0, j, 1.0) - (2.0 * j as f64 + 0.5)).abs() < 1e-9);
+        }
+        assert!((sampled(y, 0.0, 0, 1.0) - 0.5).abs() < 1e-9);
+        // Chroma: 320 chroma px into 160, from chroma px 50.
+        let [cx, _] = t.sample_map(640, 360, 2.0);
+        assert!((sampled(cx, 100.0, 0, 2.0) - 0.5).abs() < 1e-9);
+        assert!((sampled(cx, 100.0, 159, 2.0) - 318.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn doubling_samples_pixel_centres_on_their_share() {
+        let t = tile(super::RectF { x0: 0.0, y0: 0.0, x1: 20.0, y1: 8.0 }, [0.0, 0.0, 1.0, 1.0]);
+        let [x, y] = t.sample_map(10, 4, 1.0);
+        assert!((sampled(x, 0.0, 0, 1.0) + 0.25).abs() < 1e-9 && (sampled(x, 0.0, 19, 1.0) - 9.25).abs() < 1e-9);
+        assert!((sampled(y, 0.0, 7, 1.0) - 3.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn enlarging_maps_first_and_last_centres_on_the_crop_edges() {
+        // A 5-pixel-wide crop from x 10 of a 40-pixel picture shown on 15 canvas px.
+        let t = tile(super::RectF { x0: 30.0, y0: 0.0, x1: 45.0, y1: 30.0 }, [10.0 / 40.0, 0.0, 15.0 / 40.0, 1.0]);
+        let [x, y] = t.sample_map(40, 20, 1.0);
+        assert!(x.enlarges(1.0) && y.enlarges(1.0));
+        assert!((sampled(x, 30.0, 0, 1.0) - 10.0).abs() < 1e-9, "first on the crop's first pixel");
+        assert!((sampled(x, 30.0, 14, 1.0) - 14.0).abs() < 1e-9, "last on its last pixel");
+        assert!((sampled(x, 30.0, 7, 1.0) - 12.0).abs() < 1e-9, "steps of 4/14 px");
+        assert!((sampled(y, 0.0, 29, 1.0) - 19.0).abs() < 1e-9);
     }
 }

@@ -100,8 +100,9 @@ fn workspace_dir() -> PathBuf {
 /// How far the CPU path may stray from the goldens (made on lavapipe).
 ///
 /// Bounded by the CPU path against lavapipe on this machine: over all goldens the largest
-/// difference is 4 levels and the mean at most 0.14 (fixed-point against float filter weights,
-/// antialiased corners); the bound leaves a little room above that.
+/// difference is 5 levels and the mean at most 0.15 (libyuv's 7- and 8-bit filter fractions
+/// against the GPU's float weights, antialiased corners; `GOLDEN_REPORT=1` prints them); the
+/// bound leaves a little room above that.
 pub const CPU_TOLERANCE: Tolerance = Tolerance { threshold: 6, max_fraction: 0.001, max_diff: 16 };
 
 /// Compares a canvas rendered on `path` with `tests/goldens/{name}.png`. Goldens are written

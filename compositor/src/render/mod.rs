@@ -336,24 +336,31 @@ impl GpuRenderer {
         for t in &c.tiles {
             let input = t.video.then(|| self.inputs.get(&t.input)).flatten();
             let mut flags = 0;
-            let (mut csx, mut csy) = (1.0, 1.0);
+            let (mut map_luma, mut map_chroma) = ([0.0; 4], [0.0; 4]);
             if let Some(i) = input {
                 flags |= FLAG_VIDEO;
                 if i.format == PixelFormat::Nv12 {
                     flags |= FLAG_NV12;
                 }
-                csx = i.width as f32 / (2 * i.width.div_ceil(2)) as f32;
-                csy = i.height as f32 / (2 * i.height.div_ceil(2)) as f32;
+                // Sample maps in texture uv: plane px over the texture's size.
+                let uv = |scale: f64, (tw, th): (u32, u32)| {
+                    let [x, y] = t.sample_map(i.width, i.height, scale);
+                    let (tw, th) = (tw as f64, th as f64);
+                    [(x.k / tw) as f32, (x.o / tw) as f32, (y.k / th) as f32, (y.o / th) as f32]
+                };
+                map_luma = uv(1.0, (i.width, i.height));
+                map_chroma = uv(2.0, (i.width.div_ceil(2), i.height.div_ceil(2)));
             }
             let bg = yuv_f(t.background);
             let bc = yuv_f(t.border_color);
             self.scratch.push(TileInstance {
                 rect: t.rect.to_array(),
                 content: t.content.to_array(),
-                crop: t.crop,
+                map_luma,
                 shape: [t.radius, t.border, t.opacity, flags as f32],
-                background: [bg[0], bg[1], bg[2], csx],
-                border_color: [bc[0], bc[1], bc[2], csy],
+                background: [bg[0], bg[1], bg[2], 0.0],
+                border_color: [bc[0], bc[1], bc[2], 0.0],
+                map_chroma,
             });
         }
         let g = &self.canvases[&c.id];

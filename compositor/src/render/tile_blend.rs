@@ -12,10 +12,13 @@ pub const SOURCE: &str = include_str!("../../../shaders/tile_blend.wgsl");
 pub struct TileInstance {
     pub rect: [f32; 4],
     pub content: [f32; 4],
-    pub crop: [f32; 4],
+    /// The luma plane's sample map in texture uv: `[k_x, o_x, k_y, o_y]`.
+    pub map_luma: [f32; 4],
     pub shape: [f32; 4],
     pub background: [f32; 4],
     pub border_color: [f32; 4],
+    /// The chroma plane's sample map in texture uv.
+    pub map_chroma: [f32; 4],
 }
 
 pub const FLAG_VIDEO: u32 = 1;
@@ -97,7 +100,7 @@ impl TileBlend {
             immediate_size: 0,
         });
         let attributes = wgpu::vertex_attr_array![
-            0 => Float32x4, 1 => Float32x4, 2 => Float32x4, 3 => Float32x4, 4 => Float32x4, 5 => Float32x4
+            0 => Float32x4, 1 => Float32x4, 2 => Float32x4, 3 => Float32x4, 4 => Float32x4, 5 => Float32x4, 6 => Float32x4
         ];
         let buffers = [Some(wgpu::VertexBufferLayout {
             array_stride: std::mem::size_of::<TileInstance>() as u64,
