@@ -11,6 +11,7 @@ set -euo pipefail
 # - pkg-config, cmake, nasm, g++: native builds of codec crates.
 # - libvpx-dev, libdav1d-dev: libvpx (VP8) and dav1d (AV1 decoding), linked by the codec crate.
 # - libyuv-dev: libyuv, the plane scaler of the compositor's CPU path.
+# - libavcodec-dev, libavutil-dev: FFmpeg's VP8 and H.264 decoders, the codec crate's first choice.
 # - python3, python3-venv: the aiortc end-to-end clients (scripts/e2e-setup.sh makes the venv).
 # - openssl: the certificate the gRPC TLS test serves (server/tests/grpc_api.rs).
 # - baresip-core, baresip-ffmpeg, sip-tester (sipp): the real SIP phones and scenarios the
@@ -18,7 +19,7 @@ set -euo pipefail
 APT_PACKAGES=(
   mesa-vulkan-drivers libvulkan1 libegl1 libegl-mesa0 libgl1-mesa-dri
   ffmpeg pkg-config cmake nasm g++
-  libvpx-dev libdav1d-dev libyuv-dev
+  libvpx-dev libdav1d-dev libyuv-dev libavcodec-dev libavutil-dev
   python3 python3-venv
   openssl
   baresip-core baresip-ffmpeg sip-tester

@@ -46,7 +46,7 @@ fn a_reported_loss_drops_delta_frames_until_the_next_keyframe() {
 #[test]
 fn openh264_notices_an_unreported_missing_reference() {
     let (frames, units) = stream_with_two_keyframes(VideoCodec::H264);
-    let mut dec = new_decoder(VideoCodec::H264, &DecoderOptions::default()).unwrap();
+    let mut dec: Box<dyn mcu_codec::VideoDecoder> = Box::new(mcu_codec::video::H264Decoder::new(&DecoderOptions::default()).unwrap());
     decode_all(dec.as_mut(), &units[..8]);
     // Unit 8 never arrives and nobody says so: frame_num jumps from 7 to 9.
     let r = dec.decode(&units[9].data, units[9].pts);

@@ -49,6 +49,7 @@ gated_decoder!(Av1Decoder, RawAv1);
 
 impl RawDecoder for RawAv1 {
     const CODEC: VideoCodec = VideoCodec::Av1;
+    const LIBRARY: &'static str = "dav1d";
 
     fn classify(data: &[u8]) -> UnitKind {
         if av1_is_keyframe(data) { UnitKind::Key } else { UnitKind::Delta }

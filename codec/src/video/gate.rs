@@ -24,6 +24,8 @@ pub(crate) enum UnitKind {
 /// A codec library wrapped to decode one unit into at most one frame.
 pub(crate) trait RawDecoder: Send {
     const CODEC: VideoCodec;
+    /// The codec library, for logs and reports.
+    const LIBRARY: &'static str;
     /// Classifies a unit from its headers.
     fn classify(data: &[u8]) -> UnitKind;
     /// Decodes; `Err(detail)` when the library refuses the data or reports corruption.
@@ -120,6 +122,9 @@ macro_rules! gated_decoder {
         impl $crate::video::VideoDecoder for $ty {
             fn codec(&self) -> $crate::video::VideoCodec {
                 <$raw as $crate::video::gate::RawDecoder>::CODEC
+            }
+            fn library(&self) -> &'static str {
+                <$raw as $crate::video::gate::RawDecoder>::LIBRARY
             }
             fn decode(
                 &mut self,

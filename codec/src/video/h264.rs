@@ -53,28 +53,42 @@ impl H264Decoder {
 
 gated_decoder!(H264Decoder, RawH264);
 
+/// What an Annex-B access unit is, from its NAL unit types.
+pub(super) fn classify(data: &[u8]) -> UnitKind {
+    let mut kind = UnitKind::ParameterSets;
+    for t in h264_nal_types(data) {
+        match t {
+            h264_nal::IDR => return UnitKind::Key,
+            h264_nal::SPS | h264_nal::PPS | h264_nal::SEI | h264_nal::AUD => {}
+            _ => kind = UnitKind::Delta,
+        }
+    }
+    kind
+}
+
+/// Refuses a parameter set announcing a picture beyond [`super::MAX_DECODE_PIXELS`], before a
+/// decoder allocates it.
+pub(super) fn check_sps_size(data: &[u8]) -> Result<(), RawError> {
+    match crate::bitstream::h264_sps_size(data) {
+        Some((w, h)) if w == 0 || h == 0 || w as u64 * h as u64 > super::MAX_DECODE_PIXELS => Err(RawError::Unsupported(format!(
+            "the SPS announces {w}x{h}, beyond the largest picture decoded ({} pixels)",
+            super::MAX_DECODE_PIXELS
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl RawDecoder for RawH264 {
     const CODEC: VideoCodec = VideoCodec::H264;
 
+    const LIBRARY: &'static str = LIBRARY;
+
     fn classify(data: &[u8]) -> UnitKind {
-        let mut kind = UnitKind::ParameterSets;
-        for t in h264_nal_types(data) {
-            match t {
-                h264_nal::IDR => return UnitKind::Key,
-                h264_nal::SPS | h264_nal::PPS | h264_nal::SEI | h264_nal::AUD => {}
-                _ => kind = UnitKind::Delta,
-            }
-        }
-        kind
+        classify(data)
     }
 
     fn decode_raw(&mut self, data: &[u8], pts: Duration) -> Result<Option<VideoFrame>, RawError> {
-        // A parameter set announcing a huge picture is refused before openh264 allocates it.
-        if let Some((w, h)) = crate::bitstream::h264_sps_size(data)
-            && (w == 0 || h == 0 || w as u64 * h as u64 > super::MAX_DECODE_PIXELS)
-        {
-            return Err(RawError::Unsupported(format!("the SPS announces {w}x{h}, beyond the largest picture decoded ({} pixels)", super::MAX_DECODE_PIXELS)));
-        }
+        check_sps_size(data)?;
         let format = self.format;
         let decoded = self.decoder.decode(data).map_err(|e| RawError::Corrupt(e.to_string()))?;
         let Some(yuv) = decoded else { return Ok(None) };

@@ -5,6 +5,7 @@ use std::{fmt, time::Duration};
 use mcu_media::{FrameError, PixelFormat, VideoFrame};
 
 mod av1;
+mod avcodec;
 mod gate;
 mod h264;
 mod select;
@@ -12,6 +13,7 @@ mod vpx;
 mod yuv;
 
 pub use av1::{Av1Decoder, Av1Encoder};
+pub use avcodec::{AvH264Decoder, AvVp8Decoder};
 pub use h264::{H264Decoder, H264Encoder};
 pub use select::{select_encoder, Backend, EncoderPreference, EncoderSelection, EncoderSelector};
 pub use vpx::{Vp8Decoder, Vp8Encoder};
@@ -132,6 +134,8 @@ pub enum DecodeError {
 pub trait VideoDecoder: Send {
     /// The codec it decodes.
     fn codec(&self) -> VideoCodec;
+    /// The codec library decoding ("libavcodec", "libvpx", "openh264", "dav1d").
+    fn library(&self) -> &'static str;
     /// Decodes one access unit presented at `pts` (which must increase from unit to unit).
     fn decode(&mut self, data: &[u8], pts: Duration) -> Result<Decoded, DecodeError>;
     /// True while the decoder waits for a keyframe (at the start, after an error or a loss):
@@ -142,11 +146,29 @@ pub trait VideoDecoder: Send {
     fn report_loss(&mut self);
 }
 
-/// A new software decoder for `codec`.
+/// A new software decoder for `codec`: FFmpeg's (libavcodec) for VP8 and H.264 where the
+/// system's libavcodec is a version the bindings know, else libvpx and openh264 (said once in
+/// the log); dav1d for AV1.
 pub fn new_decoder(codec: VideoCodec, options: &DecoderOptions) -> Result<Box<dyn VideoDecoder>, OpenError> {
+    static FALLBACK_LOGGED: std::sync::Once = std::sync::Once::new();
+    let fallback = |e: OpenError| {
+        FALLBACK_LOGGED.call_once(|| tracing::warn!("libavcodec decoders unavailable ({e}); decoding VP8 with libvpx and H.264 with openh264"));
+    };
     Ok(match codec {
-        VideoCodec::Vp8 => Box::new(Vp8Decoder::new(options)?),
-        VideoCodec::H264 => Box::new(H264Decoder::new(options)?),
+        VideoCodec::Vp8 => match AvVp8Decoder::new(options) {
+            Ok(d) => Box::new(d),
+            Err(e) => {
+                fallback(e);
+                Box::new(Vp8Decoder::new(options)?)
+            }
+        },
+        VideoCodec::H264 => match AvH264Decoder::new(options) {
+            Ok(d) => Box::new(d),
+            Err(e) => {
+                fallback(e);
+                Box::new(H264Decoder::new(options)?)
+            }
+        },
         VideoCodec::Av1 => Box::new(Av1Decoder::new(options)?),
         VideoCodec::Hevc => return Err(OpenError::Unsupported { codec, what: "no HEVC decoder is built in".into() }),
     })

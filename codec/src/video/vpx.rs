@@ -89,6 +89,7 @@ impl Drop for RawVp8 {
 
 impl RawDecoder for RawVp8 {
     const CODEC: VideoCodec = VideoCodec::Vp8;
+    const LIBRARY: &'static str = LIBRARY;
 
     fn classify(data: &[u8]) -> UnitKind {
         if vp8_is_keyframe(data) { UnitKind::Key } else { UnitKind::Delta }
