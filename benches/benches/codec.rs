@@ -99,6 +99,9 @@ fn encode_ours(enc: &mut dyn VideoEncoder, src: &[VideoFrame], seconds: f64) -> 
 /// Decodes `units` once untimed for the mean Y-PSNR against the sources, then repeatedly
 /// (a new decoder each pass, pts shifted) for at least `seconds`; returns the time per frame
 /// and the PSNR.
+/// Decoding is measured this many times on each side (ours, ffmpeg); the least CPU counts.
+const DECODE_RUNS: u32 = 3;
+
 fn decode_ours(make: &dyn Fn() -> Box<dyn VideoDecoder>, units: &[EncodedFrame], src: &[VideoFrame], seconds: f64) -> (Measured, f64) {
     let span = pts(units.len() as u32 + 1);
     let mut psnr_sum = 0.0;
@@ -295,13 +298,19 @@ fn main() {
             let mut theirs = None;
             for (k, make) in decoders.iter().enumerate() {
                 let dec_lib = make().library();
-                let (dec, psnr) = decode_ours(make.as_ref(), &units, &src, seconds);
+                // Best of three for both sides: this VM's steal time comes in bursts that a
+                // single short run (ffmpeg's is a fraction of a second) may or may not catch.
+                let best = |a: Measured, b: Measured| if b.cpu_ms < a.cpu_ms { b } else { a };
+                let (mut dec, psnr) = decode_ours(make.as_ref(), &units, &src, seconds / DECODE_RUNS as f64);
+                for _ in 1..DECODE_RUNS {
+                    dec = best(dec, decode_ours(make.as_ref(), &units, &src, seconds / DECODE_RUNS as f64).0);
+                }
                 if k == 0 && have_ffmpeg {
                     let stream = dir.join(format!("ours-{}-{codec}.{ext}", size.name));
                     let loops = dec.frames.max(600).div_ceil(units.len() as u32) as usize;
                     let repeated: Vec<EncodedFrame> = (0..loops).flat_map(|_| units.iter().cloned()).collect();
                     write_stream(&stream, codec, &repeated, size);
-                    theirs = ffmpeg_decode(&stream, dec_args, repeated.len() as u32);
+                    theirs = (0..DECODE_RUNS).filter_map(|_| ffmpeg_decode(&stream, dec_args, repeated.len() as u32)).reduce(best);
                 }
                 let role = if k == 0 { "" } else { ", fallback" };
                 let r = Row {
@@ -388,7 +397,7 @@ fn main() {
         writeln!(md, "- Command: `cargo bench -p mcu-benches --bench codec -- --save --seconds {seconds}`").unwrap();
         writeln!(
             md,
-            "- What is timed: one thread each. Encode: frames of a moving card (gradient, a bar sweeping once a second, a frame counter in large digits; {SOURCE_FRAMES} distinct frames cycled) already in memory as I420, at 30 fps pts, CBR at 800 kbps (360p), 2 Mbps (720p), 4 Mbps (1080p); ours through `mcu_codec::VideoEncoder` (openh264 constrained baseline low complexity, libvpx VP8 real-time cpu-used -6, rav1e speed 10 low latency), ffmpeg reading the same raw frames from a file (`-threads 1`, to `-f null`-like files). Decode: our bitstreams, ours through `mcu_codec::VideoDecoder` into I420 `VideoFrame`s (every decoder of the codec: the server's first, libavcodec for H.264 and VP8 through our bindings, then the fallbacks openh264 and libvpx), ffmpeg with `-threads 1 ... -f null -`. CPU = user+system time of this process (ours) or of ffmpeg (its reading and parsing included); the ratio column compares CPU time per frame, lower is better for ours.\n"
+            "- What is timed: one thread each. Encode: frames of a moving card (gradient, a bar sweeping once a second, a frame counter in large digits; {SOURCE_FRAMES} distinct frames cycled) already in memory as I420, at 30 fps pts, CBR at 800 kbps (360p), 2 Mbps (720p), 4 Mbps (1080p); ours through `mcu_codec::VideoEncoder` (openh264 constrained baseline low complexity, libvpx VP8 real-time cpu-used -6, rav1e speed 10 low latency), ffmpeg reading the same raw frames from a file (`-threads 1`, to `-f null`-like files). Decode: our bitstreams, ours through `mcu_codec::VideoDecoder` into I420 `VideoFrame`s (every decoder of the codec: the server's first, libavcodec for H.264 and VP8 through our bindings, then the fallbacks openh264 and libvpx), ffmpeg with `-threads 1 ... -f null -`. CPU = user+system time of this process (ours) or of ffmpeg (its reading and parsing included); the ratio column compares CPU time per frame, lower is better for ours. Decode rows are the best (least CPU) of three runs on each side.\n"
         )
         .unwrap();
         writeln!(md, "## Encode\n").unwrap();
