@@ -34,7 +34,8 @@ fn main() {
         std::fs::write(std::env::temp_dir().join("decode_breakdown.h264"), all).unwrap();
     }
     let o = DecoderOptions::default();
-    let makers: Vec<(&str, Box<dyn Fn() -> Box<dyn VideoDecoder>>)> = match codec {
+    type Make<'a> = Box<dyn Fn() -> Box<dyn VideoDecoder> + 'a>;
+    let makers: Vec<(&str, Make)> = match codec {
         VideoCodec::H264 => vec![("libavcodec", Box::new(|| Box::new(AvH264Decoder::new(&o).unwrap()))), ("openh264", Box::new(|| Box::new(H264Decoder::new(&o).unwrap())))],
         _ => vec![("libavcodec", Box::new(|| Box::new(AvVp8Decoder::new(&o).unwrap()))), ("libvpx", Box::new(|| Box::new(Vp8Decoder::new(&o).unwrap())))],
     };
