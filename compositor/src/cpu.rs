@@ -546,20 +546,13 @@ fn rounded_rect_sdf(p: (f32, f32), r: &RectF, radius: f32) -> f32 {
 mod tests {
     use super::*;
 
+    /// A 10 px wide picture tile over rows `[y0, y1)`.
+    fn tile(y0: f32, y1: f32) -> DrawTile {
+        DrawTile::opaque_for_tests(RectF { x0: 0.0, y0, x1: 10.0, y1 }, [0.0, 0.0, 1.0, 1.0])
+    }
+
     #[test]
     fn bands_cut_at_tile_edges_when_near() {
-        let tile = |y0: f32, y1: f32| DrawTile {
-            input: InputId::new("a"),
-            rect: RectF { x0: 0.0, y0, x1: 10.0, y1 },
-            content: RectF { x0: 0.0, y0, x1: 10.0, y1 },
-            crop: [0.0, 0.0, 1.0, 1.0],
-            radius: 0.0,
-            border: 0.0,
-            opacity: 1.0,
-            background: mcu_media::Rgb::BLACK.to_yuv(),
-            border_color: mcu_media::Rgb::BLACK.to_yuv(),
-            video: true,
-        };
         let grid: Vec<DrawTile> = [0.0, 240.0, 480.0].iter().map(|&y| tile(y, y + 240.0)).collect();
         assert_eq!(band_cuts(720, 4, &grid, &[]), vec![0, 240, 360, 480, 720]);
         assert_eq!(band_cuts(720, 3, &grid, &[]), vec![0, 240, 480, 720]);
@@ -569,18 +562,6 @@ mod tests {
 
     #[test]
     fn bands_never_cut_a_picture_scaled_whole() {
-        let tile = |y0: f32, y1: f32| DrawTile {
-            input: InputId::new("a"),
-            rect: RectF { x0: 0.0, y0, x1: 10.0, y1 },
-            content: RectF { x0: 0.0, y0, x1: 10.0, y1 },
-            crop: [0.0, 0.0, 1.0, 1.0],
-            radius: 0.0,
-            border: 0.0,
-            opacity: 1.0,
-            background: mcu_media::Rgb::BLACK.to_yuv(),
-            border_color: mcu_media::Rgb::BLACK.to_yuv(),
-            video: true,
-        };
         // Two rows of enlarged pictures: the only cut is between them.
         let two = [tile(0.0, 540.0), tile(540.0, 1080.0)];
         assert_eq!(band_cuts(1080, 4, &two, &[(0.0, 540.0), (540.0, 1080.0)]), vec![0, 540, 1080]);

@@ -211,6 +211,25 @@ impl DrawTile {
     }
 }
 
+#[cfg(test)]
+impl DrawTile {
+    /// An opaque picture tile of input "a" filling `content`, for unit tests.
+    pub(crate) fn opaque_for_tests(content: RectF, crop: [f32; 4]) -> DrawTile {
+        DrawTile {
+            input: InputId::new("a"),
+            rect: content,
+            content,
+            crop,
+            radius: 0.0,
+            border: 0.0,
+            opacity: 1.0,
+            background: mcu_media::Rgb::BLACK.to_yuv(),
+            border_color: mcu_media::Rgb::BLACK.to_yuv(),
+            video: true,
+        }
+    }
+}
+
 /// One axis of [`DrawTile::sample_map`]: source position `o + k · canvas position`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct AxisMap {
@@ -528,19 +547,10 @@ mod tests {
         assert!(seen >= super::SHADERS.len(), "every shader the crate loads is in shaders/");
     }
 
-    fn tile(content: super::RectF, crop: [f32; 4]) -> super::DrawTile {
-        super::DrawTile {
-            input: super::InputId::new("a"),
-            rect: content,
-            content,
-            crop,
-            radius: 0.0,
-            border: 0.0,
-            opacity: 1.0,
-            background: mcu_media::Rgb::BLACK.to_yuv(),
-            border_color: mcu_media::Rgb::BLACK.to_yuv(),
-            video: true,
-        }
+    use super::DrawTile;
+
+    fn tile(content: super::RectF, crop: [f32; 4]) -> DrawTile {
+        DrawTile::opaque_for_tests(content, crop)
     }
 
     /// Source pixel index (centres at whole numbers) sampled for plane pixel `j` of `[x0, ..)`.

@@ -264,71 +264,94 @@ impl Drop for Context {
     }
 }
 
-/// The VP8 decoder of libavcodec (FFmpeg's `vp8`).
-pub struct AvVp8Decoder(Gated<RawAvVp8>);
+/// What differs between the codecs a [`RawAv`] decodes.
+trait AvCodec: Send + 'static {
+    const CODEC: VideoCodec;
+    /// libavcodec's decoder name.
+    const NAME: &'static CStr;
+    fn classify(data: &[u8]) -> UnitKind;
+    /// Refuses a unit announcing a picture beyond [`super::MAX_DECODE_PIXELS`], before
+    /// libavcodec allocates it.
+    fn check_size(data: &[u8]) -> Result<(), RawError>;
+}
 
-struct RawAvVp8(Context);
+struct Vp8;
+struct H264;
+
+impl AvCodec for Vp8 {
+    const CODEC: VideoCodec = VideoCodec::Vp8;
+    const NAME: &'static CStr = c"vp8";
+    fn classify(data: &[u8]) -> UnitKind {
+        if crate::bitstream::vp8_is_keyframe(data) { UnitKind::Key } else { UnitKind::Delta }
+    }
+    fn check_size(data: &[u8]) -> Result<(), RawError> {
+        match crate::bitstream::vp8_keyframe_size(data) {
+            Some((w, h)) if w == 0 || h == 0 || w as u64 * h as u64 > super::MAX_DECODE_PIXELS => {
+                Err(RawError::Unsupported(format!("the keyframe announces {w}x{h}, beyond the largest picture decoded")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl AvCodec for H264 {
+    const CODEC: VideoCodec = VideoCodec::H264;
+    const NAME: &'static CStr = c"h264";
+    fn classify(data: &[u8]) -> UnitKind {
+        super::h264::classify(data)
+    }
+    fn check_size(data: &[u8]) -> Result<(), RawError> {
+        super::h264::check_sps_size(data)
+    }
+}
+
+/// A libavcodec decoder of codec `C`, behind the shared gate.
+struct RawAv<C>(Context, std::marker::PhantomData<C>);
+
+impl<C: AvCodec> RawAv<C> {
+    fn open(options: &DecoderOptions) -> Result<Gated<RawAv<C>>, OpenError> {
+        Ok(Gated::new(RawAv(Context::open(C::CODEC, C::NAME, options)?, std::marker::PhantomData)))
+    }
+}
+
+impl<C: AvCodec> RawDecoder for RawAv<C> {
+    const CODEC: VideoCodec = C::CODEC;
+    const LIBRARY: &'static str = LIBRARY;
+
+    fn classify(data: &[u8]) -> UnitKind {
+        C::classify(data)
+    }
+
+    fn decode_raw(&mut self, data: &[u8], pts: Duration) -> Result<Option<VideoFrame>, RawError> {
+        C::check_size(data)?;
+        self.0.decode(data, pts)
+    }
+
+    fn reset(&mut self) {
+        self.0.flush();
+    }
+}
+
+/// The VP8 decoder of libavcodec (FFmpeg's `vp8`).
+pub struct AvVp8Decoder(Gated<RawAv<Vp8>>);
 
 impl AvVp8Decoder {
     /// A decoder returning frames in `options.format`, with `options.threads` threads.
     pub fn new(options: &DecoderOptions) -> Result<AvVp8Decoder, OpenError> {
-        Ok(AvVp8Decoder(Gated::new(RawAvVp8(Context::open(VideoCodec::Vp8, c"vp8", options)?))))
+        Ok(AvVp8Decoder(RawAv::open(options)?))
     }
 }
 
-gated_decoder!(AvVp8Decoder, RawAvVp8);
-
-impl RawDecoder for RawAvVp8 {
-    const CODEC: VideoCodec = VideoCodec::Vp8;
-    const LIBRARY: &'static str = LIBRARY;
-
-    fn classify(data: &[u8]) -> UnitKind {
-        if crate::bitstream::vp8_is_keyframe(data) { UnitKind::Key } else { UnitKind::Delta }
-    }
-
-    fn decode_raw(&mut self, data: &[u8], pts: Duration) -> Result<Option<VideoFrame>, RawError> {
-        // A keyframe announcing a huge picture is refused before libavcodec allocates it.
-        if let Some((w, h)) = crate::bitstream::vp8_keyframe_size(data)
-            && (w == 0 || h == 0 || w as u64 * h as u64 > super::MAX_DECODE_PIXELS)
-        {
-            return Err(RawError::Unsupported(format!("the keyframe announces {w}x{h}, beyond the largest picture decoded")));
-        }
-        self.0.decode(data, pts)
-    }
-
-    fn reset(&mut self) {
-        self.0.flush();
-    }
-}
+gated_decoder!(AvVp8Decoder, RawAv<Vp8>);
 
 /// The H.264 decoder of libavcodec (FFmpeg's `h264`). Input: Annex-B access units.
-pub struct AvH264Decoder(Gated<RawAvH264>);
-
-struct RawAvH264(Context);
+pub struct AvH264Decoder(Gated<RawAv<H264>>);
 
 impl AvH264Decoder {
     /// A decoder returning frames in `options.format`, with `options.threads` threads.
     pub fn new(options: &DecoderOptions) -> Result<AvH264Decoder, OpenError> {
-        Ok(AvH264Decoder(Gated::new(RawAvH264(Context::open(VideoCodec::H264, c"h264", options)?))))
+        Ok(AvH264Decoder(RawAv::open(options)?))
     }
 }
 
-gated_decoder!(AvH264Decoder, RawAvH264);
-
-impl RawDecoder for RawAvH264 {
-    const CODEC: VideoCodec = VideoCodec::H264;
-    const LIBRARY: &'static str = LIBRARY;
-
-    fn classify(data: &[u8]) -> UnitKind {
-        super::h264::classify(data)
-    }
-
-    fn decode_raw(&mut self, data: &[u8], pts: Duration) -> Result<Option<VideoFrame>, RawError> {
-        super::h264::check_sps_size(data)?;
-        self.0.decode(data, pts)
-    }
-
-    fn reset(&mut self) {
-        self.0.flush();
-    }
-}
+gated_decoder!(AvH264Decoder, RawAv<H264>);
