@@ -270,6 +270,8 @@ struct AxisSpan {
     step: f64,
     n: usize,
     size: u32,
+    /// The sample map's rule on this axis (`AxisMap::edges`).
+    edges: bool,
 }
 
 impl AxisSpan {
@@ -280,7 +282,7 @@ impl AxisSpan {
         // pixels count as whole.
         const EPS: f64 = 1e-3;
         let integral = |v: f64| (v - v.round()).abs() < EPS;
-        let (first, count) = if self.step >= 1.0 || self.doubles() {
+        let (first, count) = if !self.edges {
             // Centres on their share of [start, start + n·step).
             (self.start, self.n as f64 * self.step)
         } else {
@@ -291,9 +293,9 @@ impl AxisSpan {
         (self.n > 0 && fits && integral(first) && integral(count)).then(|| (first.round() as usize, count.round() as usize))
     }
 
-    /// Enlarging by 2 (within `DrawTile::sample_map`'s tolerance).
+    /// Enlarging by the centre rule, which the sample map uses only to enlarge by exactly 2.
     fn doubles(&self) -> bool {
-        (self.step - 0.5).abs() < 1e-4
+        !self.edges && self.step < 1.0
     }
 }
 
@@ -367,8 +369,8 @@ fn resample(resizer: &mut Resizer, transposed: &mut [Vec<u8>; 2], input: &CpuInp
     }
     // The common case (pictures on whole source and canvas pixels, e.g. grid cells): libyuv,
     // where its mapping is the sample map's.
-    let along_x = AxisSpan { start: left, step: sx, n: out_w, size: sw };
-    let along_y = AxisSpan { start: top, step: sy, n: out_h, size: sh };
+    let along_x = AxisSpan { start: left, step: sx, n: out_w, size: sw, edges: mx.edges };
+    let along_y = AxisSpan { start: top, step: sy, n: out_h, size: sh, edges: my.edges };
     if let Some((how, (l, w), (tp, h))) = libyuv_plan(along_x, along_y) {
         let from = libyuv::Region { offset: tp * sw as usize + l, stride: sw as usize, width: w, height: h };
         let to = libyuv::Region { offset: dst.y * dst.stride + dst.x, stride: dst.stride, width: out_w, height: out_h };
@@ -401,7 +403,7 @@ fn scale_transposed(src: &[u8], from: libyuv::Region, dst: &mut [u8], to: libyuv
 /// mapping, given boxes with fractional edges) for the outputs whose cells lie inside the
 /// picture, and the clamped bilinear rule for the rim around them.
 fn resample_fir(resizer: &mut Resizer, plane: &[u8], along_x: AxisSpan, along_y: AxisSpan, dst: Dst, input_id: &InputId) {
-    let (AxisSpan { start: left, step: sx, n: out_w, size: sw }, AxisSpan { start: top, step: sy, n: out_h, size: sh }) = (along_x, along_y);
+    let (AxisSpan { start: left, step: sx, n: out_w, size: sw, .. }, AxisSpan { start: top, step: sy, n: out_h, size: sh, .. }) = (along_x, along_y);
     // Outputs whose cells lie inside the picture: [j0, j1) × [k0, k1).
     let eps = 1e-9;
     let j0 = ((-left / sx) - eps).ceil().clamp(0.0, out_w as f64) as usize;
@@ -598,9 +600,9 @@ mod tests {
                 if k < 1.0 && n != 2 * count {
                     // Enlarging: first and last centres on the source's first and last.
                     let step = (count as f64 - 1.0) / (n as f64 - 1.0);
-                    AxisSpan { start: 0.5 - 0.5 * step + first_out as f64 * step, step, n, size }
+                    AxisSpan { start: 0.5 - 0.5 * step + first_out as f64 * step, step, n, size, edges: true }
                 } else {
-                    AxisSpan { start: first_out as f64 * k, step: k, n, size }
+                    AxisSpan { start: first_out as f64 * k, step: k, n, size, edges: false }
                 }
             };
             let (ax, ay) = (axis(nx, cx, sw, 0), axis(ny, cy, sh, row0));
@@ -624,7 +626,13 @@ mod tests {
 
     #[test]
     fn libyuv_is_left_the_cases_its_kernels_do_otherwise() {
-        let span = |n: usize, count: usize| AxisSpan { start: 0.0, step: count as f64 / n as f64, n, size: count as u32 };
+        let span = |n: usize, count: usize| AxisSpan {
+            start: if count < n && n != 2 * count { 0.5 - 0.5 * (count - 1) as f64 / (n - 1) as f64 } else { 0.0 },
+            step: if count < n && n != 2 * count { (count - 1) as f64 / (n - 1) as f64 } else { count as f64 / n as f64 },
+            n,
+            size: count as u32,
+            edges: count < n && n != 2 * count,
+        };
         let way = |x, y| libyuv_plan(x, y).map(|(how, _, _)| how);
         // One axis doubled, the other shrunk or enlarged: ScalePlane would map the doubled axis
         // first-and-last, and rows alone map every enlargement so.

@@ -198,10 +198,10 @@ impl DrawTile {
             let (c0, d) = (c0 as f64, (c1 - c0) as f64 / s);
             if span < d && span >= 1.0 && d > 1.0 && (d - 2.0 * span).abs() > 1e-4 * d {
                 let r = (span - 1.0) / (d - 1.0);
-                AxisMap { k: r / s, o: start + 0.5 - 0.5 * r - c0 * r / s }
+                AxisMap { k: r / s, o: start + 0.5 - 0.5 * r - c0 * r / s, edges: true }
             } else {
                 let k = span / d / s;
-                AxisMap { k, o: start - c0 * k }
+                AxisMap { k, o: start - c0 * k, edges: false }
             }
         };
         [
@@ -235,6 +235,9 @@ impl DrawTile {
 pub(crate) struct AxisMap {
     pub k: f64,
     pub o: f64,
+    /// Whether the axis enlarges by the first-and-last rule (false: pixel centres on their
+    /// share, which shrinking and enlarging by exactly 2 use).
+    pub edges: bool,
 }
 
 impl AxisMap {
