@@ -122,6 +122,9 @@ pub struct Av1Encoder {
 /// Speed preset: 10 is rav1e's fastest.
 const SPEED: u8 = 10;
 
+/// The lowest quantizer index rate control may choose (see [`build`]).
+const MIN_QUANTIZER: u8 = 40;
+
 fn build(config: &EncoderConfig, width: u32, height: u32) -> Result<Context<u8>, String> {
     let mut enc = RaConfig::with_speed_preset(SPEED);
     enc.width = width as usize;
@@ -136,6 +139,12 @@ fn build(config: &EncoderConfig, width: u32, height: u32) -> Result<Context<u8>,
     // get down to the target on hard content.
     enc.quantizer = 255;
     enc.reservoir_frame_delay = Some(12);
+    // A floor under rate control's quantizer. On static content with bits to spare rav1e 0.8
+    // goes down to base_q_idx 1, where it can write a frame decoders reject ("failed to decode
+    // tile data"), and every frame after it up to the next keyframe is lost (found in a
+    // recording of a still 2x2 grid; `av1_round_trip.rs` replays it). Index 40 is quantizer 10
+    // of 63, the floor libwebrtc's AV1 encoder uses; pictures there are visually lossless.
+    enc.min_quantizer = MIN_QUANTIZER;
     enc.set_key_frame_interval(0, config.keyframe_interval as u64); // 0 = never (rav1e maps it to its maximum)
     enc.speed_settings.rdo_lookahead_frames = 1;
     enc.speed_settings.scene_detection_mode = SceneDetectionSpeed::None;
