@@ -18,7 +18,7 @@ use std::{
 };
 
 use rtc::{
-    interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket},
+    interceptor::{Attribute, Interceptor, NackResponderBuilder, Packet, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket},
     peer_connection::{
         configuration::{
             interceptor_registry::register_default_interceptors,
@@ -93,9 +93,23 @@ impl RtcConfig {
     }
 
     /// A new peer connection with our codecs and interceptors, reporting to `handler`.
-    pub async fn peer_connection(&self, handler: Arc<dyn PeerConnectionEventHandler>) -> anyhow::Result<Arc<dyn PeerConnection>> {
+    ///
+    /// A connection that only sends (`send_only`: a WHEP viewer) gets the interceptors that
+    /// act on what it sends (NACK responder, sender reports) and not those for media it would
+    /// receive (NACK generator, receiver reports, TWCC feedback): every interceptor in the
+    /// chain moves each outgoing packet through its queue, and those three only pass them on.
+    /// The SDP is the same either way (the media engine gets every feedback type and header
+    /// extension from the default set).
+    pub async fn peer_connection(&self, handler: Arc<dyn PeerConnectionEventHandler>, send_only: bool) -> anyhow::Result<Arc<dyn PeerConnection>> {
         let mut engine = media_engine()?;
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+        let defaults = register_default_interceptors(Registry::new(), &mut engine)?;
+        let registry = if send_only {
+            Registry::new()
+                .with(Slot::NackResponder, NackResponderBuilder::new().build())
+                .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        } else {
+            defaults
+        };
         // Application-most slot: every other interceptor has seen the RTCP first.
         let registry = registry.with(Slot::from(14_000), FeedbackTap::default());
         let config = RTCConfigurationBuilder::new().with_ice_servers(self.ice_servers.clone()).build();

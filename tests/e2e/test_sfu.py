@@ -626,6 +626,58 @@ class SfuMedia(E2ETest):
             self.assertLessEqual(sockets1, sockets0 + 2, "sockets left open after DELETE")
 
     @async_test()
+    async def test_3c_lossy_viewer_gets_retransmissions(self) -> None:
+        """A WHEP viewer that loses every fifth video packet NACKs it (aiortc's receiver does,
+        RFC 4585 generic NACK) and the server sends it again from its send cache, on the media
+        SSRC (no RTX is negotiated): the lost sequence numbers arrive a second time. The loss
+        is made before SRTP, as on a network: a packet SRTP has seen once is a replay."""
+        import pylibsrtp
+
+        srv = self.srv
+        await self.publish(srv, "nack", colour=GREEN, tone_hz=550.0, name="gus")
+        player = await self.play(srv, "/whep/nack/gus")
+        await player.wait_connected(CONNECT_TIMEOUT)
+        receiver = next(r for r in player.pc.getReceivers() if r.track and r.track.kind == "video")
+        video_pts = set(receiver._RTCRtpReceiver__codecs)
+        dtls = receiver.transport
+        dropped: set[int] = set()
+        recovered: set[int] = set()
+        losing = True
+
+        class LosingSrtp:
+            def __init__(self, inner) -> None:
+                self.inner = inner
+
+            def unprotect(self, data: bytes) -> bytes:
+                seq = int.from_bytes(data[2:4], "big")
+                if data[1] & 0x7F in video_pts:
+                    if seq in dropped:
+                        recovered.add(seq)
+                    elif losing and seq % 5 == 0:
+                        dropped.add(seq)
+                        raise pylibsrtp.Error("dropped by the test")
+                return self.inner.unprotect(data)
+
+            def unprotect_rtcp(self, data: bytes) -> bytes:
+                return self.inner.unprotect_rtcp(data)
+
+        for _ in range(100):
+            if dtls._rx_srtp is not None:
+                break
+            await asyncio.sleep(0.05)
+        dtls._rx_srtp = LosingSrtp(dtls._rx_srtp)
+        await self.watch(player, video_frames=15, audio_seconds=1.0)
+        await asyncio.sleep(3.0)
+        losing = False
+        await asyncio.sleep(1.0)  # the last NACKs' answers
+        out(f"lost {len(dropped)} video packets before SRTP, {len(recovered)} of them came again")
+        self.assertGreaterEqual(len(dropped), 15, "too few video packets to judge")
+        self.assertGreaterEqual(len(recovered), 0.9 * len(dropped), f"not retransmitted: {sorted(dropped - recovered)[:20]}")
+        self.assert_colour(player.mean_colour(), GREEN, "the picture through the loss")
+        for s in reversed(self._sessions):
+            await s.close()
+
+    @async_test()
     async def test_3b_websocket_choices(self) -> None:
         """A full client: its WebSocket sees the WHIP publisher and its tracks, and what it
         subscribes to there decides what its WHEP session (same identity) receives."""
@@ -1038,7 +1090,7 @@ class Vanish(E2ETest):
 # ----------------------------------------------------------------------------------------
 
 ORDER = [
-    (SfuMedia, ["test_1_two_way_call", "test_2_h264", "test_3_delete_session", "test_3b_websocket_choices", "test_8_metrics"]),
+    (SfuMedia, ["test_1_two_way_call", "test_2_h264", "test_3_delete_session", "test_3b_websocket_choices", "test_3c_lossy_viewer_gets_retransmissions", "test_8_metrics"]),
     (Auth, ["test_4_auth"]),
     (BadInput, ["test_5_bad_input", "test_5b_refused_offers_leave_nothing_behind"]),
     (Limits, ["test_6_limits"]),
