@@ -489,6 +489,12 @@ struct View {
     payloader: Option<Box<dyn Payloader>>,
 }
 
+/// Opus complexity of the mixes WebRTC participants and recordings hear. At libopus' default
+/// 10 SILK's delayed-decision quantiser made one mix's encode an eighth of a 4-sender room's CPU
+/// (perf, `benches/mcu_capacity.rs`); at 5 and below it is skipped, as WebRTC itself does on
+/// phones. One encode serves every listener of a mix, so this is per mix, not per listener.
+const MIX_OPUS_COMPLEXITY: u8 = 5;
+
 /// NAL units above this are split in several slices for packetization-mode 0 receivers.
 const MAX_NAL: u32 = 1100;
 
@@ -1008,7 +1014,7 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
                     std::collections::hash_map::Entry::Vacant(v) => {
                         // Mixes only SIP legs hear are mostly turned into G.711.
                         let phones_only = g.listeners.iter().all(|l| legs.contains(&**l));
-                        let complexity = if phones_only { crate::sip::PHONE_OPUS_COMPLEXITY } else { 10 };
+                        let complexity = if phones_only { crate::sip::PHONE_OPUS_COMPLEXITY } else { MIX_OPUS_COMPLEXITY };
                         v.insert(OpusEncoder::new(OpusConfig { complexity, ..OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate) })?)
                     }
                 };

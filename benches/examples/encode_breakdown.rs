@@ -1,0 +1,61 @@
+//! Encoder CPU per frame for the MCU's typical picture (quick A/B while tuning the encoders):
+//! `encode_breakdown [h264|vp8] [720|1080|360]`: a 2x2 grid of moving cards (four senders'
+//! pictures, as the composite shows them) at 2 Mbps, 30 fps; CPU per frame, bitrate and PSNR.
+#![allow(clippy::disallowed_methods)] // benchmarks time things: the clock is the point
+
+use std::time::Duration;
+
+use mcu_benches::cpu_time;
+use mcu_codec::{new_decoder, new_software_encoder, quality::psnr_y, Decoded, DecoderOptions, EncoderConfig, VideoCodec};
+use mcu_media::{testsrc, PixelFormat, VideoFrame};
+
+/// Four cards side by side and stacked, each a quarter of the picture.
+fn grid(i: u32, w: u32, h: u32) -> VideoFrame {
+    let pts = Duration::from_micros(i as u64 * 33_333);
+    let mut out = VideoFrame::filled(PixelFormat::I420, w, h, mcu_media::Yuv { y: 16, u: 128, v: 128 }, pts);
+    for q in 0..4u32 {
+        let card = testsrc::frame(&testsrc::Pattern::Card { color: testsrc::palette(q as usize), label: 1000 * q + i }, PixelFormat::I420, w / 2, h / 2, pts);
+        let (x0, y0) = ((q % 2) * w / 2, (q / 2) * h / 2);
+        for p in 0..3 {
+            let s = if p == 0 { 1 } else { 2 };
+            let (src, dst) = (&card.planes[p], &mut out.planes[p]);
+            for row in 0..(h / 2 / s) as usize {
+                let d = (y0 / s) as usize + row;
+                let (ds, ss) = (dst.stride, src.stride);
+                let width = (w / 2 / s) as usize;
+                dst.data[d * ds + (x0 / s) as usize..][..width].copy_from_slice(&src.data[row * ss..][..width]);
+            }
+        }
+    }
+    out
+}
+
+fn main() {
+    let codec = match std::env::args().nth(1).as_deref() {
+        Some("vp8") => VideoCodec::Vp8,
+        _ => VideoCodec::H264,
+    };
+    let (w, h) = match std::env::args().nth(2).as_deref() {
+        Some("1080") => (1920, 1080),
+        Some("360") => (640, 360),
+        _ => (1280, 720),
+    };
+    let frames: Vec<_> = (0..300u32).map(|i| grid(i, w, h)).collect();
+    let mut enc = new_software_encoder(codec, &EncoderConfig::realtime(2_000_000, 30.0)).unwrap();
+    let c0 = cpu_time(false);
+    let mut units = Vec::new();
+    for f in &frames {
+        units.extend(enc.encode(f).unwrap());
+    }
+    let cpu = (cpu_time(false) - c0).as_secs_f64() * 1000.0 / frames.len() as f64;
+    let bytes: usize = units.iter().map(|u| u.data.len()).sum();
+    let mut dec = new_decoder(codec, &DecoderOptions::default()).unwrap();
+    let mut psnr = Vec::new();
+    for (u, f) in units.iter().zip(&frames) {
+        if let Ok(Decoded::Frame(d)) = dec.decode(&u.data, u.pts) {
+            psnr.extend(psnr_y(f, &d));
+        }
+    }
+    let mean = psnr.iter().sum::<f64>() / psnr.len().max(1) as f64;
+    println!("{codec} {w}x{h}: {cpu:.3} ms CPU per frame, {:.0} kbps, mean Y-PSNR {mean:.2} dB", bytes as f64 * 8.0 * 30.0 / frames.len() as f64 / 1000.0);
+}
