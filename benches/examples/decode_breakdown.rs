@@ -13,15 +13,7 @@ use mcu_codec::{
 use mcu_media::{testsrc, PixelFormat};
 
 fn main() {
-    let codec = match std::env::args().nth(1).as_deref() {
-        Some("vp8") => VideoCodec::Vp8,
-        _ => VideoCodec::H264,
-    };
-    let (w, h) = match std::env::args().nth(2).as_deref() {
-        Some("1080") => (1920, 1080),
-        Some("360") => (640, 360),
-        _ => (1280, 720),
-    };
+    let (codec, w, h) = mcu_benches::breakdown_args();
     let mut enc = new_software_encoder(codec, &EncoderConfig::realtime(2_000_000, 30.0)).unwrap();
     let mut units = Vec::new();
     for i in 0..120u32 {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mcu_benches::cpu_time;
-use mcu_codec::{new_decoder, new_software_encoder, quality::psnr_y, Decoded, DecoderOptions, EncoderConfig, VideoCodec};
+use mcu_codec::{new_decoder, new_software_encoder, quality::psnr_y, Decoded, DecoderOptions, EncoderConfig};
 use mcu_media::{testsrc, PixelFormat, VideoFrame};
 
 /// Four cards side by side and stacked, each a quarter of the picture.
@@ -31,15 +31,7 @@ fn grid(i: u32, w: u32, h: u32) -> VideoFrame {
 }
 
 fn main() {
-    let codec = match std::env::args().nth(1).as_deref() {
-        Some("vp8") => VideoCodec::Vp8,
-        _ => VideoCodec::H264,
-    };
-    let (w, h) = match std::env::args().nth(2).as_deref() {
-        Some("1080") => (1920, 1080),
-        Some("360") => (640, 360),
-        _ => (1280, 720),
-    };
+    let (codec, w, h) = mcu_benches::breakdown_args();
     let frames: Vec<_> = (0..300u32).map(|i| grid(i, w, h)).collect();
     let mut enc = new_software_encoder(codec, &EncoderConfig::realtime(2_000_000, 30.0)).unwrap();
     let c0 = cpu_time(false);

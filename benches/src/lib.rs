@@ -100,3 +100,18 @@ pub fn encode_card(codec: mcu_codec::VideoCodec, i: usize, width: u32, height: u
     anyhow::ensure!(out.len() == fps as usize, "{codec} returned {} frames for {fps}", out.len());
     Ok(out)
 }
+
+/// The codec and picture size of the `*_breakdown` examples' command line:
+/// `[h264|vp8] [720|1080|360]` (H.264 and 1280x720 when left out).
+pub fn breakdown_args() -> (mcu_codec::VideoCodec, u32, u32) {
+    let codec = match std::env::args().nth(1).as_deref() {
+        Some("vp8") => mcu_codec::VideoCodec::Vp8,
+        _ => mcu_codec::VideoCodec::H264,
+    };
+    let (w, h) = match std::env::args().nth(2).as_deref() {
+        Some("1080") => (1920, 1080),
+        Some("360") => (640, 360),
+        _ => (1280, 720),
+    };
+    (codec, w, h)
+}
