@@ -270,6 +270,16 @@ def run_tool(argv: Sequence[str], what: str, timeout: float = TOOL_TIMEOUT) -> s
     return run
 
 
+def decode_errors(path: Path) -> list[str]:
+    """What ffmpeg's decoders say while decoding every frame of `path` (video and audio): its
+    error lines from a decoder, or about a packet it could not decode. (The null muxer's
+    complaints about variable frame timing are not decode errors and are left out.)"""
+    run = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                         capture_output=True, timeout=TOOL_TIMEOUT)
+    lines = run.stderr.decode(errors="replace").splitlines()
+    return [l for l in lines if "Error while decoding" in l or re.match(r"\[(vp8|h264|libdav1d|av1|opus|libopus) @", l)]
+
+
 @dataclass
 class Probe:
     """ffprobe's view of a file."""
@@ -434,6 +444,8 @@ class RecordTest(tg.GrpcTest):
         self.assertTrue(lay.cues_after_last_cluster and lay.cue_points >= 1, f"{what}: no Cues after the last cluster ({lay.describe()})")
         self.assertIn(CUES_ID, lay.seek_ids, f"{what}: the SeekHead does not point to the Cues")
         self.assertEqual(lay.trailing, 0, f"{what}: {lay.describe()}")
+        errors = decode_errors(Path(f.path))
+        self.assertEqual(errors, [], f"{what}: decoding the file")
 
     def check_grid_frames(self, path: Path, people: Sequence[Person], what: str, start: Optional[float] = None,
                           every: bool = True) -> list[np.ndarray]:
@@ -694,6 +706,7 @@ class RecordTest(tg.GrpcTest):
             gaps = np.diff(times)
             out(f"{name}: {len(times)} frames, {len(times) / max(times[-1] - times[0], 1e-3):.1f}/s, longest gap {gaps.max():.3f} s")
             self.assertLessEqual(float(gaps.max()), FRAME_GAP_LIMIT, f"{name}: a {gaps.max():.3f} s gap")
+            self.assertEqual(decode_errors(path), [], f"{name}: decoding the file")
             self.check_grid_frames(path, FOUR, f"{name}: frames")
             self.check_tones(audio_samples(path), [p.tone for p in FOUR], [], f"{name}: the room mix")
         bad = await api.error(api.recordings.StartRecording, pb.StartRecordingRequest(room=room, video=pb.RecordingVideo(width=641)))
