@@ -94,16 +94,16 @@ impl RtcConfig {
 
     /// A new peer connection with our codecs and interceptors, reporting to `handler`.
     ///
-    /// A connection that only sends (`send_only`: a WHEP viewer) gets the interceptors that
+    /// A connection that only sends ([`Media::SendOnly`]: a WHEP viewer) gets the interceptors that
     /// act on what it sends (NACK responder, sender reports) and not those for media it would
     /// receive (NACK generator, receiver reports, TWCC feedback): every interceptor in the
     /// chain moves each outgoing packet through its queue, and those three only pass them on.
     /// The SDP is the same either way (the media engine gets every feedback type and header
     /// extension from the default set).
-    pub async fn peer_connection(&self, handler: Arc<dyn PeerConnectionEventHandler>, send_only: bool) -> anyhow::Result<Arc<dyn PeerConnection>> {
+    pub async fn peer_connection(&self, handler: Arc<dyn PeerConnectionEventHandler>, media: Media) -> anyhow::Result<Arc<dyn PeerConnection>> {
         let mut engine = media_engine()?;
         let defaults = register_default_interceptors(Registry::new(), &mut engine)?;
-        let registry = if send_only {
+        let registry = if media == Media::SendOnly {
             Registry::new()
                 .with(Slot::NackResponder, NackResponderBuilder::new().build())
                 .with(Slot::SenderReport, SenderReportBuilder::new().build())
@@ -134,6 +134,15 @@ impl RtcConfig {
             .await?;
         Ok(Arc::new(pc))
     }
+}
+
+/// Which way a connection's media flows, for the interceptors it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Media {
+    /// It only sends (a WHEP viewer).
+    SendOnly,
+    /// It receives, or receives and sends (a WHIP publisher, an MCU participant).
+    Receives,
 }
 
 impl RtcConfig {

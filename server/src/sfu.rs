@@ -892,7 +892,7 @@ impl Sfu {
             }
             None => Vec::new(),
         };
-        let result = match self.rtc.peer_connection(handler.clone(), false).await.map_err(internal) {
+        let result = match self.rtc.peer_connection(handler.clone(), crate::rtc::Media::Receives).await.map_err(internal) {
             Ok(pc) => {
                 let answered = match sub {
                     Some(sub) => self.answer_subscriber(&pc, &handler, &room, &receive, desc, (sub, participant)).await.map(|(a, _)| a),
@@ -1039,7 +1039,7 @@ impl Sfu {
         let id = self.fresh_id();
         let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), None));
-        let pc = self.rtc.peer_connection(handler.clone(), true).await.map_err(internal)?;
+        let pc = self.rtc.peer_connection(handler.clone(), crate::rtc::Media::SendOnly).await.map_err(internal)?;
         match self.answer_subscriber(&pc, &handler, &room, &tracks, desc, (sub, viewer)).await {
             Ok((answer, wired)) => {
                 room.subscribers.fetch_add(1, Ordering::Relaxed);

@@ -665,6 +665,7 @@ class SfuMedia(E2ETest):
             if dtls._rx_srtp is not None:
                 break
             await asyncio.sleep(0.05)
+        self.assertIsNotNone(dtls._rx_srtp, "the viewer's SRTP session never started")
         dtls._rx_srtp = LosingSrtp(dtls._rx_srtp)
         await self.watch(player, video_frames=15, audio_seconds=1.0)
         await asyncio.sleep(3.0)
