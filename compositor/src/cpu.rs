@@ -28,7 +28,9 @@ struct CpuInput {
 
 pub(crate) struct CpuRenderer {
     inputs: HashMap<InputId, CpuInput>,
-    pool: rayon::ThreadPool,
+    /// Worker threads; none for one thread: the caller's thread draws (a pool of one would
+    /// only add two thread switches per render).
+    pool: Option<rayon::ThreadPool>,
 }
 
 /// Splits `height` luma rows into about `target` bands, preferring cuts at tile edges so that a
@@ -67,17 +69,20 @@ fn band_cuts(height: u32, target: usize, tiles: &[DrawTile], whole: &[(f32, f32)
 }
 
 impl CpuRenderer {
+    /// A renderer on `threads` threads (0: one per core; 1: the caller's thread).
     pub fn new(threads: usize) -> CpuRenderer {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("compositor-cpu-{i}"))
-            .build()
-            .expect("a rayon pool with a positive thread count builds");
+        let pool = (threads != 1).then(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("compositor-cpu-{i}"))
+                .build()
+                .expect("a rayon pool with a positive thread count builds")
+        });
         CpuRenderer { inputs: HashMap::new(), pool }
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.current_num_threads()
+        self.pool.as_ref().map_or(1, |p| p.current_num_threads())
     }
 
     /// Keeps a validated frame as the input's current picture: taken as it is when it is
@@ -124,8 +129,13 @@ impl CpuRenderer {
     /// Draws every canvas and returns them in order.
     pub fn draw(&mut self, canvases: &[DrawCanvas]) -> Vec<VideoFrame> {
         let inputs = &self.inputs;
-        let threads = self.pool.current_num_threads();
-        self.pool.install(|| canvases.par_iter().map(|c| draw_canvas(c, inputs, threads)).collect())
+        match &self.pool {
+            Some(pool) => {
+                let threads = pool.current_num_threads();
+                pool.install(|| canvases.par_iter().map(|c| draw_canvas(c, inputs, Some(threads))).collect())
+            }
+            None => canvases.iter().map(|c| draw_canvas(c, inputs, None)).collect(),
+        }
     }
 }
 
@@ -178,7 +188,8 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch { resizer: Resizer::new(), picture: Vec::new(), transposed: Default::default() });
 }
 
-fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usize) -> VideoFrame {
+/// Draws one canvas: in bands on the current rayon pool's `threads`, or whole on this thread.
+fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: Option<usize>) -> VideoFrame {
     let (w, h) = (c.width as usize, c.height as usize);
     let (cw, ch) = (w / 2, h / 2);
     let mut y = vec![c.background.y; w * h];
@@ -196,7 +207,7 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usi
         .filter(|(t, input)| t.sample_map(input.width, input.height, 1.0)[1].enlarges(1.0))
         .map(|(t, _)| (t.content.y0, t.content.y1))
         .collect();
-    let cuts = band_cuts(c.height, 2 * threads, &c.tiles, &whole);
+    let cuts = band_cuts(c.height, threads.map_or(1, |t| 2 * t), &c.tiles, &whole);
     let mut bands: Vec<BandPlanes> = Vec::with_capacity(cuts.len());
     let (mut ry, mut ru, mut rv) = (&mut y[..], &mut u[..], &mut v[..]);
     for pair in cuts.windows(2) {
@@ -207,7 +218,7 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usi
         (ry, ru, rv) = (rest_y, rest_u, rest_v);
         bands.push((pair[0], by, bu, bv));
     }
-    bands.into_par_iter().for_each(|(row0, by, bu, bv)| SCRATCH.with_borrow_mut(|scratch| {
+    let draw_band = |(row0, by, bu, bv): BandPlanes| SCRATCH.with_borrow_mut(|scratch| {
         for (which, buf, pw) in [(Which::Y, by, w), (Which::U, bu, cw), (Which::V, bv, cw)] {
             let prow0 = if which == Which::Y { row0 } else { row0 / 2 };
             let rows = buf.len() / pw;
@@ -217,7 +228,11 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, threads: usi
                 draw_tile(&mut band, which, t, input, scratch);
             }
         }
-    }));
+    });
+    match threads {
+        Some(_) => bands.into_par_iter().for_each(draw_band),
+        None => bands.into_iter().for_each(draw_band),
+    }
     let planes = match c.format {
         PixelFormat::I420 => vec![Plane { data: y, stride: w }, Plane { data: u, stride: cw }, Plane { data: v, stride: cw }],
         PixelFormat::Nv12 => {

@@ -301,7 +301,8 @@ impl Compositor {
         Compositor::with(Renderer::Gpu(render::GpuRenderer::new(gpu)))
     }
 
-    /// A compositor drawing on the CPU with `threads` worker threads (0: one per core).
+    /// A compositor drawing on the CPU with `threads` worker threads (0: one per core; 1: on the
+    /// thread that calls [`Compositor::render`], no pool).
     pub fn new_cpu(threads: usize) -> Compositor {
         Compositor::with(Renderer::Cpu(cpu::CpuRenderer::new(threads)))
     }

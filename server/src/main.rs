@@ -19,6 +19,7 @@ mod rtc;
 mod serve;
 mod sfu;
 mod sip;
+mod tap;
 mod token;
 mod udpmux;
 mod whip;

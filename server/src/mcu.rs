@@ -21,7 +21,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    sync::{mpsc as std_mpsc, Arc, Weak},
+    sync::{Arc, Weak},
     time::{Duration, Instant},
 };
 
@@ -46,6 +46,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     events::EventKind,
+    tap::{Tap, TapQueue, TapReaders},
     record::FileLayout,
     sfu::{PublishedTrack, Room, Sfu},
 };
@@ -97,18 +98,6 @@ pub struct McuConfig {
     pub audio_bitrate: u32,
 }
 
-/// A packet from a room's publisher, copied for the composite.
-pub struct TapPacket {
-    /// The track.
-    pub track: TrackId,
-    /// Who publishes it.
-    pub participant: String,
-    /// Its negotiated codec.
-    pub codec: RTCRtpCodec,
-    /// The packet.
-    pub packet: rtc::rtp::Packet,
-}
-
 /// The tracks the composite publishes into its room.
 pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
     let video = match codec {
@@ -152,9 +141,9 @@ impl Depack {
         Some(Depack { jitter: JitterBuffer::new(JitterConfig::default()), depacketizer })
     }
 
-    fn push(&mut self, now: Instant, p: rtc::rtp::Packet) {
+    fn push(&mut self, arrived: Instant, p: rtc::rtp::Packet) {
         let head = self.depacketizer.is_partition_head(&p.payload);
-        self.jitter.push(now, p.header.sequence_number, p.header.timestamp, p.header.marker, head, p.payload);
+        self.jitter.push(arrived, p.header.sequence_number, p.header.timestamp, p.header.marker, head, p.payload);
     }
 
     /// The next complete access unit: its bytes, packets given up before it, RTP timestamp.
@@ -269,10 +258,10 @@ struct AudioInput {
 
 /// Starts the composite of `room` unless it runs already.
 pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
-    let (tap_tx, tap_rx) = std_mpsc::sync_channel::<TapPacket>(4096);
+    let (tap, readers) = Tap::new();
     let (kf_tx, kf_rx) = mpsc::unbounded_channel::<u32>();
     let tracks = mix_tracks(config.codec);
-    if !room.start_mix(tap_tx, tracks, kf_tx, rand::random::<u32>() | 1, rand::random::<u32>() | 1) {
+    if !room.start_mix(tap, tracks, kf_tx, rand::random::<u32>() | 1, rand::random::<u32>() | 1) {
         return;
     }
     tracing::info!(room = %room.name, width = config.width, height = config.height, fps = config.fps, codec = ?config.codec, "room composite started");
@@ -282,7 +271,7 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
     let handle = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new().name(format!("mcu-{name}")).spawn(move || {
         let _rt = handle.enter();
-        if let Err(e) = run(weak_room.clone(), tap_rx, kf_rx, config) {
+        if let Err(e) = run(weak_room.clone(), readers, kf_rx, config) {
             tracing::error!(room = %name, error = %e, "room composite failed");
         }
         if let (Some(sfu), Some(room)) = (weak_sfu.upgrade(), weak_room.upgrade()) {
@@ -297,15 +286,6 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the composite thread");
         room.stop_mix();
-    }
-}
-
-fn video_codec(mime: &str) -> Option<VideoCodec> {
-    match mime.to_ascii_lowercase().as_str() {
-        "video/vp8" => Some(VideoCodec::Vp8),
-        "video/h264" => Some(VideoCodec::H264),
-        "video/av1" => Some(VideoCodec::Av1),
-        _ => None,
     }
 }
 
@@ -527,17 +507,24 @@ fn apply_gains(mixer: &mut Mixer, roles: &HashMap<String, Role>, gains: &std::co
     }
 }
 
-fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_requests: mpsc::UnboundedReceiver<u32>, config: McuConfig) -> anyhow::Result<()> {
+fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::UnboundedReceiver<u32>, config: McuConfig) -> anyhow::Result<()> {
     let epoch = Instant::now();
     let frame_interval = Duration::from_secs_f64(1.0 / config.fps.max(1) as f64);
     // The audio mix runs on a thread of its own: a slow video decode or encode never delays
-    // the 20 ms mix ticks. It tells this thread who speaks (for the speaker layout).
-    let (audio, audio_rx) = std_mpsc::sync_channel::<TapPacket>(1024);
+    // the 20 ms mix ticks. It tells this thread who speaks (for the speaker layout). It ends
+    // with this thread.
+    struct EndsAudio(Arc<TapQueue>);
+    impl Drop for EndsAudio {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let _ends_audio = EndsAudio(tap.audio.clone());
     let shared_speaker: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     {
-        let (room, speaker) = (room.clone(), shared_speaker.clone());
+        let (room, speaker, audio) = (room.clone(), shared_speaker.clone(), tap.audio.clone());
         std::thread::Builder::new().name("mcu-audio".into()).spawn(move || {
-            if let Err(e) = run_audio(room, audio_rx, speaker, config) {
+            if let Err(e) = run_audio(room, &audio, speaker, config) {
                 tracing::error!(error = %e, "room audio mix failed");
             }
         })?;
@@ -570,7 +557,8 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     let mut next_frame = epoch;
     let mut idle_since: Option<Instant> = None;
     loop {
-        let Some(batch) = recv_batch(&tap, next_frame) else { return Ok(()) };
+        // Woken at the end of each video frame and at each canvas tick.
+        let Some(batch) = tap.video.wait(next_frame) else { return Ok(()) };
         let Some(room) = room.upgrade() else { return Ok(()) };
         if room.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
@@ -615,9 +603,9 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
             control = c;
         }
 
-        // Inputs: video here, audio to the audio thread.
+        // Video inputs (audio goes to the audio thread).
         for t in batch {
-            if let Some(codec) = video_codec(&t.codec.mime_type) {
+            if let Some(codec) = t.video {
                 let input = match videos.entry(t.track.clone()) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
@@ -627,10 +615,7 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
                         v.insert(VideoInput { participant: t.participant.clone(), size: (0, 0), codec, clock: PtsClock::default(), depack, decoder, last_pli: None, last_frame: None })
                     }
                 };
-                input.depack.push(now, t.packet);
-            } else if t.codec.mime_type.eq_ignore_ascii_case("audio/opus") {
-                // A mix that falls behind loses packets (concealed); video never waits for it.
-                let _ = audio.try_send(t);
+                input.depack.push(t.arrived, t.packet);
             }
         }
         // Whole access units out of each input's jitter buffer (also those released by their
@@ -849,32 +834,11 @@ fn run(room: Weak<Room>, tap: std_mpsc::Receiver<TapPacket>, mut keyframe_reques
     }
 }
 
-/// Packets that arrive before `deadline` (at least one, unless the deadline passes first), and
-/// whatever else is queued, up to 1024. `None` once the sender is gone.
-fn recv_batch(rx: &std_mpsc::Receiver<TapPacket>, deadline: Instant) -> Option<Vec<TapPacket>> {
-    let now = Instant::now();
-    let first = if deadline > now {
-        rx.recv_timeout(deadline - now)
-    } else {
-        rx.try_recv().map_err(|e| match e {
-            std_mpsc::TryRecvError::Empty => std_mpsc::RecvTimeoutError::Timeout,
-            std_mpsc::TryRecvError::Disconnected => std_mpsc::RecvTimeoutError::Disconnected,
-        })
-    };
-    let mut batch = Vec::new();
-    match first {
-        Ok(p) => batch.push(p),
-        Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-        Err(std_mpsc::RecvTimeoutError::Disconnected) => return None,
-    }
-    batch.extend(rx.try_iter().take(1024));
-    Some(batch)
-}
-
 /// The room's audio: each publisher's Opus decoded, the mixes (room mix, and each MCU
 /// participant's everyone-but-itself) every 20 ms, one Opus encode per distinct mix, published
-/// as the composite's audio tracks; recordings fed. Ends when the video thread drops its sender.
-fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker: Arc<std::sync::Mutex<Option<String>>>, config: McuConfig) -> anyhow::Result<()> {
+/// as the composite's audio tracks; recordings fed. Ends when its tap queue is closed (the
+/// video thread ended, or the composite stopped).
+fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mutex<Option<String>>>, config: McuConfig) -> anyhow::Result<()> {
     let tick = Duration::from_millis(20);
     let mut encoders: HashMap<u64, OpusEncoder> = HashMap::new();
     let mut mixer = Mixer::new(MixerConfig { top_k: 0, ..MixerConfig::default() }, None)?;
@@ -891,7 +855,8 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
     let mut next_tick = Instant::now();
     let (mut aseq, mut mix_tick) = (rand::random::<u16>(), 0u64);
     loop {
-        let Some(batch) = recv_batch(&rx, next_tick) else { return Ok(()) };
+        // Everything that arrived since the last tick (the tap never wakes this thread early).
+        let Some(batch) = rx.wait(next_tick) else { return Ok(()) };
         let Some(room) = room.upgrade() else { return Ok(()) };
         let now = Instant::now();
         if let Some((v, list)) = room.recordings_if_newer(recordings_seen) {
@@ -969,7 +934,7 @@ fn run_audio(room: Weak<Room>, rx: std_mpsc::Receiver<TapPacket>, shared_speaker
             mixer.set_top_k(control.top_k);
         }
 
-        // Asked once per batch of ticks, not per packet batch (the loop wakes for every packet).
+        // Asked once per batch of ticks.
         let (room_mix_heard, legs) = if now >= next_tick {
             (!recordings.is_empty() || room.watched(&format!("{MIX}/audio-0")), room.gateway_legs())
         } else {

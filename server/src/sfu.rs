@@ -38,7 +38,8 @@ use mcu_signaling::sdp::count_sending_sections;
 
 use crate::{
     events::{EventKind, Events, TrackInfo},
-    mcu::{McuConfig, TapPacket, MIX},
+    mcu::{McuConfig, MIX},
+    tap::Tap,
     rtc::{codec_family, forwarded_extmap, packetization_mode, RtcConfig},
 };
 use mcu_sfu::keyframe::Codec;
@@ -218,7 +219,7 @@ pub struct Room {
     subscribers: AtomicU64,
     counters: Arc<Counters>,
     /// Copies of every publisher packet for the room composite, while it runs.
-    mcu_tap: Mutex<Option<std::sync::mpsc::SyncSender<TapPacket>>>,
+    mcu_tap: Mutex<Option<Arc<Tap>>>,
     /// The composite's video and audio SSRCs, while it runs.
     mix: Mutex<Option<(u32, u32)>>,
     /// MCU participants (`POST /mcu/{room}`): each hears its own mix and sees its canvas on
@@ -432,13 +433,13 @@ impl Room {
 
     /// Registers the composite's tracks as a publisher's and starts copying packets to it.
     /// False when it runs already.
-    pub fn start_mix(&self, tap: std::sync::mpsc::SyncSender<TapPacket>, tracks: Vec<PublishedTrack>, keyframes: mpsc::UnboundedSender<u32>, video_ssrc: u32, audio_ssrc: u32) -> bool {
+    pub fn start_mix(&self, tap: Tap, tracks: Vec<PublishedTrack>, keyframes: mpsc::UnboundedSender<u32>, video_ssrc: u32, audio_ssrc: u32) -> bool {
         let mut mix = self.mix.lock().expect("mix lock is never poisoned");
         if mix.is_some() {
             return false;
         }
         *mix = Some((video_ssrc, audio_ssrc));
-        *self.mcu_tap.lock().expect("tap lock is never poisoned") = Some(tap);
+        *self.mcu_tap.lock().expect("tap lock is never poisoned") = Some(Arc::new(tap));
         *self.mix_keyframes.lock().expect("keyframe sender lock is never poisoned") = Some(keyframes.clone());
         let mut m = self.lock();
         for t in &tracks {
@@ -577,7 +578,7 @@ impl Room {
         {
             // A composite that falls behind loses packets (its decoder then asks for a
             // keyframe); the forwarding path never waits for it.
-            let _ = tap.try_send(TapPacket { track: track.id.clone(), participant: participant.into(), codec: track.codec.clone(), packet });
+            let _ = tap.offer(&track.id, participant, &track.codec.mime_type, packet);
         }
     }
 
@@ -586,7 +587,7 @@ impl Room {
         use rtc::shared::marshal::Unmarshal;
         let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").clone() else { return };
         let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &raw[..]) else { return };
-        let _ = tap.try_send(TapPacket { track: track.id.clone(), participant: participant.into(), codec: track.codec.clone(), packet });
+        let _ = tap.offer(&track.id, participant, &track.codec.mime_type, packet);
     }
 
     /// A simulcast track the composite receives through the forwarder: its layer count and the

@@ -43,3 +43,48 @@ fn the_cpu_path_cannot_leave_canvases_in_gpu_memory() {
     let err = c.render_to_textures(Default::default()).unwrap_err();
     assert_eq!(err, mcu_compositor::RenderError::NotOnGpu);
 }
+
+/// One thread draws on the caller's thread (the server's per-room compositors), without a pool;
+/// it must draw what the banded pool draws, pixel for pixel: scaled, letterboxed and rounded
+/// tiles over several canvases, one of them NV12.
+#[test]
+fn one_thread_draws_what_the_pool_draws() {
+    use mcu_compositor::{CanvasId, CanvasSpec, FrameSet, Layout, Scene, Tile, TileStyle};
+    use mcu_media::{PixelFormat, Rgb};
+    use mcu_tests::{card, input_id};
+    use std::time::Duration;
+
+    let ids: Vec<String> = (0..5).map(|i| input_id(i).to_string()).collect();
+    let style = TileStyle { corner_radius: 12, border_width: 3, border_color: Rgb(250, 250, 250), ..TileStyle::default() };
+    let canvas = |id: &str, width, height, format| CanvasSpec {
+        id: CanvasId::new(id),
+        width,
+        height,
+        format,
+        background: Rgb(16, 16, 24),
+        layout: Layout::Grid { tiles: ids.iter().map(|i| Tile::new(i).with_style(style)).collect(), columns: None, rows: None, gap: 4 },
+        transition: None,
+    };
+    let scene = Scene { canvases: vec![canvas("a", 640, 360, PixelFormat::I420), canvas("b", 322, 242, PixelFormat::Nv12)] };
+    let sizes = [(640, 360), (320, 240), (160, 90), (96, 200), (1280, 720)];
+    let frames = || FrameSet { pts: Duration::ZERO, frames: sizes.iter().enumerate().map(|(i, &(w, h))| (input_id(i), card(i, PixelFormat::I420, w, h, Duration::ZERO))).collect() };
+    let mut rendered = Vec::new();
+    for threads in [1, 2] {
+        let mut c = Compositor::new_cpu(threads);
+        assert_eq!(c.describe(), format!("CPU, {threads} threads"));
+        for i in 0..sizes.len() {
+            c.register_input(input_id(i));
+        }
+        c.update_scene(scene.clone()).unwrap();
+        rendered.push(c.render(frames()).unwrap().canvases);
+    }
+    assert_eq!(rendered[0].len(), 2);
+    for ((id1, one), (id2, pool)) in rendered[0].iter().zip(&rendered[1]) {
+        assert_eq!(id1, id2);
+        assert_eq!(one.format, pool.format);
+        assert!(one.planes.iter().zip(&pool.planes).all(|(a, b)| a.data == b.data && a.stride == b.stride), "canvas {} differs", id1.0);
+        // And the tiles are there: the first input's colour in its cell, not the background.
+        let y = &one.planes[0];
+        assert_ne!(y.data[y.stride * 40 + 40], y.data[0], "canvas {}: a tile at (40, 40)", id1.0);
+    }
+}
