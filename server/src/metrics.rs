@@ -93,11 +93,12 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
     o.labelled(
         "mcu_rtp_dropped_packets_total",
         "counter",
-        "RTP packets dropped, by reason.",
+        "RTP packets dropped, by reason (composite_behind: a copy for a composite that is behind; the packet is still forwarded).",
         &[
             ("reason=\"slow_subscriber\"", total.dropped_slow),
             ("reason=\"queue_full\"", c.dropped_queue_full.load(Ordering::Relaxed)),
             ("reason=\"simulcast_layer\"", c.dropped_simulcast.load(Ordering::Relaxed)),
+            ("reason=\"composite_behind\"", c.dropped_composite.load(Ordering::Relaxed)),
             ("reason=\"invalid\"", total.dropped_invalid),
         ],
     );

@@ -39,7 +39,7 @@ use mcu_signaling::sdp::count_sending_sections;
 use crate::{
     events::{EventKind, Events, TrackInfo},
     mcu::{McuConfig, MIX},
-    tap::Tap,
+    tap::{Offered, Tap},
     rtc::{codec_family, forwarded_extmap, packetization_mode, RtcConfig},
 };
 use mcu_sfu::keyframe::Codec;
@@ -124,6 +124,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Keyframe requests the composite's decoders sent to publishers.
     pub composite_plis: AtomicU64,
+    /// Packets not copied to a composite that was behind (its tap queue full).
+    pub dropped_composite: AtomicU64,
 }
 
 /// A published track.
@@ -578,7 +580,9 @@ impl Room {
         {
             // A composite that falls behind loses packets (its decoder then asks for a
             // keyframe); the forwarding path never waits for it.
-            let _ = tap.offer(&track.id, participant, &track.codec.mime_type, packet);
+            if tap.offer(&track.id, participant, &track.codec.mime_type, packet) == Offered::Full {
+                self.counters.dropped_composite.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -587,7 +591,9 @@ impl Room {
         use rtc::shared::marshal::Unmarshal;
         let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").clone() else { return };
         let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &raw[..]) else { return };
-        let _ = tap.offer(&track.id, participant, &track.codec.mime_type, packet);
+        if tap.offer(&track.id, participant, &track.codec.mime_type, packet) == Offered::Full {
+            self.counters.dropped_composite.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// A simulcast track the composite receives through the forwarder: its layer count and the

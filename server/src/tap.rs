@@ -109,6 +109,17 @@ pub struct Tap {
     audio: Arc<TapQueue>,
 }
 
+/// What became of a packet offered to the tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Queued for the video or the audio thread.
+    Queued,
+    /// Not a codec the composite takes.
+    NotComposited,
+    /// Dropped: the queue is full (the composite is behind).
+    Full,
+}
+
 /// The reading sides: the composite's video thread and its audio thread.
 pub struct TapReaders {
     /// Video packets, the reader woken at the end of each frame.
@@ -130,14 +141,16 @@ impl Tap {
     }
 
     /// Copies a packet of `track` (codec `mime`) for the composite: video to the video thread,
-    /// Opus to the audio thread; other codecs are not composited. False when it was dropped
-    /// (not composited, or its queue full).
-    pub fn offer(&self, track: &TrackId, participant: &str, mime: &str, packet: rtc::rtp::Packet) -> bool {
+    /// Opus to the audio thread; other codecs are not composited.
+    pub fn offer(&self, track: &TrackId, participant: &str, mime: &str, packet: rtc::rtp::Packet) -> Offered {
         let video = video_codec(mime);
         if video.is_none() && !mime.eq_ignore_ascii_case("audio/opus") {
-            return false;
+            return Offered::NotComposited;
         }
-        self.send(TapPacket { track: track.clone(), participant: participant.into(), video, arrived: Instant::now(), packet })
+        match self.send(TapPacket { track: track.clone(), participant: participant.into(), video, arrived: Instant::now(), packet }) {
+            true => Offered::Queued,
+            false => Offered::Full,
+        }
     }
 
     /// Queues a packet for the thread that handles it; false when it was dropped (queue full).
@@ -199,6 +212,27 @@ mod tests {
         let audio = readers.audio.wait(Instant::now() + Duration::from_millis(30)).unwrap();
         assert!(t.elapsed() >= Duration::from_millis(45), "audio never wakes its reader early");
         assert_eq!(audio.iter().map(|p| p.packet.header.sequence_number).collect::<Vec<_>>(), vec![7]);
+    }
+
+    #[test]
+    fn offers_go_by_codec_and_a_full_queue_says_so() {
+        let (tap, readers) = Tap::new();
+        let id: TrackId = "p/t".into();
+        let rtp = |seq| {
+            let mut p = rtc::rtp::Packet::default();
+            p.header.sequence_number = seq;
+            p
+        };
+        assert_eq!(tap.offer(&id, "p", "video/H264", rtp(1)), Offered::Queued);
+        assert_eq!(tap.offer(&id, "p", "audio/PCMU", rtp(2)), Offered::NotComposited);
+        for i in 0..AUDIO_CAPACITY {
+            assert_eq!(tap.offer(&id, "p", "audio/opus", rtp(i as u16)), Offered::Queued);
+        }
+        assert_eq!(tap.offer(&id, "p", "audio/opus", rtp(0)), Offered::Full);
+        let far = Instant::now() + Duration::from_secs(1);
+        let video = readers.video.wait(far).unwrap();
+        assert_eq!((video.len(), video[0].video), (1, Some(VideoCodec::H264)));
+        assert_eq!(readers.audio.wait(far).unwrap().len(), AUDIO_CAPACITY);
     }
 
     #[test]
