@@ -921,8 +921,35 @@ def sipp_uas(scenario: str, port: int, workdir: Union[str, Path], media_port: Op
     if calls is not None:
         argv += ["-m", str(calls)]
     proc = _spawn(argv + list(extra), workdir / f"uas_{name}_stdout.log", cwd=workdir)
-    time.sleep(0.3)
+    wait_bound(port, udp=transport.startswith("u"), proc=proc)
     return proc
+
+
+def port_bound(port: int, udp: bool = True) -> bool:
+    """Whether a socket is bound to IPv4 `port` (UDP) or listening on it (TCP), read from
+    /proc/net rather than by trying to bind it, which would race the process starting."""
+    want = f":{port:04X}"
+    with open("/proc/net/udp" if udp else "/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            # TCP: state 0A is LISTEN
+            if len(fields) > 3 and fields[1].endswith(want) and (udp or fields[3] == "0A"):
+                return True
+    return False
+
+
+def wait_bound(port: int, udp: bool = True, proc: Optional[subprocess.Popen] = None, timeout: float = 10.0) -> None:
+    """Waits until something has bound 127.0.0.1:`port` (UDP or TCP), so that a first
+    request sent over UDP is not lost to a process still starting (a loaded CI machine can take
+    seconds to start sipp). Raises if `proc` exits first or the port is still free at the end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before binding port {port}")
+        if port_bound(port, udp):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing bound {'udp' if udp else 'tcp'} port {port} within {timeout} s")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 3.0) -> Optional[int]:
