@@ -81,25 +81,25 @@ pub fn h264_profile_level_id(data: &[u8]) -> Option<[u8; 3]> {
 }
 
 /// Reads Exp-Golomb coded fields from an RBSP (emulation prevention bytes already removed).
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
+pub(crate) struct Bits<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl Bits<'_> {
-    fn bit(&mut self) -> Option<u32> {
+    pub(crate) fn bit(&mut self) -> Option<u32> {
         let byte = *self.data.get(self.pos / 8)?;
         let b = (byte >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
         Some(b as u32)
     }
 
-    fn bits(&mut self, n: u32) -> Option<u32> {
+    pub(crate) fn bits(&mut self, n: u32) -> Option<u32> {
         (0..n).try_fold(0u32, |acc, _| Some(acc << 1 | self.bit()?))
     }
 
     /// ue(v); values past 2^32 - 2 are refused.
-    fn ue(&mut self) -> Option<u32> {
+    pub(crate) fn ue(&mut self) -> Option<u32> {
         let mut zeros = 0;
         while self.bit()? == 0 {
             zeros += 1;
@@ -110,14 +110,14 @@ impl Bits<'_> {
         Some(((1u64 << zeros) - 1 + self.bits(zeros)? as u64).min(u32::MAX as u64) as u32)
     }
 
-    fn se(&mut self) -> Option<i64> {
+    pub(crate) fn se(&mut self) -> Option<i64> {
         let k = self.ue()? as i64;
         Some(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) })
     }
 }
 
 /// A NAL unit's payload with emulation prevention bytes (00 00 03) removed.
-fn rbsp(nal: &[u8]) -> Vec<u8> {
+pub(crate) fn rbsp(nal: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(nal.len());
     let mut zeros = 0;
     for &b in nal {
