@@ -423,6 +423,15 @@ impl Compositor {
         Ok(RenderOutput { pts, canvases: draw.into_iter().map(|c| c.id).zip(out).collect(), rejected })
     }
 
+    /// Gives a canvas [`Compositor::render`] returned back once it has been used (encoded):
+    /// the CPU path draws the next canvases into its memory instead of allocating and
+    /// clearing new planes. Optional; the GPU path drops it.
+    pub fn recycle(&mut self, canvas: VideoFrame) {
+        if let Renderer::Cpu(r) = &mut self.renderer {
+            r.recycle(canvas);
+        }
+    }
+
     /// Like [`Compositor::render`] but leaves the canvases in GPU memory
     /// ([`Compositor::canvas_textures`]) for an encoder that reads them there.
     pub fn render_to_textures(&mut self, frames: FrameSet) -> Result<Vec<InputError>, RenderError> {

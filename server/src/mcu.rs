@@ -787,13 +787,20 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
             for (id, picture) in rendered.canvases {
                 let watched = seen_by.values().any(|v| *v == id);
                 let recorders: Vec<&Arc<crate::record::Session>> = recordings.iter().zip(&recording_canvases).filter(|(_, c)| **c == id).map(|(s, _)| s).collect();
-                let Some(view) = views.get_mut(&id).filter(|_| watched || !recorders.is_empty()) else { continue };
-                for unit in view.encoder.encode(&picture)? {
+                let Some(view) = views.get_mut(&id).filter(|_| watched || !recorders.is_empty()) else {
+                    compositor.recycle(picture);
+                    continue;
+                };
+                let units = view.encoder.encode(&picture)?;
+                // Encoded: the next canvas is drawn into its memory.
+                let size = (picture.width, picture.height);
+                compositor.recycle(picture);
+                for unit in units {
                     // An encoder that holds frames back (rav1e) returns an earlier picture: the
                     // file gets that picture's time, in step with the audio.
                     let shown_at = now.checked_sub(pts.saturating_sub(unit.pts)).unwrap_or(now);
                     for s in &recorders {
-                        s.composite.video(shown_at, unit.keyframe, &unit.data, (picture.width, picture.height));
+                        s.composite.video(shown_at, unit.keyframe, &unit.data, size);
                     }
                     if !watched {
                         continue;

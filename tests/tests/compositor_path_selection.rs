@@ -88,3 +88,63 @@ fn one_thread_draws_what_the_pool_draws() {
         assert_ne!(y.data[y.stride * 40 + 40], y.data[0], "canvas {}: a tile at (40, 40)", id1.0);
     }
 }
+
+#[test]
+fn recycled_canvases_draw_what_fresh_ones_draw() {
+    // The CPU path draws into the planes of canvases given back, without clearing them when
+    // its opaque tiles cover every pixel. Given back poisoned, they must come out as a fresh
+    // canvas would: over a full grid, a grid with an empty cell, a grid with gaps and a tile
+    // whose input has no picture yet.
+    use mcu_compositor::{CanvasId, CanvasSpec, FrameSet, Layout, Scene, Tile};
+    use mcu_media::{PixelFormat, Rgb};
+    use mcu_tests::{card, input_id};
+    use std::time::Duration;
+
+    let scene = |n: usize, gap: u32| Scene {
+        canvases: vec![CanvasSpec {
+            id: CanvasId::new("room"),
+            width: 1280,
+            height: 720,
+            format: PixelFormat::I420,
+            background: Rgb(16, 16, 24),
+            layout: Layout::Grid { tiles: (0..n).map(|i| Tile::new(input_id(i).to_string())).collect(), columns: Some(2), rows: Some(2), gap },
+            transition: None,
+        }],
+    };
+    let mut fresh = Compositor::new_cpu(1);
+    let mut recycling = Compositor::new_cpu(1);
+    for c in [&mut fresh, &mut recycling] {
+        for i in 0..5 {
+            c.register_input(input_id(i));
+        }
+    }
+    // (scene, inputs sending pictures): full grid; one cell empty; gaps; input 3 without a picture.
+    let steps = [(scene(4, 0), 4), (scene(4, 0), 4), (scene(3, 0), 3), (scene(4, 8), 4), (scene(4, 0), 4)];
+    let mut background_seen = 0;
+    for (step, (s, sending)) in steps.into_iter().enumerate() {
+        let pts = Duration::from_millis(step as u64 * 33);
+        let frames = || FrameSet { pts, frames: (0..sending).map(|i| (input_id(i), card(i + step, PixelFormat::I420, 640, 360, pts))).collect() };
+        let mut out = Vec::new();
+        for c in [&mut fresh, &mut recycling] {
+            c.update_scene(s.clone()).unwrap();
+            out.push(c.render(frames()).unwrap().canvases.remove(0).1);
+        }
+        let [a, mut b] = [out.remove(0), out.remove(0)];
+        for (i, (pa, pb)) in a.planes.iter().zip(&b.planes).enumerate() {
+            assert!(pa.data == pb.data, "step {step}: plane {i} of the recycled canvas differs from a fresh one");
+        }
+        // The empty cell (bottom right) shows the background (Y 30 for RGB 16,16,24), not
+        // what the recycled planes held.
+        let y = &b.planes[0];
+        if sending == 3 {
+            let v = y.data[y.stride * 700 + 1260];
+            assert!((28..=32).contains(&v), "step {step}: the empty cell's luma is {v}");
+            background_seen += 1;
+        }
+        for p in &mut b.planes {
+            p.data.fill(0xab);
+        }
+        recycling.recycle(b);
+    }
+    assert_eq!(background_seen, 1, "the empty cell of the 3-tile grid is the background");
+}
