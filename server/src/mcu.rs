@@ -471,8 +471,9 @@ struct View {
 
 /// Opus complexity of the mixes WebRTC participants and recordings hear. At libopus' default
 /// 10 SILK's delayed-decision quantiser made one mix's encode an eighth of a 4-sender room's CPU
-/// (perf, `benches/mcu_capacity.rs`); at 5 and below it is skipped, as WebRTC itself does on
-/// phones. One encode serves every listener of a mix, so this is per mix, not per listener.
+/// (perf, `benches/mcu_capacity.rs`); at 5 it keeps 2 candidate states instead of 4, as WebRTC
+/// itself runs on phones (still ~2.5 % of a room's CPU in perf). One encode serves every
+/// listener of a mix, so this is per mix, not per listener.
 const MIX_OPUS_COMPLEXITY: u8 = 5;
 
 /// NAL units above this are split in several slices for packetization-mode 0 receivers.
