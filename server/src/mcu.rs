@@ -20,7 +20,7 @@
 //! Not yet here: the encoders' bitrate following viewers' estimates.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Weak},
     time::{Duration, Instant},
 };
@@ -34,6 +34,7 @@ use mcu_compositor::{CanvasId, CanvasSpec, Compositor, FrameSet, InputId, RoomLa
 use mcu_media::{PixelFormat, VideoFrame};
 use mcu_mixer::{AudioFrame, Mixer, MixerConfig, Role};
 use mcu_sfu::{forwarder::TrackId, rtp};
+use mcu_sfu::audio_jitter::{AudioJitter, AudioJitterConfig, Playout};
 use mcu_sfu::jitter::{JitterBuffer, JitterConfig};
 use rtc::{
     rtp::{
@@ -253,7 +254,39 @@ struct VideoInput {
 struct AudioInput {
     participant: String,
     decoder: OpusDecoder,
-    queue: VecDeque<Vec<i16>>,
+    /// Opus packets in playout order, one per 20 ms tick (adaptive delay, reordering, loss).
+    jitter: AudioJitter,
+    /// Ticks concealed in a row (loss concealment fades out after a few).
+    concealed_run: u32,
+}
+
+/// Ticks in a row that a missing frame is concealed (FEC or PLC) before it is silence.
+const MAX_CONCEALED: u32 = 5;
+
+impl AudioInput {
+    /// This tick's 20 ms of stereo PCM, if any: the next frame decoded, or a missing one
+    /// rebuilt from the next frame's FEC or concealed.
+    fn play(&mut self, now: Instant) -> Option<Vec<i16>> {
+        const SAMPLES: usize = 960;
+        let pcm = match self.jitter.pop(now) {
+            Playout::Frame(payload) => {
+                self.concealed_run = 0;
+                self.decoder.decode(&payload).map_err(|e| tracing::debug!(participant = %self.participant, error = %e, "undecodable audio")).ok()
+            }
+            Playout::Missing { next } => {
+                self.concealed_run += 1;
+                if self.concealed_run > MAX_CONCEALED {
+                    return None;
+                }
+                match next {
+                    Some(next) => self.decoder.decode_fec(&next, SAMPLES).or_else(|_| self.decoder.conceal(SAMPLES)).ok(),
+                    None => self.decoder.conceal(SAMPLES).ok(),
+                }
+            }
+            Playout::Silence => None,
+        };
+        pcm.filter(|p| p.len() == SAMPLES * 2)
+    }
 }
 
 /// Starts the composite of `room` unless it runs already.
@@ -882,7 +915,8 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
                         let Ok(decoder) = OpusDecoder::new(OpusChannels::Stereo) else { continue };
-                        v.insert(AudioInput { participant: t.participant.clone(), decoder, queue: VecDeque::new() })
+                        let jitter = AudioJitter::new(AudioJitterConfig::default());
+                        v.insert(AudioInput { participant: t.participant.clone(), decoder, jitter, concealed_run: 0 })
                     }
                 };
                 for s in &recordings {
@@ -890,17 +924,7 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                         w.audio(now, &t.packet.payload);
                     }
                 }
-                match input.decoder.decode(&t.packet.payload) {
-                    Ok(pcm) if pcm.len() == 960 * 2 => {
-                        input.queue.push_back(pcm);
-                        // A small fixed jitter allowance: more than three frames waiting is lag.
-                        while input.queue.len() > 3 {
-                            input.queue.pop_front();
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(track = %t.track, error = %e, "undecodable audio"),
-                }
+                input.jitter.push(t.packet.header.sequence_number, t.packet.payload.to_vec(), t.arrived);
             }
         }
         let live = room.live_tracks();
@@ -956,7 +980,7 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                 next_tick = now + tick;
             }
             for a in audios.values_mut() {
-                if let Some(pcm) = a.queue.pop_front()
+                if let Some(pcm) = a.play(now)
                     && roles.get(&a.participant).is_some_and(|r| *r != Role::Listener)
                 {
                     let _ = mixer.push(&a.participant, mix_tick, &AudioFrame { sample_rate: 48000, channels: 2, samples: pcm });
