@@ -34,7 +34,7 @@ use mcu_compositor::{CanvasId, CanvasSpec, Compositor, FrameSet, InputId, RoomLa
 use mcu_media::{PixelFormat, VideoFrame};
 use mcu_mixer::{AudioFrame, Mixer, MixerConfig, Role};
 use mcu_sfu::{forwarder::TrackId, rtp};
-use mcu_sfu::audio_jitter::{AudioJitter, AudioJitterConfig, Playout};
+use mcu_sfu::audio_jitter::{AudioJitter, AudioJitterConfig, AudioJitterStats, Playout};
 use mcu_sfu::jitter::{JitterBuffer, JitterConfig};
 use rtc::{
     rtp::{
@@ -258,6 +258,8 @@ struct AudioInput {
     jitter: AudioJitter,
     /// Ticks concealed in a row (loss concealment fades out after a few).
     concealed_run: u32,
+    /// The playout buffer's counters already added to the server's.
+    counted: AudioJitterStats,
 }
 
 /// Ticks in a row that a missing frame is concealed (FEC or PLC) before it is silence.
@@ -286,6 +288,19 @@ impl AudioInput {
             Playout::Silence => None,
         };
         pcm.filter(|p| p.len() == SAMPLES * 2)
+    }
+
+    /// Adds what the playout buffer counted since the last call to the server's counters.
+    fn count(&mut self, counters: &crate::sfu::Counters) {
+        let now = self.jitter.stats();
+        let was = std::mem::replace(&mut self.counted, now);
+        let dropped = (now.late + now.duplicates + now.dropped) - (was.late + was.duplicates + was.dropped);
+        if dropped > 0 {
+            counters.dropped_audio_playout.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        }
+        if now.concealed > was.concealed {
+            counters.audio_concealed.fetch_add(now.concealed - was.concealed, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -916,7 +931,7 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                     std::collections::hash_map::Entry::Vacant(v) => {
                         let Ok(decoder) = OpusDecoder::new(OpusChannels::Stereo) else { continue };
                         let jitter = AudioJitter::new(AudioJitterConfig::default());
-                        v.insert(AudioInput { participant: t.participant.clone(), decoder, jitter, concealed_run: 0 })
+                        v.insert(AudioInput { participant: t.participant.clone(), decoder, jitter, concealed_run: 0, counted: AudioJitterStats::default() })
                     }
                 };
                 for s in &recordings {
@@ -980,7 +995,9 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                 next_tick = now + tick;
             }
             for a in audios.values_mut() {
-                if let Some(pcm) = a.play(now)
+                let pcm = a.play(now);
+                a.count(room.counters());
+                if let Some(pcm) = pcm
                     && roles.get(&a.participant).is_some_and(|r| *r != Role::Listener)
                 {
                     let _ = mixer.push(&a.participant, mix_tick, &AudioFrame { sample_rate: 48000, channels: 2, samples: pcm });

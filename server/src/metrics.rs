@@ -89,16 +89,23 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
     o.metric("mcu_rtp_received_bytes_total", "counter", "RTP bytes received from publishers.", c.received_bytes.load(Ordering::Relaxed));
     o.metric("mcu_rtp_forwarded_packets_total", "counter", "RTP packets forwarded to subscribers (retransmissions excluded).", total.forwarded);
     o.metric("mcu_rtp_forwarded_bytes_total", "counter", "RTP bytes forwarded to subscribers.", total.forwarded_bytes);
+    o.metric(
+        "mcu_mix_audio_concealed_frames_total",
+        "counter",
+        "20 ms audio frames the composite concealed (FEC or loss concealment) because the packet was lost or had not arrived at its tick.",
+        c.audio_concealed.load(Ordering::Relaxed),
+    );
     o.metric("mcu_rtp_sent_packets_total", "counter", "RTP packets written to subscriber connections.", c.sent.load(Ordering::Relaxed));
     o.labelled(
         "mcu_rtp_dropped_packets_total",
         "counter",
-        "RTP packets dropped, by reason (composite_behind: a copy for a composite that is behind; the packet is still forwarded).",
+        "RTP packets dropped, by reason (composite_behind: a copy for a composite that is behind; audio_playout: a late, duplicated or excess packet at a composite's audio playout buffer; both are still forwarded).",
         &[
             ("reason=\"slow_subscriber\"", total.dropped_slow),
             ("reason=\"queue_full\"", c.dropped_queue_full.load(Ordering::Relaxed)),
             ("reason=\"simulcast_layer\"", c.dropped_simulcast.load(Ordering::Relaxed)),
             ("reason=\"composite_behind\"", c.dropped_composite.load(Ordering::Relaxed)),
+            ("reason=\"audio_playout\"", c.dropped_audio_playout.load(Ordering::Relaxed)),
             ("reason=\"invalid\"", total.dropped_invalid),
         ],
     );

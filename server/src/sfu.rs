@@ -126,6 +126,11 @@ pub struct Counters {
     pub composite_plis: AtomicU64,
     /// Packets not copied to a composite that was behind (its tap queue full).
     pub dropped_composite: AtomicU64,
+    /// Audio packets the composite's playout buffers dropped: late (their tick had passed),
+    /// duplicated, or dropped to bring the delay back to the target.
+    pub dropped_audio_playout: AtomicU64,
+    /// 20 ms audio frames the composite concealed (lost or not arrived in time at their tick).
+    pub audio_concealed: AtomicU64,
 }
 
 /// A published track.
@@ -266,6 +271,11 @@ pub struct Control {
 }
 
 impl Room {
+    /// The server's counters (shared by every room).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     fn new(name: &str, counters: Arc<Counters>, events: Arc<Events>) -> Arc<Room> {
         Arc::new(Room {
             name: name.into(),

@@ -947,6 +947,13 @@ class Composite(E2ETest):
             f"the loudest other")
         out(f"bob's link: {link.describe()}")
         self.check_alive(srv)
+        # Bob's lost audio packets were concealed at the composite, and counted.
+        _, _, text = await srv.arequest("GET", "/metrics")
+        metrics = sfu.parse_prometheus(text)
+        concealed = metrics.get("mcu_mix_audio_concealed_frames_total", 0)
+        at_playout = metrics.get('mcu_rtp_dropped_packets_total{reason="audio_playout"}', 0)
+        out(f"audio frames concealed at the composite: {concealed:.0f}; dropped at playout: {at_playout:.0f}")
+        self.assertGreater(concealed, 0, "bob's lost audio should have been concealed and counted")
 
         sent, dropped, share = link.share()
         self.assertGreater(link.sent["video"], 100, f"the lossy link saw little of bob's video: {link.describe()}")

@@ -776,7 +776,8 @@ class SfuMedia(E2ETest):
         for name in ("mcu_rooms", "mcu_participants", "mcu_tracks", "mcu_subscribers", "mcu_rtp_received_packets_total",
                      "mcu_rtp_forwarded_packets_total", "mcu_rtp_sent_packets_total", "mcu_sessions_refused_total",
                      'mcu_plis_total{result="sent"}', 'mcu_plis_total{result="throttled"}',
-                     'mcu_rtp_dropped_packets_total{reason="composite_behind"}'):
+                     'mcu_rtp_dropped_packets_total{reason="composite_behind"}',
+                     'mcu_rtp_dropped_packets_total{reason="audio_playout"}', "mcu_mix_audio_concealed_frames_total"):
             self.assertIn(name, m, f"/metrics lacks {name}")
         keys = ("mcu_rtp_received_packets_total", "mcu_rtp_forwarded_packets_total", "mcu_rtp_sent_packets_total",
                 'mcu_plis_total{result="sent"}', "mcu_keyframe_requests_received_total", "mcu_nacks_total",
