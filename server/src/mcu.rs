@@ -258,8 +258,10 @@ struct AudioInput {
     jitter: AudioJitter,
     /// Ticks concealed in a row (loss concealment fades out after a few).
     concealed_run: u32,
-    /// The playout buffer's counters already added to the server's.
-    counted: AudioJitterStats,
+    /// Frames concealed (FEC or PLC), and the playout buffer's counters, already added to the
+    /// server's.
+    concealed: u64,
+    counted: (u64, AudioJitterStats),
 }
 
 /// Ticks in a row that a missing frame is concealed (FEC or PLC) before it is silence.
@@ -278,8 +280,10 @@ impl AudioInput {
             Playout::Missing { next } => {
                 self.concealed_run += 1;
                 if self.concealed_run > MAX_CONCEALED {
+                    // A sender gone quiet (muted, stopped): silence, not concealment.
                     return None;
                 }
+                self.concealed += 1;
                 match next {
                     Some(next) => self.decoder.decode_fec(&next, SAMPLES).or_else(|_| self.decoder.conceal(SAMPLES)).ok(),
                     None => self.decoder.conceal(SAMPLES).ok(),
@@ -292,14 +296,15 @@ impl AudioInput {
 
     /// Adds what the playout buffer counted since the last call to the server's counters.
     fn count(&mut self, counters: &crate::sfu::Counters) {
-        let now = self.jitter.stats();
-        let was = std::mem::replace(&mut self.counted, now);
-        let dropped = (now.late + now.duplicates + now.dropped) - (was.late + was.duplicates + was.dropped);
+        let now = (self.concealed, self.jitter.stats());
+        let (was_concealed, was) = std::mem::replace(&mut self.counted, now);
+        let (concealed, stats) = now;
+        let dropped = (stats.late + stats.duplicates + stats.dropped) - (was.late + was.duplicates + was.dropped);
         if dropped > 0 {
             counters.dropped_audio_playout.fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
         }
-        if now.concealed > was.concealed {
-            counters.audio_concealed.fetch_add(now.concealed - was.concealed, std::sync::atomic::Ordering::Relaxed);
+        if concealed > was_concealed {
+            counters.audio_concealed.fetch_add(concealed - was_concealed, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -931,7 +936,7 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                     std::collections::hash_map::Entry::Vacant(v) => {
                         let Ok(decoder) = OpusDecoder::new(OpusChannels::Stereo) else { continue };
                         let jitter = AudioJitter::new(AudioJitterConfig::default());
-                        v.insert(AudioInput { participant: t.participant.clone(), decoder, jitter, concealed_run: 0, counted: AudioJitterStats::default() })
+                        v.insert(AudioInput { participant: t.participant.clone(), decoder, jitter, concealed_run: 0, concealed: 0, counted: (0, AudioJitterStats::default()) })
                     }
                 };
                 for s in &recordings {
