@@ -131,10 +131,22 @@ pub(crate) fn rbsp(nal: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The picture size (luma width, height, before cropping) the first SPS of an access unit
-/// announces (H.264 §7.3.2.1.1). `None` without an SPS or when it cannot be read; a caller uses
-/// it to refuse pictures too large to decode before the decoder allocates them.
-pub fn h264_sps_size(data: &[u8]) -> Option<(u32, u32)> {
+/// The fields of an H.264 sequence parameter set (§7.3.2.1.1) this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct H264Sps {
+    pub profile: u32,
+    pub log2_max_frame_num: u32,
+    pub pic_order_cnt_type: u32,
+    /// 0 unless `pic_order_cnt_type` is 0.
+    pub log2_max_poc_lsb: u32,
+    /// Luma width and height before cropping.
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The first SPS of an access unit, as far as [`H264Sps`] goes; `None` without one or when it
+/// cannot be read.
+pub(crate) fn h264_sps(data: &[u8]) -> Option<H264Sps> {
     let sps = rbsp(annexb_nal_units(data).find(|n| n[0] & 0x1f == h264_nal::SPS)?);
     let mut r = Bits { data: sps.get(1..)?, pos: 0 };
     let profile = r.bits(8)?;
@@ -163,11 +175,11 @@ pub fn h264_sps_size(data: &[u8]) -> Option<(u32, u32)> {
             }
         }
     }
-    r.ue()?; // log2_max_frame_num_minus4
-    match r.ue()? {
-        0 => {
-            r.ue()?;
-        }
+    let log2_max_frame_num = r.ue()?.checked_add(4)?;
+    let pic_order_cnt_type = r.ue()?;
+    let mut log2_max_poc_lsb = 0;
+    match pic_order_cnt_type {
+        0 => log2_max_poc_lsb = r.ue()?.checked_add(4)?,
         1 => {
             r.bit()?;
             r.se()?;
@@ -184,7 +196,15 @@ pub fn h264_sps_size(data: &[u8]) -> Option<(u32, u32)> {
     let height_units = r.ue()? as u64 + 1;
     let frame_mbs_only = r.bit()? as u64;
     let (w, h) = (width_mbs * 16, (2 - frame_mbs_only) * height_units * 16);
-    Some((w.min(u32::MAX as u64) as u32, h.min(u32::MAX as u64) as u32))
+    let (width, height) = (w.min(u32::MAX as u64) as u32, h.min(u32::MAX as u64) as u32);
+    Some(H264Sps { profile, log2_max_frame_num, pic_order_cnt_type, log2_max_poc_lsb, width, height })
+}
+
+/// The picture size (luma width, height, before cropping) the first SPS of an access unit
+/// announces (H.264 §7.3.2.1.1). `None` without an SPS or when it cannot be read; a caller uses
+/// it to refuse pictures too large to decode before the decoder allocates them.
+pub fn h264_sps_size(data: &[u8]) -> Option<(u32, u32)> {
+    h264_sps(data).map(|s| (s.width, s.height))
 }
 
 /// AV1 OBU types (AV1 spec §6.2.2).

@@ -420,17 +420,11 @@ mod tests {
 
     impl SliceHeaders {
         fn from_keyframe(unit: &[u8]) -> SliceHeaders {
-            let nal = |t| bitstream::rbsp(bitstream::annexb_nal_units(unit).find(|n| n[0] & 0x1f == t).expect("SPS and PPS"));
-            let sps = nal(h264_nal::SPS);
-            let mut r = bitstream::Bits { data: &sps[1..], pos: 0 };
-            assert_eq!(r.bits(8), Some(66), "baseline");
-            r.bits(16).unwrap();
-            r.ue().unwrap();
-            let log2_max_frame_num = r.ue().unwrap() + 4;
-            let poc_type = r.ue().unwrap();
-            let log2_max_poc_lsb = if poc_type == 0 { r.ue().unwrap() + 4 } else { 0 };
-            assert_ne!(poc_type, 1, "openh264 uses POC types 0 and 2");
-            let pps = nal(h264_nal::PPS);
+            let sps = bitstream::h264_sps(unit).expect("the keyframe's SPS");
+            assert_eq!(sps.profile, 66, "baseline");
+            assert_ne!(sps.pic_order_cnt_type, 1, "openh264 uses POC types 0 and 2");
+            let (log2_max_frame_num, poc_type, log2_max_poc_lsb) = (sps.log2_max_frame_num, sps.pic_order_cnt_type, sps.log2_max_poc_lsb);
+            let pps = bitstream::rbsp(bitstream::annexb_nal_units(unit).find(|n| n[0] & 0x1f == h264_nal::PPS).expect("the keyframe's PPS"));
             let mut r = bitstream::Bits { data: &pps[1..], pos: 0 };
             r.ue().unwrap(); // pps id
             r.ue().unwrap(); // sps id
