@@ -30,9 +30,37 @@ fn grid(i: u32, w: u32, h: u32) -> VideoFrame {
     out
 }
 
+fn raw_frames(path: &std::path::Path, w: u32, h: u32) -> Vec<VideoFrame> {
+    let data = std::fs::read(path).expect("reading ENCODE_RAW");
+    let size = (w * h * 3 / 2) as usize;
+    data.chunks_exact(size)
+        .take(300)
+        .enumerate()
+        .map(|(i, c)| {
+            let pts = Duration::from_micros(i as u64 * 33_333);
+            let mut f = VideoFrame::filled(PixelFormat::I420, w, h, mcu_media::Yuv { y: 16, u: 128, v: 128 }, pts);
+            let (y, rest) = c.split_at((w * h) as usize);
+            let (u, v) = rest.split_at((w * h / 4) as usize);
+            for (p, src) in [y, u, v].into_iter().enumerate() {
+                let (pw, ph) = if p == 0 { (w as usize, h as usize) } else { (w as usize / 2, h as usize / 2) };
+                let stride = f.planes[p].stride;
+                for row in 0..ph {
+                    f.planes[p].data[row * stride..][..pw].copy_from_slice(&src[row * pw..][..pw]);
+                }
+            }
+            f
+        })
+        .collect()
+}
+
 fn main() {
     let (codec, w, h) = mcu_benches::breakdown_args();
-    let frames: Vec<_> = (0..300u32).map(|i| grid(i, w, h)).collect();
+    // `ENCODE_RAW=file.yuv`: 300 I420 frames of w×h from a file (the room's composite as ffmpeg
+    // stacks the bench's decoded VP8 clips) instead of the synthetic grid.
+    let frames: Vec<_> = match std::env::var_os("ENCODE_RAW") {
+        Some(path) => raw_frames(std::path::Path::new(&path), w, h),
+        None => (0..300u32).map(|i| grid(i, w, h)).collect(),
+    };
     let mut enc = new_software_encoder(codec, &EncoderConfig::realtime(2_000_000, 30.0)).unwrap();
     let c0 = cpu_time(false);
     let mut units = Vec::new();

@@ -96,16 +96,23 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
         c.audio_concealed.load(Ordering::Relaxed),
     );
     o.metric("mcu_rtp_sent_packets_total", "counter", "RTP packets written to subscriber connections.", c.sent.load(Ordering::Relaxed));
+    o.metric(
+        "mcu_rtp_sent_direct_packets_total",
+        "counter",
+        "Of those, packets the SFU encrypted and sent itself on the shared UDP port (WHEP viewers' direct send path).",
+        c.sent_direct.load(Ordering::Relaxed),
+    );
     o.labelled(
         "mcu_rtp_dropped_packets_total",
         "counter",
-        "RTP packets dropped, by reason (composite_behind: a copy for a composite that is behind; audio_playout: a late, duplicated or excess packet at a composite's audio playout buffer; both are still forwarded).",
+        "RTP packets dropped, by reason (composite_behind: a copy for a composite that is behind; audio_playout: a late, duplicated or excess packet at a composite's audio playout buffer; both are still forwarded; direct_send: a packet the direct send path could not send, its socket buffer full).",
         &[
             ("reason=\"slow_subscriber\"", total.dropped_slow),
             ("reason=\"queue_full\"", c.dropped_queue_full.load(Ordering::Relaxed)),
             ("reason=\"simulcast_layer\"", c.dropped_simulcast.load(Ordering::Relaxed)),
             ("reason=\"composite_behind\"", c.dropped_composite.load(Ordering::Relaxed)),
             ("reason=\"audio_playout\"", c.dropped_audio_playout.load(Ordering::Relaxed)),
+            ("reason=\"direct_send\"", c.dropped_direct.load(Ordering::Relaxed)),
             ("reason=\"invalid\"", total.dropped_invalid),
         ],
     );

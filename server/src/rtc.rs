@@ -18,7 +18,7 @@ use std::{
 };
 
 use rtc::{
-    interceptor::{Attribute, Interceptor, NackResponderBuilder, Packet, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket},
+    interceptor::{Attribute, Interceptor, Packet, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket},
     peer_connection::{
         configuration::{
             interceptor_registry::register_default_interceptors,
@@ -35,6 +35,7 @@ use rtc::{
         },
         receiver_report::ReceiverReport,
         sender_report::SenderReport,
+        transport_feedbacks::transport_layer_nack::TransportLayerNack,
     },
     rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind},
     sansio::Protocol,
@@ -60,6 +61,9 @@ pub struct RtcConfig {
     pub public_ips: Vec<String>,
     /// One UDP port for every connection, when an address names a port (see `udpmux`).
     pub mux: Option<Arc<crate::udpmux::UdpMux>>,
+    /// WHEP viewers' forwarded media is encrypted and sent by the SFU itself on the shared
+    /// port (`fastpath`), not through the `webrtc` crate's per-connection pipeline.
+    pub direct_send: bool,
 }
 
 impl RtcConfig {
@@ -76,7 +80,7 @@ impl RtcConfig {
             udp_addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
         udp_addrs.dedup();
-        RtcConfig { udp_addrs, ice_servers, ice_failed_timeout, public_ips, mux }
+        RtcConfig { udp_addrs, ice_servers, ice_failed_timeout, public_ips, mux, direct_send: true }
     }
 
     /// Binds the shared UDP port on the configured addresses now (a port in use is an error at
@@ -94,32 +98,36 @@ impl RtcConfig {
 
     /// A new peer connection with our codecs and interceptors, reporting to `handler`.
     ///
-    /// A connection that only sends ([`Media::SendOnly`]: a WHEP viewer) gets the interceptors that
-    /// act on what it sends (NACK responder, sender reports) and not those for media it would
-    /// receive (NACK generator, receiver reports, TWCC feedback): every interceptor in the
-    /// chain moves each outgoing packet through its queue, and those three only pass them on.
-    /// The SDP is the same either way (the media engine gets every feedback type and header
-    /// extension from the default set).
-    pub async fn peer_connection(&self, handler: Arc<dyn PeerConnectionEventHandler>, media: Media) -> anyhow::Result<Arc<dyn PeerConnection>> {
+    /// A connection that only sends ([`Media::SendOnly`]: a WHEP viewer) gets only the sender
+    /// reports interceptor, and its NACKs go to the application: the SFU's forwarder answers
+    /// them from its own cache. The interceptors for media it would receive (NACK generator,
+    /// receiver reports, TWCC feedback) would only move each outgoing packet through their
+    /// queues. The SDP is the same either way (the media engine gets every feedback type and
+    /// header extension from the default set).
+    ///
+    /// On the shared UDP port, a send-only connection also comes with what the direct send path
+    /// needs ([`crate::fastpath::Direct`]): its SRTP keys (its own crypto provider records their
+    /// derivation) and where its media goes. Its forwarded packets then bypass the crate.
+    pub async fn peer_connection(&self, handler: Arc<dyn PeerConnectionEventHandler>, media: Media) -> anyhow::Result<(Arc<dyn PeerConnection>, Option<crate::fastpath::Direct>)> {
         let mut engine = media_engine()?;
         let defaults = register_default_interceptors(Registry::new(), &mut engine)?;
-        let registry = if media == Media::SendOnly {
-            Registry::new()
-                .with(Slot::NackResponder, NackResponderBuilder::new().build())
-                .with(Slot::SenderReport, SenderReportBuilder::new().build())
-        } else {
-            defaults
-        };
+        let registry = if media == Media::SendOnly { Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build()) } else { defaults };
         // Application-most slot: every other interceptor has seen the RTCP first.
-        let registry = registry.with(Slot::from(14_000), FeedbackTap::default());
+        let registry = registry.with(Slot::from(14_000), FeedbackTap { nacks: media == Media::SendOnly, ..FeedbackTap::default() });
         let config = RTCConfigurationBuilder::new().with_ice_servers(self.ice_servers.clone()).build();
         let mut runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow::anyhow!("webrtc built without a runtime"))?;
         let mut settings = SettingEngineBuilder::new().with_ice_timeouts(Some(Duration::from_secs(5)), Some(self.ice_failed_timeout), Some(Duration::from_secs(2)));
+        let mut direct = None;
         if let Some(mux) = &self.mux {
             // Its own ufrag lets the mux route the peer's connectivity checks to it.
-            let (rt, ufrag, pwd) = mux.runtime(runtime);
+            let (rt, ufrag, pwd, route) = mux.runtime(runtime);
             runtime = rt;
             settings = settings.with_ice_credentials(ufrag, pwd);
+            if media == Media::SendOnly && self.direct_send {
+                let tap = crate::srtp_tap::KeyTap::new().map_err(|e| anyhow::anyhow!("crypto provider: {e}"))?;
+                settings = settings.with_crypto_provider(tap.clone()).with_srtp_protection_profiles(crate::srtp_tap::PROFILES.to_vec());
+                direct = Some(crate::fastpath::Direct { tap, route });
+            }
         }
         let settings = settings.build();
         let pc = PeerConnectionBuilder::new()
@@ -132,7 +140,7 @@ impl RtcConfig {
             .with_udp_addrs(self.udp_addrs.iter().map(|a| a.to_string()).collect())
             .build()
             .await?;
-        Ok(Arc::new(pc))
+        Ok((Arc::new(pc), direct))
     }
 }
 
@@ -264,15 +272,23 @@ pub use mcu_signaling::sdp::packetization_mode;
 /// that also sends, such as a browser MCU participant, reports inside its sender reports). A
 /// compound reaches the track its first packet names: a sender report with report blocks
 /// reaches the track it reports on, one without stays with the peer's own track (ignored).
+///
+/// On a send-only connection NACKs go to the application too: the forwarder answers them.
 #[derive(Default)]
 pub struct FeedbackTap {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    nacks: bool,
 }
 
-fn wanted(p: &dyn rtc::rtcp::Packet) -> bool {
+fn wanted(p: &dyn rtc::rtcp::Packet, nacks: bool) -> bool {
     let a = p.as_any();
-    a.is::<PictureLossIndication>() || a.is::<FullIntraRequest>() || a.is::<ReceiverEstimatedMaximumBitrate>() || a.is::<ReceiverReport>() || a.is::<SenderReport>()
+    a.is::<PictureLossIndication>()
+        || a.is::<FullIntraRequest>()
+        || a.is::<ReceiverEstimatedMaximumBitrate>()
+        || a.is::<ReceiverReport>()
+        || a.is::<SenderReport>()
+        || (nacks && a.is::<TransportLayerNack>())
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
@@ -284,7 +300,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackTap {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet {
-            let keep: Vec<Box<dyn rtc::rtcp::Packet>> = packets.iter().filter(|p| wanted(p.as_ref())).cloned().collect();
+            let keep: Vec<Box<dyn rtc::rtcp::Packet>> = packets.iter().filter(|p| wanted(p.as_ref(), self.nacks)).cloned().collect();
             if keep.is_empty() {
                 return Ok(());
             }

@@ -118,6 +118,10 @@ pub struct Counters {
     pub dropped_simulcast: AtomicU64,
     /// Packets sent on subscriber connections.
     pub sent: AtomicU64,
+    /// Of those, packets the SFU encrypted and sent itself (`fastpath`).
+    pub sent_direct: AtomicU64,
+    /// Packets the direct send path dropped (malformed, refused by SRTP, socket full).
+    pub dropped_direct: AtomicU64,
     /// Keyframe requests received from subscribers.
     pub keyframe_requests: AtomicU64,
     /// Sessions refused (bad offer, limits, auth).
@@ -178,6 +182,14 @@ pub(crate) struct Participant {
 struct SinkEntry {
     sub: SubscriberId,
     tx: mpsc::Sender<Bytes>,
+    /// The subscriber's payload type, extension ids (publisher → subscriber) and clock rate,
+    /// for the direct send path.
+    pt: u8,
+    ext_ids: Arc<[(u8, u8)]>,
+    clock_rate: u32,
+    /// Set once the connection is up and its keys known: packets bypass `tx` and the
+    /// `webrtc` crate (`fastpath`).
+    direct: Option<Arc<crate::fastpath::DirectOut>>,
 }
 
 /// One room's forwarding state.
@@ -196,6 +208,8 @@ struct Media {
     taps: HashMap<u32, TapSink>,
     /// WHEP sessions by subscriber: who views, and the tracks wired (track, SSRC written).
     viewers: HashMap<SubscriberId, Viewer>,
+    /// Viewers on the direct send path (their sender reports are due from the room's timer).
+    directs: HashMap<SubscriberId, Arc<crate::fastpath::DirectOut>>,
     /// What viewers chose over the WebSocket (viewer, track) → `None`: not received,
     /// `Some(layer)`: received up to that simulcast layer.
     choices: HashMap<(String, TrackId), Option<usize>>,
@@ -280,15 +294,16 @@ impl Room {
         Arc::new(Room {
             name: name.into(),
             media: Mutex::new(Media {
-                // The NACK responder interceptor answers NACKs on each subscriber connection, so
-                // the forwarder keeps only a token cache.
-                fwd: Forwarder::new(ForwarderConfig { retransmit_cache: 1, ..ForwarderConfig::default() }),
+                // WHEP viewers' NACKs are answered from the forwarder's cache (about 3 s of a
+                // 1.5 Mbit/s video); MCU participants' by their connections' NACK responders.
+                fwd: Forwarder::new(ForwarderConfig { retransmit_cache: 512, ..ForwarderConfig::default() }),
                 sinks: HashMap::new(),
                 backlogged: HashMap::new(),
                 feedback: HashMap::new(),
                 ssrcs: HashMap::new(),
                 taps: HashMap::new(),
                 viewers: HashMap::new(),
+                directs: HashMap::new(),
                 choices: HashMap::new(),
             }),
             mcu_tap: Mutex::new(None),
@@ -333,6 +348,10 @@ impl Room {
                     }
                     let Some(sink) = m.sinks.get(&ssrc) else { continue };
                     debug_assert_eq!(sink.sub, to);
+                    if let Some(direct) = &sink.direct {
+                        direct.send(now, &packet, sink.pt, &sink.ext_ids, sink.clock_rate, &self.counters);
+                        continue;
+                    }
                     match sink.tx.try_send(Bytes::from(packet)) {
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -375,6 +394,10 @@ impl Room {
             m.fwd.handle_timeout(now);
         }
         self.flush(&mut m, now);
+        let wall = std::time::SystemTime::now();
+        for d in m.directs.values() {
+            d.reports(now, wall);
+        }
     }
 
     /// The forwarder's counters.
@@ -910,9 +933,9 @@ impl Sfu {
             None => Vec::new(),
         };
         let result = match self.rtc.peer_connection(handler.clone(), crate::rtc::Media::Receives).await.map_err(internal) {
-            Ok(pc) => {
+            Ok((pc, _)) => {
                 let answered = match sub {
-                    Some(sub) => self.answer_subscriber(&pc, &handler, &room, &receive, desc, (sub, participant)).await.map(|(a, _)| a),
+                    Some(sub) => self.answer_subscriber(&pc, (&handler, None), &room, &receive, desc, (sub, participant)).await.map(|(a, _)| a),
                     None => negotiate(&self.rtc, &pc, &handler, desc).await,
                 };
                 match answered {
@@ -996,7 +1019,7 @@ impl Sfu {
                 }
                 let ssrc = rand_ssrc(&self.next_id);
                 let (tx, rx) = mpsc::channel::<Bytes>(SINK_QUEUE);
-                m.sinks.insert(ssrc, SinkEntry { sub, tx });
+                m.sinks.insert(ssrc, SinkEntry { sub, tx, pt: 0, ext_ids: Arc::from([]), clock_rate: 0, direct: None });
                 queues.push((t.id.clone(), ssrc, rx));
             }
         }
@@ -1056,8 +1079,8 @@ impl Sfu {
         let id = self.fresh_id();
         let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), None));
-        let pc = self.rtc.peer_connection(handler.clone(), crate::rtc::Media::SendOnly).await.map_err(internal)?;
-        match self.answer_subscriber(&pc, &handler, &room, &tracks, desc, (sub, viewer)).await {
+        let (pc, direct) = self.rtc.peer_connection(handler.clone(), crate::rtc::Media::SendOnly).await.map_err(internal)?;
+        match self.answer_subscriber(&pc, (&handler, direct), &room, &tracks, desc, (sub, viewer)).await {
             Ok((answer, wired)) => {
                 room.subscribers.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(room = room_name, target, viewer, session = %id, tracks = wired, "subscriber joined (WHEP)");
@@ -1071,6 +1094,7 @@ impl Sfu {
                 m.fwd.unsubscribe(sub, None);
                 m.sinks.retain(|_, e| e.sub != sub);
                 m.viewers.remove(&sub);
+                m.directs.remove(&sub);
                 Err(e)
             }
         }
@@ -1079,7 +1103,7 @@ impl Sfu {
     async fn answer_subscriber(
         &self,
         pc: &Arc<dyn PeerConnection>,
-        handler: &Arc<Handler>,
+        (handler, direct): (&Arc<Handler>, Option<crate::fastpath::Direct>),
         room: &Arc<Room>,
         tracks: &[PublishedTrack],
         desc: RTCSessionDescription,
@@ -1120,9 +1144,10 @@ impl Sfu {
                 continue;
             };
             let (tx, rx) = mpsc::channel::<Bytes>(SINK_QUEUE);
+            let entry = SinkEntry { sub, tx, pt, ext_ids: Arc::from(ext_ids.as_slice()), clock_rate: t.codec.clock_rate, direct: None };
             tokio::spawn(sink_writer(local.clone(), rx, pt, ext_ids, self.counters.clone()));
             tokio::spawn(subscriber_feedback(local, room.clone(), sub));
-            room.lock().sinks.insert(ssrc, SinkEntry { sub, tx });
+            room.lock().sinks.insert(ssrc, entry);
             wired.push((t.id.clone(), ssrc));
         }
         if wired.is_empty() && !tracks.is_empty() {
@@ -1137,11 +1162,23 @@ impl Sfu {
             if connected.wait_for(|c| *c).await.is_err() {
                 return;
             }
+            let direct = match direct {
+                Some(d) => direct_out(&d, &room.name, sub).await,
+                None => None,
+            };
             let now = Instant::now();
             let mut m = room.lock();
-            let Media { fwd, viewers, choices, .. } = &mut *m;
+            let Media { fwd, viewers, choices, sinks, directs, .. } = &mut *m;
             let Some(v) = viewers.get_mut(&sub) else { return };
             v.started = true;
+            if let Some(d) = direct {
+                for (_, ssrc) in &v.wired {
+                    if let Some(sink) = sinks.get_mut(ssrc) {
+                        sink.direct = Some(d.clone());
+                    }
+                }
+                directs.insert(sub, d);
+            }
             for (track, ssrc) in &v.wired {
                 // What the viewer chose over the WebSocket before the connection was up.
                 let choice = choices.get(&(v.name.clone(), track.clone())).copied();
@@ -1212,6 +1249,7 @@ impl Sfu {
                 if let Some(sub) = sub {
                     m.fwd.unsubscribe(*sub, None);
                     m.sinks.retain(|_, e| e.sub != *sub);
+                    m.directs.remove(sub);
                     m.backlogged.remove(sub);
                     m.viewers.remove(sub);
                     s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
@@ -1223,6 +1261,7 @@ impl Sfu {
                 let mut m = s.room.lock();
                 m.fwd.unsubscribe(*sub, None);
                 m.sinks.retain(|_, e| e.sub != *sub);
+                m.directs.remove(sub);
                 m.backlogged.remove(sub);
                 m.viewers.remove(sub);
                 s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
@@ -1362,6 +1401,29 @@ async fn wait_for_tracks(room: &Room, target: &str) -> Result<Vec<PublishedTrack
             return Err(SessionError::NotFound(format!("\"{target}\" publishes no media yet")));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The direct sender of a viewer whose connection is up. The SRTP contexts are derived as
+/// the DTLS handshake completes, about when the connection reports itself connected: a few
+/// tries, then the `webrtc` crate's path.
+async fn direct_out(direct: &crate::fastpath::Direct, room: &str, sub: SubscriberId) -> Option<Arc<crate::fastpath::DirectOut>> {
+    let mut tries = 0;
+    loop {
+        match crate::fastpath::DirectOut::new(direct) {
+            Ok(d) => {
+                tracing::debug!(room, sub, dest = ?d.destination(), "viewer on the direct send path");
+                return Some(Arc::new(d));
+            }
+            Err(e) if tries >= 10 => {
+                tracing::warn!(room, sub, error = %e, "direct send path unavailable; sending through the webrtc crate");
+                return None;
+            }
+            Err(_) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

@@ -74,6 +74,37 @@ impl fmt::Debug for UdpMux {
     }
 }
 
+/// Where a connection's DTLS and SRTP go: the shared socket and the peer's address of the
+/// candidate pair ICE selected, as its last DTLS or SRTP send named them. The direct send
+/// path (`fastpath`) sends there.
+#[derive(Default)]
+pub struct MediaRoute(Mutex<Option<(Arc<tokio::net::UdpSocket>, SocketAddr)>>);
+
+impl MediaRoute {
+    /// The socket and destination, once the connection has sent DTLS or SRTP.
+    pub fn get(&self) -> Option<(Arc<tokio::net::UdpSocket>, SocketAddr)> {
+        self.0.lock().expect("route lock is never poisoned").clone()
+    }
+
+    /// Sets the route as a DTLS send to `to` would.
+    #[cfg(test)]
+    pub fn note_for_test(&self, shared: &Arc<tokio::net::UdpSocket>, to: SocketAddr) {
+        self.note(22, shared, to);
+    }
+
+    /// Notes a send of `first_byte` from `shared` to `to` (STUN, first byte 0–3, is ignored:
+    /// connectivity checks go to every candidate).
+    fn note(&self, first_byte: u8, shared: &Arc<tokio::net::UdpSocket>, to: SocketAddr) {
+        if first_byte < 4 {
+            return;
+        }
+        let mut r = self.0.lock().expect("route lock is never poisoned");
+        if !r.as_ref().is_some_and(|(s, d)| *d == to && Arc::ptr_eq(s, shared)) {
+            *r = Some((shared.clone(), to));
+        }
+    }
+}
+
 /// What one connection socket receives.
 struct Inbox {
     slot: u64,
@@ -195,13 +226,14 @@ impl UdpMux {
     }
 
     /// The runtime for one new connection: its sockets go through the mux. Also returns the
-    /// ICE credentials to give its setting engine.
-    pub fn runtime(self: &Arc<Self>, inner: Arc<dyn Runtime>) -> (Arc<dyn Runtime>, String, String) {
+    /// ICE credentials to give its setting engine, and where its media goes once it is up.
+    pub fn runtime(self: &Arc<Self>, inner: Arc<dyn Runtime>) -> (Arc<dyn Runtime>, String, String, Arc<MediaRoute>) {
         let ufrag = random_ice_chars(16);
         let pwd = random_ice_chars(24);
         let slot = self.slot(&ufrag);
-        let rt = MuxRuntime { inner, mux: self.clone(), slot: Arc::new(SlotGuard { mux: Arc::downgrade(self), slot }) };
-        (Arc::new(rt), ufrag, pwd)
+        let route = Arc::new(MediaRoute::default());
+        let rt = MuxRuntime { inner, mux: self.clone(), slot: Arc::new(SlotGuard { mux: Arc::downgrade(self), slot }), route: route.clone() };
+        (Arc::new(rt), ufrag, pwd, route)
     }
 }
 
@@ -262,6 +294,7 @@ struct MuxRuntime {
     inner: Arc<dyn Runtime>,
     mux: Arc<UdpMux>,
     slot: Arc<SlotGuard>,
+    route: Arc<MediaRoute>,
 }
 
 impl fmt::Debug for MuxRuntime {
@@ -295,7 +328,7 @@ impl Runtime for MuxRuntime {
             }
             r.identities.insert(identity, SocketAddr::new(ip, self.mux.port));
         }
-        Ok(Arc::new(MuxSocket { identity, own: socket, shared, inbox, mux: self.mux.clone(), _slot: self.slot.clone(), claimed: Mutex::new(None) }))
+        Ok(Arc::new(MuxSocket { identity, own: socket, shared, inbox, mux: self.mux.clone(), _slot: self.slot.clone(), claimed: Mutex::new(None), route: self.route.clone() }))
     }
 
     fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
@@ -347,6 +380,7 @@ struct MuxSocket {
     _slot: Arc<SlotGuard>,
     /// The destination last claimed (the packet path sends to one peer: no table lock then).
     claimed: Mutex<Option<SocketAddr>>,
+    route: Arc<MediaRoute>,
 }
 
 impl fmt::Debug for MuxSocket {
@@ -380,6 +414,10 @@ impl AsyncUdpSocket for MuxSocket {
             if r.remotes.get(&key).and_then(Weak::upgrade).is_none_or(|i| !Arc::ptr_eq(&i, &self.inbox)) {
                 r.remotes.insert(key, Arc::downgrade(&self.inbox));
             }
+        }
+        drop(claimed);
+        if let Some(&b) = transmit.contents.first() {
+            self.route.note(b, &self.shared, transmit.destination);
         }
         self.shared.poll_send_to(cx, transmit.contents, transmit.destination)
     }

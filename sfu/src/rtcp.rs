@@ -279,6 +279,17 @@ pub fn nack(sender: u32, media: u32, lost: &[u16]) -> Vec<u8> {
     p
 }
 
+/// A sender report (no report blocks): `ntp` is the 64-bit NTP time of `rtp_time`.
+pub fn sender_report(ssrc: u32, ntp: u64, rtp_time: u32, packets: u32, octets: u32) -> Vec<u8> {
+    let mut p = header(0, 200, 6).to_vec();
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(&ntp.to_be_bytes());
+    p.extend_from_slice(&rtp_time.to_be_bytes());
+    p.extend_from_slice(&packets.to_be_bytes());
+    p.extend_from_slice(&octets.to_be_bytes());
+    p
+}
+
 /// A receiver report from `sender` with a block per `(source, fraction lost /256)` (the other
 /// fields zero).
 pub fn receiver_report(sender: u32, blocks: &[(u32, u8)]) -> Vec<u8> {
@@ -323,7 +334,9 @@ mod tests {
         compound.extend(nack(1, 2, &[100, 101, 103, 116, 117, 300]));
         compound.extend(fir(1, 2, 7));
         compound.extend(remb(1, 1_500_000, &[2, 3]));
+        compound.extend(sender_report(9, 0x0102_0304_0506_0708, 90_000, 12, 3400));
         let parsed = parse(&compound).unwrap();
+        assert_eq!(parsed[4], RtcpPacket::SenderReport { ssrc: 9, ntp: 0x0102_0304_0506_0708, rtp_timestamp: 90_000, packets: 12, octets: 3400, reports: vec![] });
         assert_eq!(parsed[0], RtcpPacket::Pli { sender: 1, media: 2 });
         assert_eq!(parsed[1], RtcpPacket::Nack { sender: 1, media: 2, lost: vec![100, 101, 103, 116, 117, 300] });
         assert_eq!(parsed[2], RtcpPacket::Fir { sender: 1, entries: vec![(2, 7)] });

@@ -148,6 +148,32 @@ impl<'a> RtpPacket<'a> {
         None
     }
 
+    /// The header extensions (RFC 8285, one- or two-byte form) as (id, value), in order; a
+    /// malformed block ends the list where it stops making sense.
+    pub fn elements(&self) -> impl Iterator<Item = (u8, &'a [u8])> + 'a {
+        let (profile, block) = match self.extension {
+            Some((profile, start, len)) => (profile, &self.raw[start..start + len]),
+            None => (0, &[][..]),
+        };
+        let two_byte = profile & 0xfff0 == 0x1000;
+        let known = profile == 0xBEDE || two_byte;
+        let mut i = if known { 0 } else { block.len() };
+        std::iter::from_fn(move || loop {
+            let &b = block.get(i)?;
+            if b == 0 {
+                i += 1;
+                continue;
+            }
+            let (id, at, len) = if two_byte { (b, i + 2, *block.get(i + 1)? as usize) } else { (b >> 4, i + 1, (b & 0x0f) as usize + 1) };
+            if !two_byte && id == 15 {
+                return None;
+            }
+            let value = block.get(at..at + len)?;
+            i = at + len;
+            return Some((id, value));
+        })
+    }
+
     /// RFC 6464 client-to-mixer audio level under extension `id`: (voice activity, -dBov).
     pub fn audio_level(&self, id: u8) -> Option<(bool, u8)> {
         let v = self.extension(id)?;
@@ -162,6 +188,42 @@ pub fn rewrite_header(packet: &mut [u8], seq: u16, timestamp: u32, ssrc: u32) {
     packet[2..4].copy_from_slice(&seq.to_be_bytes());
     packet[4..8].copy_from_slice(&timestamp.to_be_bytes());
     packet[8..12].copy_from_slice(&ssrc.to_be_bytes());
+}
+
+/// Writes `packet` into `out` as one subscriber receives it: payload type `payload_type`,
+/// header extensions renumbered by `ext_ids` (publisher id → subscriber id; an extension
+/// without an entry is left out, since ids mean something only on their own connection), the
+/// padding dropped. The extensions are written in the one-byte form when every id and value
+/// fits it, in the two-byte form otherwise. Other header fields are kept.
+pub fn write_for_subscriber(packet: &RtpPacket<'_>, payload_type: u8, ext_ids: &[(u8, u8)], out: &mut Vec<u8>) {
+    let raw = packet.raw;
+    let csrcs = (raw[0] & 0x0f) as usize;
+    out.clear();
+    out.reserve(raw.len());
+    out.push(raw[0] & 0xc0 | raw[0] & 0x0f);
+    out.push(raw[1] & 0x80 | payload_type & 0x7f);
+    out.extend_from_slice(&raw[2..12 + 4 * csrcs]);
+    let mapped = || packet.elements().filter_map(|(id, v)| ext_ids.iter().find(|(from, _)| *from == id).map(|&(_, to)| (to, v)));
+    if mapped().next().is_some() {
+        out[0] |= 0x10;
+        let one_byte = mapped().all(|(id, v)| (1..=14).contains(&id) && (1..=16).contains(&v.len()));
+        let start = out.len();
+        out.extend_from_slice(if one_byte { &[0xBE, 0xDE, 0, 0] } else { &[0x10, 0x00, 0, 0] });
+        for (id, v) in mapped() {
+            if one_byte {
+                out.push(id << 4 | (v.len() - 1) as u8);
+            } else {
+                out.extend_from_slice(&[id, v.len() as u8]);
+            }
+            out.extend_from_slice(v);
+        }
+        while !(out.len() - start).is_multiple_of(4) {
+            out.push(0);
+        }
+        let words = ((out.len() - start - 4) / 4) as u16;
+        out[start + 2..start + 4].copy_from_slice(&words.to_be_bytes());
+    }
+    out.extend_from_slice(packet.payload());
 }
 
 /// Builds an RTP packet (no CSRCs, no extensions) — for tests, RTX and generated media.
@@ -209,6 +271,40 @@ mod tests {
         assert!(matches!(RtpPacket::parse(&p), Err(RtpError::TooShort { .. })));
         let rtcp = [0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0];
         assert!(matches!(RtpPacket::parse(&rtcp), Err(RtpError::RtcpPayloadType(72))));
+    }
+
+    #[test]
+    fn a_subscriber_gets_its_payload_type_and_extension_ids() {
+        // Marker, PT 100, one CSRC, one-byte extensions 1 (audio level) and 3 (orientation)
+        // and 5 (not forwarded), 2 bytes of padding.
+        let mut p = vec![0xB1, 0x80 | 100, 0, 7, 0, 0, 0, 9, 0, 0, 0, 5, 0xCC, 0xCC, 0xCC, 0xCC];
+        p.extend_from_slice(&[0xBE, 0xDE, 0x00, 0x02, 0x10, 0x85, 0x30, 0x01, 0x50, 0x07, 0x00, 0x00]);
+        p.extend_from_slice(b"frame");
+        p.extend_from_slice(&[0, 2]);
+        let r = RtpPacket::parse(&p).unwrap();
+        assert_eq!(r.elements().collect::<Vec<_>>(), vec![(1, &[0x85][..]), (3, &[1][..]), (5, &[7][..])]);
+        let mut out = Vec::new();
+        write_for_subscriber(&r, 96, &[(1, 4), (3, 2)], &mut out);
+        let w = RtpPacket::parse(&out).unwrap();
+        assert!(w.marker);
+        assert_eq!((w.payload_type, w.seq, w.timestamp, w.ssrc), (96, 7, 9, 5));
+        assert_eq!(&out[12..16], &[0xCC; 4], "the CSRC is kept");
+        assert_eq!(w.elements().collect::<Vec<_>>(), vec![(4, &[0x85][..]), (2, &[1][..])]);
+        assert_eq!(w.payload(), b"frame");
+        assert_eq!(out[0] & 0x20, 0, "no padding");
+        assert_eq!(out.len() % 4, 1, "12 + 4 + 8 (one word of elements, padded) + 5");
+
+        // Nothing mapped: no extension block at all.
+        write_for_subscriber(&r, 96, &[], &mut out);
+        let w = RtpPacket::parse(&out).unwrap();
+        assert_eq!((w.extension, out[0] & 0x10), (None, 0));
+        assert_eq!(w.payload(), b"frame");
+
+        // An id above 14 needs the two-byte form.
+        write_for_subscriber(&r, 96, &[(1, 20)], &mut out);
+        let w = RtpPacket::parse(&out).unwrap();
+        assert_eq!(w.extension.map(|e| e.0), Some(0x1000));
+        assert_eq!(w.elements().collect::<Vec<_>>(), vec![(20, &[0x85][..])]);
     }
 
     #[test]

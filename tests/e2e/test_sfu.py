@@ -777,7 +777,8 @@ class SfuMedia(E2ETest):
                      "mcu_rtp_forwarded_packets_total", "mcu_rtp_sent_packets_total", "mcu_sessions_refused_total",
                      'mcu_plis_total{result="sent"}', 'mcu_plis_total{result="throttled"}',
                      'mcu_rtp_dropped_packets_total{reason="composite_behind"}',
-                     'mcu_rtp_dropped_packets_total{reason="audio_playout"}', "mcu_mix_audio_concealed_frames_total"):
+                     'mcu_rtp_dropped_packets_total{reason="audio_playout"}', "mcu_mix_audio_concealed_frames_total",
+                     "mcu_rtp_sent_direct_packets_total", 'mcu_rtp_dropped_packets_total{reason="direct_send"}'):
             self.assertIn(name, m, f"/metrics lacks {name}")
         keys = ("mcu_rtp_received_packets_total", "mcu_rtp_forwarded_packets_total", "mcu_rtp_sent_packets_total",
                 'mcu_plis_total{result="sent"}', "mcu_keyframe_requests_received_total", "mcu_nacks_total",
@@ -786,7 +787,12 @@ class SfuMedia(E2ETest):
         self.assertGreater(m["mcu_rtp_received_packets_total"], 0)
         self.assertGreater(m["mcu_rtp_forwarded_packets_total"], 0)
         self.assertGreater(m["mcu_rtp_sent_packets_total"], 0)
-        self.assertLessEqual(m["mcu_rtp_sent_packets_total"], m["mcu_rtp_forwarded_packets_total"])
+        # Written packets include the forwarder's retransmissions (answers to the viewers' NACKs).
+        self.assertLessEqual(m["mcu_rtp_sent_packets_total"], m["mcu_rtp_forwarded_packets_total"] + m["mcu_retransmissions_total"])
+        # On the shared UDP port every WHEP viewer is on the direct send path: the SFU
+        # encrypts and sends its packets itself (the viewers above decoded them).
+        self.assertGreater(m["mcu_rtp_sent_direct_packets_total"], 0)
+        self.assertEqual(m["mcu_rtp_sent_direct_packets_total"], m["mcu_rtp_sent_packets_total"])
         # Every session above was DELETEd: nothing is left, rooms included.
         self.assertEqual(gauges(m), {"rooms": 0, "participants": 0, "tracks": 0, "subscribers": 0})
         status, _, body = await srv.arequest("GET", "/healthz")
