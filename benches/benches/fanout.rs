@@ -88,6 +88,23 @@ struct Row {
     p50: f64,
     p99: f64,
     delivered: f64,
+    /// The server's own count of packets written to viewers per second, and of packets it
+    /// dropped (every reason of `mcu_rtp_dropped_packets_total`), over the same window.
+    server_sent_pps: f64,
+    server_dropped_pps: f64,
+}
+
+/// The sum of the samples of `/metrics` whose name (labels included) starts with `prefix`.
+fn metric_sum(text: &str, prefix: &str) -> f64 {
+    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit_once(' ')).filter_map(|(_, v)| v.parse::<f64>().ok()).sum()
+}
+
+/// The server's sent and dropped packet counters.
+async fn server_counts(server: SocketAddr) -> (f64, f64) {
+    match http(server, "GET", "/metrics", "").await {
+        Ok((200, _, text)) => (metric_sum(&text, "mcu_rtp_sent_packets_total "), metric_sum(&text, "mcu_rtp_dropped_packets_total{")),
+        _ => (f64::NAN, f64::NAN),
+    }
 }
 
 async fn run_case(server: SocketAddr, pid: u32, subs: usize, seconds: u64) -> anyhow::Result<Row> {
@@ -123,9 +140,11 @@ async fn run_case(server: SocketAddr, pid: u32, subs: usize, seconds: u64) -> an
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     stats.latencies_us.lock().expect("not poisoned").clear();
+    let (sent0, dropped0) = server_counts(server).await;
     let (rx0, tx0, srv0, me0, w0) = (stats.packets.load(Ordering::Relaxed), sent.load(Ordering::Relaxed), proc_cpu(pid), cpu_time(false), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let (rx1, tx1, srv1, me1, wall) = (stats.packets.load(Ordering::Relaxed), sent.load(Ordering::Relaxed), proc_cpu(pid), cpu_time(false), w0.elapsed().as_secs_f64());
+    let (sent1, dropped1) = server_counts(server).await;
 
     stop_tx.send_replace(true);
     let _ = sender.await;
@@ -149,6 +168,8 @@ async fn run_case(server: SocketAddr, pid: u32, subs: usize, seconds: u64) -> an
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
         delivered: out_pps / (in_pps * subs as f64),
+        server_sent_pps: (sent1 - sent0) / wall,
+        server_dropped_pps: (dropped1 - dropped0) / wall,
     })
 }
 
@@ -166,13 +187,13 @@ fn main() -> anyhow::Result<()> {
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut table = String::new();
-    writeln!(table, "| subscribers | packets in/s | packets out/s (received) | delivered | server CPU (cores) | server packets/s per core | server CPU per subscriber (% of a core) | load generator CPU (cores) | fan-out latency p50 / p99 (ms) |")?;
-    writeln!(table, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    writeln!(table, "| subscribers | packets in/s | packets out/s (received) | delivered | server CPU (cores) | server packets/s per core | server CPU per subscriber (% of a core) | load generator CPU (cores) | fan-out latency p50 / p99 (ms) | server: sent/s, dropped/s |")?;
+    writeln!(table, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let result = rt.block_on(async {
         for &n in &subs {
             let r = run_case(server, pid, n, seconds).await?;
             let line = format!(
-                "| {} | {:.0} | {:.0} | {:.1} % | {:.2} | {:.0} | {:.3} | {:.2} | {:.1} / {:.1} |",
+                "| {} | {:.0} | {:.0} | {:.1} % | {:.2} | {:.0} | {:.3} | {:.2} | {:.1} / {:.1} | {:.0}, {:.1} |",
                 r.subs,
                 r.in_pps,
                 r.out_pps,
@@ -182,7 +203,9 @@ fn main() -> anyhow::Result<()> {
                 r.server_cores * 100.0 / r.subs as f64,
                 r.loadgen_cores,
                 r.p50,
-                r.p99
+                r.p99,
+                r.server_sent_pps,
+                r.server_dropped_pps
             );
             println!("{line}");
             writeln!(table, "{line}")?;
