@@ -182,7 +182,12 @@ fn main() -> anyhow::Result<()> {
     // --udp-port P: every connection through the server's one shared UDP port (its mux).
     let udp_port: Option<u16> = arg("--udp-port").and_then(|s| s.parse().ok());
     let rtc_udp = udp_port.map(|p| format!("127.0.0.1:{p}"));
-    let extra: Vec<&str> = rtc_udp.as_deref().map(|a| vec!["--rtc-udp", a]).unwrap_or_default();
+    let mut extra: Vec<&str> = rtc_udp.as_deref().map(|a| vec!["--rtc-udp", a]).unwrap_or_default();
+    // --no-direct-send: viewers' packets through the webrtc crate's pipeline (for an A/B).
+    let direct = !args.iter().any(|a| a == "--no-direct-send");
+    if !direct {
+        extra.extend(["--rtc-direct-send", "false"]);
+    }
     let (mut child, server) = start_server(&extra)?;
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -223,8 +228,8 @@ fn main() -> anyhow::Result<()> {
         writeln!(md, "# SFU fan-out over real WebRTC{}, {date}\n", if mux { ", one UDP port for every connection" } else { "" })?;
         writeln!(md, "- Machine: {}", machine())?;
         writeln!(md, "- Commit: {}", git_rev())?;
-        writeln!(md, "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench fanout -- --save --seconds {seconds} --subs {}{}`", arg("--subs").unwrap_or_else(|| "10,100,500".into()), udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default())?;
-        writeln!(md, "- Server: `mcu serve --dev{}` (release), its own process; CPU from /proc/PID/stat. Load generator: this bench, one process holding the publisher and every subscriber (webrtc 0.21: ICE, DTLS, SRTP on each), CPU from getrusage. Both share the machine's 2 cores, so the load generator's CPU is time the server could not use.", rtc_udp.as_deref().map(|a| format!(" --rtc-udp {a}")).unwrap_or_default())?;
+        writeln!(md, "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench fanout -- --save --seconds {seconds} --subs {}{}{}`", arg("--subs").unwrap_or_else(|| "10,100,500".into()), udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default(), if direct { "" } else { " --no-direct-send" })?;
+        writeln!(md, "- Server: `mcu serve --dev{}{}` (release), its own process; CPU from /proc/PID/stat. Load generator: this bench, one process holding the publisher and every subscriber (webrtc 0.21: ICE, DTLS, SRTP on each), CPU from getrusage. Both share the machine's 2 cores, so the load generator's CPU is time the server could not use.", rtc_udp.as_deref().map(|a| format!(" --rtc-udp {a}")).unwrap_or_default(), if direct { "" } else { " --rtc-direct-send false" })?;
         writeln!(md, "- Publisher: {} kbps of VP8-shaped video ({FPS} fps, {VIDEO_PACKET}-byte packets) plus 50 packets/s of {AUDIO_PACKET}-byte Opus-shaped audio. Latency: send time stamped into each payload, read by the subscriber: publisher SRTP + server + subscriber SRTP and scheduling.\n", VIDEO_BITRATE / 1000)?;
         md.push_str(&table);
         save_results(if mux { "fanout-mux" } else { "fanout" }, &date, &md);

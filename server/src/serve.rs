@@ -119,6 +119,11 @@ pub struct ServeArgs {
     /// it has failed: its session ends as if the client had sent DELETE.
     #[arg(long, env = "MCU_ICE_FAILED_TIMEOUT_SECS", default_value_t = 15)]
     pub ice_failed_timeout_secs: u64,
+    /// On the shared UDP port (`--rtc-udp` with a port), WHEP viewers' forwarded packets are
+    /// encrypted and sent by the SFU itself; `false` sends them through the `webrtc` crate's
+    /// per-connection pipeline instead (about half the packets per core).
+    #[arg(long, env = "MCU_RTC_DIRECT_SEND", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rtc_direct_send: bool,
     /// Room composite canvas width.
     #[arg(long, env = "MCU_MIX_WIDTH", default_value_t = 1280)]
     pub mix_width: u32,
@@ -305,9 +310,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         })
         .collect();
     let ice_links = args.ice_servers.iter().map(|u| format!("<{u}>; rel=\"ice-server\"")).collect();
-    let rtc = RtcConfig::new(&args.rtc_udp, args.dev, ice_servers, std::time::Duration::from_secs(args.ice_failed_timeout_secs.max(1)),
+    let mut rtc = RtcConfig::new(&args.rtc_udp, args.dev, ice_servers, std::time::Duration::from_secs(args.ice_failed_timeout_secs.max(1)),
         args.public_ips.iter().map(|ip| ip.to_string()).collect(),
     );
+    rtc.direct_send = args.rtc_direct_send;
     let sfu_limits = SfuLimits { max_rooms: args.max_rooms, max_participants: args.max_participants, max_tracks: args.max_tracks, max_subscribers: args.max_subscribers };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
