@@ -96,7 +96,6 @@ impl DirectOut {
             counters.dropped_direct.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Some((socket, dest)) = self.route.get() else { return };
         let mut s = self.state.lock().expect("direct sender lock is never poisoned");
         let State { srtp, plain, streams, next_report } = &mut *s;
         mcu_sfu::rtp::write_for_subscriber(&parsed, pt, ext_ids, plain);
@@ -108,7 +107,10 @@ impl DirectOut {
                 return;
             }
         };
-        let stream = streams.entry(parsed.ssrc).or_insert(Stream { clock_rate, last: None, packets: 0, octets: 0 });
+        let stream = match streams.get_mut(&parsed.ssrc) {
+            Some(st) => st,
+            None => streams.entry(parsed.ssrc).or_insert(Stream { clock_rate, last: None, packets: 0, octets: 0 }),
+        };
         if stream.last.is_none_or(|(ts, _)| ts != parsed.timestamp) {
             stream.last = Some((parsed.timestamp, now));
         }
@@ -116,13 +118,13 @@ impl DirectOut {
         stream.octets = stream.octets.wrapping_add(parsed.payload_len as u32);
         next_report.get_or_insert(now + REPORT_INTERVAL);
         drop(s);
-        match send_now(&socket, &sealed, dest) {
+        match self.route.send(&sealed) {
             Ok(_) => {
                 counters.sent.fetch_add(1, Ordering::Relaxed);
                 counters.sent_direct.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                tracing::trace!(error = %e, %dest, "direct send failed");
+                tracing::trace!(error = %e, "direct send failed");
                 counters.dropped_direct.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -162,7 +164,7 @@ impl DirectOut {
 /// One non-blocking send, straight to the kernel: tokio's `try_send_to` would first ask its
 /// readiness flags, which only its own reactor sets, and those say nothing of this thread's
 /// sends. A full socket buffer is an error (`WouldBlock`) and the packet is dropped.
-fn send_now(socket: &tokio::net::UdpSocket, data: &[u8], dest: SocketAddr) -> std::io::Result<usize> {
+pub(crate) fn send_now(socket: &tokio::net::UdpSocket, data: &[u8], dest: SocketAddr) -> std::io::Result<usize> {
     socket2::SockRef::from(socket).send_to(data, &dest.into())
 }
 

@@ -92,6 +92,14 @@ impl MediaRoute {
         self.note(22, shared, to);
     }
 
+    /// Sends `data` there now (non-blocking; an error when there is no route yet or the
+    /// socket's buffer is full).
+    pub fn send(&self, data: &[u8]) -> io::Result<usize> {
+        let r = self.0.lock().expect("route lock is never poisoned");
+        let (socket, dest) = r.as_ref().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no media route yet"))?;
+        crate::fastpath::send_now(socket, data, *dest)
+    }
+
     /// Notes a send of `first_byte` from `shared` to `to` (STUN, first byte 0–3, is ignored:
     /// connectivity checks go to every candidate).
     fn note(&self, first_byte: u8, shared: &Arc<tokio::net::UdpSocket>, to: SocketAddr) {
@@ -152,6 +160,9 @@ impl UdpMux {
         let _ = sock.set_send_buffer_size(SHARED_BUFFER);
         sock.bind(&addr.into())?;
         sock.set_nonblocking(true)?;
+        if let Err(e) = dont_fragment(&sock, addr.is_ipv4()) {
+            tracing::debug!(error = %e, "shared UDP socket: IP_MTU_DISCOVER not set");
+        }
         let std: std::net::UdpSocket = sock.into();
         let socket = Arc::new(tokio::net::UdpSocket::from_std(std)?);
         shared.insert(ip, socket.clone());
@@ -234,6 +245,26 @@ impl UdpMux {
         let route = Arc::new(MediaRoute::default());
         let rt = MuxRuntime { inner, mux: self.clone(), slot: Arc::new(SlotGuard { mux: Arc::downgrade(self), slot }), route: route.clone() };
         (Arc::new(rt), ufrag, pwd, route)
+    }
+}
+
+/// Sends with the don't-fragment bit and without path-MTU bookkeeping
+/// (`IP_PMTUDISC_PROBE`). WebRTC keeps its datagrams under 1,200 bytes or so; and a datagram
+/// that may not be fragmented gets IP id 0, where the default mode (`IP_PMTUDISC_WANT`, with
+/// `ignore_df`) has the kernel draw each id from its shared, hashed counters
+/// (`__ip_select_ident`, 5.6 % of the server at 500 WHEP viewers).
+#[allow(unsafe_code)]
+fn dont_fragment(sock: &socket2::Socket, v4: bool) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) =
+        if v4 { (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE) } else { (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE) };
+    // SAFETY: the descriptor is the live socket `sock` borrows; the option value is a c_int
+    // read by the kernel during the call, with its exact size passed.
+    let r = unsafe { libc::setsockopt(sock.as_raw_fd(), level, name, (&value as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
