@@ -75,8 +75,9 @@ impl fmt::Debug for UdpMux {
 }
 
 /// Where a connection's DTLS and SRTP go: the shared socket and the peer's address of the
-/// candidate pair ICE selected, as its last DTLS or SRTP send named them. The direct send
-/// path (`fastpath`) sends there.
+/// candidate pair in use, as the last DTLS or SRTP datagram either way named them (the
+/// connection's sends, and its peer's, which a viewer sends at least with each receiver
+/// report). The direct send path (`fastpath`) sends there.
 #[derive(Default)]
 pub struct MediaRoute(Mutex<Option<(Arc<tokio::net::UdpSocket>, SocketAddr)>>);
 
@@ -100,10 +101,11 @@ impl MediaRoute {
         crate::fastpath::send_now(socket, data, *dest)
     }
 
-    /// Notes a send of `first_byte` from `shared` to `to` (STUN, first byte 0–3, is ignored:
-    /// connectivity checks go to every candidate).
+    /// Notes a DTLS (first byte 20–63) or SRTP/SRTCP (128–191) datagram between `shared` and
+    /// `to`, either way. STUN is ignored (connectivity checks go to every candidate), and so is
+    /// TURN channel data (64–79): media relayed through a TURN server is not ours to send.
     fn note(&self, first_byte: u8, shared: &Arc<tokio::net::UdpSocket>, to: SocketAddr) {
-        if first_byte < 4 {
+        if !(20..=63).contains(&first_byte) && !(128..=191).contains(&first_byte) {
             return;
         }
         let mut r = self.0.lock().expect("route lock is never poisoned");
@@ -118,6 +120,8 @@ struct Inbox {
     slot: u64,
     local_ip: IpAddr,
     queue: Mutex<Queue>,
+    /// The connection's media route, which its peer's DTLS and SRTP also update.
+    route: Arc<MediaRoute>,
 }
 
 /// Datagrams waiting (with their sender), and the reader to wake.
@@ -294,6 +298,11 @@ async fn read_loop(mux: Weak<UdpMux>, socket: Arc<tokio::net::UdpSocket>, ip: Ip
             mux.unroutable.fetch_add(1, Ordering::Relaxed);
             continue;
         };
+        // The peer's DTLS and SRTP come from the pair in use: a pair ICE switched to shows
+        // here first (a send-only connection sends little of its own once up).
+        if let Some(&first) = buf[..n].first() {
+            inbox.route.note(first, &socket, from);
+        }
         let mut q = inbox.queue.lock().expect("inbox lock is never poisoned");
         if q.0.len() >= INBOX {
             mux.overflow.fetch_add(1, Ordering::Relaxed);
@@ -351,7 +360,7 @@ impl Runtime for MuxRuntime {
             return self.inner.wrap_udp_socket(socket);
         }
         let shared = self.mux.shared_socket(ip)?;
-        let inbox = Arc::new(Inbox { slot: self.slot.slot, local_ip: ip, queue: Mutex::new((VecDeque::new(), None)) });
+        let inbox = Arc::new(Inbox { slot: self.slot.slot, local_ip: ip, queue: Mutex::new((VecDeque::new(), None)), route: self.route.clone() });
         {
             let mut r = self.mux.routes.lock().expect("mux lock is never poisoned");
             if let Some(slot) = r.slots.get_mut(&self.slot.slot) {
@@ -480,6 +489,23 @@ impl AsyncUdpSocket for MuxSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_media_route_follows_dtls_and_srtp_not_stun() {
+        let a = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let (p1, p2): (SocketAddr, SocketAddr) = ("127.0.0.1:5001".parse().unwrap(), "127.0.0.1:5002".parse().unwrap());
+        let route = MediaRoute::default();
+        route.note(0x00, &a, p1); // a STUN binding request: checks go to every candidate
+        assert!(route.get().is_none());
+        assert!(route.send(b"x").is_err(), "nowhere to send yet");
+        route.note(22, &a, p1); // DTLS
+        assert_eq!(route.get().map(|(_, d)| d), Some(p1));
+        route.note(0x01, &a, p2); // a STUN response elsewhere changes nothing
+        route.note(0x40, &a, p2); // nor TURN channel data
+        assert_eq!(route.get().map(|(_, d)| d), Some(p1));
+        route.note(0x80, &a, p2); // SRTP/SRTCP from the pair ICE switched to
+        assert_eq!(route.get().map(|(_, d)| d), Some(p2));
+    }
 
     #[test]
     fn host_candidates_are_announced_on_the_shared_port() {
