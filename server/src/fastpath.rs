@@ -132,11 +132,11 @@ impl DirectOut {
 
     /// Sends a sender report for each stream that has sent, when one is due.
     pub fn reports(&self, now: Instant, wall: SystemTime) {
-        let Some((socket, dest)) = self.route.get() else { return };
         let mut s = self.state.lock().expect("direct sender lock is never poisoned");
         if s.next_report.is_none_or(|t| t > now) {
             return;
         }
+        let Some((socket, dest)) = self.route.get() else { return };
         s.next_report = Some(now + REPORT_INTERVAL);
         let ntp = ntp_time(wall);
         let mut out = Vec::new();

@@ -208,8 +208,6 @@ struct Media {
     taps: HashMap<u32, TapSink>,
     /// WHEP sessions by subscriber: who views, and the tracks wired (track, SSRC written).
     viewers: HashMap<SubscriberId, Viewer>,
-    /// Viewers on the direct send path (their sender reports are due from the room's timer).
-    directs: HashMap<SubscriberId, Arc<crate::fastpath::DirectOut>>,
     /// What viewers chose over the WebSocket (viewer, track) → `None`: not received,
     /// `Some(layer)`: received up to that simulcast layer.
     choices: HashMap<(String, TrackId), Option<usize>>,
@@ -303,7 +301,6 @@ impl Room {
                 ssrcs: HashMap::new(),
                 taps: HashMap::new(),
                 viewers: HashMap::new(),
-                directs: HashMap::new(),
                 choices: HashMap::new(),
             }),
             mcu_tap: Mutex::new(None),
@@ -394,8 +391,10 @@ impl Room {
             m.fwd.handle_timeout(now);
         }
         self.flush(&mut m, now);
+        // Sender reports of the viewers on the direct path (a viewer's tracks share one
+        // sender, which sends its reports once a second however often it is asked).
         let wall = std::time::SystemTime::now();
-        for d in m.directs.values() {
+        for d in m.sinks.values().filter_map(|s| s.direct.as_ref()) {
             d.reports(now, wall);
         }
     }
@@ -1094,7 +1093,6 @@ impl Sfu {
                 m.fwd.unsubscribe(sub, None);
                 m.sinks.retain(|_, e| e.sub != sub);
                 m.viewers.remove(&sub);
-                m.directs.remove(&sub);
                 Err(e)
             }
         }
@@ -1168,7 +1166,7 @@ impl Sfu {
             };
             let now = Instant::now();
             let mut m = room.lock();
-            let Media { fwd, viewers, choices, sinks, directs, .. } = &mut *m;
+            let Media { fwd, viewers, choices, sinks, .. } = &mut *m;
             let Some(v) = viewers.get_mut(&sub) else { return };
             v.started = true;
             if let Some(d) = direct {
@@ -1177,7 +1175,6 @@ impl Sfu {
                         sink.direct = Some(d.clone());
                     }
                 }
-                directs.insert(sub, d);
             }
             for (track, ssrc) in &v.wired {
                 // What the viewer chose over the WebSocket before the connection was up.
@@ -1249,7 +1246,6 @@ impl Sfu {
                 if let Some(sub) = sub {
                     m.fwd.unsubscribe(*sub, None);
                     m.sinks.retain(|_, e| e.sub != *sub);
-                    m.directs.remove(sub);
                     m.backlogged.remove(sub);
                     m.viewers.remove(sub);
                     s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
@@ -1261,7 +1257,6 @@ impl Sfu {
                 let mut m = s.room.lock();
                 m.fwd.unsubscribe(*sub, None);
                 m.sinks.retain(|_, e| e.sub != *sub);
-                m.directs.remove(sub);
                 m.backlogged.remove(sub);
                 m.viewers.remove(sub);
                 s.room.subscribers.fetch_sub(1, Ordering::Relaxed);
