@@ -493,18 +493,35 @@ mod tests {
     #[tokio::test]
     async fn the_media_route_follows_dtls_and_srtp_not_stun() {
         let a = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let (p1, p2): (SocketAddr, SocketAddr) = ("127.0.0.1:5001".parse().unwrap(), "127.0.0.1:5002".parse().unwrap());
+        let peer = || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s
+        };
+        let (first, second) = (peer(), peer());
+        let (p1, p2) = (first.local_addr().unwrap(), second.local_addr().unwrap());
+        // Which peer a packet sent on the route reaches.
+        let reaches = |route: &MediaRoute, payload: &[u8]| -> Option<SocketAddr> {
+            route.send(payload).ok()?;
+            let mut buf = [0u8; 64];
+            for (s, addr) in [(&first, p1), (&second, p2)] {
+                if let Ok(n) = s.recv(&mut buf) {
+                    assert_eq!(&buf[..n], payload);
+                    return Some(addr);
+                }
+            }
+            None
+        };
         let route = MediaRoute::default();
         route.note(0x00, &a, p1); // a STUN binding request: checks go to every candidate
-        assert!(route.get().is_none());
-        assert!(route.send(b"x").is_err(), "nowhere to send yet");
+        assert_eq!(reaches(&route, b"a"), None, "nowhere to send yet");
         route.note(22, &a, p1); // DTLS
-        assert_eq!(route.get().map(|(_, d)| d), Some(p1));
+        assert_eq!(reaches(&route, b"b"), Some(p1));
         route.note(0x01, &a, p2); // a STUN response elsewhere changes nothing
         route.note(0x40, &a, p2); // nor TURN channel data
-        assert_eq!(route.get().map(|(_, d)| d), Some(p1));
+        assert_eq!(reaches(&route, b"c"), Some(p1));
         route.note(0x80, &a, p2); // SRTP/SRTCP from the pair ICE switched to
-        assert_eq!(route.get().map(|(_, d)| d), Some(p2));
+        assert_eq!(reaches(&route, b"d"), Some(p2));
     }
 
     #[test]
