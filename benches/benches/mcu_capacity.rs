@@ -224,10 +224,15 @@ async fn run_step(server: SocketAddr, grpc: &str, record: bool, pid: u32, rooms:
 /// ffmpeg doing one room's media work for `seconds` of media: CPU seconds per media second.
 /// With `h264`, libx264 `ultrafast`/`zerolatency` instead of libvpx. The inputs are decoded by
 /// ffmpeg's own VP8 decoder (its default, and the server's since it decodes through libavcodec).
-fn ffmpeg_room(dir: &Path, seconds: u64, h264: bool) -> anyhow::Result<(f64, f64)> {
+/// ffmpeg's command for the media part of one room from the files in `dir`; `paced`: inputs
+/// read at their native rate (`-re`), so the job runs in real time as a room does.
+fn ffmpeg_command(dir: &Path, seconds: u64, h264: bool, paced: bool) -> Command {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-y"]);
     for i in 0..4 {
+        if paced {
+            cmd.arg("-re");
+        }
         cmd.arg("-i").arg(dir.join(format!("in{i}.ivf")));
     }
     cmd.args(["-filter_complex", "[0:v][1:v][2:v][3:v]xstack=inputs=4:layout=0_0|w0_0|0_h0|w0_h0,scale=1280:720"]);
@@ -236,21 +241,38 @@ fn ffmpeg_room(dir: &Path, seconds: u64, h264: bool) -> anyhow::Result<(f64, f64
     } else {
         cmd.args(["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8"]);
     }
-    cmd.args([
-        "-b:v",
-        "2M",
-        "-r",
-        "30",
-        "-t",
-    ])
-    .arg(seconds.to_string())
-    .args(["-f", "null", "-"]);
+    cmd.args(["-b:v", "2M", "-r", "30", "-t"]).arg(seconds.to_string()).args(["-f", "null", "-"]);
+    cmd
+}
+
+/// One room's media job flat out (as fast as ffmpeg goes): cores per second of media, wall time.
+fn ffmpeg_room(dir: &Path, seconds: u64, h264: bool) -> anyhow::Result<(f64, f64)> {
     let before = cpu_time(true);
     let t0 = Instant::now();
-    let status = cmd.status().context("running ffmpeg")?;
+    let status = ffmpeg_command(dir, seconds, h264, false).status().context("running ffmpeg")?;
     anyhow::ensure!(status.success(), "ffmpeg failed: {status}");
     let cpu = (cpu_time(true) - before).as_secs_f64();
     Ok((cpu / seconds as f64, t0.elapsed().as_secs_f64()))
+}
+
+/// `n` rooms' media jobs at once, each in real time (`-re`) as the server's rooms run: the
+/// cores they take together and the slowest one's wall time (real time: about `seconds`).
+///
+/// A job paced to real time costs more CPU than the same job flat out on this VM: between
+/// frames its vCPU idles and its caches go cold (`ENCODE_PACE` in `encode_breakdown`), as the
+/// server's rooms do. This is the like-for-like reference for the server's rooms.
+fn ffmpeg_rooms_paced(dir: &Path, n: usize, seconds: u64, h264: bool) -> anyhow::Result<(f64, f64)> {
+    let before = cpu_time(true);
+    let t0 = Instant::now();
+    let mut children = (0..n).map(|_| ffmpeg_command(dir, seconds, h264, true).spawn().context("running ffmpeg")).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut slowest = 0f64;
+    for c in &mut children {
+        let status = c.wait()?;
+        anyhow::ensure!(status.success(), "ffmpeg failed: {status}");
+        slowest = slowest.max(t0.elapsed().as_secs_f64());
+    }
+    let cpu = (cpu_time(true) - before).as_secs_f64();
+    Ok((cpu / seconds as f64, slowest))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -275,32 +297,50 @@ fn main() -> anyhow::Result<()> {
         write_ivf(&dir.join(format!("in{i}.ivf")), v, seconds as usize + 1)?;
     }
     let (ff_cpu, ff_wall) = ffmpeg_room(&dir, seconds, h264)?;
-    println!("ffmpeg, one room's media work: {ff_cpu:.2} cores per real-time room ({seconds} s of media in {ff_wall:.1} s)");
+    println!("ffmpeg, one room's media work flat out: {ff_cpu:.2} cores per second of media ({seconds} s of media in {ff_wall:.1} s)");
 
     let rec_dir = dir.join("recordings");
     let rec_dir_arg = rec_dir.display().to_string();
-    let (mut child, server, grpc) =
-        start_server_grpc(&["--mix-width", "1280", "--mix-height", "720", "--mix-fps", "30", "--mix-codec", codec_name, "--recording-dir", &rec_dir_arg])?;
+    // --udp-port P: every connection through the server's one shared UDP port (its mux), as a
+    // deployment behind a firewall runs; the viewers' packets then take the direct send path.
+    let udp_port: Option<u16> = arg("--udp-port").and_then(|s| s.parse().ok());
+    let rtc_udp = udp_port.map(|p| format!("127.0.0.1:{p}"));
+    let mut extra = vec!["--mix-width", "1280", "--mix-height", "720", "--mix-fps", "30", "--mix-codec", codec_name, "--recording-dir", &rec_dir_arg];
+    if let Some(a) = rtc_udp.as_deref() {
+        extra.extend(["--rtc-udp", a]);
+    }
+    let (mut child, server, grpc) = start_server_grpc(&extra)?;
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut table = String::new();
     if record {
-        writeln!(table, "| rooms (4 senders + 1 recording each) | slowest recording fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) |")?;
+        writeln!(table, "| rooms (4 senders + 1 recording each) | slowest recording fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |")?;
     } else {
-        writeln!(table, "| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) |")?;
+        writeln!(table, "| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |")?;
     }
-    writeln!(table, "|---:|---:|---|---:|---:|---:|")?;
+    writeln!(table, "|---:|---:|---|---:|---:|---:|---:|---:|---:|")?;
     let result = rt.block_on(async {
         for &n in &steps {
             let s = run_step(server, &grpc, record, pid, n, seconds, &videos, &audio).await?;
+            // The same number of rooms' media jobs in ffmpeg, paced, while the server idles.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let (ff_cores, ff_wall) = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || ffmpeg_rooms_paced(&dir, n, seconds, h264)).await??
+            };
+            let per_room = s.server_cores / s.rooms as f64;
+            let ff_per_room = ff_cores / n as f64;
             let line = format!(
-                "| {} | {:.1} | {} | {:.2} | {:.2} | {:.2} |",
+                "| {} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} s | {:.2} |",
                 s.rooms,
                 s.min_fps,
                 if s.min_fps >= 27.0 { "yes" } else { "no" },
                 s.server_cores,
-                s.server_cores / s.rooms as f64,
-                s.loadgen_cores
+                per_room,
+                s.loadgen_cores,
+                ff_per_room,
+                ff_wall,
+                per_room / ff_per_room
             );
             println!("{line}");
             writeln!(table, "{line}")?;
@@ -322,13 +362,14 @@ fn main() -> anyhow::Result<()> {
         writeln!(md, "- ffmpeg: {}", ffmpeg_version())?;
         writeln!(
             md,
-            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save --seconds {seconds} --rooms {} --codec {codec_name}{}`",
+            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save --seconds {seconds} --rooms {} --codec {codec_name}{}{}`",
             arg("--rooms").unwrap_or_else(|| "1,2,3,4".into()),
-            if record { " --record" } else { "" }
+            if record { " --record" } else { "" },
+            udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default()
         )?;
         let out = if record { "a server-side recording of the composite (Matroska, started over gRPC; no viewer)" } else { "one WHEP viewer of `/whep/{room}`" };
         writeln!(md, "- Per room: 4 WHIP senders replaying VP8 640×360 at 30 fps (~600 kbps, libvpx) and Opus, {out}; the server composites 1280×720 at 30 fps (grid, CPU compositor), mixes, encodes {encoder_desc} and Opus. Server: a separate process, CPU from /proc; load generator (all senders and viewers, DTLS-SRTP included): this process, on the same 2 cores.")?;
-        writeln!(md, "- ffmpeg, the media part of one room from files (4 × VP8 decode with ffmpeg's own decoder, xstack 2×2, scale to 1280×720, {ffmpeg_encoder}, 30 fps, no network, no audio): **{ff_cpu:.2} cores per real-time room** ({seconds} s of media in {ff_wall:.1} s wall).\n")?;
+        writeln!(md, "- ffmpeg, the media part of one room from files (4 × VP8 decode with ffmpeg's own decoder, xstack 2×2, scale to 1280×720, {ffmpeg_encoder}, 30 fps, no network, no audio): flat out, one job alone, **{ff_cpu:.2} cores per second of media** ({seconds} s of media in {ff_wall:.1} s wall). In each step's row, the same number of such jobs run at once, each reading its inputs in real time (`-re`) as a room receives them, while the server idles: the like-for-like reference for the server's rooms, which also run in real time.\n")?;
         md.push_str(&table);
         let name = match (record, h264) {
             (true, _) => format!("recording_capacity-{codec_name}"),
