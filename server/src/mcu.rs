@@ -267,9 +267,14 @@ struct AudioInput {
 /// Ticks in a row that a missing frame is concealed (FEC or PLC) before it is silence.
 const MAX_CONCEALED: u32 = 5;
 
+/// What each publisher's Opus is decoded to for the mixer. The mixes are mono, and libopus
+/// decodes a stereo stream straight to mono (a third less CPU than decoding both channels
+/// for the mixer to fold).
+const MIX_INPUT: OpusChannels = OpusChannels::Mono;
+
 impl AudioInput {
-    /// This tick's 20 ms of mono PCM, if any: the next frame decoded, or a missing one
-    /// rebuilt from the next frame's FEC or concealed.
+    /// This tick's 20 ms of PCM (`MIX_INPUT`'s channels, interleaved), if any: the next frame
+    /// decoded, or a missing one rebuilt from the next frame's FEC or concealed.
     fn play(&mut self, now: Instant) -> Option<Vec<i16>> {
         const SAMPLES: usize = 960;
         let pcm = match self.jitter.pop(now) {
@@ -291,7 +296,7 @@ impl AudioInput {
             }
             Playout::Silence => None,
         };
-        pcm.filter(|p| p.len() == SAMPLES)
+        pcm.filter(|p| p.len() == SAMPLES * MIX_INPUT.count())
     }
 
     /// Adds what the playout buffer counted since the last call to the server's counters.
@@ -934,9 +939,7 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                 let input = match audios.entry(t.track.clone()) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        // The mixes are mono: libopus decodes a stereo stream straight to mono
-                        // (a third less CPU than decoding both channels for the mixer to fold).
-                        let Ok(decoder) = OpusDecoder::new(OpusChannels::Mono) else { continue };
+                        let Ok(decoder) = OpusDecoder::new(MIX_INPUT) else { continue };
                         let jitter = AudioJitter::new(AudioJitterConfig::default());
                         v.insert(AudioInput { participant: t.participant.clone(), decoder, jitter, concealed_run: 0, concealed: 0, counted: (0, AudioJitterStats::default()) })
                     }
@@ -1007,7 +1010,7 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                 if let Some(pcm) = pcm
                     && roles.get(&a.participant).is_some_and(|r| *r != Role::Listener)
                 {
-                    let _ = mixer.push(&a.participant, mix_tick, &AudioFrame { sample_rate: 48000, channels: 1, samples: pcm });
+                    let _ = mixer.push(&a.participant, mix_tick, &AudioFrame { sample_rate: 48000, channels: MIX_INPUT.count() as u16, samples: pcm });
                 }
             }
             let out = mixer.tick(mix_tick);
@@ -1078,6 +1081,54 @@ mod tests {
     }
 
     use super::*;
+
+    /// Power of `freq` in `pcm` (Goertzel), per sample.
+    fn tone_power(pcm: &[i16], freq: f64) -> f64 {
+        let w = 2.0 * std::f64::consts::PI * freq / 48_000.0;
+        let (mut s1, mut s2) = (0f64, 0f64);
+        for &x in pcm {
+            let s0 = x as f64 + 2.0 * w.cos() * s1 - s2;
+            s2 = s1;
+            s1 = s0;
+        }
+        (s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2) / pcm.len() as f64
+    }
+
+    #[test]
+    fn a_stereo_publisher_is_played_to_the_mixer_as_its_tone_in_mix_input_channels() {
+        // A publisher sending stereo Opus (as browsers may) of a 440 Hz tone.
+        let mut enc = OpusEncoder::new(OpusConfig::voice(OpusChannels::Stereo, 48_000)).unwrap();
+        let t0 = Instant::now();
+        let mut input = AudioInput {
+            participant: "p".into(),
+            decoder: OpusDecoder::new(MIX_INPUT).unwrap(),
+            jitter: AudioJitter::new(AudioJitterConfig::default()),
+            concealed_run: 0,
+            concealed: 0,
+            counted: (0, AudioJitterStats::default()),
+        };
+        let mut played = Vec::new();
+        for f in 0..50u16 {
+            let pcm: Vec<i16> = (0..960)
+                .flat_map(|k| {
+                    let v = ((2.0 * std::f64::consts::PI * 440.0 * (f as usize * 960 + k) as f64 / 48_000.0).sin() * 8_000.0) as i16;
+                    [v, v]
+                })
+                .collect();
+            let now = t0 + Duration::from_millis(20 * f as u64);
+            input.jitter.push(f, enc.encode(&pcm).unwrap(), now);
+            if let Some(pcm) = input.play(now) {
+                assert_eq!(pcm.len(), 960 * MIX_INPUT.count(), "20 ms at 48 kHz in the mixer's channels");
+                played.push(pcm);
+            }
+        }
+        assert!(played.len() >= 40, "the tone plays every tick once buffered: {} of 50", played.len());
+        // Past the decoder's first frames: the tone, and not a neighbour.
+        let tail: Vec<i16> = played[10..].concat();
+        let (at, off) = (tone_power(&tail, 440.0), tone_power(&tail, 1_000.0));
+        assert!(at > 1e6 && at > off * 1_000.0, "440 Hz power {at:.0}, 1 kHz {off:.0}");
+        assert!(input.concealed == 0, "nothing was lost");
+    }
 
     #[test]
     fn loss_moves_the_rate_as_gcc_does() {
