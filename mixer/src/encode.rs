@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use mcu_codec::audio::{AudioEncodeError, AudioOpenError, OpusEncoder, OpusConfig};
 
-use crate::{mixer::ParticipantId, MixTick};
+use crate::{mixer::ParticipantId, MixGroup, MixTick};
 
 /// The listeners of one distinct mix and its Opus packet for the tick.
 pub type EncodedMix = (Vec<ParticipantId>, Vec<u8>);
@@ -39,24 +39,48 @@ impl SharedEncoders {
 
     /// Encodes every group of `tick` once; returns (listeners, packet) per group.
     pub fn encode(&mut self, tick: &MixTick) -> Result<Vec<EncodedMix>, EncodeMixError> {
+        let config = self.config;
+        self.encode_with(tick, |_| Some(config)).into_iter().map(|(g, packet)| Ok((g.listeners.clone(), packet?))).collect()
+    }
+
+    /// Encodes the groups of `tick` that `config` gives a config for, once each; a group's
+    /// encoder is made with the config given when the group is first encoded (a mix keeps its
+    /// encoder, and so its settings, while it lasts). One failing group does not stop the
+    /// others: each group's packet or error is returned with it.
+    pub fn encode_with<'t>(
+        &mut self,
+        tick: &'t MixTick,
+        mut config: impl FnMut(&MixGroup) -> Option<OpusConfig>,
+    ) -> Vec<(&'t MixGroup, Result<Vec<u8>, EncodeMixError>)> {
         let mut out = Vec::with_capacity(tick.groups.len());
         let mut pcm16 = Vec::new();
         for g in &tick.groups {
+            let Some(c) = config(g) else { continue };
             let enc = match self.encoders.entry(g.key) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => v.insert((OpusEncoder::new(self.config)?, tick.tick)),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    match OpusEncoder::new(c) {
+                        Ok(e) => v.insert((e, tick.tick)),
+                        Err(e) => {
+                            out.push((g, Err(e.into())));
+                            continue;
+                        }
+                    }
+                }
             };
             enc.1 = tick.tick;
             pcm16.clear();
             pcm16.extend(g.pcm.iter().map(|&v| (v * 32767.0).round().clamp(-32768.0, 32767.0) as i16));
-            let packet = enc.0.encode(&pcm16)?;
-            self.encodes += 1;
-            out.push((g.listeners.clone(), packet));
+            let packet = enc.0.encode(&pcm16).map_err(EncodeMixError::from);
+            if packet.is_ok() {
+                self.encodes += 1;
+            }
+            out.push((g, packet));
         }
         let now = tick.tick;
         let idle = self.idle_ticks;
         self.encoders.retain(|_, (_, last)| now.saturating_sub(*last) <= idle);
-        Ok(out)
+        out
     }
 }
 

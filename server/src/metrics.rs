@@ -95,6 +95,12 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
         "20 ms audio frames the composite concealed (FEC or loss concealment) because the packet was lost or had not arrived at its tick.",
         c.audio_concealed.load(Ordering::Relaxed),
     );
+    o.metric(
+        "mcu_mix_encoder_failures_total",
+        "counter",
+        "Composite encoders that failed to open or to encode (a video canvas is retried after 5 s; an audio mix misses its tick); the rest of the room goes on.",
+        c.mix_encoder_failures.load(Ordering::Relaxed),
+    );
     o.metric("mcu_rtp_sent_packets_total", "counter", "RTP packets written to subscriber connections.", c.sent.load(Ordering::Relaxed));
     o.metric(
         "mcu_rtp_sent_direct_packets_total",

@@ -135,6 +135,9 @@ pub struct Counters {
     pub dropped_audio_playout: AtomicU64,
     /// 20 ms audio frames the composite concealed (lost or not arrived in time at their tick).
     pub audio_concealed: AtomicU64,
+    /// The composite's encoders that failed (to open, or to encode): video canvases and audio
+    /// mixes. The canvas or mix stops; the room goes on.
+    pub mix_encoder_failures: AtomicU64,
 }
 
 /// A published track.
@@ -268,19 +271,8 @@ pub struct Room {
     recordings_version: AtomicU64,
 }
 
-/// Operator settings of a room.
-#[derive(Clone, Default)]
-pub struct Control {
-    /// The composite's layout.
-    pub layout: mcu_compositor::RoomLayout,
-    /// Gains that differ from the default: (listener, source) → gain; listener "" is the room
-    /// mix.
-    pub gains: std::collections::BTreeMap<(String, String), f32>,
-    /// Loudest sources mixed (0: all).
-    pub top_k: usize,
-    /// MCU participants' own layouts, by name.
-    pub viewer_layouts: std::collections::BTreeMap<String, mcu_compositor::RoomLayout>,
-}
+/// Operator settings of a room (the engine's).
+pub use mcu_pipeline::Control;
 
 impl Room {
     /// The server's counters (shared by every room).

@@ -51,10 +51,9 @@ use crate::{
     sfu::{GatewayLeg, GatewayTrack, Sfu},
 };
 
-/// Opus complexity for audio that comes from or goes to G.711 phones (narrowband speech):
-/// below 2 SILK skips its delayed-decision quantiser, which took most of an audio-only call's
-/// CPU at libopus' default 10 (perf, `benches/sip_capacity.rs`).
-pub const PHONE_OPUS_COMPLEXITY: u8 = 1;
+/// Opus complexity for audio that comes from or goes to G.711 phones (the engine's, for the
+/// mixes only phones hear).
+pub use mcu_pipeline::PHONE_OPUS_COMPLEXITY;
 
 /// The digest realm of our challenges.
 const REALM: &str = "mcu";

@@ -1,0 +1,72 @@
+//! What the video engine draws and codes with, as traits: the GPU media plane hands it a GPU
+//! compositor, NVDEC and NVENC through these without touching its policy.
+
+use mcu_codec::{new_decoder, new_software_encoder, DecoderOptions, EncoderConfig, OpenError, VideoCodec, VideoDecoder, VideoEncoder};
+use mcu_compositor::{Compositor, FrameSet, InputId, RenderError, RenderOutput, Scene, SceneError};
+use mcu_media::VideoFrame;
+
+/// Draws a scene's canvases from the inputs' newest frames (a pure function of scene and
+/// frames at a pts): [`Compositor`], on the CPU or a GPU.
+pub trait Renderer {
+    /// Adds an input; false if it was there.
+    fn register_input(&mut self, id: InputId) -> bool;
+    /// Removes an input and its picture.
+    fn unregister_input(&mut self, id: &InputId);
+    /// The input shows its placeholder until its next frame.
+    fn set_no_video(&mut self, id: &InputId);
+    /// The canvases to draw from now on; a refused scene keeps the previous one.
+    fn update_scene(&mut self, scene: Scene) -> Result<(), SceneError>;
+    /// Draws every canvas of the scene at `frames.pts`.
+    fn render(&mut self, frames: FrameSet) -> Result<RenderOutput, RenderError>;
+    /// Gives a rendered canvas back to be drawn into again.
+    fn recycle(&mut self, canvas: VideoFrame);
+}
+
+impl Renderer for Compositor {
+    fn register_input(&mut self, id: InputId) -> bool {
+        Compositor::register_input(self, id)
+    }
+    fn unregister_input(&mut self, id: &InputId) {
+        Compositor::unregister_input(self, id)
+    }
+    fn set_no_video(&mut self, id: &InputId) {
+        Compositor::set_no_video(self, id)
+    }
+    fn update_scene(&mut self, scene: Scene) -> Result<(), SceneError> {
+        Compositor::update_scene(self, scene)
+    }
+    fn render(&mut self, frames: FrameSet) -> Result<RenderOutput, RenderError> {
+        Compositor::render(self, frames)
+    }
+    fn recycle(&mut self, canvas: VideoFrame) {
+        Compositor::recycle(self, canvas)
+    }
+}
+
+/// Opens the canvases' encoders.
+pub trait EncoderFactory {
+    /// An encoder of `codec` with `config`.
+    fn video_encoder(&mut self, codec: VideoCodec, config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, OpenError>;
+}
+
+/// Opens the inputs' decoders.
+pub trait DecoderFactory {
+    /// A decoder of `codec`.
+    fn video_decoder(&mut self, codec: VideoCodec, options: &DecoderOptions) -> Result<Box<dyn VideoDecoder>, OpenError>;
+}
+
+/// The codec crate's software encoders and its decoders (libavcodec first).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SoftwareCodecs;
+
+impl EncoderFactory for SoftwareCodecs {
+    fn video_encoder(&mut self, codec: VideoCodec, config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, OpenError> {
+        new_software_encoder(codec, config)
+    }
+}
+
+impl DecoderFactory for SoftwareCodecs {
+    fn video_decoder(&mut self, codec: VideoCodec, options: &DecoderOptions) -> Result<Box<dyn VideoDecoder>, OpenError> {
+        new_decoder(codec, options)
+    }
+}

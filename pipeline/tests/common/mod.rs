@@ -1,0 +1,224 @@
+//! A room on virtual time for the engine's scenario tests: publishers that send real VP8 (and
+//! Opus) packets, viewers that reassemble and decode what the engine sends them.
+#![allow(dead_code)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use mcu_codec::{
+    new_decoder, new_software_encoder, Decoded, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec,
+    VideoDecoder, VideoEncoder,
+};
+use mcu_compositor::Compositor;
+use mcu_media::{PixelFormat, Rgb, VideoFrame};
+use mcu_pipeline::{
+    EncoderFactory, Listener, McuConfig, MediaPacket, MixCodec, RoomView, SoftwareCodecs, TrackId, VideoEngine, VideoOutput, VideoProfile,
+};
+use rtc::rtp::{
+    codec::vp8::{Vp8Packet, Vp8Payloader},
+    packetizer::{Depacketizer, Payloader},
+};
+
+/// The one clock read of the tests: an arbitrary origin; time then advances by hand.
+pub fn origin() -> Instant {
+    #[allow(clippy::disallowed_methods)]
+    Instant::now()
+}
+
+/// A small composite: VP8, 320x180 at 10 fps.
+pub fn config() -> McuConfig {
+    McuConfig { codec: MixCodec::Vp8, width: 320, height: 180, fps: 10, video_bitrate: 300_000, audio_bitrate: 32_000 }
+}
+
+/// A publisher sending a solid colour as VP8 at the composite's frame rate.
+pub struct Publisher {
+    pub name: String,
+    pub track: TrackId,
+    encoder: Box<dyn VideoEncoder>,
+    payloader: Vp8Payloader,
+    seq: u16,
+    frames: u64,
+    pub size: (u32, u32),
+    pub color: Rgb,
+}
+
+impl Publisher {
+    pub fn new(name: &str, size: (u32, u32), color: Rgb) -> Publisher {
+        let encoder = new_software_encoder(VideoCodec::Vp8, &EncoderConfig::realtime(500_000, 10.0)).expect("libvpx opens");
+        Publisher { name: name.into(), track: Arc::from(format!("{name}/video")), encoder, payloader: Vp8Payloader::default(), seq: 0, frames: 0, size, color }
+    }
+
+    /// One frame's packets.
+    pub fn frame(&mut self) -> Vec<MediaPacket> {
+        let pts = Duration::from_millis(100 * self.frames);
+        self.frames += 1;
+        let picture = VideoFrame::filled(PixelFormat::I420, self.size.0, self.size.1, self.color.to_yuv(), pts);
+        let mut out = Vec::new();
+        for unit in self.encoder.encode(&picture).expect("libvpx encodes") {
+            let payloads = self.payloader.payload(1200, &Bytes::from(unit.data)).expect("VP8 packetizes");
+            let n = payloads.len();
+            for (i, p) in payloads.into_iter().enumerate() {
+                self.seq = self.seq.wrapping_add(1);
+                out.push(MediaPacket { seq: self.seq, timestamp: (pts.as_millis() * 90) as u32, marker: i + 1 == n, payload: p });
+            }
+        }
+        out
+    }
+}
+
+/// What a viewer's SSRC received: whole VP8 frames (by RTP timestamp, in order).
+#[derive(Default)]
+pub struct Received {
+    /// (RTP timestamp, frame bytes, keyframe) per frame, in arrival order.
+    pub frames: Vec<(u32, Vec<u8>, bool)>,
+    partial: Vec<u8>,
+    pub packets: u64,
+}
+
+/// Every SSRC's frames, reassembled from the engine's RTP.
+#[derive(Default)]
+pub struct Viewers {
+    pub by_ssrc: BTreeMap<u32, Received>,
+}
+
+impl Viewers {
+    pub fn take(&mut self, packet: &[u8]) {
+        let p = mcu_sfu::rtp::RtpPacket::parse(packet).expect("the engine sends valid RTP");
+        let r = self.by_ssrc.entry(p.ssrc).or_default();
+        r.packets += 1;
+        let mut d = Vp8Packet::default();
+        let body = d.depacketize(&Bytes::copy_from_slice(p.payload())).expect("the engine's VP8 depacketizes");
+        r.partial.extend_from_slice(&body);
+        if p.marker {
+            let data = std::mem::take(&mut r.partial);
+            let key = mcu_codec::bitstream::vp8_is_keyframe(&data);
+            r.frames.push((p.timestamp, data, key));
+        }
+    }
+
+    pub fn frames(&self, ssrc: u32) -> usize {
+        self.by_ssrc.get(&ssrc).map_or(0, |r| r.frames.len())
+    }
+
+    /// The last picture `ssrc` can show: its frames decoded in order.
+    pub fn decode_last(&self, ssrc: u32) -> VideoFrame {
+        let mut dec: Box<dyn VideoDecoder> = new_decoder(VideoCodec::Vp8, &DecoderOptions::default()).expect("a VP8 decoder");
+        let mut last = None;
+        for (i, (_, data, _)) in self.by_ssrc[&ssrc].frames.iter().enumerate() {
+            if let Ok(Decoded::Frame(f)) = dec.decode(data, Duration::from_millis(i as u64 * 100)) {
+                last = Some(f);
+            }
+        }
+        last.expect("a picture was decoded")
+    }
+}
+
+/// The engine, its room and clock.
+pub struct Room {
+    pub engine: VideoEngine,
+    pub view: RoomView,
+    pub now: Instant,
+    pub publishers: Vec<Publisher>,
+    pub viewers: Viewers,
+    pub outputs: Vec<VideoOutput>,
+}
+
+impl Room {
+    pub fn new(encoders: Box<dyn EncoderFactory>) -> Room {
+        let now = origin();
+        let engine = VideoEngine::new(config(), now, Box::new(Compositor::new_cpu(1)), encoders, Box::new(SoftwareCodecs), 7);
+        Room { engine, view: RoomView::default(), now, publishers: Vec::new(), viewers: Viewers::default(), outputs: Vec::new() }
+    }
+
+    pub fn publish(&mut self, p: Publisher) {
+        self.view.live_tracks.insert(p.track.clone());
+        self.publishers.push(p);
+    }
+
+    /// An MCU participant with video SSRC `ssrc` (audio `ssrc + 1`), watched.
+    pub fn listener(&mut self, name: &str, ssrc: u32, profile: Option<VideoProfile>) {
+        self.view.listeners.push(Listener { name: name.into(), audio_ssrc: ssrc + 1, video_ssrc: ssrc, profile, video_watched: true, phone: false });
+    }
+
+    /// `seconds` of media: every 100 ms, each publisher in `sending` sends a frame, then the
+    /// engine runs.
+    pub fn run(&mut self, seconds: f64, sending: &[&str]) {
+        let steps = (seconds * 10.0).round() as usize;
+        for _ in 0..steps {
+            self.now += Duration::from_millis(100);
+            self.engine.set_view(self.now, self.view.clone());
+            for p in self.publishers.iter_mut().filter(|p| sending.contains(&p.name.as_str())) {
+                for packet in p.frame() {
+                    self.engine.handle_packet(self.now, &p.track.clone(), &p.name.clone(), VideoCodec::Vp8, packet);
+                }
+            }
+            // The jitter buffer holds a whole frame a little; let it go at the next step.
+            self.engine.handle_timeout(self.now);
+            while let Some(out) = self.engine.poll_output() {
+                if let VideoOutput::Rtp(p) = &out {
+                    self.viewers.take(p);
+                }
+                self.outputs.push(out);
+            }
+        }
+    }
+}
+
+/// Software encoders, watched: how many were opened, the rates set, and which profiles'
+/// encoders fail.
+#[derive(Clone, Default)]
+pub struct Watched {
+    pub opened: Arc<Mutex<u32>>,
+    /// Bitrates set, by encoder (opening order).
+    pub rates: Arc<Mutex<HashMap<u32, Vec<u32>>>>,
+    /// Encoders opened at this bitrate (a profile's) fail at every encode.
+    pub failing_bitrate: Option<u32>,
+}
+
+impl EncoderFactory for Watched {
+    fn video_encoder(&mut self, codec: VideoCodec, config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, OpenError> {
+        let inner = new_software_encoder(codec, config)?;
+        let mut opened = self.opened.lock().unwrap();
+        *opened += 1;
+        Ok(Box::new(WatchedEncoder { inner, id: *opened, rates: self.rates.clone(), fails: self.failing_bitrate == Some(config.rate.bitrate_bps) }))
+    }
+}
+
+struct WatchedEncoder {
+    inner: Box<dyn VideoEncoder>,
+    id: u32,
+    rates: Arc<Mutex<HashMap<u32, Vec<u32>>>>,
+    fails: bool,
+}
+
+impl VideoEncoder for WatchedEncoder {
+    fn codec(&self) -> VideoCodec {
+        self.inner.codec()
+    }
+    fn backend(&self) -> mcu_codec::Backend {
+        self.inner.backend()
+    }
+    fn encode(&mut self, frame: &VideoFrame) -> Result<Vec<EncodedFrame>, EncodeError> {
+        if self.fails {
+            return Err(EncodeError::UnsupportedSize { codec: self.inner.codec(), pts: frame.pts, width: frame.width, height: frame.height, why: "this test's encoder fails" });
+        }
+        self.inner.encode(frame)
+    }
+    fn request_keyframe(&mut self) {
+        self.inner.request_keyframe()
+    }
+    fn set_rate(&mut self, rate: RateControl) -> Result<(), RateError> {
+        self.rates.lock().unwrap().entry(self.id).or_default().push(rate.bitrate_bps);
+        self.inner.set_rate(rate)
+    }
+    fn rate(&self) -> RateControl {
+        self.inner.rate()
+    }
+    fn flush(&mut self) -> Result<Vec<EncodedFrame>, EncodeError> {
+        self.inner.flush()
+    }
+}
