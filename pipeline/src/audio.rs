@@ -130,6 +130,8 @@ pub struct AudioEngine {
     mixer: Mixer,
     encoders: SharedEncoders,
     view: RoomView,
+    /// The view's listeners by name: the SSRC of their mix track, and whether a phone.
+    listeners: HashMap<String, (u32, bool)>,
     roles: HashMap<String, Role>,
     gains_dirty: bool,
     inputs: HashMap<TrackId, AudioInput>,
@@ -158,6 +160,7 @@ impl AudioEngine {
             mixer,
             encoders: SharedEncoders::new(OpusConfig { complexity: MIX_OPUS_COMPLEXITY, ..OpusConfig::voice(OpusChannels::Mono, config.audio_bitrate) }),
             view: RoomView::default(),
+            listeners: HashMap::new(),
             roles: HashMap::new(),
             gains_dirty: true,
             inputs: HashMap::new(),
@@ -193,6 +196,7 @@ impl AudioEngine {
         if view.control != self.view.control {
             self.gains_dirty = true;
         }
+        self.listeners = view.listeners.iter().map(|l| (l.name.clone(), (l.audio_ssrc, l.phone))).collect();
         self.view = view;
     }
 
@@ -320,8 +324,8 @@ impl AudioEngine {
             }
         }
         let ts = (self.mix_tick * SAMPLES as u64) as u32;
-        let listeners = &self.view.listeners;
-        let phones_only = |g: &mcu_mixer::MixGroup| g.listeners.iter().all(|l| listeners.iter().any(|x| x.phone && x.name == **l));
+        let listeners = &self.listeners;
+        let phones_only = |g: &mcu_mixer::MixGroup| g.listeners.iter().all(|l| listeners.get(&**l).is_some_and(|(_, phone)| *phone));
         let base = OpusConfig { complexity: MIX_OPUS_COMPLEXITY, ..OpusConfig::voice(OpusChannels::Mono, self.config.audio_bitrate) };
         // One encode per distinct mix (Opus keeps state between frames, so each mix keeps its
         // encoder); a mix only SIP legs hear is mostly turned into G.711: a cheaper encode.
@@ -352,7 +356,7 @@ impl AudioEngine {
                     }
                     self.room_seq = self.room_seq.wrapping_add(1);
                     self.outputs.push_back(AudioOutput::Rtp(mcu_sfu::rtp::build(AUDIO_PT, false, self.room_seq, ts, self.view.room_ssrcs.1, &packet)));
-                } else if let Some(ssrc) = self.view.listeners.iter().find(|x| x.name == **l).map(|x| x.audio_ssrc) {
+                } else if let Some(&(ssrc, _)) = self.listeners.get(&**l) {
                     let rng = &mut self.rng;
                     let seq = self.listener_seq.entry(l.to_string()).or_insert_with(|| next_random(rng) as u16);
                     *seq = seq.wrapping_add(1);

@@ -75,7 +75,7 @@ impl PtsClock {
             self.ticks += rtp_ts.wrapping_sub(last) as i32 as i64;
         }
         self.last_rtp = Some(rtp_ts);
-        let mut pts = Duration::from_micros((self.ticks.max(0) as u64) * 100 / 9);
+        let mut pts = Duration::from_micros((self.ticks.max(0) as u64).saturating_mul(100) / 9);
         if let Some(prev) = self.last_pts
             && pts <= prev
         {

@@ -155,8 +155,12 @@ pub struct VideoEngine {
     seen_by: HashMap<u32, CanvasId>,
     video_seq: HashMap<u32, u16>,
     scene: Option<Scene>,
+    /// The canvases of the last scene the renderer took, and each one's profile.
+    canvases: Vec<CanvasId>,
     profiles: HashMap<CanvasId, VideoProfile>,
     videos: HashMap<TrackId, VideoInput>,
+    /// Tracks no decoder could be opened for (left out while they are published).
+    undecodable: HashSet<TrackId>,
     pending: BTreeMap<String, VideoFrame>,
     /// Recordings (ids) and the canvas each is fed from, in the view's order.
     recordings: Vec<Arc<str>>,
@@ -195,8 +199,10 @@ impl VideoEngine {
             seen_by: HashMap::new(),
             video_seq: HashMap::new(),
             scene: None,
+            canvases: Vec::new(),
             profiles: HashMap::new(),
             videos: HashMap::new(),
+            undecodable: HashSet::new(),
             pending: BTreeMap::new(),
             recordings: Vec::new(),
             recording_canvases: Vec::new(),
@@ -247,10 +253,15 @@ impl VideoEngine {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let Some(depack) = Depack::new(codec) else { return };
+                if self.undecodable.contains(track) {
+                    return;
+                }
                 let decoder = match self.decoders.video_decoder(codec, &DecoderOptions::default()) {
                     Ok(d) => d,
                     Err(e) => {
-                        tracing::warn!(%track, %codec, error = %e, "no decoder for a composite input");
+                        // Told once; the track's packets are ignored while it is published.
+                        tracing::warn!(%track, %codec, error = %e, "no decoder for a composite input; it is left out");
+                        self.undecodable.insert(track.clone());
                         return;
                     }
                 };
@@ -276,11 +287,6 @@ impl VideoEngine {
         now >= self.next_frame && now.duration_since(self.last_rate_check) >= RATE_CHECK_INTERVAL
     }
 
-    /// The publishers' tracks the engine decodes.
-    pub fn inputs(&self) -> impl Iterator<Item = &TrackId> {
-        self.videos.keys()
-    }
-
     /// When [`VideoEngine::handle_timeout`] is due next (the next canvas).
     pub fn poll_timeout(&self) -> Instant {
         self.next_frame
@@ -298,6 +304,7 @@ impl VideoEngine {
         self.decode(now);
         // Inputs whose publisher left.
         let live = &self.view.live_tracks;
+        self.undecodable.retain(|id| live.contains(id));
         let (renderer, pending) = (&mut self.renderer, &mut self.pending);
         self.videos.retain(|id, v| {
             let keep = live.contains(id);
@@ -414,6 +421,7 @@ impl VideoEngine {
                     self.views.retain(|id, _| scene.canvases.iter().any(|c| &c.id == id));
                     self.failed.retain(|id, _| scene.canvases.iter().any(|c| &c.id == id));
                     self.profiles = profiles;
+                    self.canvases = scene.canvases.iter().map(|c| c.id.clone()).collect();
                 }
                 Err(e) => tracing::warn!(error = %e, "layout refused; keeping the previous one"),
             }
@@ -511,16 +519,11 @@ impl VideoEngine {
         }
     }
 
-    /// An encoder for every canvas of the scene that has none (and whose last failure is old
+    /// An encoder for every canvas of the renderer's scene that has none (and whose last failure is old
     /// enough to try again).
     fn open_encoders(&mut self, now: Instant) {
-        let Some(scene) = &self.scene else { return };
-        let missing: Vec<CanvasId> = scene
-            .canvases
-            .iter()
-            .map(|c| c.id.clone())
-            .filter(|id| !self.views.contains_key(id) && self.failed.get(id).is_none_or(|until| now >= *until))
-            .collect();
+        let missing: Vec<CanvasId> =
+            self.canvases.iter().filter(|id| !self.views.contains_key(*id) && self.failed.get(*id).is_none_or(|until| now >= *until)).cloned().collect();
         for id in missing {
             let Some(profile) = self.profiles.get(&id).copied() else { continue };
             match new_view(self.encoders.as_mut(), &profile, self.config.fps) {

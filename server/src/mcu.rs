@@ -99,20 +99,32 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
 }
 
 /// The room as the engines see it, read once per pass; what changes rarely (the operator's
-/// settings, the recordings) is copied only when its version moves.
+/// settings, the recordings) is copied only when its version moves, and who is in the mix and
+/// what is watched only when a canvas or tick is due (kept in between).
 #[derive(Default)]
 struct Snapshot {
     control: Arc<Control>,
     control_seen: u64,
     recordings: Vec<Arc<Session>>,
     recordings_seen: u64,
+    listeners: Vec<Listener>,
+    room_video_watched: bool,
+    room_audio_watched: bool,
+}
+
+/// What a pass of [`Snapshot::view`] reads afresh.
+struct Refresh {
+    /// MCU participants and what is watched (a canvas or tick is due).
+    members: bool,
+    /// For the video engine: the listeners' pictures (profiles, watched video tracks).
+    video: bool,
+    /// The composite tracks' receiver reports and the live tracks' simulcast layers (a rate
+    /// check is due).
+    feedback: bool,
 }
 
 impl Snapshot {
-    /// The room now. `full`: also who is in the mix and who watches what (a canvas or tick is
-    /// due); `feedback`: the composite tracks' receiver reports and the inputs' simulcast
-    /// layers (a rate check is due), for `inputs`.
-    fn view<'a>(&mut self, room: &Room, full: bool, feedback: bool, inputs: impl Iterator<Item = &'a mcu_pipeline::TrackId>, speaker: Option<String>) -> RoomView {
+    fn view(&mut self, room: &Room, refresh: Refresh, speaker: Option<String>) -> RoomView {
         if let Some((v, list)) = room.recordings_if_newer(self.recordings_seen) {
             self.recordings_seen = v;
             self.recordings = list;
@@ -121,23 +133,14 @@ impl Snapshot {
             self.control_seen = v;
             self.control = Arc::new(c);
         }
-        let mut view = RoomView {
-            live_tracks: room.live_tracks(),
-            control: self.control.clone(),
-            recordings: self.recordings.iter().map(|s| RecordingView { id: Arc::from(s.id.as_str()), profile: s.profile, tracks: s.tracks }).collect(),
-            room_ssrcs: room.mix_ssrcs(),
-            speaker,
-            idle: room.idle_for_mix(),
-            ..RoomView::default()
-        };
-        if full {
-            let profiles = room.view_profiles();
+        if refresh.members {
+            let profiles = if refresh.video { room.view_profiles() } else { Default::default() };
             let legs = room.gateway_legs();
-            view.listeners = room
+            self.listeners = room
                 .mix_listeners()
                 .into_iter()
                 .map(|(name, audio_ssrc, video_ssrc)| Listener {
-                    video_watched: room.watched(&mcu_pipeline::video_track_for(&name)),
+                    video_watched: refresh.video && room.watched(&mcu_pipeline::video_track_for(&name)),
                     profile: profiles.get(&name).copied(),
                     phone: legs.contains(&name),
                     name,
@@ -145,17 +148,32 @@ impl Snapshot {
                     video_ssrc,
                 })
                 .collect();
-            view.room_video_watched = room.watched(&mcu_pipeline::room_video_track());
-            view.room_audio_watched = room.watched(&format!("{MIX}/audio-0"));
+            if refresh.video {
+                self.room_video_watched = room.watched(&mcu_pipeline::room_video_track());
+            } else {
+                self.room_audio_watched = room.watched(&format!("{MIX}/audio-0"));
+            }
         }
-        if feedback {
+        let mut view = RoomView {
+            live_tracks: room.live_tracks(),
+            listeners: self.listeners.clone(),
+            room_ssrcs: room.mix_ssrcs(),
+            room_video_watched: self.room_video_watched,
+            room_audio_watched: self.room_audio_watched,
+            control: self.control.clone(),
+            recordings: self.recordings.iter().map(|s| RecordingView { id: Arc::from(s.id.as_str()), profile: s.profile, tracks: s.tracks }).collect(),
+            speaker,
+            idle: room.idle_for_mix(),
+            ..RoomView::default()
+        };
+        if refresh.feedback {
             let mut tracks: Vec<String> = view.listeners.iter().filter(|l| l.video_watched).map(|l| mcu_pipeline::video_track_for(&l.name)).collect();
             tracks.push(mcu_pipeline::room_video_track());
             for t in tracks {
                 let (estimate, loss) = room.encode_feedback(&[t.as_str()], mcu_pipeline::ESTIMATE_MAX_AGE);
                 view.feedback.insert(t, Feedback { estimate, loss });
             }
-            for track in inputs {
+            for track in &view.live_tracks {
                 if let Some((layers, current)) = room.composite_layer(track) {
                     view.simulcast.insert(track.clone(), Simulcast { layers, current });
                 }
@@ -201,7 +219,8 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
         }
         let now = Instant::now();
         let speaker = shared_speaker.lock().expect("speaker lock is never poisoned").clone();
-        let view = snapshot.view(&room, now >= engine.poll_timeout(), engine.wants_feedback(now), engine.inputs(), speaker);
+        let refresh = Refresh { members: now >= engine.poll_timeout(), video: true, feedback: engine.wants_feedback(now) };
+        let view = snapshot.view(&room, refresh, speaker);
         engine.set_view(now, view);
         // Video inputs (audio goes to the audio thread).
         for t in batch {
@@ -261,12 +280,14 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
     let mut engine = AudioEngine::new(config, Instant::now(), mixer, rand::random())?;
     let mut snapshot = Snapshot::default();
     let mut counted = AudioStats::default();
+    let mut told_audio_failure = false;
     loop {
         // Everything that arrived since the last tick (the tap never wakes this thread early).
         let Some(batch) = rx.wait(engine.poll_timeout()) else { return Ok(()) };
         let Some(room) = room.upgrade() else { return Ok(()) };
         let now = Instant::now();
-        let view = snapshot.view(&room, now >= engine.poll_timeout(), false, std::iter::empty(), None);
+        let refresh = Refresh { members: now >= engine.poll_timeout(), video: false, feedback: false };
+        let view = snapshot.view(&room, refresh, None);
         engine.set_view(view);
         for t in batch {
             engine.handle_packet(t.arrived, &t.track, &t.participant, t.packet.header.sequence_number, t.packet.payload);
@@ -291,7 +312,11 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                     *shared_speaker.lock().expect("speaker lock is never poisoned") = Some(to.clone());
                     room.events.emit(&room.name, EventKind::ActiveSpeaker { participant: to, previous });
                 }
-                AudioOutput::EncoderFailed { error } => tracing::warn!(room = %room.name, %error, "a mix was not encoded this tick"),
+                // Told once a room; counted every tick (the metric).
+                AudioOutput::EncoderFailed { error } if !told_audio_failure => {
+                    told_audio_failure = true;
+                    tracing::error!(room = %room.name, %error, "a mix could not be encoded; its listeners miss those ticks (further failures counted in mcu_mix_encoder_failures_total)");
+                }
                 _ => {}
             }
         }

@@ -98,7 +98,7 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
     o.metric(
         "mcu_mix_encoder_failures_total",
         "counter",
-        "Composite encoders that failed to open or to encode (a video canvas is retried after 5 s; an audio mix misses its tick); the rest of the room goes on.",
+        "Composite encoder failures: a video canvas whose encoder failed to open or to encode (it stops, and is retried every 5 s), or an audio mix tick not encoded (its listeners miss 20 ms); the rest of the room goes on.",
         c.mix_encoder_failures.load(Ordering::Relaxed),
     );
     o.metric("mcu_rtp_sent_packets_total", "counter", "RTP packets written to subscriber connections.", c.sent.load(Ordering::Relaxed));
