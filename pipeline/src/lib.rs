@@ -84,6 +84,31 @@ impl MixCodec {
     }
 }
 
+impl std::str::FromStr for MixCodec {
+    type Err = String;
+
+    /// `vp8`, `h264` or `av1`, in any case: the one reader of codec names for the command line,
+    /// the config file and the operator commands.
+    fn from_str(s: &str) -> Result<MixCodec, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "vp8" => Ok(MixCodec::Vp8),
+            "h264" => Ok(MixCodec::H264),
+            "av1" => Ok(MixCodec::Av1),
+            _ => Err(format!("{s:?}: vp8, h264 or av1")),
+        }
+    }
+}
+
+/// `WIDTHxHEIGHT` (`x` or `X`, spaces around the numbers allowed): the one reader of picture
+/// sizes for the command line, the config file and the operator commands. Ranges are the
+/// caller's to check.
+pub fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(|| format!("{s:?} is not WIDTHxHEIGHT"))?;
+    let w = w.trim().parse().map_err(|_| format!("bad width in {s:?}"))?;
+    let h = h.trim().parse().map_err(|_| format!("bad height in {s:?}"))?;
+    Ok((w, h))
+}
+
 /// Composite settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct McuConfig {
@@ -266,4 +291,22 @@ pub fn video_track_for(name: &str) -> String {
 /// The composite's own video track.
 pub fn room_video_track() -> String {
     format!("{MIX}/video-0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_codec_names_are_read_one_way() {
+        assert_eq!(parse_size("640x360"), Ok((640, 360)));
+        assert_eq!(parse_size(" 1280 X 720 "), Ok((1280, 720)));
+        assert!(parse_size("1280").unwrap_err().contains("WIDTHxHEIGHT"));
+        assert!(parse_size("wx720").unwrap_err().contains("bad width"));
+        assert!(parse_size("640x-1").unwrap_err().contains("bad height"));
+        assert_eq!("H264".parse::<MixCodec>(), Ok(MixCodec::H264));
+        assert_eq!("vp8".parse::<MixCodec>(), Ok(MixCodec::Vp8));
+        assert_eq!(" av1".parse::<MixCodec>(), Ok(MixCodec::Av1));
+        assert!("hevc".parse::<MixCodec>().unwrap_err().contains("vp8, h264 or av1"));
+    }
 }

@@ -103,7 +103,6 @@ impl Sfu {
     fn sessions_in(&self, room: &Arc<Room>, participant: Option<&str>) -> Vec<String> {
         self.sessions
             .lock()
-            .expect("sessions lock is never poisoned")
             .iter()
             .filter(|(_, s)| Arc::ptr_eq(&s.room, room))
             .filter(|(_, s)| match (participant, &s.role) {
@@ -125,7 +124,7 @@ impl Sfu {
             let _ = self.end(id).await;
         }
         let removed = {
-            let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
+            let mut rooms = self.rooms.lock();
             rooms.get(name).is_some_and(|r| Arc::ptr_eq(r, &room)).then(|| rooms.remove(name))
         };
         if removed.is_some() {
@@ -217,7 +216,7 @@ impl Sfu {
         mcu: crate::mcu::McuConfig,
         profile: Option<crate::mcu::VideoProfile>,
     ) -> Result<Arc<crate::record::Session>, ControlError> {
-        let dir = self.recording_dir.lock().expect("recording dir lock is never poisoned").clone();
+        let dir = self.recording_dir.lock().clone();
         let profile = profile.filter(|p| *p != crate::mcu::VideoProfile::of(&mcu));
         let video = profile.map(|p| p.codec).unwrap_or(mcu.codec).video_codec();
         let layout = crate::record::FileLayout { video: Some(video), audio_channels: Some(1) };
@@ -233,7 +232,7 @@ impl Sfu {
         crate::mcu::ensure(self, room, mcu);
         room.set_recording(&session, true);
         {
-            let mut all = self.recordings.lock().expect("recordings lock is never poisoned");
+            let mut all = self.recordings.lock();
             all.push(session.clone());
             let excess = all.len().saturating_sub(1000);
             all.drain(..excess);
@@ -245,7 +244,7 @@ impl Sfu {
 
     /// Starts recording a room configured for automatic recording, unless it records already.
     pub fn auto_record(self: &Arc<Self>, room: &Arc<Room>) {
-        let Some((rooms, mcu, profile)) = self.auto_record.lock().expect("auto-record lock is never poisoned").clone() else { return };
+        let Some((rooms, mcu, profile)) = self.auto_record.lock().clone() else { return };
         if !rooms.iter().any(|r| r == "*" || *r == room.name) || self.recordings_of(Some(&room.name)).iter().any(|s| s.active()) {
             return;
         }
@@ -256,7 +255,7 @@ impl Sfu {
 
     /// A recording by id.
     pub fn recording(&self, id: &str) -> Result<Arc<crate::record::Session>, ControlError> {
-        let all = self.recordings.lock().expect("recordings lock is never poisoned");
+        let all = self.recordings.lock();
         all.iter().find(|s| s.id == id).cloned().ok_or_else(|| ControlError::NotFound(format!("no recording \"{id}\"")))
     }
 
@@ -273,7 +272,7 @@ impl Sfu {
 
     /// Recordings of a room (every room when `None`), oldest first.
     pub fn recordings_of(&self, room: Option<&str>) -> Vec<Arc<crate::record::Session>> {
-        self.recordings.lock().expect("recordings lock is never poisoned").iter().filter(|s| room.is_none_or(|r| s.room == r)).cloned().collect()
+        self.recordings.lock().iter().filter(|s| room.is_none_or(|r| s.room == r)).cloned().collect()
     }
 
     /// Finishes every running recording (shutdown, or a room's composite ending).

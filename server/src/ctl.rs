@@ -166,13 +166,13 @@ fn parse_tile(s: &str) -> anyhow::Result<v1::CustomTile> {
     if parts.len() < 3 {
         return Err(err());
     }
-    let (w, h) = parts[2].split_once('x').ok_or_else(err)?;
+    let (width, height) = mcu_pipeline::parse_size(parts[2]).map_err(|_| err())?;
     Ok(v1::CustomTile {
         participant: name.into(),
         x: parts[0].parse().map_err(|_| err())?,
         y: parts[1].parse().map_err(|_| err())?,
-        width: w.parse().map_err(|_| err())?,
-        height: h.parse().map_err(|_| err())?,
+        width,
+        height,
         z: parts.get(3).map(|z| z.parse()).transpose().map_err(|_| err())?.unwrap_or(0),
         tile: None,
     })
@@ -183,20 +183,15 @@ fn recording_video(codec: Option<&str>, size: Option<&str>, bitrate: Option<u32>
     if codec.is_none() && size.is_none() && bitrate.is_none() {
         return Ok(None);
     }
-    let codec = match codec.map(str::to_ascii_lowercase).as_deref() {
+    let codec = match codec.map(str::parse::<crate::mcu::MixCodec>).transpose().map_err(|e| anyhow::anyhow!("--codec {e}"))? {
         None => v1::RecordingCodec::Unspecified,
-        Some("vp8") => v1::RecordingCodec::Vp8,
-        Some("h264") => v1::RecordingCodec::H264,
-        Some("av1") => v1::RecordingCodec::Av1,
-        Some(other) => anyhow::bail!("--codec {other:?}: vp8, h264 or av1"),
+        Some(crate::mcu::MixCodec::Vp8) => v1::RecordingCodec::Vp8,
+        Some(crate::mcu::MixCodec::H264) => v1::RecordingCodec::H264,
+        Some(crate::mcu::MixCodec::Av1) => v1::RecordingCodec::Av1,
     };
     let (width, height) = match size {
         None => (0, 0),
-        Some(s) => {
-            let err = || anyhow::anyhow!("--size {s:?}: expected WxH, e.g. 1920x1080");
-            let (w, h) = s.split_once('x').ok_or_else(err)?;
-            (w.parse().map_err(|_| err())?, h.parse().map_err(|_| err())?)
-        }
+        Some(s) => mcu_pipeline::parse_size(s).map_err(|e| anyhow::anyhow!("--size {e}, e.g. 1920x1080"))?,
     };
     Ok(Some(v1::RecordingVideo { codec: codec as i32, width, height, bitrate_bps: bitrate.unwrap_or(0) }))
 }

@@ -3,9 +3,10 @@
 //! them all to operators.
 
 use std::{
-    sync::Mutex,
     time::{SystemTime, UNIX_EPOCH},
 };
+
+use parking_lot::Mutex;
 
 use mcu_compositor::RoomLayout;
 use tokio::sync::broadcast;
@@ -113,7 +114,7 @@ impl Events {
     /// Numbers and sends an event. Numbering and sending under one lock keeps the stream in
     /// sequence order whichever thread emits.
     pub fn emit(&self, room: &str, kind: EventKind) {
-        let mut seq = self.seq.lock().expect("event sequence lock is never poisoned");
+        let mut seq = self.seq.lock();
         *seq += 1;
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         let _ = self.tx.send(RoomEvent { room: room.to_string(), seq: *seq, unix_ms, kind });

@@ -19,9 +19,11 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{atomic::Ordering, Arc},
     time::{Duration, Instant, SystemTime},
 };
+
+use parking_lot::Mutex;
 
 use mcu_sfu::{rtcp, rtp::RtpPacket};
 use rtc::srtp::context::Context;
@@ -96,7 +98,7 @@ impl DirectOut {
             counters.dropped_direct.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let mut s = self.state.lock().expect("direct sender lock is never poisoned");
+        let mut s = self.state.lock();
         let State { srtp, plain, streams, next_report } = &mut *s;
         mcu_sfu::rtp::write_for_subscriber(&parsed, pt, ext_ids, plain);
         let sealed = match srtp.encrypt_rtp(plain) {
@@ -132,7 +134,7 @@ impl DirectOut {
 
     /// Sends a sender report for each stream that has sent, when one is due.
     pub fn reports(&self, now: Instant, wall: SystemTime) {
-        let mut s = self.state.lock().expect("direct sender lock is never poisoned");
+        let mut s = self.state.lock();
         if s.next_report.is_none_or(|t| t > now) {
             return;
         }

@@ -365,7 +365,7 @@ impl v1::recording_service_server::RecordingService for Api {
 
 impl Api {
     fn gateway(&self) -> Result<std::sync::Arc<crate::sip::Gateway>, Status> {
-        self.sfu.sip.lock().expect("sip lock is never poisoned").clone().ok_or_else(|| Status::failed_precondition("the SIP gateway is not running (--sip-listen)"))
+        self.sfu.sip.lock().clone().ok_or_else(|| Status::failed_precondition("the SIP gateway is not running (--sip-listen)"))
     }
 }
 

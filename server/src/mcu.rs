@@ -198,7 +198,7 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
         }
     }
     let _ends_audio = EndsAudio(tap.audio.clone());
-    let shared_speaker: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let shared_speaker: Arc<parking_lot::Mutex<Option<String>>> = Arc::default();
     {
         let (room, speaker, audio) = (room.clone(), shared_speaker.clone(), tap.audio.clone());
         std::thread::Builder::new().name("mcu-audio".into()).spawn(move || {
@@ -218,7 +218,7 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
             return Ok(());
         }
         let now = Instant::now();
-        let speaker = shared_speaker.lock().expect("speaker lock is never poisoned").clone();
+        let speaker = shared_speaker.lock().clone();
         let refresh = Refresh { members: now >= engine.poll_timeout(), video: true, feedback: engine.wants_feedback(now) };
         let view = snapshot.view(&room, refresh, speaker);
         engine.set_view(now, view);
@@ -275,7 +275,7 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
 /// participant's everyone-but-itself) every 20 ms, one Opus encode per distinct mix, published
 /// as the composite's audio tracks; recordings fed. Ends when its tap queue is closed (the
 /// video thread ended, or the composite stopped).
-fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mutex<Option<String>>>, config: McuConfig) -> anyhow::Result<()> {
+fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<parking_lot::Mutex<Option<String>>>, config: McuConfig) -> anyhow::Result<()> {
     let mixer = Mixer::new(AudioEngine::mixer_config(), None)?;
     let mut engine = AudioEngine::new(config, Instant::now(), mixer, rand::random())?;
     let mut snapshot = Snapshot::default();
@@ -309,7 +309,7 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<std::sync::Mut
                     }
                 }
                 AudioOutput::SpeakerChanged { to, previous } => {
-                    *shared_speaker.lock().expect("speaker lock is never poisoned") = Some(to.clone());
+                    *shared_speaker.lock() = Some(to.clone());
                     room.events.emit(&room.name, EventKind::ActiveSpeaker { participant: to, previous });
                 }
                 // Told once a room; counted every tick (the metric).

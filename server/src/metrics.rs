@@ -133,7 +133,7 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
     );
     o.metric("mcu_layer_switches_total", "counter", "Simulcast layer switches.", total.layer_switches);
     o.metric("mcu_sessions_refused_total", "counter", "WHIP/WHEP requests refused (auth, limits, bad offers).", c.refused.load(Ordering::Relaxed));
-    let sip = sfu.sip.lock().expect("sip lock is never poisoned").clone();
+    let sip = sfu.sip.lock().clone();
     if let Some(g) = sip {
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let k = &g.counters;

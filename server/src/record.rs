@@ -15,10 +15,12 @@ use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
-        Arc, Mutex, Weak,
+        Arc, Weak,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+
+use parking_lot::Mutex;
 
 use mcu_codec::VideoCodec;
 use mcu_recorder::{MkvWriter, TrackCodec, TrackSpec};
@@ -97,7 +99,7 @@ impl FileWriter {
     fn send(&self, msg: Msg) {
         match self.tx.try_send(msg) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.status.lock().expect("status lock is never poisoned").dropped += 1,
+            Err(TrySendError::Full(_)) => self.status.lock().dropped += 1,
             Err(TrySendError::Disconnected(_)) => {}
         }
     }
@@ -115,7 +117,7 @@ impl FileWriter {
     /// Finishes the file with `tags` in place of the first ones, and waits for it to be closed.
     fn stop(&self, tags: Vec<(String, String)>) {
         let _ = self.tx.send(Msg::Stop(tags));
-        let thread = self.thread.lock().expect("thread lock is never poisoned").take();
+        let thread = self.thread.lock().take();
         if let Some(t) = thread {
             let _ = t.join();
         }
@@ -123,7 +125,7 @@ impl FileWriter {
 
     /// Its status.
     pub fn status(&self) -> FileStatus {
-        self.status.lock().expect("status lock is never poisoned").clone()
+        self.status.lock().clone()
     }
 }
 
@@ -132,7 +134,7 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
     let mut writer: Option<MkvWriter<File>> = None;
     let (video_track, audio_track) = (0usize, if layout.video.is_some() { 1usize } else { 0 });
     let fail = |e: String| {
-        let mut s = status.lock().expect("status lock is never poisoned");
+        let mut s = status.lock();
         tracing::error!(path = %s.path.display(), error = %e, "recording failed");
         s.state = FileState::Failed;
         s.error = Some(e);
@@ -145,7 +147,7 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
                 if let Some(w) = writer.as_mut()
                     && let Err(e) = w.set_final_tags(&tags)
                 {
-                    tracing::warn!(path = %status.lock().expect("status lock is never poisoned").path.display(), error = %e, "the file keeps its first tags");
+                    tracing::warn!(path = %status.lock().path.display(), error = %e, "the file keeps its first tags");
                 }
                 break;
             }
@@ -188,14 +190,14 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
             return;
         }
         if let Some(w) = &writer {
-            let mut s = status.lock().expect("status lock is never poisoned");
+            let mut s = status.lock();
             s.bytes = w.bytes();
             s.duration_ms = w.duration_ms();
         }
     }
     match writer.map(MkvWriter::finish) {
         Some(Ok((_, summary))) => {
-            let mut s = status.lock().expect("status lock is never poisoned");
+            let mut s = status.lock();
             s.state = FileState::Stopped;
             s.bytes = summary.bytes;
             s.duration_ms = summary.duration_ms;
@@ -207,7 +209,7 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
         }
         None => {
             // Nothing ever came (no keyframe): an empty file says nothing; remove it.
-            let mut s = status.lock().expect("status lock is never poisoned");
+            let mut s = status.lock();
             let _ = std::fs::remove_file(&s.path);
             s.state = FileState::Stopped;
         }
@@ -366,14 +368,14 @@ impl Session {
 
     /// `name` joined the room: the files' final tags name them.
     pub fn saw(&self, name: &str) {
-        let mut p = self.participants.lock().expect("participants lock is never poisoned");
+        let mut p = self.participants.lock();
         if !p.iter().any(|n| n == name) {
             p.push(name.to_string());
         }
     }
 
     fn participant_list(&self) -> String {
-        self.participants.lock().expect("participants lock is never poisoned").join(", ")
+        self.participants.lock().join(", ")
     }
 
     fn track_tags(&self, track: &str) -> Vec<(String, String)> {
@@ -390,7 +392,7 @@ impl Session {
         if !self.tracks || self.stopped.load(Ordering::Relaxed) {
             return None;
         }
-        let mut files = self.track_files.lock().expect("track files lock is never poisoned");
+        let mut files = self.track_files.lock();
         if let Some(w) = files.get(track) {
             return Some(w.clone());
         }
@@ -421,10 +423,10 @@ impl Session {
         if self.stopped.swap(true, Ordering::Relaxed) {
             return false;
         }
-        let everyone: Vec<String> = self.participants.lock().expect("participants lock is never poisoned").clone();
+        let everyone: Vec<String> = self.participants.lock().clone();
         self.composite.stop(composite_tags(&self.room, &everyone, &self.stamp, &self.id));
         let files: Vec<(TrackId, Arc<FileWriter>)> =
-            self.track_files.lock().expect("track files lock is never poisoned").iter().map(|(t, f)| (t.clone(), f.clone())).collect();
+            self.track_files.lock().iter().map(|(t, f)| (t.clone(), f.clone())).collect();
         for (track, f) in files {
             f.stop(self.track_tags(&track));
         }
@@ -434,7 +436,7 @@ impl Session {
     /// Every file's status: the composite first, then the tracks by id.
     pub fn files(&self) -> Vec<FileStatus> {
         let mut out = vec![self.composite.status()];
-        let mut tracks: Vec<FileStatus> = self.track_files.lock().expect("track files lock is never poisoned").values().map(|f| f.status()).collect();
+        let mut tracks: Vec<FileStatus> = self.track_files.lock().values().map(|f| f.status()).collect();
         tracks.sort_by(|a, b| a.track.cmp(&b.track));
         out.extend(tracks);
         out

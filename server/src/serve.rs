@@ -10,10 +10,11 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+        Arc, },
     time::SystemTime,
 };
+
+use parking_lot::Mutex;
 
 use anyhow::Context;
 use axum::{
@@ -202,8 +203,7 @@ pub struct ServeArgs {
 
 /// `640x360`: even sides from 16 to 1920.
 fn parse_size(v: &str) -> Result<(u32, u32), String> {
-    let (w, h) = v.split_once(['x', 'X']).ok_or_else(|| format!("\"{v}\" is not WIDTHxHEIGHT"))?;
-    let (w, h): (u32, u32) = (w.trim().parse().map_err(|_| format!("bad width in \"{v}\""))?, h.trim().parse().map_err(|_| format!("bad height in \"{v}\""))?);
+    let (w, h) = mcu_pipeline::parse_size(v)?;
     if !(16..=1920).contains(&w) || !(16..=1920).contains(&h) || w % 2 == 1 || h % 2 == 1 {
         return Err(format!("\"{v}\": sides must be even, 16 to 1920"));
     }
@@ -216,19 +216,10 @@ fn record_profile(args: &ServeArgs, live: &McuConfig) -> anyhow::Result<Option<c
     if args.record_codec.is_none() && args.record_size.is_none() && args.record_bitrate.is_none() {
         return Ok(None);
     }
-    let codec = match args.record_codec.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None => None,
-        Some("vp8") => Some(MixCodec::Vp8),
-        Some("h264") => Some(MixCodec::H264),
-        Some("av1") => Some(MixCodec::Av1),
-        Some(other) => anyhow::bail!("--record-codec {other:?}: vp8, h264 or av1"),
-    };
+    let codec = args.record_codec.as_deref().map(str::parse::<MixCodec>).transpose().map_err(|e| anyhow::anyhow!("--record-codec {e}"))?;
     let (width, height) = match args.record_size.as_deref() {
         None => (0, 0),
-        Some(v) => {
-            let (w, h) = v.split_once(['x', 'X']).ok_or_else(|| anyhow::anyhow!("--record-size {v:?}: expected WIDTHxHEIGHT"))?;
-            (w.trim().parse().map_err(|_| anyhow::anyhow!("--record-size {v:?}: bad width"))?, h.trim().parse().map_err(|_| anyhow::anyhow!("--record-size {v:?}: bad height"))?)
-        }
+        Some(v) => mcu_pipeline::parse_size(v).map_err(|e| anyhow::anyhow!("--record-size {e}"))?,
     };
     let profile = crate::mcu::VideoProfile::for_recording(codec, width, height, args.record_bitrate.unwrap_or(0), live)
         .map_err(|(field, why)| anyhow::anyhow!("--record-{}: {why}", if field == "bitrate" { "bitrate" } else { "size" }))?;
@@ -245,7 +236,7 @@ struct Shared {
 impl Shared {
     /// Hands the hub's subscription choices to the SFU (the viewers' WHEP sessions).
     fn apply_media_changes(&self) {
-        let changes = self.hub.lock().expect("hub lock is never poisoned").take_media_changes();
+        let changes = self.hub.lock().take_media_changes();
         for change in changes {
             match change {
                 MediaChange::Track { room, viewer, publisher, track, max_layer } => {
@@ -263,7 +254,7 @@ impl Shared {
     }
 
     fn deliver(&self, out: Outbox) {
-        let peers = self.peers.lock().expect("peer map lock is never poisoned");
+        let peers = self.peers.lock();
         for (conn, msg) in out {
             // A peer that went away has no sender any more; its own task reports the close.
             if let Some(tx) = peers.get(&conn) {
@@ -319,7 +310,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         rtc.start().context("binding the shared WebRTC UDP port (--rtc-udp)")?;
         let sfu = Sfu::new(rtc, sfu_limits);
-        *sfu.recording_dir.lock().expect("recording dir lock is never poisoned") = args.recording_dir.clone();
+        *sfu.recording_dir.lock() = args.recording_dir.clone();
         let mcu = McuConfig {
             codec: args.mix_codec,
             width: args.mix_width & !1,
@@ -342,7 +333,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let grpc_port = grpc_listener.local_addr()?.port();
         let record_profile = record_profile(args, &mcu)?;
         if !args.auto_record.is_empty() {
-            *sfu.auto_record.lock().expect("auto-record lock is never poisoned") = Some((args.auto_record.clone(), mcu, record_profile));
+            *sfu.auto_record.lock() = Some((args.auto_record.clone(), mcu, record_profile));
         }
         let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu, grpc_port });
         let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
@@ -356,7 +347,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                     Ok(ev) => {
                         // Media sessions (WHIP, WHEP-less MCU participants, SIP legs) are
                         // participants of the WebSocket room too, with their tracks.
-                        let mut hub = ws_shared.hub.lock().expect("hub lock is never poisoned");
+                        let mut hub = ws_shared.hub.lock();
                         let out = match ev.kind {
                             EventKind::MixAvailable { available } => hub.set_mix_available(&ev.room, available),
                             EventKind::ParticipantJoined { participant, .. } if !participant.starts_with('_') => hub.media_joined(&ev.room, &participant),
@@ -449,7 +440,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 }
             }
         };
-        *sfu.sip.lock().expect("sip lock is never poisoned") = sip.clone();
+        *sfu.sip.lock() = sip.clone();
         let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, grpc_tls, sfu.clone(), mcu, grpc_auth, async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }));
@@ -487,7 +478,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn metrics_endpoint(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let ws = shared.peers.lock().expect("peer map lock is never poisoned").len() as u64;
+    let ws = shared.peers.lock().len() as u64;
     let mut text = metrics::render(&shared.http.sfu, ws);
     if let Some(mux) = shared.http.sfu.udp_mux() {
         text.push_str(&metrics::render_mux(mux));
@@ -503,7 +494,7 @@ async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> 
 async fn session(socket: WebSocket, shared: Arc<Shared>) {
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::unbounded_channel::<ServerMessage>();
-    shared.peers.lock().expect("peer map lock is never poisoned").insert(conn, tx);
+    shared.peers.lock().insert(conn, tx);
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
@@ -516,7 +507,7 @@ async fn session(socket: WebSocket, shared: Arc<Shared>) {
     while let Some(frame) = stream.next().await {
         let out = match frame {
             Ok(Message::Text(text)) => {
-                let out = shared.hub.lock().expect("hub lock is never poisoned").handle(conn, text.as_str(), unix_now());
+                let out = shared.hub.lock().handle(conn, text.as_str(), unix_now());
                 shared.apply_media_changes();
                 out
             }
@@ -527,8 +518,8 @@ async fn session(socket: WebSocket, shared: Arc<Shared>) {
         shared.deliver(out);
     }
     // Closed or vanished: leave the room, tell the others.
-    shared.peers.lock().expect("peer map lock is never poisoned").remove(&conn);
-    let out = shared.hub.lock().expect("hub lock is never poisoned").disconnect(conn);
+    shared.peers.lock().remove(&conn);
+    let out = shared.hub.lock().disconnect(conn);
     shared.apply_media_changes();
     shared.deliver(out);
     writer.abort();

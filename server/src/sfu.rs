@@ -11,10 +11,12 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        Arc, Mutex, Weak,
+        Arc, Weak,
     },
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use mcu_sfu::forwarder::{Forwarder, ForwarderConfig, ForwarderStats, Output, SubscriberId, TrackId};
@@ -315,8 +317,8 @@ impl Room {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Media> {
-        self.media.lock().expect("room media lock is never poisoned")
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Media> {
+        self.media.lock()
     }
 
     /// Runs the forwarder on one input and delivers what it produces.
@@ -398,14 +400,14 @@ impl Room {
 
     /// Publishers (the composite not counted), their tracks, and subscriber sessions.
     pub fn counts(&self) -> (usize, usize, u64) {
-        let p = self.participants.lock().expect("participants lock is never poisoned");
+        let p = self.participants.lock();
         let real = || p.iter().filter(|(k, _)| k.as_str() != MIX).map(|(_, v)| v);
         (real().count(), real().map(|p| p.tracks.len()).sum(), self.subscribers.load(Ordering::Relaxed))
     }
 
     /// Changes the operator settings (and tells the composite).
     pub fn update_control<R>(&self, f: impl FnOnce(&mut Control) -> R) -> R {
-        let mut c = self.control.lock().expect("control lock is never poisoned");
+        let mut c = self.control.lock();
         let r = f(&mut c);
         self.control_version.fetch_add(1, Ordering::Release);
         r
@@ -413,7 +415,7 @@ impl Room {
 
     /// Adds or removes a running recording.
     pub fn set_recording(&self, session: &Arc<crate::record::Session>, running: bool) {
-        let mut r = self.recordings.lock().expect("recordings lock is never poisoned");
+        let mut r = self.recordings.lock();
         r.retain(|s| !Arc::ptr_eq(s, session));
         if running {
             r.push(session.clone());
@@ -423,7 +425,7 @@ impl Room {
 
     /// `name` joined: running recordings will name them.
     pub fn note_participant(&self, name: &str) {
-        for s in self.recordings.lock().expect("recordings lock is never poisoned").iter() {
+        for s in self.recordings.lock().iter() {
             s.saw(name);
         }
     }
@@ -434,12 +436,12 @@ impl Room {
         if v == seen {
             return None;
         }
-        Some((v, self.recordings.lock().expect("recordings lock is never poisoned").clone()))
+        Some((v, self.recordings.lock().clone()))
     }
 
     /// A copy of the operator settings.
     pub fn control(&self) -> Control {
-        self.control.lock().expect("control lock is never poisoned").clone()
+        self.control.lock().clone()
     }
 
     /// The operator settings and their version, when newer than `seen`.
@@ -449,24 +451,24 @@ impl Room {
         if v == seen {
             return None;
         }
-        let c = self.control.lock().expect("control lock is never poisoned").clone();
+        let c = self.control.lock().clone();
         Some((v, c))
     }
 
-    pub(crate) fn participants(&self) -> std::sync::MutexGuard<'_, HashMap<String, Participant>> {
-        self.participants.lock().expect("participants lock is never poisoned")
+    pub(crate) fn participants(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Participant>> {
+        self.participants.lock()
     }
 
     /// Registers the composite's tracks as a publisher's and starts copying packets to it.
     /// False when it runs already.
     pub fn start_mix(&self, tap: Tap, tracks: Vec<PublishedTrack>, keyframes: mpsc::UnboundedSender<u32>, video_ssrc: u32, audio_ssrc: u32) -> bool {
-        let mut mix = self.mix.lock().expect("mix lock is never poisoned");
+        let mut mix = self.mix.lock();
         if mix.is_some() {
             return false;
         }
         *mix = Some((video_ssrc, audio_ssrc));
-        *self.mcu_tap.lock().expect("tap lock is never poisoned") = Some(Arc::new(tap));
-        *self.mix_keyframes.lock().expect("keyframe sender lock is never poisoned") = Some(keyframes.clone());
+        *self.mcu_tap.lock() = Some(Arc::new(tap));
+        *self.mix_keyframes.lock() = Some(keyframes.clone());
         let mut m = self.lock();
         for t in &tracks {
             let family = codec_family(&t.codec.mime_type).unwrap_or(Codec::Audio);
@@ -487,9 +489,9 @@ impl Room {
 
     /// Stops copying packets to the composite and unpublishes its tracks.
     pub fn stop_mix(&self) {
-        *self.mcu_tap.lock().expect("tap lock is never poisoned") = None;
-        *self.mix_keyframes.lock().expect("keyframe sender lock is never poisoned") = None;
-        *self.mix.lock().expect("mix lock is never poisoned") = None;
+        *self.mcu_tap.lock() = None;
+        *self.mix_keyframes.lock() = None;
+        *self.mix.lock() = None;
         let p = self.participants().remove(MIX);
         let mut m = self.lock();
         for t in p.map(|p| p.tracks).unwrap_or_default() {
@@ -507,7 +509,7 @@ impl Room {
         let mut tracks = crate::mcu::mix_tracks(codec);
         tracks[0].id = Arc::from(format!("{MIX}/video-for-{name}"));
         tracks[1].id = Arc::from(format!("{MIX}/audio-for-{name}"));
-        let keyframes = self.mix_keyframes.lock().expect("keyframe sender lock is never poisoned").clone();
+        let keyframes = self.mix_keyframes.lock().clone();
         let mut m = self.lock();
         for (t, ssrc) in tracks.iter().zip([video_ssrc, audio_ssrc]) {
             let family = codec_family(&t.codec.mime_type).unwrap_or(Codec::Audio);
@@ -523,25 +525,25 @@ impl Room {
             }
         }
         drop(m);
-        self.listeners.lock().expect("listeners lock is never poisoned").insert(name.into(), (audio_ssrc, video_ssrc));
+        self.listeners.lock().insert(name.into(), (audio_ssrc, video_ssrc));
         tracks
     }
 
     /// Encode profiles of MCU participants that have one (by name).
     pub fn view_profiles(&self) -> HashMap<String, crate::mcu::VideoProfile> {
-        self.view_profiles.lock().expect("profiles lock is never poisoned").clone()
+        self.view_profiles.lock().clone()
     }
 
     /// MCU participants that are SIP legs.
     pub fn gateway_legs(&self) -> std::collections::HashSet<String> {
-        self.gateway_legs.lock().expect("legs lock is never poisoned").clone()
+        self.gateway_legs.lock().clone()
     }
 
     /// Removes an MCU participant's own video and mix.
     pub fn remove_mix_listener(&self, name: &str) {
-        self.view_profiles.lock().expect("profiles lock is never poisoned").remove(name);
-        self.gateway_legs.lock().expect("legs lock is never poisoned").remove(name);
-        if self.listeners.lock().expect("listeners lock is never poisoned").remove(name).is_some() {
+        self.view_profiles.lock().remove(name);
+        self.gateway_legs.lock().remove(name);
+        if self.listeners.lock().remove(name).is_some() {
             let mut m = self.lock();
             for kind in ["video", "audio"] {
                 let id = format!("{MIX}/{kind}-for-{name}");
@@ -554,12 +556,12 @@ impl Room {
 
     /// MCU participants and the SSRCs of their own audio mix and video.
     pub fn mix_listeners(&self) -> Vec<(String, u32, u32)> {
-        self.listeners.lock().expect("listeners lock is never poisoned").iter().map(|(k, (a, v))| (k.clone(), *a, *v)).collect()
+        self.listeners.lock().iter().map(|(k, (a, v))| (k.clone(), *a, *v)).collect()
     }
 
     /// The composite's video and audio SSRCs (zero when it is not running).
     pub fn mix_ssrcs(&self) -> (u32, u32) {
-        self.mix.lock().expect("mix lock is never poisoned").unwrap_or((0, 0))
+        self.mix.lock().unwrap_or((0, 0))
     }
 
     /// A packet of the composite, fanned out to its viewers.
@@ -600,7 +602,7 @@ impl Room {
         });
         // A simulcast track reaches the composite through its forwarder subscription (one layer).
         if track.layers <= 1
-            && let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").as_ref()
+            && let Some(tap) = self.mcu_tap.lock().as_ref()
         {
             // A composite that falls behind loses packets (its decoder then asks for a
             // keyframe); the forwarding path never waits for it.
@@ -613,7 +615,7 @@ impl Room {
     /// A packet of the composite's subscription to a simulcast track.
     fn tap(&self, track: &PublishedTrack, participant: &str, raw: &[u8]) {
         use rtc::shared::marshal::Unmarshal;
-        let Some(tap) = self.mcu_tap.lock().expect("tap lock is never poisoned").clone() else { return };
+        let Some(tap) = self.mcu_tap.lock().clone() else { return };
         let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &raw[..]) else { return };
         if tap.offer(&track.id, participant, &track.codec.mime_type, packet) == Offered::Full {
             self.counters.dropped_composite.fetch_add(1, Ordering::Relaxed);
@@ -830,7 +832,7 @@ impl Sfu {
             loop {
                 every.tick().await;
                 let Some(sfu) = weak.upgrade() else { return };
-                let rooms: Vec<Arc<Room>> = sfu.rooms.lock().expect("rooms lock is never poisoned").values().cloned().collect();
+                let rooms: Vec<Arc<Room>> = sfu.rooms.lock().values().cloned().collect();
                 let now = Instant::now();
                 for r in rooms {
                     r.tick(now);
@@ -842,12 +844,12 @@ impl Sfu {
 
     /// Every room, for metrics.
     pub fn rooms(&self) -> Vec<Arc<Room>> {
-        self.rooms.lock().expect("rooms lock is never poisoned").values().cloned().collect()
+        self.rooms.lock().values().cloned().collect()
     }
 
     /// Forwarder counters of closed rooms.
     pub fn retired_stats(&self) -> Vec<ForwarderStats> {
-        self.retired.lock().expect("retired lock is never poisoned").clone()
+        self.retired.lock().clone()
     }
 
     /// A session id: 128 random bits, so the session URL is an unguessable capability (RFC
@@ -857,7 +859,7 @@ impl Sfu {
     }
 
     pub(crate) fn room(&self, name: &str, create: bool) -> Result<Arc<Room>, SessionError> {
-        let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
+        let mut rooms = self.rooms.lock();
         if let Some(r) = rooms.get(name) {
             return Ok(r.clone());
         }
@@ -900,7 +902,7 @@ impl Sfu {
         let room = self.room(room_name, true)?;
         let id = self.fresh_id();
         {
-            let mut ps = room.participants.lock().expect("participants lock is never poisoned");
+            let mut ps = room.participants.lock();
             if ps.contains_key(participant) {
                 return Err(SessionError::Conflict(format!("\"{participant}\" already publishes in \"{room_name}\"")));
             }
@@ -949,7 +951,6 @@ impl Sfu {
                 }
                 self.sessions
                     .lock()
-                    .expect("sessions lock is never poisoned")
                     .insert(id.clone(), Session { room: room.clone(), pc: Some(pc), hangup: None, role: Role::Publisher { participant: participant.into(), sub } });
                 self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.into(), mcu: sub.is_some() });
                 room.note_participant(participant);
@@ -957,7 +958,7 @@ impl Sfu {
                 Ok(Accepted { id, answer, participant: participant.into() })
             }
             Err(e) => {
-                room.participants.lock().expect("participants lock is never poisoned").remove(participant);
+                room.participants.lock().remove(participant);
                 if let Some(sub) = sub {
                     room.remove_mix_listener(participant);
                     let mut m = room.lock();
@@ -978,7 +979,7 @@ impl Sfu {
         let room = self.room(room_name, true)?;
         let id = self.fresh_id();
         let participant = {
-            let mut ps = room.participants.lock().expect("participants lock is never poisoned");
+            let mut ps = room.participants.lock();
             let max = match room.max_participants.load(Ordering::Relaxed) {
                 0 => self.limits.max_participants,
                 n => n.min(self.limits.max_participants),
@@ -995,9 +996,9 @@ impl Sfu {
         crate::mcu::ensure(self, &room, config);
         let codec = profile.map(|p| p.codec).unwrap_or(config.codec);
         if let Some(p) = profile {
-            room.view_profiles.lock().expect("profiles lock is never poisoned").insert(participant.clone(), p);
+            room.view_profiles.lock().insert(participant.clone(), p);
         }
-        room.gateway_legs.lock().expect("legs lock is never poisoned").insert(participant.clone());
+        room.gateway_legs.lock().insert(participant.clone());
         let receive = room.add_mix_listener(&participant, codec);
         // Its own picture and mix, forwarded like any subscriber's (sequence numbers rewritten).
         let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -1050,7 +1051,6 @@ impl Sfu {
         let hangup = Arc::new(tokio::sync::Notify::new());
         self.sessions
             .lock()
-            .expect("sessions lock is never poisoned")
             .insert(id.clone(), Session { room: room.clone(), pc: None, hangup: Some(hangup.clone()), role: Role::Publisher { participant: participant.clone(), sub: Some(sub) } });
         tracing::info!(room = room_name, %participant, session = %id, "SIP participant joined");
         self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.clone(), mcu: true });
@@ -1075,7 +1075,7 @@ impl Sfu {
             Ok((answer, wired)) => {
                 room.subscribers.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(room = room_name, target, viewer, session = %id, tracks = wired, "subscriber joined (WHEP)");
-                self.sessions.lock().expect("sessions lock is never poisoned").insert(id.clone(), Session { room, pc: Some(pc), hangup: None, role: Role::Subscriber { sub } });
+                self.sessions.lock().insert(id.clone(), Session { room, pc: Some(pc), hangup: None, role: Role::Subscriber { sub } });
                 Ok(Accepted { id, answer, participant: viewer.into() })
             }
             Err(e) => {
@@ -1197,7 +1197,7 @@ impl Sfu {
 
     /// Trickle ICE (`PATCH`): candidates from an SDP fragment.
     pub async fn trickle(&self, id: &str, fragment: &str) -> Result<(), SessionError> {
-        let pc = self.sessions.lock().expect("sessions lock is never poisoned").get(id).and_then(|s| s.pc.clone());
+        let pc = self.sessions.lock().get(id).and_then(|s| s.pc.clone());
         let pc = pc.ok_or_else(|| SessionError::NotFound(format!("no session {id}")))?;
         let mut mid = None;
         for line in fragment.lines().map(str::trim) {
@@ -1220,11 +1220,11 @@ impl Sfu {
 
     /// Ends a session (`DELETE`, a failed connection, shutdown).
     pub async fn end(&self, id: &str) -> Result<(), SessionError> {
-        let s = self.sessions.lock().expect("sessions lock is never poisoned").remove(id);
+        let s = self.sessions.lock().remove(id);
         let s = s.ok_or_else(|| SessionError::NotFound(format!("no session {id}")))?;
         match &s.role {
             Role::Publisher { participant, sub } => {
-                let p = s.room.participants.lock().expect("participants lock is never poisoned").remove(participant);
+                let p = s.room.participants.lock().remove(participant);
                 if sub.is_some() {
                     s.room.remove_mix_listener(participant);
                 }
@@ -1272,19 +1272,19 @@ impl Sfu {
     }
 
     fn drop_if_empty(&self, room: &Arc<Room>) {
-        let mut rooms = self.rooms.lock().expect("rooms lock is never poisoned");
-        let mix_running = room.mix.lock().expect("mix lock is never poisoned").is_some();
+        let mut rooms = self.rooms.lock();
+        let mix_running = room.mix.lock().is_some();
         let keep = room.persistent.load(Ordering::Relaxed) && !room.closed.load(Ordering::Relaxed);
         if !keep && !mix_running && room.counts() == (0, 0, 0) && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);
-            self.retired.lock().expect("retired lock is never poisoned").push(room.stats());
+            self.retired.lock().push(room.stats());
             self.events.emit(&room.name, EventKind::RoomClosed);
         }
     }
 
     /// Ends every session (shutdown).
     pub async fn end_all(&self) {
-        let ids: Vec<String> = self.sessions.lock().expect("sessions lock is never poisoned").keys().cloned().collect();
+        let ids: Vec<String> = self.sessions.lock().keys().cloned().collect();
         for id in ids {
             let _ = self.end(&id).await;
         }
@@ -1317,7 +1317,6 @@ impl Sfu {
         let sessions: Vec<Receiving> = self
             .sessions
             .lock()
-            .expect("sessions lock is never poisoned")
             .iter()
             .filter_map(|(id, s)| match &s.role {
                 Role::Subscriber { sub } | Role::Publisher { sub: Some(sub), .. } => Some((id.clone(), s.room.clone(), s.pc.clone()?, *sub)),
@@ -1339,7 +1338,7 @@ impl Sfu {
 
     /// Whether a session exists.
     pub fn has_session(&self, id: &str) -> bool {
-        self.sessions.lock().expect("sessions lock is never poisoned").contains_key(id)
+        self.sessions.lock().contains_key(id)
     }
 }
 
@@ -1377,7 +1376,7 @@ async fn wait_for_tracks(room: &Room, target: &str) -> Result<Vec<PublishedTrack
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (tracks, expected) = {
-            let ps = room.participants.lock().expect("participants lock is never poisoned");
+            let ps = room.participants.lock();
             let p = ps.get(target).ok_or_else(|| SessionError::NotFound(format!("no participant \"{target}\" in \"{}\"", room.name)))?;
             (p.tracks.clone(), p.expected_tracks)
         };
@@ -1515,7 +1514,7 @@ impl PeerConnectionEventHandler for Handler {
         };
         // A simulcast video (rids in the offer, lowest first) is one track of several layers.
         let rids = match kind {
-            RtpCodecKind::Video => room.participants.lock().expect("participants lock is never poisoned").get(&participant).map(|p| p.simulcast.clone()).unwrap_or_default(),
+            RtpCodecKind::Video => room.participants.lock().get(&participant).map(|p| p.simulcast.clone()).unwrap_or_default(),
             _ => Vec::new(),
         };
         let mut rids = rids;
@@ -1524,7 +1523,7 @@ impl PeerConnectionEventHandler for Handler {
         let n = self.track_count.fetch_add(1, Ordering::Relaxed);
         let id: TrackId = Arc::from(format!("{participant}/{}-{n}", if kind == RtpCodecKind::Audio { "audio" } else { "video" }));
         let mut published = PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: Arc::default(), muted: Arc::new(AtomicBool::new(false)), layers: if simulcast { rids.len() as u8 } else { 1 } };
-        if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get(&participant) {
+        if let Some(p) = room.participants.lock().get(&participant) {
             published.extmap = p.extmap.clone();
         }
         let (fb_tx, mut fb_rx) = mpsc::unbounded_channel::<u32>();
@@ -1568,7 +1567,7 @@ impl PeerConnectionEventHandler for Handler {
                 }
             }
         };
-        if let Some(p) = room.participants.lock().expect("participants lock is never poisoned").get_mut(&participant) {
+        if let Some(p) = room.participants.lock().get_mut(&participant) {
             debug_assert_eq!(p.session, self.session);
             p.tracks.push(published.clone());
         }
@@ -1577,7 +1576,7 @@ impl PeerConnectionEventHandler for Handler {
         // Each layer's publisher SSRC, as its packets arrive (keyframe requests name it).
         let sources: Arc<Mutex<Vec<Option<u32>>>> = Arc::new(Mutex::new(vec![None; layers]));
         if !simulcast {
-            sources.lock().expect("sources lock is never poisoned")[0] = Some(ssrc);
+            sources.lock()[0] = Some(ssrc);
         }
         // Keyframe requests the forwarder sends upstream.
         let pli_track = track.clone();
@@ -1587,7 +1586,7 @@ impl PeerConnectionEventHandler for Handler {
             // The request names the room's SSRC of a layer; the publisher knows its own.
             while let Some(asked) = fb_rx.recv().await {
                 let layer = pli_room_ssrcs.iter().position(|s| *s == asked).unwrap_or(0);
-                let Some(media_ssrc) = pli_sources.lock().expect("sources lock is never poisoned")[layer] else { continue };
+                let Some(media_ssrc) = pli_sources.lock()[layer] else { continue };
                 let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
                 if pli_track.write_rtcp(vec![Box::new(pli)]).await.is_err() {
                     return;
@@ -1617,7 +1616,7 @@ async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, publ
     // Publisher SSRC → layer (None: not a layer we forward).
     let mut layer_of: HashMap<u32, Option<usize>> = HashMap::new();
     if layers.rids.is_empty()
-        && let Some(first) = layers.sources.lock().expect("sources lock is never poisoned")[0]
+        && let Some(first) = layers.sources.lock()[0]
     {
         layer_of.insert(first, Some(0));
     }
@@ -1638,7 +1637,7 @@ async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, publ
                             continue;
                         }
                         if let Some(l) = l {
-                            layers.sources.lock().expect("sources lock is never poisoned")[l] = Some(source);
+                            layers.sources.lock()[l] = Some(source);
                             tracing::debug!(track = %published.id, source, layer = l, "simulcast layer seen");
                         }
                         layer_of.insert(source, l);

@@ -21,10 +21,11 @@ use std::{
     net::{IpAddr, SocketAddr},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+        Arc, },
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use rtc::shared::marshal::Unmarshal;
@@ -335,7 +336,7 @@ fn participant_name(user: &str) -> String {
 impl Gateway {
     /// The dial plan's entries.
     pub fn routes(&self) -> Vec<(String, String)> {
-        self.plan.lock().expect("plan lock is never poisoned").entries().map(|(a, b)| (a.into(), b.into())).collect()
+        self.plan.lock().entries().map(|(a, b)| (a.into(), b.into())).collect()
     }
 
     /// Calls `target` (a SIP URI) into `room`: our offer, then the media of the answer. The
@@ -394,7 +395,7 @@ impl Gateway {
         match self.clone().join(room, &user, negotiated, dialog.clone(), sockets) {
             Ok(call) => {
                 let participant = call.participant.clone();
-                self.calls.lock().expect("calls lock is never poisoned").insert(id, call);
+                self.calls.lock().insert(id, call);
                 self.counters.calls_answered.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(room, %participant, target, "SIP call out answered");
                 Ok(participant)
@@ -408,22 +409,22 @@ impl Gateway {
 
     /// Adds or replaces a dial-plan route.
     pub fn set_route(&self, number: &str, room: &str) -> Result<(), mcu_sip::dialplan::RouteError> {
-        self.plan.lock().expect("plan lock is never poisoned").set(number, room)
+        self.plan.lock().set(number, room)
     }
 
     /// Removes a route; false if there was none.
     pub fn remove_route(&self, number: &str) -> bool {
-        self.plan.lock().expect("plan lock is never poisoned").remove(number)
+        self.plan.lock().remove(number)
     }
 
     /// Calls in progress: (room, participant).
     pub fn calls(&self) -> Vec<(String, String)> {
-        self.calls.lock().expect("calls lock is never poisoned").values().map(|c| (c.room.clone(), c.participant.clone())).collect()
+        self.calls.lock().values().map(|c| (c.room.clone(), c.participant.clone())).collect()
     }
 
     /// Hangs up every call (shutdown).
     pub async fn shutdown(&self) {
-        let calls: Vec<Arc<Call>> = self.calls.lock().expect("calls lock is never poisoned").drain().map(|(_, c)| c).collect();
+        let calls: Vec<Arc<Call>> = self.calls.lock().drain().map(|(_, c)| c).collect();
         for c in calls {
             let _ = c.dialog.bye().await;
             self.finish(&c).await;
@@ -475,7 +476,7 @@ impl Gateway {
             self.counters.auth_challenges.fetch_add(1, Ordering::Relaxed);
             let nonce = format!("{:032x}", rand::random::<u128>());
             {
-                let mut nonces = self.nonces.lock().expect("nonce lock is never poisoned");
+                let mut nonces = self.nonces.lock();
                 nonces.retain(|_, at| at.elapsed() < NONCE_LIFETIME);
                 // A flood of unauthenticated INVITEs cannot grow the table without bound: the
                 // oldest challenge gives way (its caller is challenged again).
@@ -492,7 +493,7 @@ impl Gateway {
             return;
         }
         // Numbers are looked up only for authenticated callers (no probing the dial plan).
-        let Some(room) = self.plan.lock().expect("plan lock is never poisoned").route(&user, &host).map(str::to_string) else {
+        let Some(room) = self.plan.lock().route(&user, &host).map(str::to_string) else {
             return self.refuse(&mut tx, StatusCode::NotFound, &format!("no room for {user}")).await;
         };
         // RFC 4028 session timer. The caller refreshes when it supports timers and does not ask
@@ -560,15 +561,15 @@ impl Gateway {
                 let answer = self.answer_of(&call);
                 let mut headers = reply_headers();
                 if let Some(t) = session_timer {
-                    *call.session_timer.lock().expect("call lock is never poisoned") = Some(t);
+                    *call.session_timer.lock() = Some(t);
                     headers.extend(t.headers());
                     if t.we_refresh {
                         self.clone().refresh_sessions(call.clone(), t.interval);
                     }
                 }
-                self.calls.lock().expect("calls lock is never poisoned").insert(id, call.clone());
+                self.calls.lock().insert(id, call.clone());
                 if dialog.accept(Some(headers), Some(answer.into_bytes())).is_err() {
-                    self.calls.lock().expect("calls lock is never poisoned").retain(|_, c| !Arc::ptr_eq(c, &call));
+                    self.calls.lock().retain(|_, c| !Arc::ptr_eq(c, &call));
                     self.finish(&call).await;
                     return;
                 }
@@ -588,12 +589,12 @@ impl Gateway {
         let Some(header) = req.authorization_header() else { return false };
         let raw = header.value().to_string();
         let Ok(auth) = rsipstack::sip::typed::Authorization::parse(&raw) else { return false };
-        let fresh = self.nonces.lock().expect("nonce lock is never poisoned").get(&auth.nonce).is_some_and(|at| at.elapsed() < NONCE_LIFETIME);
+        let fresh = self.nonces.lock().get(&auth.nonce).is_some_and(|at| at.elapsed() < NONCE_LIFETIME);
         let Some(password) = self.settings.users.get(&auth.username) else { return false };
         let ok = fresh && auth.realm == REALM && rsipstack::dialog::authenticate::verify_digest(&auth, password, &req.method, &raw);
         if ok {
             // A nonce opens one call: the same Authorization replayed is challenged again.
-            self.nonces.lock().expect("nonce lock is never poisoned").remove(&auth.nonce);
+            self.nonces.lock().remove(&auth.nonce);
         }
         ok
     }
@@ -642,7 +643,7 @@ impl Gateway {
     }
 
     fn answer_of(&self, call: &Call) -> String {
-        let media = call.state.lock().expect("call lock is never poisoned").clone();
+        let media = call.state.lock().clone();
         let version = call.sdp_version.fetch_add(1, Ordering::Relaxed);
         answer_sdp(&media.negotiated, self.ip, call.ports.0, call.ports.1, call.ports.0 as u64 * 65536 + call.ports.1 as u64, version)
     }
@@ -651,7 +652,7 @@ impl Gateway {
         while let Some(state) = rx.recv().await {
             match state {
                 DialogState::Terminated(id, reason) => {
-                    let call = self.calls.lock().expect("calls lock is never poisoned").remove(&id.to_string());
+                    let call = self.calls.lock().remove(&id.to_string());
                     if let Some(call) = call {
                         tracing::info!(room = %call.room, participant = %call.participant, ?reason, "SIP call ended");
                         self.finish(&call).await;
@@ -659,14 +660,14 @@ impl Gateway {
                     self.dialogs.remove_dialog(&id);
                 }
                 DialogState::Updated(id, request, handle) => {
-                    let call = self.calls.lock().expect("calls lock is never poisoned").get(&id.to_string()).cloned();
+                    let call = self.calls.lock().get(&id.to_string()).cloned();
                     let Some(call) = call else {
                         let _ = handle.reply(StatusCode::CallTransactionDoesNotExist).await;
                         continue;
                     };
-                    *call.refreshed.lock().expect("call lock is never poisoned") = Instant::now();
+                    *call.refreshed.lock() = Instant::now();
                     let mut refresh_headers = Vec::new();
-                    if let Some(t) = *call.session_timer.lock().expect("call lock is never poisoned") {
+                    if let Some(t) = *call.session_timer.lock() {
                         refresh_headers.extend(t.headers());
                     }
                     let body = String::from_utf8_lossy(&request.body).to_string();
@@ -686,7 +687,7 @@ impl Gateway {
                         Ok(n) => {
                             let hold = n.audio.as_ref().map(|a| a.direction);
                             tracing::info!(room = %call.room, participant = %call.participant, direction = ?hold, "SIP re-INVITE");
-                            call.state.lock().expect("call lock is never poisoned").negotiated = n;
+                            call.state.lock().negotiated = n;
                             let answer = self.answer_of(&call);
                             refresh_headers.extend(reply_headers());
                             let _ = handle.respond(StatusCode::OK, Some(refresh_headers), Some(answer.into_bytes())).await;
@@ -803,7 +804,7 @@ impl Gateway {
                             asked = keyframes.recv() => {
                                 if asked.is_none() { return; }
                                 let media = phone.load(Ordering::Relaxed) as u32;
-                                let v = state.lock().expect("call lock is never poisoned").video().cloned();
+                                let v = state.lock().video().cloned();
                                 if let Some(v) = v && media != 0 {
                                     let pli = mcu_sfu::rtcp::pli(video_ssrc, media);
                                     let sock = if v.rtcp_mux { &rtp_sock } else { &rtcp };
@@ -867,21 +868,21 @@ impl Gateway {
                     }
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {
                         let sends = {
-                            let m = call.state.lock().expect("call lock is never poisoned");
+                            let m = call.state.lock();
                             // Our direction receives: the phone should be sending.
                             m.audio().map(|a| a.direction.receives()).unwrap_or(false) || m.video().map(|v| v.direction.receives()).unwrap_or(false)
                         };
-                        let timer = *call.session_timer.lock().expect("call lock is never poisoned");
+                        let timer = *call.session_timer.lock();
                         if let Some(t) = timer
                             && !t.we_refresh
-                            && call.refreshed.lock().expect("call lock is never poisoned").elapsed() > t.interval
+                            && call.refreshed.lock().elapsed() > t.interval
                         {
                             me.counters.session_expired.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(room = %call.room, participant = %call.participant, "SIP session timer expired without a refresh; hanging up");
                             me.hang_up(&call).await;
                             return;
                         }
-                        let silent = last_rtp.lock().expect("rtp clock lock is never poisoned").elapsed();
+                        let silent = last_rtp.lock().elapsed();
                         if sends && silent > timeout {
                             me.counters.rtp_timeouts.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(room = %call.room, participant = %call.participant, silent_ms = silent.as_millis() as u64, "no RTP from the phone; hanging up");
@@ -890,7 +891,7 @@ impl Gateway {
                         }
                         if !sends {
                             // On hold: the clock restarts when media resumes.
-                            *last_rtp.lock().expect("rtp clock lock is never poisoned") = Instant::now();
+                            *last_rtp.lock() = Instant::now();
                         }
                     }
                 }
@@ -913,7 +914,7 @@ impl Gateway {
                 let refreshed = call.dialog.reinvite(Some(headers), Some(answer.into_bytes())).await;
                 match refreshed {
                     Ok(Some(r)) if r.status_code.kind() == rsipstack::sip::StatusCodeKind::Successful => {
-                        *call.refreshed.lock().expect("call lock is never poisoned") = Instant::now();
+                        *call.refreshed.lock() = Instant::now();
                     }
                     other => {
                         if call.stop.is_cancelled() {
@@ -933,7 +934,7 @@ impl Gateway {
     /// Our side ends the call: leave the room at once, then BYE (whose transaction may take
     /// seconds with a phone that vanished).
     async fn hang_up(&self, call: &Arc<Call>) {
-        self.calls.lock().expect("calls lock is never poisoned").retain(|_, c| !Arc::ptr_eq(c, call));
+        self.calls.lock().retain(|_, c| !Arc::ptr_eq(c, call));
         self.finish(call).await;
         let dialog = call.dialog.clone();
         tokio::spawn(async move {
@@ -992,7 +993,7 @@ async fn audio_in(
     let (mut seq, mut ts): (u16, u32) = (rand::random(), rand::random());
     loop {
         let (n, from) = sock.recv_from(&mut buf).await?;
-        let Some(a) = state.lock().expect("call lock is never poisoned").audio().cloned() else { continue };
+        let Some(a) = state.lock().audio().cloned() else { continue };
         if from.ip() != a.remote.ip() || is_rtcp(&buf[..n]) {
             gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -1002,7 +1003,7 @@ async fn audio_in(
             gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        *last.lock().expect("rtp clock lock is never poisoned") = Instant::now();
+        *last.lock() = Instant::now();
         let pt = packet.header.payload_type;
         if Some(pt) == a.dtmf_pt {
             if let Some(ev) = dtmf.push(packet.header.timestamp, &packet.payload) {
@@ -1062,7 +1063,7 @@ async fn video_in(
             gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        *last.lock().expect("rtp clock lock is never poisoned") = Instant::now();
+        *last.lock() = Instant::now();
         phone_ssrc.store(packet.header.ssrc as u64, Ordering::Relaxed);
         packet.header.ssrc = ssrc;
         buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
@@ -1073,7 +1074,7 @@ async fn video_in(
 /// The phone's picture out: the forwarded packets with the phone's payload type.
 async fn video_out(sock: Arc<UdpSocket>, state: Arc<Mutex<CallMedia>>, mut rx: mpsc::Receiver<Bytes>) {
     while let Some(p) = rx.recv().await {
-        let Some(v) = state.lock().expect("call lock is never poisoned").video().cloned() else { continue };
+        let Some(v) = state.lock().video().cloned() else { continue };
         if !v.direction.sends() || p.len() < 12 {
             continue;
         }
@@ -1091,7 +1092,7 @@ async fn audio_out(sock: Arc<UdpSocket>, state: Arc<Mutex<CallMedia>>, mut rx: m
     let mut pcm: Vec<i16> = Vec::new();
     let (mut seq, mut ts): (u16, u32) = (rand::random(), rand::random());
     while let Some(p) = rx.recv().await {
-        let Some(a) = state.lock().expect("call lock is never poisoned").audio().cloned() else { continue };
+        let Some(a) = state.lock().audio().cloned() else { continue };
         if p.len() < 12 {
             continue;
         }

@@ -10,8 +10,9 @@
 //! thread reads it, and the threads read everything queued when they wake (the video thread at
 //! least every frame interval, the audio thread every tick).
 
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use mcu_codec::VideoCodec;
 use mcu_sfu::TrackId;
@@ -62,7 +63,7 @@ impl TapQueue {
     /// when the queue is full: the packet is dropped (a composite that falls behind loses
     /// packets; the forwarding path never waits for it).
     fn push(&self, packet: TapPacket, wake: bool) -> bool {
-        let mut s = self.state.lock().expect("tap lock is never poisoned");
+        let mut s = self.state.lock();
         if s.closed || s.items.len() >= self.capacity {
             return false;
         }
@@ -76,14 +77,14 @@ impl TapQueue {
 
     /// Ends the queue: the reader gets what is left, then `None`.
     pub fn close(&self) {
-        self.state.lock().expect("tap lock is never poisoned").closed = true;
+        self.state.lock().closed = true;
         self.ready.notify_all();
     }
 
     /// Waits until the reader is woken or `deadline` passes, and returns everything queued
     /// (possibly nothing). `None` once the writer is gone and the queue is empty.
     pub fn wait(&self, deadline: Instant) -> Option<Vec<TapPacket>> {
-        let mut s = self.state.lock().expect("tap lock is never poisoned");
+        let mut s = self.state.lock();
         loop {
             if s.wake || s.closed {
                 break;
@@ -92,7 +93,7 @@ impl TapQueue {
             if now >= deadline {
                 break;
             }
-            s = self.ready.wait_timeout(s, deadline - now).expect("tap lock is never poisoned").0;
+            self.ready.wait_until(&mut s, deadline);
         }
         s.wake = false;
         if s.closed && s.items.is_empty() {

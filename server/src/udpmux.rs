@@ -13,7 +13,7 @@
 //! 2. A STUN Binding request whose USERNAME starts with a connection's ICE ufrag (each
 //!    connection gets its own, set through the setting engine): there, and (L, R) is
 //!    remembered. Connectivity checks always come first, so DTLS and SRTP from R follow.
-//! 3. Otherwise it is dropped and counted (`mcu_udp_mux_unroutable_total`).
+//! 3. Otherwise it is dropped and counted (`mcu_udp_mux_dropped_total{reason="unroutable"}`).
 //!
 //! A connection's sends also claim their destination (STUN/TURN servers answer that way).
 //! Dropping the connection's sockets forgets its routes.
@@ -27,11 +27,13 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, Weak,
+        Arc, Weak,
     },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 use mcu_sfu::stun::stun_request_ufrag;
 use webrtc::runtime::{AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime, Transmit};
@@ -84,7 +86,7 @@ pub struct MediaRoute(Mutex<Option<(Arc<tokio::net::UdpSocket>, SocketAddr)>>);
 impl MediaRoute {
     /// The socket and destination, once the connection has sent DTLS or SRTP.
     pub fn get(&self) -> Option<(Arc<tokio::net::UdpSocket>, SocketAddr)> {
-        self.0.lock().expect("route lock is never poisoned").clone()
+        self.0.lock().clone()
     }
 
     /// Sets the route as a DTLS send to `to` would.
@@ -96,7 +98,7 @@ impl MediaRoute {
     /// Sends `data` there now (non-blocking; an error when there is no route yet or the
     /// socket's buffer is full).
     pub fn send(&self, data: &[u8]) -> io::Result<usize> {
-        let r = self.0.lock().expect("route lock is never poisoned");
+        let r = self.0.lock();
         let (socket, dest) = r.as_ref().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no media route yet"))?;
         crate::fastpath::send_now(socket, data, *dest)
     }
@@ -108,7 +110,7 @@ impl MediaRoute {
         if !(20..=63).contains(&first_byte) && !(128..=191).contains(&first_byte) {
             return;
         }
-        let mut r = self.0.lock().expect("route lock is never poisoned");
+        let mut r = self.0.lock();
         if !r.as_ref().is_some_and(|(s, d)| *d == to && Arc::ptr_eq(s, shared)) {
             *r = Some((shared.clone(), to));
         }
@@ -152,7 +154,7 @@ impl UdpMux {
     }
 
     fn shared_socket(self: &Arc<Self>, ip: IpAddr) -> io::Result<Arc<tokio::net::UdpSocket>> {
-        let mut shared = self.shared.lock().expect("mux lock is never poisoned");
+        let mut shared = self.shared.lock();
         if let Some(s) = shared.get(&ip) {
             return Ok(s.clone());
         }
@@ -178,14 +180,14 @@ impl UdpMux {
     /// A new connection's slot, with the ICE ufrag its setting engine was given.
     fn slot(&self, ufrag: &str) -> u64 {
         let slot = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        let mut r = self.routes.lock().expect("mux lock is never poisoned");
+        let mut r = self.routes.lock();
         r.ufrags.insert(ufrag.to_string(), slot);
         r.slots.insert(slot, HashMap::new());
         slot
     }
 
     fn release(&self, slot: u64) {
-        let mut r = self.routes.lock().expect("mux lock is never poisoned");
+        let mut r = self.routes.lock();
         r.ufrags.retain(|_, s| *s != slot);
         r.slots.remove(&slot);
         r.remotes.retain(|_, inbox| inbox.upgrade().is_some_and(|i| i.slot != slot));
@@ -193,7 +195,7 @@ impl UdpMux {
 
     /// Where a datagram from `from` to local `ip` goes.
     fn route(&self, ip: IpAddr, from: SocketAddr, data: &[u8]) -> Option<Arc<Inbox>> {
-        let mut r = self.routes.lock().expect("mux lock is never poisoned");
+        let mut r = self.routes.lock();
         if let Some(inbox) = r.remotes.get(&(ip, from)).and_then(Weak::upgrade) {
             return Some(inbox);
         }
@@ -207,7 +209,7 @@ impl UdpMux {
     /// The port to announce for a host candidate at `addr` (a connection's own socket), if
     /// the mux serves it.
     pub fn announce_port(&self, addr: SocketAddr) -> Option<u16> {
-        self.routes.lock().expect("mux lock is never poisoned").identities.get(&addr).map(|a| a.port())
+        self.routes.lock().identities.get(&addr).map(|a| a.port())
     }
 
     /// Rewrites the host candidates of our SDP that name connection sockets to the shared port.
@@ -303,7 +305,7 @@ async fn read_loop(mux: Weak<UdpMux>, socket: Arc<tokio::net::UdpSocket>, ip: Ip
         if let Some(&first) = buf[..n].first() {
             inbox.route.note(first, &socket, from);
         }
-        let mut q = inbox.queue.lock().expect("inbox lock is never poisoned");
+        let mut q = inbox.queue.lock();
         if q.0.len() >= INBOX {
             mux.overflow.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -362,7 +364,7 @@ impl Runtime for MuxRuntime {
         let shared = self.mux.shared_socket(ip)?;
         let inbox = Arc::new(Inbox { slot: self.slot.slot, local_ip: ip, queue: Mutex::new((VecDeque::new(), None)), route: self.route.clone() });
         {
-            let mut r = self.mux.routes.lock().expect("mux lock is never poisoned");
+            let mut r = self.mux.routes.lock();
             if let Some(slot) = r.slots.get_mut(&self.slot.slot) {
                 slot.insert(ip, Arc::downgrade(&inbox));
             }
@@ -431,7 +433,7 @@ impl fmt::Debug for MuxSocket {
 
 impl Drop for MuxSocket {
     fn drop(&mut self) {
-        let mut r = self.mux.routes.lock().expect("mux lock is never poisoned");
+        let mut r = self.mux.routes.lock();
         r.identities.remove(&self.identity);
         let me = Arc::as_ptr(&self.inbox);
         r.remotes.retain(|_, w| !std::ptr::eq(w.as_ptr(), me));
@@ -446,11 +448,11 @@ impl AsyncUdpSocket for MuxSocket {
     fn poll_send(&self, cx: &mut Context<'_>, transmit: &Transmit<'_>) -> Poll<io::Result<usize>> {
         // Replies to this destination come back to this connection (STUN and TURN servers
         // are reached that way; peers are already known from their checks).
-        let mut claimed = self.claimed.lock().expect("claim lock is never poisoned");
+        let mut claimed = self.claimed.lock();
         if *claimed != Some(transmit.destination) {
             *claimed = Some(transmit.destination);
             let key = (self.inbox.local_ip, transmit.destination);
-            let mut r = self.mux.routes.lock().expect("mux lock is never poisoned");
+            let mut r = self.mux.routes.lock();
             if r.remotes.get(&key).and_then(Weak::upgrade).is_none_or(|i| !Arc::ptr_eq(&i, &self.inbox)) {
                 r.remotes.insert(key, Arc::downgrade(&self.inbox));
             }
@@ -463,7 +465,7 @@ impl AsyncUdpSocket for MuxSocket {
     }
 
     fn poll_recv(&self, cx: &mut Context<'_>, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Poll<io::Result<usize>> {
-        let mut q = self.inbox.queue.lock().expect("inbox lock is never poisoned");
+        let mut q = self.inbox.queue.lock();
         let n = bufs.len().min(meta.len());
         let mut filled = 0;
         while filled < n {
@@ -528,7 +530,7 @@ mod tests {
     fn host_candidates_are_announced_on_the_shared_port() {
         let mux = UdpMux::new(7882);
         let own: SocketAddr = "127.0.0.1:40001".parse().unwrap();
-        mux.routes.lock().unwrap().identities.insert(own, "127.0.0.1:7882".parse().unwrap());
+        mux.routes.lock().identities.insert(own, "127.0.0.1:7882".parse().unwrap());
         let sdp = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=candidate:1 1 udp 2130706431 127.0.0.1 40001 typ host\r\na=candidate:2 1 udp 2130706431 10.0.0.1 40002 typ host\r\na=ice-ufrag:x\r\n";
         let out = mux.announce(sdp);
         assert!(out.contains("a=candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host\r\n"), "{out}");
