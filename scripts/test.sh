@@ -7,6 +7,10 @@ export CARGO_TERM_COLOR=never
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+echo "== formatting (rustfmt.toml; fails fast, before the long suites)"
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo fmt --all --check
+
 echo "== GPU adapter the tests use"
 cargo run -q -p mcu-server -- adapters --log warn
 

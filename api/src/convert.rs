@@ -193,7 +193,12 @@ pub fn layout(field: &str, l: &v1::Layout) -> Result<RoomLayout, FieldError> {
                     }
                 }
                 let own = t.tile.as_ref().map(|o| tile_style(&format!("{f}.tile"), Some(o), style)).transpose()?;
-                slots.push(CustomSlot { participant: t.participant.clone(), rect: Rect { x: t.x, y: t.y, width: t.width, height: t.height }, z: t.z, style: own });
+                slots.push(CustomSlot {
+                    participant: t.participant.clone(),
+                    rect: Rect { x: t.x, y: t.y, width: t.width, height: t.height },
+                    z: t.z,
+                    style: own,
+                });
             }
             RoomLayoutKind::Custom { slots }
         }
@@ -231,14 +236,11 @@ pub fn layout(field: &str, l: &v1::Layout) -> Result<RoomLayout, FieldError> {
 /// A layout as the API shows it.
 pub fn layout_pb(l: &RoomLayout) -> v1::Layout {
     let kind = match &l.kind {
-        RoomLayoutKind::Grid { columns, rows, gap } => {
-            v1::layout::Kind::Grid(v1::Grid { columns: columns.unwrap_or(0), rows: rows.unwrap_or(0), gap: *gap })
-        }
+        RoomLayoutKind::Grid { columns, rows, gap } => v1::layout::Kind::Grid(v1::Grid { columns: columns.unwrap_or(0), rows: rows.unwrap_or(0), gap: *gap }),
         RoomLayoutKind::ActiveSpeaker { strip } => v1::layout::Kind::ActiveSpeaker(v1::ActiveSpeaker { strip: Some(strip_pb(strip)) }),
-        RoomLayoutKind::Presentation { presenter, strip } => v1::layout::Kind::Presentation(v1::Presentation {
-            presenter: presenter.clone().unwrap_or_default(),
-            strip: Some(strip_pb(strip)),
-        }),
+        RoomLayoutKind::Presentation { presenter, strip } => {
+            v1::layout::Kind::Presentation(v1::Presentation { presenter: presenter.clone().unwrap_or_default(), strip: Some(strip_pb(strip)) })
+        }
         RoomLayoutKind::Custom { slots } => v1::layout::Kind::Custom(v1::Custom {
             tiles: slots
                 .iter()

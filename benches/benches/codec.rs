@@ -21,13 +21,12 @@ use std::{
 
 use mcu_benches::{cpu_time, ffmpeg_version, git_rev, machine, save_results, today};
 use mcu_codec::{
-    new_decoder, new_software_encoder,
+    Decoded, DecoderOptions, EncodedFrame, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder, new_decoder, new_software_encoder,
     nvenc::{self, NvencStatus},
     quality::psnr_y,
     video::{H264Decoder, Vp8Decoder},
-    Decoded, DecoderOptions, EncodedFrame, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder,
 };
-use mcu_media::{testsrc, PixelFormat, VideoFrame};
+use mcu_media::{PixelFormat, VideoFrame, testsrc};
 
 const FPS: f64 = 30.0;
 /// Distinct source frames per size (cycled; the card's bar and digits move every frame).
@@ -66,7 +65,9 @@ fn pts(i: u32) -> Duration {
 
 fn sources(size: &Size) -> Vec<VideoFrame> {
     (0..SOURCE_FRAMES)
-        .map(|i| testsrc::frame(&testsrc::Pattern::Card { color: testsrc::palette(i as usize / 20), label: 1000 + i }, PixelFormat::I420, size.w, size.h, pts(i)))
+        .map(|i| {
+            testsrc::frame(&testsrc::Pattern::Card { color: testsrc::palette(i as usize / 20), label: 1000 + i }, PixelFormat::I420, size.w, size.h, pts(i))
+        })
         .collect()
 }
 
@@ -229,7 +230,8 @@ fn main() {
     let argv: Vec<String> = std::env::args().collect();
     let save = argv.iter().any(|a| a == "--save");
     let seconds: f64 = argv.iter().position(|a| a == "--seconds").and_then(|i| argv.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let only: Option<Vec<String>> = argv.iter().position(|a| a == "--sizes").and_then(|i| argv.get(i + 1)).map(|s| s.split(',').map(|x| format!("{x}p")).collect());
+    let only: Option<Vec<String>> =
+        argv.iter().position(|a| a == "--sizes").and_then(|i| argv.get(i + 1)).map(|s| s.split(',').map(|x| format!("{x}p")).collect());
     let have_ffmpeg = Command::new("ffmpeg").arg("-version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     let dir: PathBuf = std::env::temp_dir().join("mcu-bench-codec");
     std::fs::create_dir_all(&dir).expect("temp dir");

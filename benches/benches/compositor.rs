@@ -16,8 +16,8 @@ use std::{
 };
 
 use mcu_benches::{cpu_time, ffmpeg_version, git_rev, machine, save_results, today};
-use mcu_compositor::{gpu::describe, AdapterChoice, CanvasId, CanvasSpec, Compositor, FrameSet, Gpu, InputId, Layout, Scene};
-use mcu_media::{testsrc, PixelFormat, Rgb, VideoFrame};
+use mcu_compositor::{AdapterChoice, CanvasId, CanvasSpec, Compositor, FrameSet, Gpu, InputId, Layout, Scene, gpu::describe};
+use mcu_media::{PixelFormat, Rgb, VideoFrame, testsrc};
 
 const IN_W: u32 = 640;
 const IN_H: u32 = 360;
@@ -31,13 +31,7 @@ struct Measured {
 fn inputs(n: usize) -> Vec<(InputId, VideoFrame)> {
     (0..n)
         .map(|i| {
-            let f = testsrc::frame(
-                &testsrc::Pattern::Card { color: testsrc::palette(i), label: i as u32 },
-                PixelFormat::I420,
-                IN_W,
-                IN_H,
-                Duration::ZERO,
-            );
+            let f = testsrc::frame(&testsrc::Pattern::Card { color: testsrc::palette(i), label: i as u32 }, PixelFormat::I420, IN_W, IN_H, Duration::ZERO);
             (InputId::new(format!("in{i}")), f)
         })
         .collect()
@@ -94,7 +88,17 @@ fn run_ffmpeg(dir: &std::path::Path, n: usize, w: u32, h: u32, frames: u32) -> O
         write!(filter, "[s{i}]").unwrap();
     }
     write!(filter, "xstack=inputs={n}:layout={}:fill=black[out]", layout.join("|")).unwrap();
-    args.extend(["-filter_complex".into(), filter, "-map".into(), "[out]".into(), "-frames:v".into(), frames.to_string(), "-f".into(), "null".into(), "-".into()]);
+    args.extend([
+        "-filter_complex".into(),
+        filter,
+        "-map".into(),
+        "[out]".into(),
+        "-frames:v".into(),
+        frames.to_string(),
+        "-f".into(),
+        "null".into(),
+        "-".into(),
+    ]);
     let (t0, c0) = (Instant::now(), cpu_time(true));
     let status = Command::new("ffmpeg").args(&args).stdout(Stdio::null()).status().ok()?;
     let wall = t0.elapsed().as_secs_f64();
@@ -133,7 +137,14 @@ fn main() {
         let line = match theirs {
             Some(t) => format!(
                 "| {name} | {:.1} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} |",
-                gpu.fps, gpu.cpu_ms, cpu.fps, cpu.cpu_ms, t.fps, t.cpu_ms, t.cpu_ms / cpu.cpu_ms, t.fps / gpu.fps
+                gpu.fps,
+                gpu.cpu_ms,
+                cpu.fps,
+                cpu.cpu_ms,
+                t.fps,
+                t.cpu_ms,
+                t.cpu_ms / cpu.cpu_ms,
+                t.fps / gpu.fps
             ),
             None => format!("| {name} | {:.1} | {:.2} | {:.1} | {:.2} | – | – | – | – |", gpu.fps, gpu.cpu_ms, cpu.fps, cpu.cpu_ms),
         };
@@ -152,16 +163,12 @@ fn main() {
         }
     }
     // 16 viewers of a 9-input room, each canvas leaving out one input (viewer k omits input k % 9).
-    let canvases: Vec<CanvasSpec> = (0..16)
-        .map(|k| canvas(format!("viewer{k}"), 1280, 720, (0..9).filter(|i| *i != k % 9).map(|i| format!("in{i}")).collect()))
-        .collect();
+    let canvases: Vec<CanvasSpec> =
+        (0..16).map(|k| canvas(format!("viewer{k}"), 1280, 720, (0..9).filter(|i| *i != k % 9).map(|i| format!("in{i}")).collect())).collect();
     let per_canvas = |m: Measured| Measured { fps: m.fps * 16.0, wall_ms: m.wall_ms / 16.0, cpu_ms: m.cpu_ms / 16.0 };
     let ours = run_ours(Compositor::new(gpu.clone()), 9, Scene { canvases: canvases.clone() }, seconds);
     let cpu = run_ours(Compositor::new_cpu(0), 9, Scene { canvases }, seconds);
-    let rounds = format!(
-        "16-canvas round: wgpu {:.1} rounds/s ({:.2} ms), CPU path {:.1} rounds/s ({:.2} ms)",
-        ours.fps, ours.wall_ms, cpu.fps, cpu.wall_ms
-    );
+    let rounds = format!("16-canvas round: wgpu {:.1} rounds/s ({:.2} ms), CPU path {:.1} rounds/s ({:.2} ms)", ours.fps, ours.wall_ms, cpu.fps, cpu.wall_ms);
     let theirs = if have_ffmpeg { run_ffmpeg(&dir, 8, 1280, 720, 300) } else { None };
     row("1280x720, 16 personalised canvases of a 9-input room (8 tiles each), per canvas".into(), per_canvas(ours), per_canvas(cpu), theirs);
     println!("({rounds})");

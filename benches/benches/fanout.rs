@@ -15,23 +15,23 @@ use std::{
     fmt::Write as _,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering},
         Arc,
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use mcu_benches::{
     cpu_time, git_rev, machine,
-    peers::{http, local_track, peer, proc_cpu, signal, start_server, unix_ns, RxStats},
+    peers::{RxStats, http, local_track, peer, proc_cpu, signal, start_server, unix_ns},
     save_results, today,
 };
 use rtc::{
     rtp::{header::Header, packet::Packet},
-    rtp_transceiver::{rtp_sender::RtpCodecKind, RTCRtpTransceiverDirection, RTCRtpTransceiverInit},
+    rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, rtp_sender::RtpCodecKind},
 };
 use tokio::sync::watch;
-use webrtc::media_stream::track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal};
+use webrtc::media_stream::track_local::{TrackLocal, static_rtp::TrackLocalStaticRTP};
 
 const VIDEO_PACKET: usize = 1100;
 const VIDEO_BITRATE: usize = 1_500_000;
@@ -64,7 +64,15 @@ async fn send_media(video: Arc<TrackLocalStaticRTP>, audio: Arc<TrackLocalStatic
                 payload[1] = 0x00;
                 payload[2..10].copy_from_slice(&unix_ns().to_be_bytes());
                 vseq = vseq.wrapping_add(1);
-                let header = Header { version: 2, payload_type: 96, marker: i + 1 == per_frame, sequence_number: vseq, timestamp: frame * 3000, ssrc: 1, ..Default::default() };
+                let header = Header {
+                    version: 2,
+                    payload_type: 96,
+                    marker: i + 1 == per_frame,
+                    sequence_number: vseq,
+                    timestamp: frame * 3000,
+                    ssrc: 1,
+                    ..Default::default()
+                };
                 let _ = video.write_rtp(Packet { header, payload: payload.into() }).await;
                 sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -143,7 +151,8 @@ async fn run_case(server: SocketAddr, pid: u32, subs: usize, seconds: u64) -> an
     let (sent0, dropped0) = server_counts(server).await;
     let (rx0, tx0, srv0, me0, w0) = (stats.packets.load(Ordering::Relaxed), sent.load(Ordering::Relaxed), proc_cpu(pid), cpu_time(false), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (rx1, tx1, srv1, me1, wall) = (stats.packets.load(Ordering::Relaxed), sent.load(Ordering::Relaxed), proc_cpu(pid), cpu_time(false), w0.elapsed().as_secs_f64());
+    let (rx1, tx1, srv1, me1, wall) =
+        (stats.packets.load(Ordering::Relaxed), sent.load(Ordering::Relaxed), proc_cpu(pid), cpu_time(false), w0.elapsed().as_secs_f64());
     let (sent1, dropped1) = server_counts(server).await;
 
     stop_tx.send_replace(true);
@@ -192,7 +201,10 @@ fn main() -> anyhow::Result<()> {
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut table = String::new();
-    writeln!(table, "| subscribers | packets in/s | packets out/s (received) | delivered | server CPU (cores) | server packets/s per core | server CPU per subscriber (% of a core) | load generator CPU (cores) | fan-out latency p50 / p99 (ms) | server: sent/s, dropped/s |")?;
+    writeln!(
+        table,
+        "| subscribers | packets in/s | packets out/s (received) | delivered | server CPU (cores) | server packets/s per core | server CPU per subscriber (% of a core) | load generator CPU (cores) | fan-out latency p50 / p99 (ms) | server: sent/s, dropped/s |"
+    )?;
     writeln!(table, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let result = rt.block_on(async {
         for &n in &subs {
@@ -228,9 +240,24 @@ fn main() -> anyhow::Result<()> {
         writeln!(md, "# SFU fan-out over real WebRTC{}, {date}\n", if mux { ", one UDP port for every connection" } else { "" })?;
         writeln!(md, "- Machine: {}", machine())?;
         writeln!(md, "- Commit: {}", git_rev())?;
-        writeln!(md, "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench fanout -- --save --seconds {seconds} --subs {}{}{}`", arg("--subs").unwrap_or_else(|| "10,100,500".into()), udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default(), if direct { "" } else { " --no-direct-send" })?;
-        writeln!(md, "- Server: `mcu serve --dev{}{}` (release), its own process; CPU from /proc/PID/stat. Load generator: this bench, one process holding the publisher and every subscriber (webrtc 0.21: ICE, DTLS, SRTP on each), CPU from getrusage. Both share the machine's 2 cores, so the load generator's CPU is time the server could not use.", rtc_udp.as_deref().map(|a| format!(" --rtc-udp {a}")).unwrap_or_default(), if direct { "" } else { " --rtc-direct-send false" })?;
-        writeln!(md, "- Publisher: {} kbps of VP8-shaped video ({FPS} fps, {VIDEO_PACKET}-byte packets) plus 50 packets/s of {AUDIO_PACKET}-byte Opus-shaped audio. Latency: send time stamped into each payload, read by the subscriber: publisher SRTP + server + subscriber SRTP and scheduling.\n", VIDEO_BITRATE / 1000)?;
+        writeln!(
+            md,
+            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench fanout -- --save --seconds {seconds} --subs {}{}{}`",
+            arg("--subs").unwrap_or_else(|| "10,100,500".into()),
+            udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default(),
+            if direct { "" } else { " --no-direct-send" }
+        )?;
+        writeln!(
+            md,
+            "- Server: `mcu serve --dev{}{}` (release), its own process; CPU from /proc/PID/stat. Load generator: this bench, one process holding the publisher and every subscriber (webrtc 0.21: ICE, DTLS, SRTP on each), CPU from getrusage. Both share the machine's 2 cores, so the load generator's CPU is time the server could not use.",
+            rtc_udp.as_deref().map(|a| format!(" --rtc-udp {a}")).unwrap_or_default(),
+            if direct { "" } else { " --rtc-direct-send false" }
+        )?;
+        writeln!(
+            md,
+            "- Publisher: {} kbps of VP8-shaped video ({FPS} fps, {VIDEO_PACKET}-byte packets) plus 50 packets/s of {AUDIO_PACKET}-byte Opus-shaped audio. Latency: send time stamped into each payload, read by the subscriber: publisher SRTP + server + subscriber SRTP and scheduling.\n",
+            VIDEO_BITRATE / 1000
+        )?;
         md.push_str(&table);
         save_results(if mux { "fanout-mux" } else { "fanout" }, &date, &md);
     }

@@ -28,8 +28,8 @@ use mcu_benches::{
     peers::{http, local_track, peer, peer_with, signal, start_server_grpc},
     save_results, today,
 };
-use mcu_codec::{new_decoder, new_software_encoder, Decoded, DecoderOptions, EncoderConfig, VideoCodec};
-use mcu_media::{testsrc, PixelFormat, Rgb, VideoFrame};
+use mcu_codec::{Decoded, DecoderOptions, EncoderConfig, VideoCodec, new_decoder, new_software_encoder};
+use mcu_media::{PixelFormat, Rgb, VideoFrame, testsrc};
 use rtc::{
     media::io::sample_builder::SampleBuilder,
     rtp::{
@@ -38,7 +38,7 @@ use rtc::{
         packet::Packet,
         packetizer::Payloader,
     },
-    rtp_transceiver::{rtp_sender::RtpCodecKind, RTCRtpTransceiverDirection, RTCRtpTransceiverInit},
+    rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, rtp_sender::RtpCodecKind},
 };
 use tokio::sync::{mpsc, watch};
 use webrtc::{media_stream::track_local::TrackLocal, peer_connection::PeerConnection};
@@ -83,7 +83,11 @@ fn read(frame: &VideoFrame) -> u32 {
 type Captures = Arc<Mutex<HashMap<u32, Instant>>>;
 
 /// Encodes and sends the stamped card at 30 fps; notes each frame's capture time.
-async fn publish(track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>, captures: Captures, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn publish(
+    track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    captures: Captures,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     // A keyframe a second: the SFU viewer joins mid-stream and this sender does not answer PLI.
     let mut enc = new_software_encoder(VideoCodec::Vp8, &EncoderConfig { keyframe_interval: FPS, ..EncoderConfig::realtime(800_000, FPS as f64) })?;
     let mut payloader = Vp8Payloader::default();
@@ -103,7 +107,8 @@ async fn publish(track: Arc<webrtc::media_stream::track_local::static_rtp::Track
             let count = payloads.len();
             for (i, p) in payloads.into_iter().enumerate() {
                 seq = seq.wrapping_add(1);
-                let header = Header { version: 2, payload_type: 96, sequence_number: seq, timestamp: ts, ssrc: 1, marker: i + 1 == count, ..Default::default() };
+                let header =
+                    Header { version: 2, payload_type: 96, sequence_number: seq, timestamp: ts, ssrc: 1, marker: i + 1 == count, ..Default::default() };
                 let _ = track.write_rtp(Packet { header, payload: p }).await;
             }
         }
@@ -225,7 +230,16 @@ fn main() -> anyhow::Result<()> {
             let _ = http(server, "DELETE", &s, "").await;
             let _ = pc.close().await;
         }
-        anyhow::Ok((percentile(&mut sfu.clone(), 0.5), percentile(&mut sfu, 0.95), sfu.len(), percentile(&mut mcu.clone(), 0.5), percentile(&mut mcu, 0.95), mcu.len(), cold, warm))
+        anyhow::Ok((
+            percentile(&mut sfu.clone(), 0.5),
+            percentile(&mut sfu, 0.95),
+            sfu.len(),
+            percentile(&mut mcu.clone(), 0.5),
+            percentile(&mut mcu, 0.95),
+            mcu.len(),
+            cold,
+            warm,
+        ))
     });
     let _ = child.kill();
     let _ = child.wait();
@@ -251,8 +265,14 @@ fn main() -> anyhow::Result<()> {
         writeln!(md, "# Added latency of the MCU, and time to the first composite frame, {date}\n")?;
         writeln!(md, "- Machine: {}", machine())?;
         writeln!(md, "- Commit: {}", git_rev())?;
-        writeln!(md, "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench latency -- --save --seconds {seconds} --joins {joins}`")?;
-        writeln!(md, "- One WHIP publisher encoding live (VP8 640×360, 30 fps, libvpx realtime) a card with its frame number drawn as 16 black/white blocks; two viewers at once, each depacketizing and decoding (libvpx) and reading the number off the picture. Delay = decode time − capture time, same clock, loopback, everything on this 2-core machine (publisher, viewers and server).\n")?;
+        writeln!(
+            md,
+            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench latency -- --save --seconds {seconds} --joins {joins}`"
+        )?;
+        writeln!(
+            md,
+            "- One WHIP publisher encoding live (VP8 640×360, 30 fps, libvpx realtime) a card with its frame number drawn as 16 black/white blocks; two viewers at once, each depacketizing and decoding (libvpx) and reading the number off the picture. Delay = decode time − capture time, same clock, loopback, everything on this 2-core machine (publisher, viewers and server).\n"
+        )?;
         md.push_str(&table);
         writeln!(md, "\n{joins_line}")?;
         save_results("latency", &date, &md);

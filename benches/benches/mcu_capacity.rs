@@ -23,7 +23,7 @@ use std::{
     net::SocketAddr,
     path::Path,
     process::Command,
-    sync::{atomic::Ordering, Arc},
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -31,20 +31,20 @@ use anyhow::Context;
 use bytes::Bytes;
 use mcu_benches::{
     cpu_time, ffmpeg_version, git_rev, machine,
-    peers::{http, local_track, peer, proc_cpu, server_bin, signal, start_server_grpc, RxStats},
+    peers::{RxStats, http, local_track, peer, proc_cpu, server_bin, signal, start_server_grpc},
     save_results, today,
 };
 use mcu_codec::{
-    audio::{OpusChannels, OpusConfig, OpusEncoder},
     VideoCodec,
+    audio::{OpusChannels, OpusConfig, OpusEncoder},
 };
 use rtc::{
     rtp::{codec::vp8::Vp8Payloader, header::Header, packet::Packet, packetizer::Payloader},
-    rtp_transceiver::{rtp_sender::RtpCodecKind, RTCRtpTransceiverDirection, RTCRtpTransceiverInit},
+    rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, rtp_sender::RtpCodecKind},
 };
 use tokio::sync::watch;
 use webrtc::{
-    media_stream::track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal},
+    media_stream::track_local::{TrackLocal, static_rtp::TrackLocalStaticRTP},
     peer_connection::PeerConnection,
 };
 
@@ -89,7 +89,14 @@ fn write_ivf(path: &Path, frames: &[Vec<u8>], repeat: usize) -> std::io::Result<
 }
 
 /// Replays `video` at 30 fps and `audio` at 50 packets/s until `stop`.
-async fn send(video_track: Arc<TrackLocalStaticRTP>, audio_track: Arc<TrackLocalStaticRTP>, ssrcs: (u32, u32), video: Arc<Vec<Vec<u8>>>, audio: Arc<Vec<Vec<u8>>>, stop: watch::Receiver<bool>) {
+async fn send(
+    video_track: Arc<TrackLocalStaticRTP>,
+    audio_track: Arc<TrackLocalStaticRTP>,
+    ssrcs: (u32, u32),
+    video: Arc<Vec<Vec<u8>>>,
+    audio: Arc<Vec<Vec<u8>>>,
+    stop: watch::Receiver<bool>,
+) {
     let mut payloader = Vp8Payloader::default();
     let mut vtick = tokio::time::interval(Duration::from_secs_f64(1.0 / FPS as f64));
     let mut atick = tokio::time::interval(Duration::from_millis(20));
@@ -123,7 +130,14 @@ struct RoomLoad {
     viewer: Arc<RxStats>,
 }
 
-async fn start_room(server: SocketAddr, r: usize, videos: &[Arc<Vec<Vec<u8>>>], audio: &Arc<Vec<Vec<u8>>>, stop: &watch::Receiver<bool>, with_viewer: bool) -> anyhow::Result<RoomLoad> {
+async fn start_room(
+    server: SocketAddr,
+    r: usize,
+    videos: &[Arc<Vec<Vec<u8>>>],
+    audio: &Arc<Vec<Vec<u8>>>,
+    stop: &watch::Receiver<bool>,
+    with_viewer: bool,
+) -> anyhow::Result<RoomLoad> {
     let mut peers = Vec::new();
     for (i, video) in videos.iter().enumerate() {
         let (pc, gathered) = peer(None).await?;
@@ -167,7 +181,18 @@ fn record_cli(grpc: &str, args: &[&str]) -> anyhow::Result<String> {
 /// Frames per second of media in a recording's video track.
 fn recorded_fps(path: &str) -> anyhow::Result<f64> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-select_streams", "v:0", "-show_entries", "stream=nb_read_packets:format=duration", "-of", "default=nw=1:nk=1", path])
+        .args([
+            "-v",
+            "error",
+            "-count_packets",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_packets:format=duration",
+            "-of",
+            "default=nw=1:nk=1",
+            path,
+        ])
         .output()
         .context("running ffprobe")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -177,7 +202,16 @@ fn recorded_fps(path: &str) -> anyhow::Result<f64> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_step(server: SocketAddr, grpc: &str, record: bool, pid: u32, rooms: usize, seconds: u64, videos: &[Arc<Vec<Vec<u8>>>], audio: &Arc<Vec<Vec<u8>>>) -> anyhow::Result<Step> {
+async fn run_step(
+    server: SocketAddr,
+    grpc: &str,
+    record: bool,
+    pid: u32,
+    rooms: usize,
+    seconds: u64,
+    videos: &[Arc<Vec<Vec<u8>>>],
+    audio: &Arc<Vec<Vec<u8>>>,
+) -> anyhow::Result<Step> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut loads = Vec::new();
     for r in 0..rooms {
@@ -206,7 +240,8 @@ async fn run_step(server: SocketAddr, grpc: &str, record: bool, pid: u32, rooms:
         min_fps = f64::INFINITY;
         for id in &recordings {
             let out = record_cli(grpc, &["stop", id])?;
-            let path = out.lines().find(|l| l.trim_start().starts_with("composite")).and_then(|l| l.split('\t').nth(1)).context("no composite file")?.to_string();
+            let path =
+                out.lines().find(|l| l.trim_start().starts_with("composite")).and_then(|l| l.split('\t').nth(1)).context("no composite file")?.to_string();
             min_fps = min_fps.min(recorded_fps(&path)?);
             let _ = std::fs::remove_file(&path);
         }
@@ -289,7 +324,8 @@ fn main() -> anyhow::Result<()> {
         ("vp8", "VP8 (libvpx realtime, 2 Mbps)", "libvpx `-deadline realtime -cpu-used 8` 2 Mbps")
     };
 
-    let videos: Vec<Arc<Vec<Vec<u8>>>> = (0..4).map(|i| mcu_benches::encode_card(VideoCodec::Vp8, i, 640, 360, 600_000, FPS).map(Arc::new)).collect::<anyhow::Result<_>>()?;
+    let videos: Vec<Arc<Vec<Vec<u8>>>> =
+        (0..4).map(|i| mcu_benches::encode_card(VideoCodec::Vp8, i, 640, 360, 600_000, FPS).map(Arc::new)).collect::<anyhow::Result<_>>()?;
     let audio = Arc::new(encode_tone()?);
     let dir = std::env::temp_dir().join(format!("mcu-capacity-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -314,9 +350,15 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut table = String::new();
     if record {
-        writeln!(table, "| rooms (4 senders + 1 recording each) | slowest recording fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |")?;
+        writeln!(
+            table,
+            "| rooms (4 senders + 1 recording each) | slowest recording fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |"
+        )?;
     } else {
-        writeln!(table, "| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |")?;
+        writeln!(
+            table,
+            "| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |"
+        )?;
     }
     writeln!(table, "|---:|---:|---|---:|---:|---:|---:|---:|---:|")?;
     let result = rt.block_on(async {
@@ -367,9 +409,16 @@ fn main() -> anyhow::Result<()> {
             if record { " --record" } else { "" },
             udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default()
         )?;
-        let out = if record { "a server-side recording of the composite (Matroska, started over gRPC; no viewer)" } else { "one WHEP viewer of `/whep/{room}`" };
-        writeln!(md, "- Per room: 4 WHIP senders replaying VP8 640×360 at 30 fps (~600 kbps, libvpx) and Opus, {out}; the server composites 1280×720 at 30 fps (grid, CPU compositor), mixes, encodes {encoder_desc} and Opus. Server: a separate process, CPU from /proc; load generator (all senders and viewers, DTLS-SRTP included): this process, on the same 2 cores.")?;
-        writeln!(md, "- ffmpeg, the media part of one room from files (4 × VP8 decode with ffmpeg's own decoder, xstack 2×2, scale to 1280×720, {ffmpeg_encoder}, 30 fps, no network, no audio): flat out, one job alone, **{ff_cpu:.2} cores per second of media** ({seconds} s of media in {ff_wall:.1} s wall). In each step's row, the same number of such jobs run at once, each reading its inputs in real time (`-re`) as a room receives them, while the server idles: the like-for-like reference for the server's rooms, which also run in real time.\n")?;
+        let out =
+            if record { "a server-side recording of the composite (Matroska, started over gRPC; no viewer)" } else { "one WHEP viewer of `/whep/{room}`" };
+        writeln!(
+            md,
+            "- Per room: 4 WHIP senders replaying VP8 640×360 at 30 fps (~600 kbps, libvpx) and Opus, {out}; the server composites 1280×720 at 30 fps (grid, CPU compositor), mixes, encodes {encoder_desc} and Opus. Server: a separate process, CPU from /proc; load generator (all senders and viewers, DTLS-SRTP included): this process, on the same 2 cores."
+        )?;
+        writeln!(
+            md,
+            "- ffmpeg, the media part of one room from files (4 × VP8 decode with ffmpeg's own decoder, xstack 2×2, scale to 1280×720, {ffmpeg_encoder}, 30 fps, no network, no audio): flat out, one job alone, **{ff_cpu:.2} cores per second of media** ({seconds} s of media in {ff_wall:.1} s wall). In each step's row, the same number of such jobs run at once, each reading its inputs in real time (`-re`) as a room receives them, while the server idles: the like-for-like reference for the server's rooms, which also run in real time.\n"
+        )?;
         md.push_str(&table);
         let name = match (record, h264) {
             (true, _) => format!("recording_capacity-{codec_name}"),

@@ -10,8 +10,8 @@ use std::{fmt::Write as _, time::Instant};
 
 use mcu_benches::{cpu_time, git_rev, machine, save_results, today};
 use mcu_codec::audio::{OpusChannels, OpusConfig, OpusEncoder};
-use mcu_gpu::{describe, AdapterChoice, Gpu};
-use mcu_mixer::{soft_limit, AudioFrame, GpuMixer, MixPath, Mixer, MixerConfig, Role, SharedEncoders};
+use mcu_gpu::{AdapterChoice, Gpu, describe};
+use mcu_mixer::{AudioFrame, GpuMixer, MixPath, Mixer, MixerConfig, Role, SharedEncoders, soft_limit};
 
 const N: usize = 960;
 
@@ -69,9 +69,8 @@ fn ours(case: &Case, path: MixPath, gpu: Option<&std::sync::Arc<Gpu>>, ticks: u6
 fn naive(case: &Case, ticks: u64) -> (f64, f64) {
     let p = case.participants;
     let mut encoders: Vec<OpusEncoder> = (0..p).map(|_| OpusEncoder::new(OpusConfig::voice(OpusChannels::Mono, 32_000)).expect("opus")).collect();
-    let frames: Vec<Vec<Vec<f32>>> = (0..4)
-        .map(|t| (0..p).map(|i| frame(i, i < case.speaking, t).samples.iter().map(|&v| v as f32 / 32768.0).collect()).collect())
-        .collect();
+    let frames: Vec<Vec<Vec<f32>>> =
+        (0..4).map(|t| (0..p).map(|i| frame(i, i < case.speaking, t).samples.iter().map(|&v| v as f32 / 32768.0).collect()).collect()).collect();
     let mut total = vec![0.0f32; N];
     let mut pcm = vec![0i16; N];
     let mut run = |tick: u64| {
@@ -127,11 +126,7 @@ fn main() {
         };
         let naive_ticks = (ticks / 10).max(5);
         let (naive_wall, _) = if skip_naive { (f64::NAN, 0.0) } else { naive(case, naive_ticks) };
-        let line = format!(
-            "| {} | {groups:.0} | {cpu_wall:.3} | {gpu_cols} | {naive_wall:.2} | {:.0}× |",
-            case.name,
-            naive_wall / cpu_wall
-        );
+        let line = format!("| {} | {groups:.0} | {cpu_wall:.3} | {gpu_cols} | {naive_wall:.2} | {:.0}× |", case.name, naive_wall / cpu_wall);
         println!("{line}");
         writeln!(table, "{line}").unwrap();
     }

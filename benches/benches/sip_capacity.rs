@@ -20,20 +20,24 @@ use std::{
     net::{IpAddr, SocketAddr},
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicU64, Ordering},
         Arc,
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, Context};
+use anyhow::{Context, anyhow};
 use bytes::Bytes;
-use mcu_benches::{cpu_time, git_rev, machine, peers::{proc_cpu, server_bin}, save_results, today};
-use mcu_codec::{audio::G711Law, VideoCodec};
+use mcu_benches::{
+    cpu_time, git_rev, machine,
+    peers::{proc_cpu, server_bin},
+    save_results, today,
+};
+use mcu_codec::{VideoCodec, audio::G711Law};
 use rsipstack::{
-    dialog::{dialog_layer::DialogLayer, invitation::InviteOption},
-    transport::{udp::UdpConnection, TransportLayer},
     EndpointBuilder,
+    dialog::{dialog_layer::DialogLayer, invitation::InviteOption},
+    transport::{TransportLayer, udp::UdpConnection},
 };
 use rtc::rtp::{codec::h264::H264Payloader, packetizer::Payloader};
 use tokio::{net::UdpSocket, sync::watch};
@@ -191,7 +195,15 @@ struct Step {
     generator_cores: f64,
 }
 
-async fn run_step(server: SocketAddr, pid: u32, calls: usize, with_video: bool, seconds: u64, cards: &[Arc<Vec<Vec<u8>>>], tone: &Arc<Vec<Vec<u8>>>) -> anyhow::Result<Step> {
+async fn run_step(
+    server: SocketAddr,
+    pid: u32,
+    calls: usize,
+    with_video: bool,
+    seconds: u64,
+    cards: &[Arc<Vec<Vec<u8>>>],
+    tone: &Arc<Vec<Vec<u8>>>,
+) -> anyhow::Result<Step> {
     let phones = phones().await?;
     let (stop_tx, stop) = watch::channel(false);
     let mut received = Vec::new();
@@ -235,10 +247,12 @@ fn main() -> anyhow::Result<()> {
     let arg = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let save = args.iter().any(|a| a == "--save");
     let seconds: u64 = arg("--seconds").and_then(|s| s.parse().ok()).unwrap_or(10);
-    let list = |v: Option<String>, d: &str| -> Vec<usize> { v.unwrap_or_else(|| d.into()).split(',').filter_map(|s| s.parse().ok()).filter(|&n| n > 0).collect() };
+    let list =
+        |v: Option<String>, d: &str| -> Vec<usize> { v.unwrap_or_else(|| d.into()).split(',').filter_map(|s| s.parse().ok()).filter(|&n| n > 0).collect() };
     let video_steps = list(arg("--calls"), "4,8,12");
     let audio_steps = list(arg("--audio-calls"), "20,40,80");
-    let cards: Vec<Arc<Vec<Vec<u8>>>> = (0..ROOM_SIZE).map(|i| mcu_benches::encode_card(VideoCodec::H264, i, 352, 288, 400_000, FPS).map(Arc::new)).collect::<anyhow::Result<_>>()?;
+    let cards: Vec<Arc<Vec<Vec<u8>>>> =
+        (0..ROOM_SIZE).map(|i| mcu_benches::encode_card(VideoCodec::H264, i, 352, 288, 400_000, FPS).map(Arc::new)).collect::<anyhow::Result<_>>()?;
     let tone = Arc::new(encode_tone());
     let most = video_steps.iter().chain(&audio_steps).max().copied().unwrap_or(4);
     let routes: Vec<String> = (0..most.div_ceil(ROOM_SIZE)).map(|r| format!("{}=sip-room-{r}", 1000 + r)).collect();
@@ -246,7 +260,10 @@ fn main() -> anyhow::Result<()> {
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut table = String::new();
-    writeln!(table, "| calls (rooms of 4) | media | slowest phone: video fps | slowest phone: audio packets/s | real time (≥ 27 fps, ≥ 45 pkt/s) | server CPU (cores) | per call (cores) | load generator CPU (cores) |")?;
+    writeln!(
+        table,
+        "| calls (rooms of 4) | media | slowest phone: video fps | slowest phone: audio packets/s | real time (≥ 27 fps, ≥ 45 pkt/s) | server CPU (cores) | per call (cores) | load generator CPU (cores) |"
+    )?;
     writeln!(table, "|---:|---|---:|---:|---|---:|---:|---:|")?;
     let result = rt.block_on(async {
         for (with_video, steps) in [(true, &video_steps), (false, &audio_steps)] {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use mcu_benches::cpu_time;
 use mcu_compositor::{CanvasId, CanvasSpec, Compositor, FrameSet, InputId, Layout, Scene};
-use mcu_media::{testsrc, PixelFormat, Rgb};
+use mcu_media::{PixelFormat, Rgb, testsrc};
 
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(9);
@@ -25,7 +25,15 @@ fn main() {
         c.register_input(id.clone());
     }
     let ids: Vec<String> = (0..n).map(|i| format!("in{i}")).collect();
-    let spec = CanvasSpec { id: CanvasId::new("m"), width: cw, height: ch, format: PixelFormat::I420, background: Rgb::BLACK, layout: Layout::grid(ids), transition: None };
+    let spec = CanvasSpec {
+        id: CanvasId::new("m"),
+        width: cw,
+        height: ch,
+        format: PixelFormat::I420,
+        background: Rgb::BLACK,
+        layout: Layout::grid(ids),
+        transition: None,
+    };
     c.update_scene(Scene { canvases: vec![spec] }).unwrap();
     for _ in 0..20 {
         c.render(FrameSet { pts: Duration::ZERO, frames: frames.clone() }).unwrap();

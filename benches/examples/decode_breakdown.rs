@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use mcu_benches::cpu_time;
 use mcu_codec::{
-    new_software_encoder,
+    DecoderOptions, EncoderConfig, VideoCodec, VideoDecoder, new_software_encoder,
     video::{AvH264Decoder, AvVp8Decoder, H264Decoder, Vp8Decoder},
-    DecoderOptions, EncoderConfig, VideoCodec, VideoDecoder,
 };
-use mcu_media::{testsrc, PixelFormat};
+use mcu_media::{PixelFormat, testsrc};
 
 fn main() {
     let (codec, w, h) = mcu_benches::breakdown_args();
@@ -28,7 +27,9 @@ fn main() {
     let o = DecoderOptions::default();
     type Make<'a> = Box<dyn Fn() -> Box<dyn VideoDecoder> + 'a>;
     let makers: Vec<(&str, Make)> = match codec {
-        VideoCodec::H264 => vec![("libavcodec", Box::new(|| Box::new(AvH264Decoder::new(&o).unwrap()))), ("openh264", Box::new(|| Box::new(H264Decoder::new(&o).unwrap())))],
+        VideoCodec::H264 => {
+            vec![("libavcodec", Box::new(|| Box::new(AvH264Decoder::new(&o).unwrap()))), ("openh264", Box::new(|| Box::new(H264Decoder::new(&o).unwrap())))]
+        }
         _ => vec![("libavcodec", Box::new(|| Box::new(AvVp8Decoder::new(&o).unwrap()))), ("libvpx", Box::new(|| Box::new(Vp8Decoder::new(&o).unwrap())))],
     };
     for (name, make) in makers {

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use mcu_benches::cpu_time;
-use mcu_codec::{new_decoder, new_software_encoder, quality::psnr_y, Decoded, DecoderOptions, EncoderConfig};
-use mcu_media::{testsrc, PixelFormat, VideoFrame};
+use mcu_codec::{Decoded, DecoderOptions, EncoderConfig, new_decoder, new_software_encoder, quality::psnr_y};
+use mcu_media::{PixelFormat, VideoFrame, testsrc};
 
 /// Four cards side by side and stacked, each a quarter of the picture.
 fn grid(i: u32, w: u32, h: u32) -> VideoFrame {

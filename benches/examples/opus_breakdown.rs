@@ -38,7 +38,11 @@ fn main() {
             err += (*a as f64 - *b as f64).powi(2);
         }
         let bytes: usize = packets.iter().map(Vec::len).sum();
-        println!("complexity {complexity:2}: {ms:.3} ms CPU per 20 ms frame, {:.1} kbps, SNR {:.1} dB", bytes as f64 * 8.0 / (frames as f64 * 0.02) / 1000.0, 10.0 * (sig / err.max(1.0)).log10());
+        println!(
+            "complexity {complexity:2}: {ms:.3} ms CPU per 20 ms frame, {:.1} kbps, SNR {:.1} dB",
+            bytes as f64 * 8.0 / (frames as f64 * 0.02) / 1000.0,
+            10.0 * (sig / err.max(1.0)).log10()
+        );
     }
 }
 

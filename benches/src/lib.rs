@@ -31,13 +31,7 @@ fn first_line(cmd: &str, args: &[&str]) -> String {
 /// CPU model, core count, memory, kernel: the machine a result was measured on.
 pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(str::trim)
-        .unwrap_or("unknown CPU")
-        .to_string();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(str::trim).unwrap_or("unknown CPU").to_string();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
@@ -84,7 +78,7 @@ pub fn save_results(name: &str, date: &str, markdown: &str) {
 /// One second (`fps` frames, keyframe first) of participant `i`'s `mcu_media::testsrc` card
 /// (its palette colour, its number, a moving bar) encoded with `codec` at `width`×`height`.
 pub fn encode_card(codec: mcu_codec::VideoCodec, i: usize, width: u32, height: u32, bitrate: u32, fps: u32) -> anyhow::Result<Vec<Vec<u8>>> {
-    use mcu_media::{testsrc, PixelFormat};
+    use mcu_media::{PixelFormat, testsrc};
     let mut enc = mcu_codec::new_software_encoder(codec, &mcu_codec::EncoderConfig::realtime(bitrate, fps as f64))?;
     let pattern = testsrc::Pattern::Card { color: testsrc::palette(i), label: i as u32 };
     let mut out = Vec::new();

@@ -8,17 +8,17 @@ use std::{
     net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::{
-        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{Context, anyhow, bail};
 use rtc::{
     media_stream::MediaStreamTrack,
     peer_connection::{
-        configuration::{interceptor_registry::register_default_interceptors, media_engine::MediaEngine, RTCConfigurationBuilder},
+        configuration::{RTCConfigurationBuilder, interceptor_registry::register_default_interceptors, media_engine::MediaEngine},
         sdp::RTCSessionDescription,
     },
     rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
@@ -204,7 +204,20 @@ pub fn server_bin() -> String {
 pub fn start_server_grpc(extra: &[&str]) -> anyhow::Result<(Child, SocketAddr, String)> {
     let bin = server_bin();
     let mut child = Command::new(&bin)
-        .args(["serve", "--dev", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--rtc-udp", "127.0.0.1:0", "--max-subscribers", "100000", "--log", "warn"])
+        .args([
+            "serve",
+            "--dev",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--rtc-udp",
+            "127.0.0.1:0",
+            "--max-subscribers",
+            "100000",
+            "--log",
+            "warn",
+        ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -220,4 +233,3 @@ pub fn start_server_grpc(extra: &[&str]) -> anyhow::Result<(Child, SocketAddr, S
     let grpc = grpc.trim().strip_prefix("grpc listening on ").ok_or_else(|| anyhow!("unexpected second line {grpc:?}"))?.to_string();
     Ok((child, addr, grpc))
 }
-

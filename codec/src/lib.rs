@@ -46,7 +46,6 @@ pub mod quality;
 pub mod video;
 
 pub use video::{
-    new_decoder, new_software_encoder, select_encoder, Backend, DecodeError, Decoded, DecoderOptions, EncodeError,
-    EncodedFrame, EncoderConfig, EncoderPreference, EncoderSelection, EncoderSelector, OpenError, RateControl,
-    RateError, VideoCodec, VideoDecoder, VideoEncoder,
+    Backend, DecodeError, Decoded, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, EncoderPreference, EncoderSelection, EncoderSelector, OpenError,
+    RateControl, RateError, VideoCodec, VideoDecoder, VideoEncoder, new_decoder, new_software_encoder, select_encoder,
 };

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use mcu_codec::{bitstream, new_decoder, new_software_encoder, DecoderOptions, EncoderConfig, VideoCodec};
+use mcu_codec::{DecoderOptions, EncoderConfig, VideoCodec, bitstream, new_decoder, new_software_encoder};
 
 #[test]
 fn av1_card_at_200kbps_decodes_with_mean_psnr_above_38db_and_every_frame_above_36db() {

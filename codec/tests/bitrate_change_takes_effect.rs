@@ -12,7 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mcu_codec::{new_software_encoder, EncodedFrame, EncoderConfig, RateControl, VideoCodec, VideoEncoder};
+use mcu_codec::{EncodedFrame, EncoderConfig, RateControl, VideoCodec, VideoEncoder, new_software_encoder};
 
 fn run(enc: &mut dyn VideoEncoder, first: u32, n: u32, fps: f64, start: Duration) -> Vec<EncodedFrame> {
     let mut out = Vec::new();

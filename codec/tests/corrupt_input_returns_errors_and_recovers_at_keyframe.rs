@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mcu_codec::{new_decoder, Decoded, DecoderOptions, VideoCodec, VideoDecoder};
+use mcu_codec::{Decoded, DecoderOptions, VideoCodec, VideoDecoder, new_decoder};
 
 /// Feeds garbage, checks what comes back, and returns the next pts to use.
 /// `damaged_pictures_allowed`: a damaged real frame may still decode (to a damaged picture,

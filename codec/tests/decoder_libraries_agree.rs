@@ -7,9 +7,8 @@ mod common;
 
 use common::*;
 use mcu_codec::{
-    new_decoder,
+    Decoded, DecoderOptions, VideoCodec, VideoDecoder, new_decoder,
     video::{AvH264Decoder, AvVp8Decoder, H264Decoder, Vp8Decoder},
-    Decoded, DecoderOptions, VideoCodec, VideoDecoder,
 };
 
 fn both(codec: VideoCodec) -> [Box<dyn VideoDecoder>; 2] {
@@ -40,7 +39,14 @@ fn both_libraries_decode_the_same_pictures() {
             let (mean, min) = psnr_stats(&frames, decoded);
             assert!(min > 35.0, "{codec} via {name}: worst {min:.1} dB (mean {mean:.1})");
         }
-        let worst = a.iter().zip(&b).flat_map(|(x, y)| x.planes.iter().zip(&y.planes)).flat_map(|(p, q)| p.data.iter().zip(&q.data)).map(|(s, t)| s.abs_diff(*t)).max().unwrap();
+        let worst = a
+            .iter()
+            .zip(&b)
+            .flat_map(|(x, y)| x.planes.iter().zip(&y.planes))
+            .flat_map(|(p, q)| p.data.iter().zip(&q.data))
+            .map(|(s, t)| s.abs_diff(*t))
+            .max()
+            .unwrap();
         assert!(worst <= 2, "{codec}: {} and {} differ by up to {worst} levels", av.library(), native.library());
     }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mcu_codec::{new_decoder, DecoderOptions, VideoCodec};
+use mcu_codec::{DecoderOptions, VideoCodec, new_decoder};
 use mcu_media::PixelFormat;
 
 #[test]

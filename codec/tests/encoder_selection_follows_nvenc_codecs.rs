@@ -2,8 +2,8 @@
 //! why it chose software for the others (e.g. AV1 on an Ampere GPU, VP8 anywhere).
 
 use mcu_codec::{
-    nvenc::{NvencInfo, NvencStatus},
     Backend, EncoderConfig, EncoderPreference, EncoderSelector, VideoCodec,
+    nvenc::{NvencInfo, NvencStatus},
 };
 
 #[test]
@@ -20,7 +20,11 @@ fn codecs_the_gpu_lacks_are_encoded_in_software_with_the_reason() {
 
 #[test]
 fn software_preference_never_uses_nvenc() {
-    let l4 = NvencStatus::Available(NvencInfo { device: "NVIDIA L4".into(), driver_api: (12, 2), codecs: vec![VideoCodec::H264, VideoCodec::Hevc, VideoCodec::Av1] });
+    let l4 = NvencStatus::Available(NvencInfo {
+        device: "NVIDIA L4".into(),
+        driver_api: (12, 2),
+        codecs: vec![VideoCodec::H264, VideoCodec::Hevc, VideoCodec::Av1],
+    });
     let selector = EncoderSelector::with_status(EncoderPreference::Software, l4);
     assert!(selector.summary().contains("as requested"));
     let chosen = selector.create(VideoCodec::H264, &EncoderConfig::realtime(500_000, 30.0)).unwrap();

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mcu_codec::{new_software_encoder, EncodeError, EncoderConfig, OpenError, VideoCodec};
+use mcu_codec::{EncodeError, EncoderConfig, OpenError, VideoCodec, new_software_encoder};
 
 #[test]
 fn bad_frames_are_errors_and_the_encoder_carries_on() {

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use mcu_codec::{bitstream, new_decoder, new_software_encoder, DecoderOptions, EncoderConfig, VideoCodec};
+use mcu_codec::{DecoderOptions, EncoderConfig, VideoCodec, bitstream, new_decoder, new_software_encoder};
 use mcu_media::PixelFormat;
 
 #[test]

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use mcu_codec::{bitstream, new_decoder, new_software_encoder, Decoded, DecoderOptions, EncoderConfig, VideoCodec};
+use mcu_codec::{Decoded, DecoderOptions, EncoderConfig, VideoCodec, bitstream, new_decoder, new_software_encoder};
 
 fn check(codec: VideoCodec, is_key: fn(&[u8]) -> bool) {
     let mut enc = new_software_encoder(codec, &EncoderConfig::realtime(300_000, FPS)).unwrap();

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use mcu_codec::{new_decoder, DecodeError, Decoded, DecoderOptions, VideoCodec};
+use mcu_codec::{DecodeError, Decoded, DecoderOptions, VideoCodec, new_decoder};
 
 const CODECS: [VideoCodec; 3] = [VideoCodec::Vp8, VideoCodec::H264, VideoCodec::Av1];
 

@@ -10,9 +10,8 @@ mod common;
 
 use common::*;
 use mcu_codec::{
-    bitstream, new_decoder,
+    Backend, DecoderOptions, EncoderConfig, EncoderPreference, EncoderSelector, RateControl, VideoCodec, bitstream, new_decoder,
     nvenc::{self, NvencStatus},
-    Backend, DecoderOptions, EncoderConfig, EncoderPreference, EncoderSelector, RateControl, VideoCodec,
 };
 
 fn driver_loads() -> bool {

@@ -8,8 +8,9 @@ use std::{
 };
 
 use mcu_codec::{
+    Backend, EncoderConfig, EncoderPreference, EncoderSelector, VideoCodec,
     nvenc::{self, NvencStatus},
-    select_encoder, Backend, EncoderConfig, EncoderPreference, EncoderSelector, VideoCodec,
+    select_encoder,
 };
 
 #[test]

@@ -22,7 +22,9 @@ fn convert(from: u32, to: u32, pcm: &[i16]) -> Vec<i16> {
 
 #[test]
 fn every_rate_pair_keeps_a_tone_above_60db() {
-    for (from, to, freq) in [(48_000, 8_000, 1000.0), (8_000, 48_000, 1000.0), (48_000, 16_000, 3000.0), (16_000, 48_000, 3000.0), (16_000, 8_000, 1000.0), (8_000, 16_000, 1000.0)] {
+    for (from, to, freq) in
+        [(48_000, 8_000, 1000.0), (8_000, 48_000, 1000.0), (48_000, 16_000, 3000.0), (16_000, 48_000, 3000.0), (16_000, 8_000, 1000.0), (8_000, 16_000, 1000.0)]
+    {
         let pcm = tone(freq, from, 1.0, 0.5);
         let out = convert(from, to, &pcm);
         let expected = pcm.len() * to as usize / from as usize;

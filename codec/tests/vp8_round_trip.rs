@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use mcu_codec::{bitstream, new_decoder, new_software_encoder, DecoderOptions, EncoderConfig, VideoCodec};
+use mcu_codec::{DecoderOptions, EncoderConfig, VideoCodec, bitstream, new_decoder, new_software_encoder};
 
 #[test]
 fn vp8_card_at_200kbps_decodes_with_mean_psnr_above_45db_and_every_frame_above_38db() {

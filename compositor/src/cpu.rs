@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 
 use fast_image_resize::{
-    images::{CroppedImageMut, Image, ImageRef},
     FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+    images::{CroppedImageMut, Image, ImageRef},
 };
 use mcu_media::{PixelFormat, Plane, VideoFrame, Yuv};
 use rayon::prelude::*;
 
-use crate::{libyuv, scene::InputId, DrawCanvas, DrawTile, RectF};
+use crate::{DrawCanvas, DrawTile, RectF, libyuv, scene::InputId};
 
 /// An input's latest picture as tightly packed planar Y, U, V.
 struct CpuInput {
@@ -287,17 +287,19 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, planes: [Vec
         (ry, ru, rv) = (rest_y, rest_u, rest_v);
         bands.push((pair[0], by, bu, bv));
     }
-    let draw_band = |(row0, by, bu, bv): BandPlanes| SCRATCH.with_borrow_mut(|scratch| {
-        for (which, buf, pw) in [(Which::Y, by, w), (Which::U, bu, cw), (Which::V, bv, cw)] {
-            let prow0 = if which == Which::Y { row0 } else { row0 / 2 };
-            let rows = buf.len() / pw;
-            let mut band = Band { data: buf, width: pw, row0: prow0 as i64, rows: rows as i64 };
-            for t in &c.tiles {
-                let input = t.video.then(|| inputs.get(&t.input)).flatten();
-                draw_tile(&mut band, which, t, input, scratch);
+    let draw_band = |(row0, by, bu, bv): BandPlanes| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            for (which, buf, pw) in [(Which::Y, by, w), (Which::U, bu, cw), (Which::V, bv, cw)] {
+                let prow0 = if which == Which::Y { row0 } else { row0 / 2 };
+                let rows = buf.len() / pw;
+                let mut band = Band { data: buf, width: pw, row0: prow0 as i64, rows: rows as i64 };
+                for t in &c.tiles {
+                    let input = t.video.then(|| inputs.get(&t.input)).flatten();
+                    draw_tile(&mut band, which, t, input, scratch);
+                }
             }
-        }
-    });
+        })
+    };
     match threads {
         Some(_) => bands.into_par_iter().for_each(draw_band),
         None => bands.into_iter().for_each(draw_band),
@@ -504,8 +506,7 @@ fn resample_fir(resizer: &mut Resizer, plane: &[u8], along_x: AxisSpan, along_y:
         let bilinear = ResizeOptions::new().resize_alg(ResizeAlg::Interpolation(FilterType::Bilinear));
         let (out_w, out_h) = ((j1 - j0) as u32, (k1 - k0) as u32);
         let mut img = Image::from_slice_u8(dst.stride as u32, rows as u32, dst.data, PixelType::U8).expect("destination holds its rows");
-        let mut view =
-            CroppedImageMut::new(&mut img, (dst.x + j0) as u32, (dst.y + k0) as u32, out_w, out_h).expect("region lies inside the destination");
+        let mut view = CroppedImageMut::new(&mut img, (dst.x + j0) as u32, (dst.y + k0) as u32, out_w, out_h).expect("region lies inside the destination");
         // fast_image_resize runs the vertical pass first for 8-bit pictures, which is cheaper when
         // shrinking; when enlarging vertically it makes the (costlier) horizontal pass run over
         // the enlarged row count, so there the horizontal pass goes first, over the source rows.

@@ -34,12 +34,7 @@ impl RectF {
     }
     /// Linear interpolation from `self` (t = 0) to `o` (t = 1).
     pub fn lerp(&self, o: &RectF, t: f32) -> RectF {
-        RectF {
-            x0: lerp(self.x0, o.x0, t),
-            y0: lerp(self.y0, o.y0, t),
-            x1: lerp(self.x1, o.x1, t),
-            y1: lerp(self.y1, o.y1, t),
-        }
+        RectF { x0: lerp(self.x0, o.x0, t), y0: lerp(self.y0, o.y0, t), x1: lerp(self.x1, o.x1, t), y1: lerp(self.y1, o.y1, t) }
     }
     /// As an array `[x0, y0, x1, y1]`.
     pub fn to_array(&self) -> [f32; 4] {
@@ -166,20 +161,14 @@ pub fn resolve(spec: &CanvasSpec) -> Result<Vec<TileGeom>, LayoutError> {
                     (c, n.div_ceil(c).max(1))
                 }
             };
-            grid_cells(full, tiles.len(), cols, rows, *gap as f32)
-                .into_iter()
-                .zip(tiles)
-                .map(|(r, t)| geom(t, r, 0))
-                .collect()
+            grid_cells(full, tiles.len(), cols, rows, *gap as f32).into_iter().zip(tiles).map(|(r, t)| geom(t, r, 0)).collect()
         }
         Layout::ActiveSpeaker { speaker: main, others, strip } | Layout::Presentation { presentation: main, others, strip } => {
             if !(strip.size > 0.0 && strip.size < 1.0) {
                 return Err(LayoutError::StripSize { canvas: canvas(), size: strip.size });
             }
             let (main_rect, cells) = main_and_strip(full, others.len(), strip);
-            std::iter::once(geom(main, main_rect, 0))
-                .chain(cells.into_iter().zip(others).map(|(r, t)| geom(t, r, 0)))
-                .collect()
+            std::iter::once(geom(main, main_rect, 0)).chain(cells.into_iter().zip(others).map(|(r, t)| geom(t, r, 0))).collect()
         }
         Layout::Custom { tiles } => {
             let mut v = Vec::with_capacity(tiles.len());
@@ -187,12 +176,8 @@ pub fn resolve(spec: &CanvasSpec) -> Result<Vec<TileGeom>, LayoutError> {
                 if t.rect.width == 0 || t.rect.height == 0 {
                     return Err(LayoutError::EmptyRect { canvas: canvas(), input: t.tile.input.to_string() });
                 }
-                let r = RectF {
-                    x0: t.rect.x as f32,
-                    y0: t.rect.y as f32,
-                    x1: t.rect.x as f32 + t.rect.width as f32,
-                    y1: t.rect.y as f32 + t.rect.height as f32,
-                };
+                let r =
+                    RectF { x0: t.rect.x as f32, y0: t.rect.y as f32, x1: t.rect.x as f32 + t.rect.width as f32, y1: t.rect.y as f32 + t.rect.height as f32 };
                 v.push(geom(&t.tile, r, t.z));
             }
             v
@@ -227,10 +212,7 @@ fn main_and_strip(full: RectF, n: usize, strip: &Strip) -> (RectF, Vec<RectF>) {
     let horizontal = matches!(strip.side, Side::Top | Side::Bottom);
     let thickness = if horizontal { full.height() } else { full.width() } * strip.size;
     let (main, band) = match strip.side {
-        Side::Bottom => (
-            RectF { y1: full.y1 - thickness, ..full },
-            RectF { y0: full.y1 - thickness, ..full },
-        ),
+        Side::Bottom => (RectF { y1: full.y1 - thickness, ..full }, RectF { y0: full.y1 - thickness, ..full }),
         Side::Top => (RectF { y0: full.y0 + thickness, ..full }, RectF { y1: full.y0 + thickness, ..full }),
         Side::Right => (RectF { x1: full.x1 - thickness, ..full }, RectF { x0: full.x1 - thickness, ..full }),
         Side::Left => (RectF { x0: full.x0 + thickness, ..full }, RectF { x1: full.x0 + thickness, ..full }),
@@ -278,12 +260,7 @@ pub fn place_picture(area: RectF, frame_w: u32, frame_h: u32, fit: Fit) -> (Rect
             let x0 = area.x0 + (aw - cw) / 2.0;
             let y0 = area.y0 + (ah - ch) / 2.0;
             let exact = RectF { x0, y0, x1: x0 + cw, y1: y0 + ch };
-            let snapped = RectF {
-                x0: snap(x0).max(area.x0),
-                y0: snap(y0).max(area.y0),
-                x1: snap(x0 + cw).min(area.x1),
-                y1: snap(y0 + ch).min(area.y1),
-            };
+            let snapped = RectF { x0: snap(x0).max(area.x0), y0: snap(y0).max(area.y0), x1: snap(x0 + cw).min(area.x1), y1: snap(y0 + ch).min(area.y1) };
             let content = if cw >= 16.0 && ch >= 16.0 { snapped } else { exact };
             (content, [0.0, 0.0, 1.0, 1.0])
         }
@@ -345,15 +322,7 @@ mod tests {
     use mcu_media::{PixelFormat, Rgb};
 
     fn spec(layout: Layout) -> CanvasSpec {
-        CanvasSpec {
-            id: CanvasId::new("c"),
-            width: 1280,
-            height: 720,
-            format: PixelFormat::I420,
-            background: Rgb::BLACK,
-            layout,
-            transition: None,
-        }
+        CanvasSpec { id: CanvasId::new("c"), width: 1280, height: 720, format: PixelFormat::I420, background: Rgb::BLACK, layout, transition: None }
     }
 
     fn ids(n: usize) -> Vec<String> {

@@ -27,12 +27,12 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use mcu_media::{FrameError, PixelFormat, VideoFrame, Yuv};
 
+pub use layout::{LayoutError, RectF, TileGeom};
 pub use mcu_gpu as gpu;
 pub use mcu_gpu::{AdapterChoice, AdapterKind, Gpu, GpuError};
-pub use layout::{LayoutError, RectF, TileGeom};
+pub use policy::{CustomSlot, RoomLayout, RoomLayoutKind};
 pub use render::CanvasTextures;
 pub use scene::*;
-pub use policy::{CustomSlot, RoomLayout, RoomLayoutKind};
 
 /// Source code of every WGSL shader, by file name, for validation and tooling.
 pub const SHADERS: &[(&str, &str)] = &[("tile_blend.wgsl", render::tile_blend::SOURCE)];
@@ -204,10 +204,7 @@ impl DrawTile {
                 AxisMap { k, o: start - c0 * k, edges: false }
             }
         };
-        [
-            axis(self.crop[0], self.crop[2], width, self.content.x0, self.content.x1),
-            axis(self.crop[1], self.crop[3], height, self.content.y0, self.content.y1),
-        ]
+        [axis(self.crop[0], self.crop[2], width, self.content.x0, self.content.x1), axis(self.crop[1], self.crop[3], height, self.content.y0, self.content.y1)]
     }
 }
 
@@ -322,10 +319,9 @@ impl Compositor {
                 let why = format!("hardware adapter {}", g.info.name);
                 (Compositor::new(g), why)
             }
-            (RenderPath::Auto, Some(g)) => (
-                Compositor::new_cpu(cpu_threads),
-                format!("the only adapter, {}, is a software rasterizer; SIMD scaling on the CPU is faster", g.info.name),
-            ),
+            (RenderPath::Auto, Some(g)) => {
+                (Compositor::new_cpu(cpu_threads), format!("the only adapter, {}, is a software rasterizer; SIMD scaling on the CPU is faster", g.info.name))
+            }
             (RenderPath::Auto, None) => (Compositor::new_cpu(cpu_threads), "no GPU adapter".to_string()),
         };
         tracing::info!(path = %compositor.path(), "compositor render path: {} ({why})", compositor.describe());
@@ -394,11 +390,8 @@ impl Compositor {
         for (spec, target) in next {
             let state = match old.remove(&spec.id) {
                 Some(prev) if (prev.spec.width, prev.spec.height) == (spec.width, spec.height) => {
-                    let from = if prev.target == target {
-                        prev.from
-                    } else {
-                        spec.transition.filter(|t| !t.duration.is_zero()).map(|_| (prev.shown.clone(), None))
-                    };
+                    let from =
+                        if prev.target == target { prev.from } else { spec.transition.filter(|t| !t.duration.is_zero()).map(|_| (prev.shown.clone(), None)) };
                     CanvasState { spec, shown: prev.shown, target, from }
                 }
                 _ => CanvasState { spec, shown: target.clone(), target, from: None },
@@ -550,8 +543,7 @@ mod tests {
                 continue;
             }
             let src = std::fs::read_to_string(&path).unwrap();
-            let module = naga::front::wgsl::parse_str(&src)
-                .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
             naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));

@@ -93,7 +93,11 @@ impl Easing {
         match self {
             Easing::Linear => t,
             Easing::EaseInOut => {
-                if t < 0.5 { 4.0 * t * t * t } else { 1.0 - (-2.0 * t + 2.0).powi(3) / 2.0 }
+                if t < 0.5 {
+                    4.0 * t * t * t
+                } else {
+                    1.0 - (-2.0 * t + 2.0).powi(3) / 2.0
+                }
             }
             Easing::EaseOut => 1.0 - (1.0 - t).powi(3),
         }

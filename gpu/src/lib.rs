@@ -117,7 +117,11 @@ fn kind_of(info: &wgpu::AdapterInfo) -> AdapterKind {
         (wgpu::DeviceType::Cpu, _) => AdapterKind::SoftwareVulkan,
         // Some GL drivers report llvmpipe as "Other".
         (wgpu::DeviceType::Other, _) if info.name.to_ascii_lowercase().contains("llvmpipe") => {
-            if info.backend == wgpu::Backend::Gl { AdapterKind::SoftwareGl } else { AdapterKind::SoftwareVulkan }
+            if info.backend == wgpu::Backend::Gl {
+                AdapterKind::SoftwareGl
+            } else {
+                AdapterKind::SoftwareVulkan
+            }
         }
         _ => AdapterKind::Hardware,
     }
@@ -158,8 +162,7 @@ impl Gpu {
         let instance = wgpu::Instance::new(desc);
         let adapters = pollster::block_on(instance.enumerate_adapters(desc_backends()));
         let available: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
-        let mut candidates: Vec<wgpu::Adapter> =
-            adapters.into_iter().filter(|a| matches(choice, &a.get_info())).collect();
+        let mut candidates: Vec<wgpu::Adapter> = adapters.into_iter().filter(|a| matches(choice, &a.get_info())).collect();
         candidates.sort_by_key(|a| rank(&a.get_info()));
         let Some(adapter) = candidates.into_iter().next() else {
             return Err(GpuError::NoAdapter { choice: choice.clone(), available });

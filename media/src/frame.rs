@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::color::{clamp_u8, yuv_to_rgb_f, Rgb, Yuv};
+use crate::color::{Rgb, Yuv, clamp_u8, yuv_to_rgb_f};
 
 /// The memory layout of a 4:2:0 frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,13 +124,7 @@ impl VideoFrame {
     }
 
     /// Builds a frame from planes, checking that they hold the stated size.
-    pub fn from_planes(
-        format: PixelFormat,
-        width: u32,
-        height: u32,
-        planes: Vec<Plane>,
-        pts: Duration,
-    ) -> Result<VideoFrame, FrameError> {
+    pub fn from_planes(format: PixelFormat, width: u32, height: u32, planes: Vec<Plane>, pts: Duration) -> Result<VideoFrame, FrameError> {
         let frame = VideoFrame { format, width, height, planes, pts };
         frame.validate()?;
         Ok(frame)
@@ -153,15 +147,7 @@ impl VideoFrame {
             let (row_bytes, rows) = self.plane_row_bytes(i);
             let min_len = if rows == 0 { 0 } else { (rows - 1) * plane.stride + row_bytes };
             if plane.stride < row_bytes || plane.data.len() < min_len {
-                return Err(FrameError::PlaneTooSmall {
-                    plane: i,
-                    width,
-                    height,
-                    stride: plane.stride,
-                    len: plane.data.len(),
-                    min_stride: row_bytes,
-                    min_len,
-                });
+                return Err(FrameError::PlaneTooSmall { plane: i, width, height, stride: plane.stride, len: plane.data.len(), min_stride: row_bytes, min_len });
             }
         }
         Ok(())
@@ -188,10 +174,7 @@ impl VideoFrame {
         let luma = self.planes[0].data[y * self.planes[0].stride + x];
         let (cx, cy) = (x / 2, y / 2);
         let (u, v) = match self.format {
-            PixelFormat::I420 => (
-                self.planes[1].data[cy * self.planes[1].stride + cx],
-                self.planes[2].data[cy * self.planes[2].stride + cx],
-            ),
+            PixelFormat::I420 => (self.planes[1].data[cy * self.planes[1].stride + cx], self.planes[2].data[cy * self.planes[2].stride + cx]),
             PixelFormat::Nv12 => {
                 let p = &self.planes[1];
                 (p.data[cy * p.stride + 2 * cx], p.data[cy * p.stride + 2 * cx + 1])

@@ -62,9 +62,7 @@ impl RgbaImage {
         let info = reader.next_frame(&mut buf).map_err(png_err)?;
         let data = match (info.color_type, info.bit_depth) {
             (png::ColorType::Rgba, png::BitDepth::Eight) => buf[..info.buffer_size()].to_vec(),
-            (png::ColorType::Rgb, png::BitDepth::Eight) => {
-                buf[..info.buffer_size()].chunks_exact(3).flat_map(|c| [c[0], c[1], c[2], 255]).collect()
-            }
+            (png::ColorType::Rgb, png::BitDepth::Eight) => buf[..info.buffer_size()].chunks_exact(3).flat_map(|c| [c[0], c[1], c[2], 255]).collect(),
             (c, d) => {
                 return Err(ImageError::Png { path: p, message: format!("unsupported PNG {c:?}/{d:?}") });
             }

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::{
-    color::{clamp_u8, rgb_to_yuv_f, Rgb, Yuv},
-    frame::{chroma_size, PixelFormat, Plane, VideoFrame},
+    color::{Rgb, Yuv, clamp_u8, rgb_to_yuv_f},
+    frame::{PixelFormat, Plane, VideoFrame, chroma_size},
 };
 
 /// Eight colours far apart in Y'CbCr, so that a test can tell tiles apart after scaling and coding.

@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use mcu_codec::audio::{AudioEncodeError, AudioOpenError, OpusEncoder, OpusConfig};
+use mcu_codec::audio::{AudioEncodeError, AudioOpenError, OpusConfig, OpusEncoder};
 
-use crate::{mixer::ParticipantId, MixGroup, MixTick};
+use crate::{MixGroup, MixTick, mixer::ParticipantId};
 
 /// The listeners of one distinct mix and its Opus packet for the tick.
 pub type EncodedMix = (Vec<ParticipantId>, Vec<u8>);
@@ -58,15 +58,13 @@ impl SharedEncoders {
             let Some(c) = config(g) else { continue };
             let enc = match self.encoders.entry(g.key) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    match OpusEncoder::new(c) {
-                        Ok(e) => v.insert((e, tick.tick)),
-                        Err(e) => {
-                            out.push((g, Err(e.into())));
-                            continue;
-                        }
+                std::collections::hash_map::Entry::Vacant(v) => match OpusEncoder::new(c) {
+                    Ok(e) => v.insert((e, tick.tick)),
+                    Err(e) => {
+                        out.push((g, Err(e.into())));
+                        continue;
                     }
-                }
+                },
             };
             enc.1 = tick.tick;
             pcm16.clear();

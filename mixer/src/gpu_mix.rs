@@ -44,16 +44,11 @@ impl GpuMixer {
     /// Builds the compute pipeline on `gpu`.
     pub fn new(gpu: Arc<Gpu>) -> GpuMixer {
         let device = &gpu.device;
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("audio mix shader"),
-            source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
-        });
+        let module =
+            device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("audio mix shader"), source: wgpu::ShaderSource::Wgsl(SOURCE.into()) });
         let entry = |binding, ty| wgpu::BindGroupLayoutEntry { binding, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None };
-        let storage = |read_only| wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        };
+        let storage =
+            |read_only| wgpu::BindingType::Buffer { ty: wgpu::BufferBindingType::Storage { read_only }, has_dynamic_offset: false, min_binding_size: None };
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("audio mix bind group layout"),
             entries: &[

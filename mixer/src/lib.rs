@@ -28,9 +28,7 @@ mod mixer;
 mod speaker;
 
 pub use gpu_mix::GpuMixer;
-pub use mixer::{
-    mix_cpu, AudioFrame, MixGroup, MixPath, MixTick, Mixer, MixerConfig, MixerError, MixerStats, ParticipantId, Role,
-};
+pub use mixer::{AudioFrame, MixGroup, MixPath, MixTick, Mixer, MixerConfig, MixerError, MixerStats, ParticipantId, Role, mix_cpu};
 pub use speaker::{ActiveSpeaker, SpeakerChange, SpeakerConfig};
 
 mod encode;

@@ -250,15 +250,7 @@ impl Mixer {
             return Err(MixerError::DuplicateParticipant(id.to_string()));
         }
         self.index.insert(id.clone(), self.participants.len());
-        self.participants.push(Participant {
-            id,
-            role,
-            queue: BTreeMap::new(),
-            resampler: None,
-            client_level: None,
-            held_until: None,
-            gains: HashMap::new(),
-        });
+        self.participants.push(Participant { id, role, queue: BTreeMap::new(), resampler: None, client_level: None, held_until: None, gains: HashMap::new() });
         Ok(())
     }
 
@@ -296,7 +288,11 @@ impl Mixer {
         let sid = self.participants[s].id.clone();
         let default = if l == s { 0.0 } else { 1.0 };
         let gains = &mut self.participants[l].gains;
-        if gain == default { gains.remove(&sid) } else { gains.insert(sid, gain) };
+        if gain == default {
+            gains.remove(&sid)
+        } else {
+            gains.insert(sid, gain)
+        };
         Ok(())
     }
 
@@ -341,12 +337,7 @@ impl Mixer {
         }
         let per_channel = frame.samples.len() / frame.channels as usize;
         if !matches!(frame.sample_rate, 8_000 | 16_000 | 48_000) || per_channel * RATE as usize != n * frame.sample_rate as usize {
-            return Err(bad(format!(
-                "{} samples per channel at {} Hz; a tick is {} ms",
-                per_channel,
-                frame.sample_rate,
-                n * 1000 / RATE as usize
-            )));
+            return Err(bad(format!("{} samples per channel at {} Hz; a tick is {} ms", per_channel, frame.sample_rate, n * 1000 / RATE as usize)));
         }
         if tick < self.next_tick {
             self.stats.late_frames += 1;

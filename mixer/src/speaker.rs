@@ -82,12 +82,8 @@ impl ActiveSpeaker {
             *s += a * (level.max(FLOOR_DBOV) - *s);
         }
         let gate = self.config.gate_dbov;
-        let loudest = self
-            .smoothed
-            .iter()
-            .filter(|(_, l)| **l >= gate)
-            .max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0)))
-            .map(|(id, l)| (id.clone(), *l));
+        let loudest =
+            self.smoothed.iter().filter(|(_, l)| **l >= gate).max_by(|a, b| a.1.total_cmp(b.1).then_with(|| b.0.cmp(a.0))).map(|(id, l)| (id.clone(), *l));
         let Some((top, top_level)) = loudest else {
             self.challenger = None;
             return Vec::new();

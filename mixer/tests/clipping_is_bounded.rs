@@ -3,7 +3,7 @@
 
 mod common;
 use common::tone_frame;
-use mcu_mixer::{soft_limit, Mixer, MixerConfig, Role};
+use mcu_mixer::{Mixer, MixerConfig, Role, soft_limit};
 
 #[test]
 fn loud_sums_stay_inside_full_scale() {

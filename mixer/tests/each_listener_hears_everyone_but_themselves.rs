@@ -3,7 +3,7 @@
 //! exactly that listener.
 
 mod common;
-use common::{amplitude, tone_frame, FREQS};
+use common::{FREQS, amplitude, tone_frame};
 use mcu_mixer::{MixTick, Mixer, MixerConfig, Role};
 
 fn room(n: usize) -> Mixer {

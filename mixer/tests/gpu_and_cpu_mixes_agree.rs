@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use common::tone_frame;
 use mcu_gpu::{AdapterChoice, Gpu};
-use mcu_mixer::{mix_cpu, GpuMixer, MixPath, Mixer, MixerConfig, Role};
+use mcu_mixer::{GpuMixer, MixPath, Mixer, MixerConfig, Role, mix_cpu};
 
 fn gpu() -> Arc<Gpu> {
     static G: OnceLock<Arc<Gpu>> = OnceLock::new();

@@ -3,7 +3,7 @@
 //! decoded, holds all three tones, and a speaker's packet lacks its own.
 
 mod common;
-use common::{amplitude, tone_frame, FREQS};
+use common::{FREQS, amplitude, tone_frame};
 use mcu_codec::audio::{OpusChannels, OpusConfig, OpusDecoder};
 use mcu_mixer::{Mixer, MixerConfig, Role, SharedEncoders};
 

@@ -12,7 +12,7 @@ use mcu_codec::audio::{OpusChannels, OpusConfig, OpusDecoder};
 use mcu_mixer::{AudioFrame, Mixer, MixerConfig, MixerError, Role, SharedEncoders};
 use mcu_sfu::audio_jitter::{AudioJitter, AudioJitterConfig, AudioJitterStats, Playout};
 
-use crate::{video::next_random, McuConfig, RoomView, TrackId, AUDIO_PT};
+use crate::{AUDIO_PT, McuConfig, RoomView, TrackId, video::next_random};
 
 /// The mixer participant whose mix is the room's (the composite's own audio track, recordings).
 const ROOM_LISTENER: &str = "_room";

@@ -1,7 +1,7 @@
 //! What the video engine draws and codes with, as traits: the GPU media plane hands it a GPU
 //! compositor, NVDEC and NVENC through these without touching its policy.
 
-use mcu_codec::{new_decoder, new_software_encoder, DecoderOptions, EncoderConfig, OpenError, VideoCodec, VideoDecoder, VideoEncoder};
+use mcu_codec::{DecoderOptions, EncoderConfig, OpenError, VideoCodec, VideoDecoder, VideoEncoder, new_decoder, new_software_encoder};
 use mcu_compositor::{Compositor, FrameSet, InputId, RenderError, RenderOutput, Scene, SceneError};
 use mcu_media::VideoFrame;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use mcu_compositor::{CanvasId, CanvasSpec, RoomLayout, Scene};
 use mcu_media::PixelFormat;
 
-use crate::{Control, McuConfig, VideoProfile, ROOM_CANVAS};
+use crate::{Control, McuConfig, ROOM_CANVAS, VideoProfile};
 
 /// Per input (participant), the largest tile it is drawn in across the scene's canvases (px).
 pub(crate) fn largest_tiles(scene: &Scene) -> HashMap<String, (u32, u32)> {
@@ -73,9 +73,8 @@ pub(crate) fn plan_canvases(
     let room = canvas((config.width, config.height), ROOM_CANVAS, &control.layout, control.layout.resolve(inputs, speaker));
     // The room canvas is drawn only when someone sees it (a viewer, a recording, an MCU
     // participant without a picture of its own).
-    let room_seen = room_ssrc.is_some()
-        || recorded.contains(&own)
-        || viewers.iter().any(|(name, _, p)| *p == own && !control.viewer_layouts.contains_key(name));
+    let room_seen =
+        room_ssrc.is_some() || recorded.contains(&own) || viewers.iter().any(|(name, _, p)| *p == own && !control.viewer_layouts.contains_key(name));
     let mut canvases = if room_seen { vec![room] } else { Vec::new() };
     let mut profiles = HashMap::from([(CanvasId::new(ROOM_CANVAS), own)]);
     // Recordings with a profile of their own: the room layout at their size, in their codec.
@@ -99,9 +98,9 @@ pub(crate) fn plan_canvases(
             }
             None => canvas(size, &format!("{ROOM_CANVAS}{suffix}"), &control.layout, control.layout.resolve(inputs, speaker)),
         };
-        let same = canvases.iter().find(|c| {
-            c.layout == spec.layout && c.background == spec.background && c.transition == spec.transition && profiles.get(&c.id) == Some(profile)
-        });
+        let same = canvases
+            .iter()
+            .find(|c| c.layout == spec.layout && c.background == spec.background && c.transition == spec.transition && profiles.get(&c.id) == Some(profile));
         let id = match same {
             Some(same) => same.id.clone(),
             None => {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use mcu_codec::{bitstream, Decoded, DecoderOptions, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder};
+use mcu_codec::{Decoded, DecoderOptions, EncoderConfig, VideoCodec, VideoDecoder, VideoEncoder, bitstream};
 use mcu_compositor::{CanvasId, FrameSet, InputId, Scene};
 use mcu_media::VideoFrame;
 use rtc::rtp::{
@@ -17,11 +17,12 @@ use rtc::rtp::{
 };
 
 use crate::{
+    MTU, McuConfig, MediaPacket, MixCodec, ROOM_CANVAS, RoomView, TrackId, VIDEO_PT, VideoProfile,
     depack::{Depack, PtsClock},
     encoders::{DecoderFactory, EncoderFactory, Renderer},
     plan::{largest_tiles, layer_for_tile, plan_canvases},
-    rate::{loss_based_bitrate, shared_encode_bitrate, RATE_CHECK_INTERVAL},
-    room_video_track, video_track_for, McuConfig, MediaPacket, MixCodec, RoomView, TrackId, VideoProfile, MTU, ROOM_CANVAS, VIDEO_PT,
+    rate::{RATE_CHECK_INTERVAL, loss_based_bitrate, shared_encode_bitrate},
+    room_video_track, video_track_for,
 };
 
 /// Largest picture an input may announce (4K UHD); bigger is refused before decoding, so a
@@ -185,7 +186,14 @@ pub struct VideoEngine {
 impl VideoEngine {
     /// An engine started at `now`, drawing with `renderer` and coding with `encoders` and
     /// `decoders`; `seed` picks the tracks' first sequence numbers.
-    pub fn new(config: McuConfig, now: Instant, renderer: Box<dyn Renderer>, encoders: Box<dyn EncoderFactory>, decoders: Box<dyn DecoderFactory>, seed: u64) -> VideoEngine {
+    pub fn new(
+        config: McuConfig,
+        now: Instant,
+        renderer: Box<dyn Renderer>,
+        encoders: Box<dyn EncoderFactory>,
+        decoders: Box<dyn DecoderFactory>,
+        seed: u64,
+    ) -> VideoEngine {
         VideoEngine {
             config,
             epoch: now,
@@ -267,7 +275,16 @@ impl VideoEngine {
                 };
                 self.renderer.register_input(InputId::new(participant));
                 tracing::info!(%track, %codec, "composite input added");
-                v.insert(VideoInput { participant: participant.into(), size: (0, 0), codec, clock: PtsClock::default(), depack, decoder, last_pli: None, last_frame: None })
+                v.insert(VideoInput {
+                    participant: participant.into(),
+                    size: (0, 0),
+                    codec,
+                    clock: PtsClock::default(),
+                    depack,
+                    decoder,
+                    last_pli: None,
+                    last_frame: None,
+                })
             }
         };
         input.depack.push(arrived, packet);
@@ -412,7 +429,8 @@ impl VideoEngine {
             self.view.listeners.iter().filter(|l| l.video_watched).map(|l| (l.name.clone(), l.video_ssrc, l.profile.unwrap_or(own))).collect();
         let room_ssrc = self.view.room_video_watched.then_some(self.view.room_ssrcs.0);
         let recorded: Vec<VideoProfile> = self.view.recordings.iter().map(|r| r.profile.unwrap_or(own)).collect();
-        let (scene, profiles, assigned) = plan_canvases(&self.config, &self.view.control, &inputs, self.view.speaker.as_deref(), room_ssrc, &viewers, &recorded);
+        let (scene, profiles, assigned) =
+            plan_canvases(&self.config, &self.view.control, &inputs, self.view.speaker.as_deref(), room_ssrc, &viewers, &recorded);
         if self.scene.as_ref() != Some(&scene) {
             // Validated by the control API; a scene the compositor still refuses keeps the
             // previous one on screen rather than stopping the room.
@@ -488,7 +506,13 @@ impl VideoEngine {
                 let shown_at = now.checked_sub(pts.saturating_sub(unit.pts)).unwrap_or(now);
                 let data = Bytes::from(unit.data);
                 if !recorders.is_empty() {
-                    self.outputs.push_back(VideoOutput::CompositeVideo { recordings: recorders.clone(), shown_at, keyframe: unit.keyframe, data: data.clone(), size });
+                    self.outputs.push_back(VideoOutput::CompositeVideo {
+                        recordings: recorders.clone(),
+                        shown_at,
+                        keyframe: unit.keyframe,
+                        data: data.clone(),
+                        size,
+                    });
                 }
                 if !watched {
                     continue;
@@ -563,13 +587,17 @@ impl VideoEngine {
     /// it, and the loss they report, under its profile's bitrate.
     fn fit_rates(&mut self, viewers: &[(String, u32, VideoProfile)], room_ssrc: Option<u32>) {
         for (id, view) in self.views.iter_mut() {
-            let mut tracks: Vec<String> = viewers.iter().filter(|(_, ssrc, _)| self.seen_by.get(ssrc) == Some(id)).map(|(n, _, _)| video_track_for(n)).collect();
+            let mut tracks: Vec<String> =
+                viewers.iter().filter(|(_, ssrc, _)| self.seen_by.get(ssrc) == Some(id)).map(|(n, _, _)| video_track_for(n)).collect();
             if room_ssrc.is_some_and(|s| self.seen_by.get(&s) == Some(id)) {
                 tracks.push(room_video_track());
             }
             let reports: Vec<&crate::Feedback> = tracks.iter().filter_map(|t| self.view.feedback.get(t)).collect();
             let estimate = reports.iter().filter_map(|f| f.estimate).min();
-            let loss = reports.iter().filter_map(|f| f.loss).fold(None, |acc: Option<(Instant, u8)>, (at, f)| Some(acc.map_or((at, f), |(a, g)| (a.max(at), g.max(f)))));
+            let loss = reports
+                .iter()
+                .filter_map(|f| f.loss)
+                .fold(None, |acc: Option<(Instant, u8)>, (at, f)| Some(acc.map_or((at, f), |(a, g)| (a.max(at), g.max(f)))));
             // Each new receiver report (the worst among the receivers) moves the loss-based
             // rate once.
             match loss {

@@ -17,8 +17,8 @@ use std::{
 };
 
 use webm_iterable::{
-    matroska_spec::{Master, MatroskaSpec, SimpleBlock},
     WebmWriter,
+    matroska_spec::{Master, MatroskaSpec, SimpleBlock},
 };
 
 /// Why a recording cannot go on.
@@ -487,7 +487,9 @@ impl<W: Write + Seek> MkvWriter<W> {
         let points: Vec<MatroskaSpec> = self
             .cues
             .iter()
-            .map(|&(t, pos)| M::CuePoint(Master::Full(vec![M::CueTime(t), M::CueTrackPositions(Master::Full(vec![M::CueTrack(video_track), M::CueClusterPosition(pos)]))])))
+            .map(|&(t, pos)| {
+                M::CuePoint(Master::Full(vec![M::CueTime(t), M::CueTrackPositions(Master::Full(vec![M::CueTrack(video_track), M::CueClusterPosition(pos)]))]))
+            })
             .collect();
         let mut entries = vec![(INFO_ID, self.info_at - self.segment_data_start), (TRACKS_ID, self.tracks_at - self.segment_data_start)];
         if !points.is_empty() {

@@ -1,6 +1,6 @@
 use std::io::Cursor;
 
-use webm_iterable::{matroska_spec::EbmlTag, WebmIterator};
+use webm_iterable::{WebmIterator, matroska_spec::EbmlTag};
 
 use super::*;
 
@@ -23,9 +23,7 @@ fn record(w: &mut MkvWriter<Cursor<Vec<u8>>>) {
 }
 
 fn tags(bytes: &[u8]) -> Vec<MatroskaSpec> {
-    WebmIterator::new(Cursor::new(bytes.to_vec()), &[])
-        .collect::<Result<Vec<_>, _>>()
-        .expect("the file parses")
+    WebmIterator::new(Cursor::new(bytes.to_vec()), &[]).collect::<Result<Vec<_>, _>>().expect("the file parses")
 }
 
 #[test]

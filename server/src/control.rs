@@ -2,7 +2,7 @@
 //! mute tracks, set layouts and gains. Transport-free: the gRPC service ([`crate::grpc`]) maps
 //! these results to status codes.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::sync::{Arc, atomic::Ordering};
 
 use mcu_compositor::RoomLayout;
 
@@ -162,13 +162,7 @@ impl Sfu {
     /// Stops or resumes forwarding and mixing a track. A video track that resumes asks its
     /// publisher for a keyframe so viewers see it at once.
     pub fn mute_track(&self, room: &Arc<Room>, track: &str, muted: bool) -> Result<TrackInfo, ControlError> {
-        let found = room
-            .participants()
-            .iter()
-            .filter(|(k, _)| k.as_str() != MIX)
-            .flat_map(|(_, p)| p.tracks.iter())
-            .find(|t| &*t.id == track)
-            .cloned();
+        let found = room.participants().iter().filter(|(k, _)| k.as_str() != MIX).flat_map(|(_, p)| p.tracks.iter()).find(|t| &*t.id == track).cloned();
         let t = found.ok_or_else(|| ControlError::NotFound(format!("no track \"{track}\" in \"{}\"", room.name)))?;
         let was = t.muted.swap(muted, Ordering::Relaxed);
         let info = t.info();

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use mcu_api::v1;
-use tonic::{metadata::MetadataValue, transport::Channel, Request};
+use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
 /// Where the server is and who is calling.
 #[derive(Args, Debug)]
@@ -148,11 +148,27 @@ pub enum RecordCmd {
 #[derive(Subcommand, Debug)]
 pub enum AudioCmd {
     /// Silence `source` for `listener` ("" or `--room-mix`: the room mix).
-    Mute { room: String, source: String, #[arg(long, default_value = "")] listener: String },
+    Mute {
+        room: String,
+        source: String,
+        #[arg(long, default_value = "")]
+        listener: String,
+    },
     /// Undo a mute or gain.
-    Reset { room: String, source: String, #[arg(long, default_value = "")] listener: String },
+    Reset {
+        room: String,
+        source: String,
+        #[arg(long, default_value = "")]
+        listener: String,
+    },
     /// Set a gain (0..=4).
-    Gain { room: String, source: String, gain: f32, #[arg(long, default_value = "")] listener: String },
+    Gain {
+        room: String,
+        source: String,
+        gain: f32,
+        #[arg(long, default_value = "")]
+        listener: String,
+    },
     /// Gains that differ from the default.
     Matrix { room: String },
     /// Mix only the K loudest (0: everyone).
@@ -267,7 +283,9 @@ pub fn layout(conn: &Conn, cmd: LayoutCmd) -> anyhow::Result<()> {
     block_on(async {
         let mut c = v1::layout_service_client::LayoutServiceClient::new(channel(conn).await?);
         match cmd {
-            LayoutCmd::Get { room, viewer } => println!("{:?}", c.get_layout(request(conn, v1::GetLayoutRequest { room, viewer })?).await.map_err(status)?.into_inner()),
+            LayoutCmd::Get { room, viewer } => {
+                println!("{:?}", c.get_layout(request(conn, v1::GetLayoutRequest { room, viewer })?).await.map_err(status)?.into_inner())
+            }
             LayoutCmd::Clear { room, viewer } => {
                 c.set_layout(request(conn, v1::SetLayoutRequest { room, viewer, layout: None })?).await.map_err(status)?;
                 println!("viewer layout cleared");
@@ -341,7 +359,14 @@ fn print_recording(r: &v1::Recording) {
     println!("{}\t{}\t{:?}", r.id, r.room, v1::RecordingState::try_from(r.state).unwrap_or_default());
     for f in &r.files {
         let what = if f.track_id.is_empty() { "composite" } else { &f.track_id };
-        println!("  {what}\t{}\t{:?}\t{} bytes\t{} ms{}", f.path, v1::RecordingState::try_from(f.state).unwrap_or_default(), f.bytes, f.duration_ms, if f.error.is_empty() { String::new() } else { format!("\t{}", f.error) });
+        println!(
+            "  {what}\t{}\t{:?}\t{} bytes\t{} ms{}",
+            f.path,
+            v1::RecordingState::try_from(f.state).unwrap_or_default(),
+            f.bytes,
+            f.duration_ms,
+            if f.error.is_empty() { String::new() } else { format!("\t{}", f.error) }
+        );
     }
 }
 
@@ -352,11 +377,21 @@ pub fn record(conn: &Conn, cmd: RecordCmd) -> anyhow::Result<()> {
         match cmd {
             RecordCmd::Start { room, tracks, filename, codec, size, bitrate } => {
                 let video = recording_video(codec.as_deref(), size.as_deref(), bitrate)?;
-                print_recording(&c.start_recording(request(conn, v1::StartRecordingRequest { room, tracks, filename, video })?).await.map_err(status)?.into_inner())
+                print_recording(
+                    &c.start_recording(request(conn, v1::StartRecordingRequest { room, tracks, filename, video })?).await.map_err(status)?.into_inner(),
+                )
             }
-            RecordCmd::Stop { id } => print_recording(&c.stop_recording(request(conn, v1::StopRecordingRequest { recording_id: id })?).await.map_err(status)?.into_inner()),
+            RecordCmd::Stop { id } => {
+                print_recording(&c.stop_recording(request(conn, v1::StopRecordingRequest { recording_id: id })?).await.map_err(status)?.into_inner())
+            }
             RecordCmd::List { room } => {
-                for r in c.list_recordings(request(conn, v1::ListRecordingsRequest { room: room.unwrap_or_default() })?).await.map_err(status)?.into_inner().recordings {
+                for r in c
+                    .list_recordings(request(conn, v1::ListRecordingsRequest { room: room.unwrap_or_default() })?)
+                    .await
+                    .map_err(status)?
+                    .into_inner()
+                    .recordings
+                {
                     print_recording(&r);
                 }
             }
@@ -405,7 +440,9 @@ pub fn sip(conn: &Conn, cmd: SipCmd) -> anyhow::Result<()> {
                 println!("removed {number}");
             }
             SipCmd::Calls { room } => {
-                for call in c.list_sip_calls(request(conn, v1::ListSipCallsRequest { room: room.unwrap_or_default() })?).await.map_err(status)?.into_inner().calls {
+                for call in
+                    c.list_sip_calls(request(conn, v1::ListSipCallsRequest { room: room.unwrap_or_default() })?).await.map_err(status)?.into_inner().calls
+                {
                     println!("{}\t{}", call.room, call.participant);
                 }
             }

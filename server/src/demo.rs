@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mcu_compositor::{
-    gpu::describe, AdapterChoice, CanvasId, CanvasSpec, Compositor, CustomTile, Fit, FrameSet, Gpu, InputId, Layout, Rect,
-    RenderPath, Scene, Strip, Tile, TileStyle,
+    AdapterChoice, CanvasId, CanvasSpec, Compositor, CustomTile, Fit, FrameSet, Gpu, InputId, Layout, Rect, RenderPath, Scene, Strip, Tile, TileStyle,
+    gpu::describe,
 };
-use mcu_media::{image::RgbaImage, testsrc, PixelFormat, Rgb};
+use mcu_media::{PixelFormat, Rgb, image::RgbaImage, testsrc};
 
 use crate::DemoArgs;
 
@@ -38,10 +38,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let layouts = [
         ("grid", Layout::Grid { tiles: tiles(TileStyle::default()), columns: None, rows: None, gap: 0 }),
         ("grid_rounded", Layout::Grid { tiles: tiles(rounded), columns: None, rows: None, gap: (h / 90) & !1 }),
-        (
-            "active_speaker",
-            Layout::ActiveSpeaker { speaker: Tile::new(&ids[0]), others: tiles(rounded).split_off(1), strip: Strip::bottom() },
-        ),
+        ("active_speaker", Layout::ActiveSpeaker { speaker: Tile::new(&ids[0]), others: tiles(rounded).split_off(1), strip: Strip::bottom() }),
         (
             "presentation",
             Layout::Presentation {
@@ -53,17 +50,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         (
             "custom_picture_in_picture",
             Layout::Custom {
-                tiles: std::iter::once(CustomTile {
-                    tile: Tile::new(&ids[0]),
-                    rect: Rect { x: 0, y: 0, width: w, height: h },
-                    z: 0,
-                })
-                .chain(ids.iter().skip(1).take(3).enumerate().map(|(k, id)| CustomTile {
-                    tile: Tile::new(id).with_style(rounded),
-                    rect: Rect { x: (w - w / 4 - 16) as i32, y: (16 + k as u32 * (h / 4 + 8)) as i32, width: w / 4, height: h / 4 },
-                    z: 1,
-                }))
-                .collect(),
+                tiles: std::iter::once(CustomTile { tile: Tile::new(&ids[0]), rect: Rect { x: 0, y: 0, width: w, height: h }, z: 0 })
+                    .chain(ids.iter().skip(1).take(3).enumerate().map(|(k, id)| CustomTile {
+                        tile: Tile::new(id).with_style(rounded),
+                        rect: Rect { x: (w - w / 4 - 16) as i32, y: (16 + k as u32 * (h / 4 + 8)) as i32, width: w / 4, height: h / 4 },
+                        z: 1,
+                    }))
+                    .collect(),
             },
         ),
     ];

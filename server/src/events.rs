@@ -2,9 +2,7 @@
 //! WebSocket protocol tells SFU clients when a composite appears; gRPC `WatchEvents` streams
 //! them all to operators.
 
-use std::{
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 

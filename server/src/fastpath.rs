@@ -19,7 +19,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{atomic::Ordering, Arc},
+    sync::{Arc, atomic::Ordering},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -87,7 +87,10 @@ impl DirectOut {
         direct.route.get().ok_or(DirectError::Route)?;
         let provider = webrtc::peer_connection::crypto::default_provider().map_err(|e| DirectError::Srtp(e.to_string()))?;
         let srtp = Context::new(&local.key, &local.salt, local.profile, None, None, provider.crypto()).map_err(|e| DirectError::Srtp(e.to_string()))?;
-        Ok(DirectOut { route: direct.route.clone(), state: Mutex::new(State { srtp, plain: Vec::with_capacity(1500), streams: HashMap::new(), next_report: None }) })
+        Ok(DirectOut {
+            route: direct.route.clone(),
+            state: Mutex::new(State { srtp, plain: Vec::with_capacity(1500), streams: HashMap::new(), next_report: None }),
+        })
     }
 
     /// Sends one forwarded packet (already carrying the viewer's SSRC, sequence number and
@@ -237,6 +240,16 @@ mod tests {
         let n = viewer.recv(&mut buf).unwrap();
         let plain = theirs.decrypt_rtcp(&buf[..n]).unwrap();
         let sr = rtcp::parse(&plain).unwrap();
-        assert_eq!(sr, vec![rtcp::RtcpPacket::SenderReport { ssrc: 0xABCD, ntp: (NTP_UNIX_OFFSET + 3) << 32, rtp_timestamp: 90_000 + 135_000, packets: 1, octets: 7, reports: vec![] }]);
+        assert_eq!(
+            sr,
+            vec![rtcp::RtcpPacket::SenderReport {
+                ssrc: 0xABCD,
+                ntp: (NTP_UNIX_OFFSET + 3) << 32,
+                rtp_timestamp: 90_000 + 135_000,
+                packets: 1,
+                octets: 7,
+                reports: vec![]
+            }]
+        );
     }
 }

@@ -9,9 +9,9 @@
 use std::{pin::Pin, sync::Arc, time::SystemTime};
 
 use futures_util::Stream;
-use mcu_api::{v1, FieldError, GainChange};
-use mcu_signaling::auth::{bearer, AuthError, Keys, Need};
-use tonic::{metadata::MetadataMap, Request, Response, Status};
+use mcu_api::{FieldError, GainChange, v1};
+use mcu_signaling::auth::{AuthError, Keys, Need, bearer};
+use tonic::{Request, Response, Status, metadata::MetadataMap};
 
 use crate::{
     control::{ControlError, ParticipantSummary, RoomSummary},
@@ -125,10 +125,9 @@ fn event_pb(e: &RoomEvent) -> v1::RoomEvent {
         EventKind::TrackPublished { participant, track } => {
             Event::TrackPublished(v1::TrackPublished { participant: participant.clone(), track: Some(track_pb(track)) })
         }
-        EventKind::ActiveSpeaker { participant, previous } => Event::ActiveSpeakerChanged(v1::ActiveSpeakerChanged {
-            participant: participant.clone(),
-            previous: previous.clone().unwrap_or_default(),
-        }),
+        EventKind::ActiveSpeaker { participant, previous } => {
+            Event::ActiveSpeakerChanged(v1::ActiveSpeakerChanged { participant: participant.clone(), previous: previous.clone().unwrap_or_default() })
+        }
         EventKind::LayoutChanged { viewer, layout } => {
             Event::LayoutChanged(v1::LayoutChanged { viewer: viewer.clone().unwrap_or_default(), layout: Some(mcu_api::layout_pb(layout)) })
         }
@@ -412,8 +411,13 @@ impl v1::sip_service_server::SipService for Api {
     async fn list_sip_calls(&self, req: Request<v1::ListSipCallsRequest>) -> Result<Response<v1::ListSipCallsResponse>, Status> {
         let room = req.get_ref().room.clone();
         self.auth.check(req.metadata(), if room.is_empty() { ALL_ROOMS } else { &room })?;
-        let mut calls: Vec<v1::SipCall> =
-            self.gateway()?.calls().into_iter().filter(|(r, _)| room.is_empty() || *r == room).map(|(room, participant)| v1::SipCall { room, participant }).collect();
+        let mut calls: Vec<v1::SipCall> = self
+            .gateway()?
+            .calls()
+            .into_iter()
+            .filter(|(r, _)| room.is_empty() || *r == room)
+            .map(|(room, participant)| v1::SipCall { room, participant })
+            .collect();
         calls.sort_by(|a, b| (&a.room, &a.participant).cmp(&(&b.room, &b.participant)));
         Ok(Response::new(v1::ListSipCallsResponse { calls }))
     }
@@ -458,12 +462,20 @@ impl v1::event_service_server::EventService for Api {
 
 /// Serves the API on `listener` (over TLS with `tls`: PEM certificate chain and key) until
 /// `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, tls: Option<(Vec<u8>, Vec<u8>)>, sfu: Arc<Sfu>, mcu: McuConfig, auth: Auth, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
+    sfu: Arc<Sfu>,
+    mcu: McuConfig,
+    auth: Auth,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, tls = tls.is_some(), "gRPC control API serving (reflection and gRPC-web on)");
     let api = Api { sfu, mcu, auth: Arc::new(auth) };
     let reflection_v1 = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1alpha()?;
+    let reflection_v1alpha =
+        tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1alpha()?;
     let cors = tower_http::cors::CorsLayer::new()
         .allow_origin(tower_http::cors::Any)
         .allow_methods([axum::http::Method::POST, axum::http::Method::OPTIONS])

@@ -26,11 +26,14 @@ use std::{
 
 use mcu_compositor::Compositor;
 use mcu_mixer::Mixer;
-use mcu_pipeline::{AudioEngine, AudioOutput, AudioStats, Feedback, Listener, MediaPacket, RecordingView, RoomView, Simulcast, SoftwareCodecs, VideoEngine, VideoOutput, VideoStats};
+use mcu_pipeline::{
+    AudioEngine, AudioOutput, AudioStats, Feedback, Listener, MediaPacket, RecordingView, RoomView, Simulcast, SoftwareCodecs, VideoEngine, VideoOutput,
+    VideoStats,
+};
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use tokio::sync::mpsc;
 
-pub use mcu_pipeline::{McuConfig, MixCodec, VideoProfile, MIX};
+pub use mcu_pipeline::{MIX, McuConfig, MixCodec, VideoProfile};
 
 use crate::{
     events::EventKind,
@@ -53,11 +56,24 @@ pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
         MixCodec::Av1 => RTCRtpCodec { mime_type: "video/AV1".into(), clock_rate: 90000, channels: 0, ..Default::default() },
     };
     vec![
-        PublishedTrack { id: Arc::from(format!("{MIX}/video-0")), kind: RtpCodecKind::Video, codec: video, extmap: Arc::default(), muted: Arc::default(), layers: 1 },
+        PublishedTrack {
+            id: Arc::from(format!("{MIX}/video-0")),
+            kind: RtpCodecKind::Video,
+            codec: video,
+            extmap: Arc::default(),
+            muted: Arc::default(),
+            layers: 1,
+        },
         PublishedTrack {
             id: Arc::from(format!("{MIX}/audio-0")),
             kind: RtpCodecKind::Audio,
-            codec: RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), ..Default::default() },
+            codec: RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                ..Default::default()
+            },
             extmap: Arc::default(),
             muted: Arc::default(),
             layers: 1,
@@ -207,7 +223,8 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
             }
         })?;
     }
-    let mut engine = VideoEngine::new(config, Instant::now(), Box::new(Compositor::new_cpu(1)), Box::new(SoftwareCodecs), Box::new(SoftwareCodecs), rand::random());
+    let mut engine =
+        VideoEngine::new(config, Instant::now(), Box::new(Compositor::new_cpu(1)), Box::new(SoftwareCodecs), Box::new(SoftwareCodecs), rand::random());
     let mut snapshot = Snapshot::default();
     let mut counted = VideoStats::default();
     loop {

@@ -124,12 +124,21 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
     );
     o.metric("mcu_nacks_total", "counter", "Sequence numbers NACKed by subscribers (seen by the forwarder).", total.nacks);
     o.metric("mcu_retransmissions_total", "counter", "Retransmissions sent by the forwarder.", total.retransmitted);
-    o.metric("mcu_keyframe_requests_received_total", "counter", "PLI/FIR/REMB feedback received from subscribers.", c.keyframe_requests.load(Ordering::Relaxed));
+    o.metric(
+        "mcu_keyframe_requests_received_total",
+        "counter",
+        "PLI/FIR/REMB feedback received from subscribers.",
+        c.keyframe_requests.load(Ordering::Relaxed),
+    );
     o.labelled(
         "mcu_plis_total",
         "counter",
         "Keyframe requests to publishers: for subscribers (sent, throttled) and for the composite's decoders.",
-        &[("result=\"sent\"", total.plis_sent), ("result=\"throttled\"", total.plis_throttled), ("result=\"composite\"", c.composite_plis.load(Ordering::Relaxed))],
+        &[
+            ("result=\"sent\"", total.plis_sent),
+            ("result=\"throttled\"", total.plis_throttled),
+            ("result=\"composite\"", c.composite_plis.load(Ordering::Relaxed)),
+        ],
     );
     o.metric("mcu_layer_switches_total", "counter", "Simulcast layer switches.", total.layer_switches);
     o.metric("mcu_sessions_refused_total", "counter", "WHIP/WHEP requests refused (auth, limits, bad offers).", c.refused.load(Ordering::Relaxed));

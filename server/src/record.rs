@@ -13,9 +13,9 @@ use std::{
     fs::File,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
-        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
         Arc, Weak,
+        atomic::{AtomicBool, Ordering},
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -69,8 +69,16 @@ pub struct FileLayout {
 }
 
 enum Msg {
-    Video { pts: Duration, keyframe: bool, data: Vec<u8>, size: (u32, u32) },
-    Audio { pts: Duration, data: Vec<u8> },
+    Video {
+        pts: Duration,
+        keyframe: bool,
+        data: Vec<u8>,
+        size: (u32, u32),
+    },
+    Audio {
+        pts: Duration,
+        data: Vec<u8>,
+    },
     /// Finish the file, with these tags in place of the first ones.
     Stop(Vec<(String, String)>),
 }
@@ -84,9 +92,18 @@ pub struct FileWriter {
 }
 
 impl FileWriter {
-    fn start(file: File, path: PathBuf, track: Option<String>, layout: FileLayout, title: String, tags: Vec<(String, String)>, changed: Arc<dyn Fn() + Send + Sync>) -> Arc<FileWriter> {
+    fn start(
+        file: File,
+        path: PathBuf,
+        track: Option<String>,
+        layout: FileLayout,
+        title: String,
+        tags: Vec<(String, String)>,
+        changed: Arc<dyn Fn() + Send + Sync>,
+    ) -> Arc<FileWriter> {
         let (tx, rx) = sync_channel(QUEUE);
-        let status = Arc::new(Mutex::new(FileStatus { path: path.clone(), track, state: FileState::Active, bytes: 0, duration_ms: 0, error: None, dropped: 0 }));
+        let status =
+            Arc::new(Mutex::new(FileStatus { path: path.clone(), track, state: FileState::Active, bytes: 0, duration_ms: 0, error: None, dropped: 0 }));
         let st = status.clone();
         let thread = std::thread::Builder::new()
             .name("mcu-record".into())
@@ -129,7 +146,15 @@ impl FileWriter {
     }
 }
 
-fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, tags: Vec<(String, String)>, status: Arc<Mutex<FileStatus>>, changed: Arc<dyn Fn() + Send + Sync>) {
+fn write_file(
+    file: File,
+    rx: Receiver<Msg>,
+    layout: FileLayout,
+    title: String,
+    tags: Vec<(String, String)>,
+    status: Arc<Mutex<FileStatus>>,
+    changed: Arc<dyn Fn() + Send + Sync>,
+) {
     let mut file = Some(file);
     let mut writer: Option<MkvWriter<File>> = None;
     let (video_track, audio_track) = (0usize, if layout.video.is_some() { 1usize } else { 0 });
@@ -217,7 +242,14 @@ fn write_file(file: File, rx: Receiver<Msg>, layout: FileLayout, title: String, 
     changed();
 }
 
-fn open(file: Option<File>, layout: &FileLayout, first: &[u8], size: (u32, u32), title: &str, tags: &[(String, String)]) -> Result<MkvWriter<File>, mcu_recorder::RecordError> {
+fn open(
+    file: Option<File>,
+    layout: &FileLayout,
+    first: &[u8],
+    size: (u32, u32),
+    title: &str,
+    tags: &[(String, String)],
+) -> Result<MkvWriter<File>, mcu_recorder::RecordError> {
     let file = file.ok_or_else(|| mcu_recorder::RecordError::Usage("file already used".into()))?;
     let mut tracks = Vec::new();
     if let Some(codec) = layout.video {
@@ -425,8 +457,7 @@ impl Session {
         }
         let everyone: Vec<String> = self.participants.lock().clone();
         self.composite.stop(composite_tags(&self.room, &everyone, &self.stamp, &self.id));
-        let files: Vec<(TrackId, Arc<FileWriter>)> =
-            self.track_files.lock().iter().map(|(t, f)| (t.clone(), f.clone())).collect();
+        let files: Vec<(TrackId, Arc<FileWriter>)> = self.track_files.lock().iter().map(|(t, f)| (t.clone(), f.clone())).collect();
         for (track, f) in files {
             f.stop(self.track_tags(&track));
         }

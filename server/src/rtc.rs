@@ -21,10 +21,10 @@ use rtc::{
     interceptor::{Attribute, Interceptor, Packet, Registry, SenderReportBuilder, Slot, StreamInfo, TaggedPacket},
     peer_connection::{
         configuration::{
-            interceptor_registry::register_default_interceptors,
-            setting_engine::SettingEngineBuilder,
-            media_engine::{MediaEngine, MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_VP8},
             RTCConfigurationBuilder,
+            interceptor_registry::register_default_interceptors,
+            media_engine::{MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_VP8, MediaEngine},
+            setting_engine::SettingEngineBuilder,
         },
         transport::RTCIceServer,
     },
@@ -108,7 +108,11 @@ impl RtcConfig {
     /// On the shared UDP port, a send-only connection also comes with what the direct send path
     /// needs ([`crate::fastpath::Direct`]): its SRTP keys (its own crypto provider records their
     /// derivation) and where its media goes. Its forwarded packets then bypass the crate.
-    pub async fn peer_connection(&self, handler: Arc<dyn PeerConnectionEventHandler>, media: Media) -> anyhow::Result<(Arc<dyn PeerConnection>, Option<crate::fastpath::Direct>)> {
+    pub async fn peer_connection(
+        &self,
+        handler: Arc<dyn PeerConnectionEventHandler>,
+        media: Media,
+    ) -> anyhow::Result<(Arc<dyn PeerConnection>, Option<crate::fastpath::Direct>)> {
         let mut engine = media_engine()?;
         let defaults = register_default_interceptors(Registry::new(), &mut engine)?;
         let registry = if media == Media::SendOnly { Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build()) } else { defaults };
@@ -116,7 +120,8 @@ impl RtcConfig {
         let registry = registry.with(Slot::from(14_000), FeedbackTap { nacks: media == Media::SendOnly, ..FeedbackTap::default() });
         let config = RTCConfigurationBuilder::new().with_ice_servers(self.ice_servers.clone()).build();
         let mut runtime = webrtc::runtime::default_runtime().ok_or_else(|| anyhow::anyhow!("webrtc built without a runtime"))?;
-        let mut settings = SettingEngineBuilder::new().with_ice_timeouts(Some(Duration::from_secs(5)), Some(self.ice_failed_timeout), Some(Duration::from_secs(2)));
+        let mut settings =
+            SettingEngineBuilder::new().with_ice_timeouts(Some(Duration::from_secs(5)), Some(self.ice_failed_timeout), Some(Duration::from_secs(2)));
         let mut direct = None;
         if let Some(mux) = &self.mux {
             // Its own ufrag lets the mux route the peer's connectivity checks to it.
@@ -185,7 +190,18 @@ impl RtcConfig {
             }
             let priority = f[3].parse::<u32>().unwrap_or(0) >> 1;
             for (k, public) in self.public_ips.iter().enumerate() {
-                out.push_str(&format!("a=candidate:{}{} {} {} {} {} {} typ srflx raddr {} rport {}\r\n", f[0], 900 + k, f[1], f[2], priority, public, f[5], f[4], f[5]));
+                out.push_str(&format!(
+                    "a=candidate:{}{} {} {} {} {} {} typ srflx raddr {} rport {}\r\n",
+                    f[0],
+                    900 + k,
+                    f[1],
+                    f[2],
+                    priority,
+                    public,
+                    f[5],
+                    f[4],
+                    f[5]
+                ));
             }
         }
         out
@@ -246,10 +262,7 @@ pub const FORWARDED_EXTENSIONS: &[(&str, RtpCodecKind)] = &[
 
 /// `a=extmap` ids of an SDP whose URI is one we forward: id → URI.
 pub fn forwarded_extmap(sdp: &str) -> std::collections::HashMap<u8, &'static str> {
-    mcu_signaling::sdp::extmaps(sdp)
-        .into_iter()
-        .filter_map(|(id, uri)| FORWARDED_EXTENSIONS.iter().find(|(u, _)| *u == uri).map(|(u, _)| (id, *u)))
-        .collect()
+    mcu_signaling::sdp::extmaps(sdp).into_iter().filter_map(|(id, uri)| FORWARDED_EXTENSIONS.iter().find(|(u, _)| *u == uri).map(|(u, _)| (id, *u))).collect()
 }
 
 /// The forwarder's codec family for a negotiated MIME type, if we forward it.

@@ -9,8 +9,9 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{
+        Arc,
         atomic::{AtomicU64, Ordering},
-        Arc, },
+    },
     time::SystemTime,
 };
 
@@ -18,23 +19,23 @@ use parking_lot::Mutex;
 
 use anyhow::Context;
 use axum::{
+    Router,
     extract::{
-        ws::{Message, WebSocket, WebSocketUpgrade},
         DefaultBodyLimit, State,
+        ws::{Message, WebSocket, WebSocketUpgrade},
     },
-    http::{header, HeaderName, Method},
+    http::{HeaderName, Method, header},
     response::IntoResponse,
     routing::{get, patch, post},
-    Router,
 };
 use rtc::peer_connection::transport::RTCIceServer;
 use tower_http::cors::CorsLayer;
 
 use crate::{
+    events::EventKind,
     mcu::McuConfig,
     metrics,
     rtc::RtcConfig,
-    events::EventKind,
     sfu::{Sfu, SfuLimits},
     whip::{self, Http},
 };
@@ -301,11 +302,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         })
         .collect();
     let ice_links = args.ice_servers.iter().map(|u| format!("<{u}>; rel=\"ice-server\"")).collect();
-    let mut rtc = RtcConfig::new(&args.rtc_udp, args.dev, ice_servers, std::time::Duration::from_secs(args.ice_failed_timeout_secs.max(1)),
+    let mut rtc = RtcConfig::new(
+        &args.rtc_udp,
+        args.dev,
+        ice_servers,
+        std::time::Duration::from_secs(args.ice_failed_timeout_secs.max(1)),
         args.public_ips.iter().map(|ip| ip.to_string()).collect(),
     );
     rtc.direct_send = args.rtc_direct_send;
-    let sfu_limits = SfuLimits { max_rooms: args.max_rooms, max_participants: args.max_participants, max_tracks: args.max_tracks, max_subscribers: args.max_subscribers };
+    let sfu_limits =
+        SfuLimits { max_rooms: args.max_rooms, max_participants: args.max_participants, max_tracks: args.max_tracks, max_subscribers: args.max_subscribers };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         rtc.start().context("binding the shared WebRTC UDP port (--rtc-udp)")?;
@@ -336,7 +342,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             *sfu.auto_record.lock() = Some((args.auto_record.clone(), mcu, record_profile));
         }
         let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu, grpc_port });
-        let shared = Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
+        let shared =
+            Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
         // Room events the WebSocket clients hear about (a composite appearing, as LiveSwitch tells
         // SFU participants when an MCU mix joins their session).
         let mut events = sfu.events.subscribe();
@@ -399,7 +406,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let sip = match args.sip_listen.as_deref() {
             Some("off") => None,
             explicit => {
-                let listen: SocketAddr = explicit.unwrap_or("127.0.0.1:5060").parse().with_context(|| format!("--sip-listen {explicit:?} is not ADDR:PORT or off"))?;
+                let listen: SocketAddr =
+                    explicit.unwrap_or("127.0.0.1:5060").parse().with_context(|| format!("--sip-listen {explicit:?} is not ADDR:PORT or off"))?;
                 let settings = crate::sip::SipSettings {
                     listen,
                     plan,
@@ -410,7 +418,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                     users: args
                         .sip_users
                         .iter()
-                        .map(|u| u.split_once(':').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| anyhow::anyhow!("--sip-users entries are USER:PASSWORD")))
+                        .map(|u| {
+                            u.split_once(':')
+                                .map(|(a, b)| (a.to_string(), b.to_string()))
+                                .ok_or_else(|| anyhow::anyhow!("--sip-users entries are USER:PASSWORD"))
+                        })
                         .collect::<anyhow::Result<_>>()?,
                     registrar: args.sip_registrar.clone(),
                     register_user: args.sip_username.clone().map(|u| (u, args.sip_password.clone().unwrap_or_default())),

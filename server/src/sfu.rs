@@ -10,8 +10,8 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Weak,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -30,7 +30,7 @@ use rtc::{
 use tokio::sync::mpsc;
 use webrtc::{
     media_stream::{
-        track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal, TrackLocalEvent},
+        track_local::{TrackLocal, TrackLocalEvent, static_rtp::TrackLocalStaticRTP},
         track_remote::{TrackRemote, TrackRemoteEvent},
     },
     peer_connection::{PeerConnection, PeerConnectionEventHandler, RTCIceGatheringState, RTCPeerConnectionState},
@@ -40,9 +40,9 @@ use mcu_signaling::sdp::count_sending_sections;
 
 use crate::{
     events::{EventKind, Events, TrackInfo},
-    mcu::{McuConfig, MIX},
+    mcu::{MIX, McuConfig},
+    rtc::{RtcConfig, codec_family, forwarded_extmap, packetization_mode},
     tap::{Offered, Tap},
-    rtc::{codec_family, forwarded_extmap, packetization_mode, RtcConfig},
 };
 use mcu_sfu::keyframe::Codec;
 
@@ -483,7 +483,10 @@ impl Room {
             }
         }
         drop(m);
-        self.participants().insert(MIX.into(), Participant { session: String::new(), mcu: false, extmap: Arc::default(), expected_tracks: tracks.len(), tracks, simulcast: Vec::new() });
+        self.participants().insert(
+            MIX.into(),
+            Participant { session: String::new(), mcu: false, extmap: Arc::default(), expected_tracks: tracks.len(), tracks, simulcast: Vec::new() },
+        );
         true
     }
 
@@ -747,8 +750,13 @@ pub struct GatewayLeg {
 
 pub(crate) enum Role {
     /// A WHIP publisher, or an MCU participant (which also subscribes, as `sub`).
-    Publisher { participant: String, sub: Option<SubscriberId> },
-    Subscriber { sub: SubscriberId },
+    Publisher {
+        participant: String,
+        sub: Option<SubscriberId>,
+    },
+    Subscriber {
+        sub: SubscriberId,
+    },
 }
 
 pub(crate) struct Session {
@@ -913,7 +921,10 @@ impl Sfu {
             if ps.iter().filter(|(k, _)| k.as_str() != MIX).count() >= max {
                 return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({max} participants)")));
             }
-            ps.insert(participant.into(), Participant { session: id.clone(), mcu: mcu.is_some(), extmap, expected_tracks: sending, tracks: Vec::new(), simulcast });
+            ps.insert(
+                participant.into(),
+                Participant { session: id.clone(), mcu: mcu.is_some(), extmap, expected_tracks: sending, tracks: Vec::new(), simulcast },
+            );
         }
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), Some((room.clone(), participant.to_string()))));
         // An MCU participant also receives the composite and its own mix.
@@ -949,9 +960,10 @@ impl Sfu {
                 if sub.is_some() {
                     room.subscribers.fetch_add(1, Ordering::Relaxed);
                 }
-                self.sessions
-                    .lock()
-                    .insert(id.clone(), Session { room: room.clone(), pc: Some(pc), hangup: None, role: Role::Publisher { participant: participant.into(), sub } });
+                self.sessions.lock().insert(
+                    id.clone(),
+                    Session { room: room.clone(), pc: Some(pc), hangup: None, role: Role::Publisher { participant: participant.into(), sub } },
+                );
                 self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.into(), mcu: sub.is_some() });
                 room.note_participant(participant);
                 self.auto_record(&room);
@@ -975,7 +987,14 @@ impl Sfu {
     /// by the gateway) and receives its own mix and, with a `profile`, its picture (encoded
     /// with that profile) as forwarded packets (`None`: an audio-only leg, no picture drawn). The participant is named `name`, or `name-2`, `name-3`, ... when
     /// taken.
-    pub fn join_gateway(self: &Arc<Self>, room_name: &str, name: &str, tracks: Vec<GatewayTrack>, profile: Option<crate::mcu::VideoProfile>, config: McuConfig) -> Result<GatewayLeg, SessionError> {
+    pub fn join_gateway(
+        self: &Arc<Self>,
+        room_name: &str,
+        name: &str,
+        tracks: Vec<GatewayTrack>,
+        profile: Option<crate::mcu::VideoProfile>,
+        config: McuConfig,
+    ) -> Result<GatewayLeg, SessionError> {
         let room = self.room(room_name, true)?;
         let id = self.fresh_id();
         let participant = {
@@ -989,8 +1008,19 @@ impl Sfu {
                 self.drop_if_empty(&room);
                 return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({max} participants)")));
             }
-            let participant = (1..).map(|n| if n == 1 { name.to_string() } else { format!("{name}-{n}") }).find(|p| !ps.contains_key(p)).expect("some suffix is free");
-            ps.insert(participant.clone(), Participant { session: id.clone(), mcu: true, extmap: Arc::default(), expected_tracks: tracks.len(), tracks: Vec::new(), simulcast: Vec::new() });
+            let participant =
+                (1..).map(|n| if n == 1 { name.to_string() } else { format!("{name}-{n}") }).find(|p| !ps.contains_key(p)).expect("some suffix is free");
+            ps.insert(
+                participant.clone(),
+                Participant {
+                    session: id.clone(),
+                    mcu: true,
+                    extmap: Arc::default(),
+                    expected_tracks: tracks.len(),
+                    tracks: Vec::new(),
+                    simulcast: Vec::new(),
+                },
+            );
             participant
         };
         crate::mcu::ensure(self, &room, config);
@@ -1049,9 +1079,10 @@ impl Sfu {
         }
         room.subscribers.fetch_add(1, Ordering::Relaxed);
         let hangup = Arc::new(tokio::sync::Notify::new());
-        self.sessions
-            .lock()
-            .insert(id.clone(), Session { room: room.clone(), pc: None, hangup: Some(hangup.clone()), role: Role::Publisher { participant: participant.clone(), sub: Some(sub) } });
+        self.sessions.lock().insert(
+            id.clone(),
+            Session { room: room.clone(), pc: None, hangup: Some(hangup.clone()), role: Role::Publisher { participant: participant.clone(), sub: Some(sub) } },
+        );
         tracing::info!(room = room_name, %participant, session = %id, "SIP participant joined");
         self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.clone(), mcu: true });
         room.note_participant(&participant);
@@ -1327,7 +1358,9 @@ impl Sfu {
         for (id, room, pc, sub) in sessions {
             let report = pc.get_stats(Instant::now(), webrtc::peer_connection::StatsSelector::None).await;
             let rtt = report.iter().find_map(|e| match e {
-                rtc::statistics::report::RTCStatsReportEntry::IceCandidatePair(p) if p.nominated && p.current_round_trip_time > 0.0 => Some(p.current_round_trip_time),
+                rtc::statistics::report::RTCStatsReportEntry::IceCandidatePair(p) if p.nominated && p.current_round_trip_time > 0.0 => {
+                    Some(p.current_round_trip_time)
+                }
                 _ => None,
             });
             let estimate = room.lock().fwd.estimate(sub);
@@ -1442,7 +1475,10 @@ async fn subscriber_feedback(track: Arc<TrackLocalStaticRTP>, room: Arc<Room>, s
     while let Some(evt) = track.poll().await {
         let TrackLocalEvent::OnRtcpPacket(packets) = evt else { continue };
         let Ok(raw) = rtc::rtcp::packet::marshal(&packets) else { continue };
-        let keyframe_requests = packets.iter().filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>()).count();
+        let keyframe_requests = packets
+            .iter()
+            .filter(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest>())
+            .count();
         room.counters.keyframe_requests.fetch_add(keyframe_requests as u64, Ordering::Relaxed);
         room.drive(Instant::now(), |fwd, now| {
             let _ = fwd.handle_subscriber_rtcp(now, sub, &raw);
@@ -1522,7 +1558,14 @@ impl PeerConnectionEventHandler for Handler {
         let simulcast = rids.len() > 1 && track.rid(ssrc).await.is_some();
         let n = self.track_count.fetch_add(1, Ordering::Relaxed);
         let id: TrackId = Arc::from(format!("{participant}/{}-{n}", if kind == RtpCodecKind::Audio { "audio" } else { "video" }));
-        let mut published = PublishedTrack { id: id.clone(), kind, codec: codec.clone(), extmap: Arc::default(), muted: Arc::new(AtomicBool::new(false)), layers: if simulcast { rids.len() as u8 } else { 1 } };
+        let mut published = PublishedTrack {
+            id: id.clone(),
+            kind,
+            codec: codec.clone(),
+            extmap: Arc::default(),
+            muted: Arc::new(AtomicBool::new(false)),
+            layers: if simulcast { rids.len() as u8 } else { 1 },
+        };
         if let Some(p) = room.participants.lock().get(&participant) {
             published.extmap = p.extmap.clone();
         }

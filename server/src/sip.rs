@@ -20,31 +20,32 @@ use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{
+        Arc,
         atomic::{AtomicU64, Ordering},
-        Arc, },
+    },
     time::{Duration, Instant},
 };
 
 use parking_lot::Mutex;
 
 use bytes::Bytes;
-use rtc::shared::marshal::Unmarshal;
 use mcu_codec::audio::{G711Law, OpusChannels, OpusConfig, OpusDecoder, OpusEncoder, Resampler};
-use mcu_sip::{answer_sdp, negotiate, parse_offer, AudioChoice, AudioCodec, DialPlan, DtmfDetector, Negotiated, VideoChoice, VideoCodecChoice};
+use mcu_sip::{AudioChoice, AudioCodec, DialPlan, DtmfDetector, Negotiated, VideoChoice, VideoCodecChoice, answer_sdp, negotiate, parse_offer};
 use rsipstack::{
+    EndpointBuilder,
     dialog::{
         dialog::{Dialog, DialogState, DialogStateReceiver, DialogStateSender},
         dialog_layer::DialogLayer,
         invite_dialog::InviteDialog,
     },
-    sip::{prelude::HeadersExt, Header, Method, StatusCode},
-    transaction::{transaction::Transaction, TransactionReceiver},
-    transport::{udp::UdpConnection, TcpListenerConnection, TransportLayer},
-    EndpointBuilder,
+    sip::{Header, Method, StatusCode, prelude::HeadersExt},
+    transaction::{TransactionReceiver, transaction::Transaction},
+    transport::{TcpListenerConnection, TransportLayer, udp::UdpConnection},
 };
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
+use rtc::shared::marshal::Unmarshal;
 use tokio::{net::UdpSocket, sync::mpsc};
 use tokio_util::sync::CancellationToken;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 
 use crate::{
     events::EventKind,
@@ -316,7 +317,13 @@ impl rsipstack::transaction::endpoint::TransportEventInspector for Validator {
             let mut headers: Vec<Header> = req.headers.iter().filter(keep).cloned().collect();
             headers.push(Header::Other("Warning".into(), format!("399 mcu \"{why}\"")));
             headers.push(Header::ContentLength("0".into()));
-            let response = rsipstack::sip::Response { status_code: status, wire_reason: None, version: rsipstack::sip::Version::V2, headers: headers.into(), body: Vec::new() };
+            let response = rsipstack::sip::Response {
+                status_code: status,
+                wire_reason: None,
+                version: rsipstack::sip::Version::V2,
+                headers: headers.into(),
+                body: Vec::new(),
+            };
             let _ = conn.send(rsipstack::sip::SipMessage::Response(response), Some(from)).await;
         }
         None
@@ -343,7 +350,8 @@ impl Gateway {
     /// participant is named `sip-` and the target's user part (or `name`). Returns it once the
     /// call is answered.
     pub async fn dial(self: &Arc<Self>, room: &str, target: &str, name: Option<&str>) -> Result<String, DialError> {
-        let well_formed = (target.starts_with("sip:") || target.starts_with("sips:")) && target.len() <= 512 && !target.chars().any(|c| c.is_whitespace() || c.is_control());
+        let well_formed =
+            (target.starts_with("sip:") || target.starts_with("sips:")) && target.len() <= 512 && !target.chars().any(|c| c.is_whitespace() || c.is_control());
         if !well_formed {
             return Err(DialError::Target(format!("{target:?} is not a sip: or sips: URI")));
         }
@@ -352,7 +360,8 @@ impl Gateway {
             return Err(DialError::Target(format!("{target:?} has no user part; give a name")));
         }
         let sockets = self.bind_media().await.map_err(|e| DialError::Setup(e.to_string()))?;
-        let (audio_port, video_port) = (sockets.audio_rtp.local_addr().map(|a| a.port()).unwrap_or(0), sockets.video_rtp.local_addr().map(|a| a.port()).unwrap_or(0));
+        let (audio_port, video_port) =
+            (sockets.audio_rtp.local_addr().map(|a| a.port()).unwrap_or(0), sockets.video_rtp.local_addr().map(|a| a.port()).unwrap_or(0));
         let offer = mcu_sip::offer_sdp(self.ip, audio_port, Some(video_port), audio_port as u64 * 65536 + video_port as u64, 1);
         let local = SocketAddr::new(self.ip, self.bound_port);
         let me = rsipstack::sip::Uri {
@@ -701,7 +710,10 @@ impl Gateway {
                 DialogState::Info(_, _, handle) | DialogState::Options(_, _, handle) => {
                     let _ = handle.reply(StatusCode::OK).await;
                 }
-                DialogState::Message(_, _, handle) | DialogState::Refer(_, _, handle) | DialogState::Notify(_, _, handle) | DialogState::Publish(_, _, handle) => {
+                DialogState::Message(_, _, handle)
+                | DialogState::Refer(_, _, handle)
+                | DialogState::Notify(_, _, handle)
+                | DialogState::Publish(_, _, handle) => {
                     let _ = handle.reply(StatusCode::NotImplemented).await;
                 }
                 _ => {}
@@ -734,14 +746,22 @@ impl Gateway {
             let _ = a;
             tracks.push(GatewayTrack {
                 kind: RtpCodecKind::Audio,
-                codec: RTCRtpCodec { mime_type: "audio/opus".into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: "minptime=10;useinbandfec=1".into(), ..Default::default() },
+                codec: RTCRtpCodec {
+                    mime_type: "audio/opus".into(),
+                    clock_rate: 48000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                    ..Default::default()
+                },
                 ssrc: audio_ssrc,
             });
         }
         let mut profile = None;
         if let Some(v) = &negotiated.video {
             let (mime, fmtp, codec, single_nal) = match v.codec {
-                VideoCodecChoice::H264 { mode, .. } => ("video/H264", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", MixCodec::H264, mode == 0),
+                VideoCodecChoice::H264 { mode, .. } => {
+                    ("video/H264", "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", MixCodec::H264, mode == 0)
+                }
                 VideoCodecChoice::Vp8 => ("video/VP8", "", MixCodec::Vp8, false),
             };
             tracks.push(GatewayTrack {
@@ -777,7 +797,8 @@ impl Gateway {
         let phone_video_ssrc = Arc::new(AtomicU64::new(0));
         for (track, mut keyframes) in published {
             if track.kind == RtpCodecKind::Audio {
-                let (room, state, stop, last, participant, me) = (room.clone(), call.state.clone(), stop.clone(), last_rtp.clone(), participant.clone(), self.clone());
+                let (room, state, stop, last, participant, me) =
+                    (room.clone(), call.state.clone(), stop.clone(), last_rtp.clone(), participant.clone(), self.clone());
                 let sock = s.audio_rtp.clone();
                 tokio::spawn(async move {
                     tokio::select! {
@@ -786,7 +807,8 @@ impl Gateway {
                     }
                 });
             } else {
-                let (room, stop_in, last, participant, me, phone) = (room.clone(), stop.clone(), last_rtp.clone(), participant.clone(), self.clone(), phone_video_ssrc.clone());
+                let (room, stop_in, last, participant, me, phone) =
+                    (room.clone(), stop.clone(), last_rtp.clone(), participant.clone(), self.clone(), phone_video_ssrc.clone());
                 let sock = s.video_rtp.clone();
                 tokio::spawn(async move {
                     tokio::select! {

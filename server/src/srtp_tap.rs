@@ -19,11 +19,12 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use webrtc::peer_connection::crypto::{
-    self, AeadAlgorithm, AeadCipher, ActiveKeyExchange, BlockCipherAlgorithm, CbcAlgorithm, CbcCipher, CryptoAlgorithm, CryptoError, HashAlgorithm, HmacAlgorithm,
-    KeyExchangeAlgorithm, Mac, PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SignatureScheme, SigningKey, StreamCipher, StreamCipherAlgorithm,
-};
 use webrtc::peer_connection::SrtpProtectionProfile;
+use webrtc::peer_connection::crypto::{
+    self, ActiveKeyExchange, AeadAlgorithm, AeadCipher, BlockCipherAlgorithm, CbcAlgorithm, CbcCipher, CryptoAlgorithm, CryptoError, HashAlgorithm,
+    HmacAlgorithm, KeyExchangeAlgorithm, Mac, PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SignatureScheme, SigningKey, StreamCipher,
+    StreamCipherAlgorithm,
+};
 
 /// Block encryptions recorded at most (two contexts of 8 derivation blocks, and slack).
 const MAX_CALLS: usize = 24;

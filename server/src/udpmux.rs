@@ -26,8 +26,8 @@ use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{
-        atomic::{AtomicU64, Ordering},
         Arc, Weak,
+        atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
     time::{Duration, Instant},
@@ -262,16 +262,17 @@ impl UdpMux {
 #[allow(unsafe_code)]
 fn dont_fragment(sock: &socket2::Socket, v4: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let (level, name, value) =
-        if v4 { (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE) } else { (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE) };
+    let (level, name, value) = if v4 {
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, libc::IP_PMTUDISC_PROBE)
+    } else {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, libc::IPV6_PMTUDISC_PROBE)
+    };
     // SAFETY: the descriptor is the live socket `sock` borrows; the option value is a c_int
     // read by the kernel during the call, with its exact size passed.
-    let r = unsafe { libc::setsockopt(sock.as_raw_fd(), level, name, (&value as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let r = unsafe {
+        libc::setsockopt(sock.as_raw_fd(), level, name, (&value as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// ICE ufrag/password characters (RFC 8445: ALPHA / DIGIT / "+" / "/").
@@ -370,7 +371,16 @@ impl Runtime for MuxRuntime {
             }
             r.identities.insert(identity, SocketAddr::new(ip, self.mux.port));
         }
-        Ok(Arc::new(MuxSocket { identity, own: socket, shared, inbox, mux: self.mux.clone(), _slot: self.slot.clone(), claimed: Mutex::new(None), route: self.route.clone() }))
+        Ok(Arc::new(MuxSocket {
+            identity,
+            own: socket,
+            shared,
+            inbox,
+            mux: self.mux.clone(),
+            _slot: self.slot.clone(),
+            claimed: Mutex::new(None),
+            route: self.route.clone(),
+        }))
     }
 
     fn wrap_tcp_listener(&self, listener: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {

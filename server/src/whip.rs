@@ -13,10 +13,10 @@ use std::{collections::HashMap, sync::Arc, time::SystemTime};
 use axum::{
     body::Bytes,
     extract::{Path, Query, State},
-    http::{header, HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use mcu_signaling::auth::{bearer, AuthError, Keys, Need};
+use mcu_signaling::auth::{AuthError, Keys, Need, bearer};
 
 use crate::sfu::{Accepted, SessionError, Sfu};
 
@@ -144,7 +144,13 @@ fn answered(http: &Http, result: Result<Accepted, SessionError>, what: &str, roo
 }
 
 /// `POST /whip/{room}`.
-pub async fn whip(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn whip(
+    State(http): State<Arc<Http>>,
+    Path(room): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (who, offer) = match admit(&http, &[&room], &[Need::Publish], &headers, &q, &body) {
         Ok(x) => x,
         Err(r) => return r,
@@ -169,7 +175,13 @@ pub async fn whep_participant(
 
 /// `POST /whep/{room}`: the room composite (grid of every published video, the room's audio
 /// mix).
-pub async fn whep_room(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn whep_room(
+    State(http): State<Arc<Http>>,
+    Path(room): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (who, offer) = match admit(&http, &[&room], &[Need::Subscribe], &headers, &q, &body) {
         Ok(x) => x,
         Err(r) => return r,
@@ -179,7 +191,13 @@ pub async fn whep_room(State(http): State<Arc<Http>>, Path(room): Path<String>, 
 
 /// `POST /mcu/{room}`: an MCU participant (sendrecv): publishes, and receives the room
 /// composite and its own audio mix (everyone but itself). It needs both grants.
-pub async fn mcu_join(State(http): State<Arc<Http>>, Path(room): Path<String>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn mcu_join(
+    State(http): State<Arc<Http>>,
+    Path(room): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (who, offer) = match admit(&http, &[&room], &[Need::Publish, Need::Subscribe], &headers, &q, &body) {
         Ok(x) => x,
         Err(r) => return r,

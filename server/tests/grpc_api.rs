@@ -13,7 +13,7 @@ use mcu_api::v1::{
     self, audio_service_client::AudioServiceClient, event_service_client::EventServiceClient, layout_service_client::LayoutServiceClient,
     room_service_client::RoomServiceClient,
 };
-use tonic::{transport::Channel, Code, Request};
+use tonic::{Code, Request, transport::Channel};
 
 async fn channel(url: &str) -> Channel {
     Channel::from_shared(url.to_string()).unwrap().connect().await.unwrap()
@@ -66,7 +66,9 @@ async fn every_bad_request_gets_its_code_and_names_its_field() {
 
     // Layouts: each bad field by its path; nothing applies.
     let custom = |w: u32| v1::Layout {
-        kind: Some(v1::layout::Kind::Custom(v1::Custom { tiles: vec![v1::CustomTile { participant: "a".into(), width: w, height: 10, ..Default::default() }] })),
+        kind: Some(v1::layout::Kind::Custom(v1::Custom {
+            tiles: vec![v1::CustomTile { participant: "a".into(), width: w, height: 10, ..Default::default() }],
+        })),
         ..Default::default()
     };
     let mut bad_colour = grid(0);
@@ -108,9 +110,17 @@ async fn every_bad_request_gets_its_code_and_names_its_field() {
     use v1::gain_edit::Change;
     let edit = |l: &str, s: &str, c: Change| v1::GainEdit { listener: l.into(), source: s.into(), change: Some(c) };
     let update = |edits| v1::UpdateAudioMatrixRequest { room: "r".into(), edits };
-    refused(audio.update_audio_matrix(update(vec![edit("", "bob", Change::Mute(true)), edit("a", "b", Change::Gain(9.0))])).await, Code::InvalidArgument, "edits[1].gain");
+    refused(
+        audio.update_audio_matrix(update(vec![edit("", "bob", Change::Mute(true)), edit("a", "b", Change::Gain(9.0))])).await,
+        Code::InvalidArgument,
+        "edits[1].gain",
+    );
     refused(audio.update_audio_matrix(update(vec![edit("a", "a", Change::Gain(0.5))])).await, Code::InvalidArgument, "edits[0].source");
-    refused(audio.update_audio_matrix(update(vec![v1::GainEdit { listener: "a".into(), source: "b".into(), change: None }])).await, Code::InvalidArgument, "edits[0].change");
+    refused(
+        audio.update_audio_matrix(update(vec![v1::GainEdit { listener: "a".into(), source: "b".into(), change: None }])).await,
+        Code::InvalidArgument,
+        "edits[0].change",
+    );
     assert!(audio.get_audio_matrix(v1::GetAudioMatrixRequest { room: "r".into() }).await.unwrap().into_inner().gains.is_empty());
     let m = audio.update_audio_matrix(update(vec![edit("", "bob", Change::Mute(true)), edit("carol", "bob", Change::Gain(2.0))])).await.unwrap().into_inner();
     let gains: Vec<(String, String, f32)> = m.gains.into_iter().map(|g| (g.listener, g.source, g.gain)).collect();
@@ -254,7 +264,13 @@ async fn with_a_certificate_the_api_is_served_over_tls_only() {
 }
 
 fn cli(grpc: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcu")).args(args).args(["--grpc", grpc]).env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE").output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcu"))
+        .args(args)
+        .args(["--grpc", grpc])
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -308,7 +324,11 @@ async fn recordings_start_stop_and_refuse_what_they_cannot_do() {
     refused(rec.start_recording(with(video(v1::RecordingCodec::H264, 32, 360, 0))).await, Code::InvalidArgument, "video.width");
     refused(rec.start_recording(with(video(v1::RecordingCodec::Vp8, 1280, 4320, 0))).await, Code::InvalidArgument, "video.height");
     refused(rec.start_recording(with(video(v1::RecordingCodec::Av1, 640, 360, 99_999))).await, Code::InvalidArgument, "video.bitrate_bps");
-    refused(rec.start_recording(with(v1::RecordingVideo { codec: 9, ..video(v1::RecordingCodec::Vp8, 640, 360, 0) })).await, Code::InvalidArgument, "video.codec");
+    refused(
+        rec.start_recording(with(v1::RecordingVideo { codec: 9, ..video(v1::RecordingCodec::Vp8, 640, 360, 0) })).await,
+        Code::InvalidArgument,
+        "video.codec",
+    );
 
     // An empty room records its (empty) canvas and room mix; stopping finishes the file.
     let mut stream = events.watch_events(v1::WatchEventsRequest { room: "rec".into() }).await.unwrap().into_inner();

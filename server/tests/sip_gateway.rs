@@ -182,7 +182,8 @@ m=video {vport} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-
         );
         self.sip.send_to(ack.as_bytes(), &self.server).unwrap();
         let body = &ok[ok.find("\r\n\r\n").unwrap() + 4..];
-        let port: u16 = body.lines().find_map(|l| l.strip_prefix("m=video ")).and_then(|r| r.split_whitespace().next()?.parse().ok()).expect("a video line in the answer");
+        let port: u16 =
+            body.lines().find_map(|l| l.strip_prefix("m=video ")).and_then(|r| r.split_whitespace().next()?.parse().ok()).expect("a video line in the answer");
         (format!("127.0.0.1:{port}").parse().unwrap(), format!("127.0.0.1:{}", port + 1).parse().unwrap())
     }
 }
@@ -209,8 +210,8 @@ fn starts_idr(payload: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframes_are_asked_both_ways_over_rtcp() {
-    use mcu_codec::{new_software_encoder, EncoderConfig, VideoCodec};
-    use mcu_media::{testsrc, PixelFormat, Rgb};
+    use mcu_codec::{EncoderConfig, VideoCodec, new_software_encoder};
+    use mcu_media::{PixelFormat, Rgb, testsrc};
     use rtc::rtp::{codec::h264::H264Payloader, packetizer::Payloader};
 
     let (mut child, sip) = gateway(&[]).await;

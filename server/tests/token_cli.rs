@@ -32,7 +32,11 @@ fn no_key_or_a_bad_ttl_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_mcu")).args(["token", "--room", "r", "--identity", "x"]).env_remove("MCU_JWT_SECRET").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no signing key"));
-    let out = Command::new(env!("CARGO_BIN_EXE_mcu")).args(["token", "--room", "r", "--identity", "x", "--ttl", "5y"]).env("MCU_JWT_SECRET", SECRET).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mcu"))
+        .args(["token", "--room", "r", "--identity", "x", "--ttl", "5y"])
+        .env("MCU_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("duration unit"));
 }

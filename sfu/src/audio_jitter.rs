@@ -113,7 +113,17 @@ impl AudioJitter {
             ..config
         };
         let target = config.initial_target.clamp(config.min_target, config.max_target);
-        AudioJitter { config, frames: BTreeMap::new(), highest: None, next: None, target, starving: false, last_trouble: None, ticks_above: 0, stats: AudioJitterStats::default() }
+        AudioJitter {
+            config,
+            frames: BTreeMap::new(),
+            highest: None,
+            next: None,
+            target,
+            starving: false,
+            last_trouble: None,
+            ticks_above: 0,
+            stats: AudioJitterStats::default(),
+        }
     }
 
     /// Counters since creation.

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    keyframe::{is_keyframe, Codec},
+    keyframe::{Codec, is_keyframe},
     rtcp::{self, RtcpError, RtcpPacket},
     rtp::{self, RtpError, RtpPacket},
 };
@@ -38,7 +38,13 @@ pub struct ForwarderConfig {
 
 impl Default for ForwarderConfig {
     fn default() -> Self {
-        ForwarderConfig { pli_interval: Duration::from_millis(500), retransmit_cache: 1024, max_backlog_bytes: 1 << 20, sfu_ssrc: 1, layer_timeout: Duration::from_millis(1500) }
+        ForwarderConfig {
+            pli_interval: Duration::from_millis(500),
+            retransmit_cache: 1024,
+            max_backlog_bytes: 1 << 20,
+            sfu_ssrc: 1,
+            layer_timeout: Duration::from_millis(1500),
+        }
     }
 }
 
@@ -279,7 +285,10 @@ impl Forwarder {
         for (i, (ssrc, _)) in layers.iter().enumerate() {
             self.by_ssrc.insert(*ssrc, (id.clone(), i));
         }
-        let layers = layers.iter().map(|&(ssrc, bitrate)| Layer { ssrc, bitrate, last_pli: None, pli_pending: false, last_packet: None, live: true, measured: None, window: None }).collect();
+        let layers = layers
+            .iter()
+            .map(|&(ssrc, bitrate)| Layer { ssrc, bitrate, last_pli: None, pli_pending: false, last_packet: None, live: true, measured: None, window: None })
+            .collect();
         self.tracks.insert(id, Track { codec, clock_rate, layers, pli_interval: self.config.pli_interval, first_packet: None });
         Ok(())
     }
@@ -431,10 +440,7 @@ impl Forwarder {
     }
 
     fn sub_index(&self, sub: SubscriberId, track: &str) -> Result<usize, ForwardError> {
-        self.subs
-            .iter()
-            .position(|s| s.sub == sub && &*s.track == track)
-            .ok_or_else(|| ForwardError::UnknownSubscription(sub, track.into()))
+        self.subs.iter().position(|s| s.sub == sub && &*s.track == track).ok_or_else(|| ForwardError::UnknownSubscription(sub, track.into()))
     }
 
     /// The layer a subscription should receive: among the layers that flow, the highest within
@@ -594,9 +600,8 @@ impl Forwarder {
                     }
                 }
                 RtcpPacket::Remb { bitrate, ssrcs, .. } => {
-                    let idx: Vec<usize> = (0..self.subs.len())
-                        .filter(|&i| self.subs[i].sub == sub && (ssrcs.is_empty() || ssrcs.contains(&self.subs[i].out_ssrc)))
-                        .collect();
+                    let idx: Vec<usize> =
+                        (0..self.subs.len()).filter(|&i| self.subs[i].sub == sub && (ssrcs.is_empty() || ssrcs.contains(&self.subs[i].out_ssrc))).collect();
                     for i in idx {
                         self.subs[i].estimate = Some(bitrate);
                         self.subs[i].estimate_at = Some(now);
@@ -700,12 +705,14 @@ impl Forwarder {
                     .map(|(k, _)| (id.clone(), k))
             })
             .collect();
-        waiting.extend((0..self.subs.len())
-            .filter(|&i| {
-                let s = &self.subs[i];
-                !s.paused && !s.off && (s.need_keyframe || s.current != Some(self.target_layer(i)))
-            })
-            .map(|i| (self.subs[i].track.clone(), self.target_layer(i))));
+        waiting.extend(
+            (0..self.subs.len())
+                .filter(|&i| {
+                    let s = &self.subs[i];
+                    !s.paused && !s.off && (s.need_keyframe || s.current != Some(self.target_layer(i)))
+                })
+                .map(|i| (self.subs[i].track.clone(), self.target_layer(i))),
+        );
         waiting.sort_unstable();
         waiting.dedup();
         for (track, layer) in waiting {

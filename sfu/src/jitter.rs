@@ -89,7 +89,18 @@ pub struct JitterBuffer<T> {
 impl<T> JitterBuffer<T> {
     /// An empty buffer.
     pub fn new(config: JitterConfig) -> JitterBuffer<T> {
-        JitterBuffer { config, packets: BTreeMap::new(), next: None, floor: None, highest: None, lost_pending: 0, jitter: 0.0, last_transit: None, epoch: None, stats: JitterStats::default() }
+        JitterBuffer {
+            config,
+            packets: BTreeMap::new(),
+            next: None,
+            floor: None,
+            highest: None,
+            lost_pending: 0,
+            jitter: 0.0,
+            last_transit: None,
+            epoch: None,
+            stats: JitterStats::default(),
+        }
     }
 
     /// Counters.
@@ -107,11 +118,7 @@ impl<T> JitterBuffer<T> {
     fn extend(&self, seq: u16) -> u64 {
         let Some(h) = self.highest else { return (1 << 16) + seq as u64 };
         let base = h & !0xffff;
-        [base.wrapping_sub(1 << 16), base, base + (1 << 16)]
-            .into_iter()
-            .map(|b| b + seq as u64)
-            .min_by_key(|c| c.abs_diff(h))
-            .unwrap_or(base + seq as u64)
+        [base.wrapping_sub(1 << 16), base, base + (1 << 16)].into_iter().map(|b| b + seq as u64).min_by_key(|c| c.abs_diff(h)).unwrap_or(base + seq as u64)
     }
 
     /// Takes a packet that arrived at `now`. `head`: it starts a frame (the codec's payload

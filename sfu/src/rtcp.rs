@@ -336,7 +336,10 @@ mod tests {
         compound.extend(remb(1, 1_500_000, &[2, 3]));
         compound.extend(sender_report(9, 0x0102_0304_0506_0708, 90_000, 12, 3400));
         let parsed = parse(&compound).unwrap();
-        assert_eq!(parsed[4], RtcpPacket::SenderReport { ssrc: 9, ntp: 0x0102_0304_0506_0708, rtp_timestamp: 90_000, packets: 12, octets: 3400, reports: vec![] });
+        assert_eq!(
+            parsed[4],
+            RtcpPacket::SenderReport { ssrc: 9, ntp: 0x0102_0304_0506_0708, rtp_timestamp: 90_000, packets: 12, octets: 3400, reports: vec![] }
+        );
         assert_eq!(parsed[0], RtcpPacket::Pli { sender: 1, media: 2 });
         assert_eq!(parsed[1], RtcpPacket::Nack { sender: 1, media: 2, lost: vec![100, 101, 103, 116, 117, 300] });
         assert_eq!(parsed[2], RtcpPacket::Fir { sender: 1, entries: vec![(2, 7)] });

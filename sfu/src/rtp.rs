@@ -158,19 +158,21 @@ impl<'a> RtpPacket<'a> {
         let two_byte = profile & 0xfff0 == 0x1000;
         let known = profile == 0xBEDE || two_byte;
         let mut i = if known { 0 } else { block.len() };
-        std::iter::from_fn(move || loop {
-            let &b = block.get(i)?;
-            if b == 0 {
-                i += 1;
-                continue;
+        std::iter::from_fn(move || {
+            loop {
+                let &b = block.get(i)?;
+                if b == 0 {
+                    i += 1;
+                    continue;
+                }
+                let (id, at, len) = if two_byte { (b, i + 2, *block.get(i + 1)? as usize) } else { (b >> 4, i + 1, (b & 0x0f) as usize + 1) };
+                if !two_byte && id == 15 {
+                    return None;
+                }
+                let value = block.get(at..at + len)?;
+                i = at + len;
+                return Some((id, value));
             }
-            let (id, at, len) = if two_byte { (b, i + 2, *block.get(i + 1)? as usize) } else { (b >> 4, i + 1, (b & 0x0f) as usize + 1) };
-            if !two_byte && id == 15 {
-                return None;
-            }
-            let value = block.get(at..at + len)?;
-            i = at + len;
-            return Some((id, value));
         })
     }
 

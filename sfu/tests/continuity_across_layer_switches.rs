@@ -6,8 +6,8 @@
 mod common;
 use std::time::Duration;
 
-use common::{drain, got, Clock, Publisher};
-use mcu_sfu::{rtcp, Codec, Forwarder, ForwarderConfig};
+use common::{Clock, Publisher, drain, got};
+use mcu_sfu::{Codec, Forwarder, ForwarderConfig, rtcp};
 
 #[test]
 fn one_continuous_stream_across_switches() {
@@ -36,7 +36,7 @@ fn one_continuous_stream_across_switches() {
             (frame, got(&p))
         }));
     }
-    assert!(received[0].1 .4, "the stream starts at a keyframe");
+    assert!(received[0].1.4, "the stream starts at a keyframe");
     let layers_seen: Vec<u8> = received.iter().map(|(_, g)| g.3).collect();
     assert_eq!(layers_seen[0], 2, "top layer first");
     assert!(layers_seen.contains(&0), "dropped to the bottom layer");

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use mcu_sfu::{rtcp, rtp, Codec, Forwarder, ForwarderConfig};
+use mcu_sfu::{Codec, Forwarder, ForwarderConfig, rtcp, rtp};
 
 struct Rng(u64);
 

@@ -5,8 +5,8 @@
 mod common;
 use std::{collections::BTreeSet, time::Duration};
 
-use common::{drain, Clock, Publisher};
-use mcu_sfu::{rtcp, rtp::RtpPacket, Codec, Forwarder, ForwarderConfig};
+use common::{Clock, Publisher, drain};
+use mcu_sfu::{Codec, Forwarder, ForwarderConfig, rtcp, rtp::RtpPacket};
 
 struct Lossy(u64);
 

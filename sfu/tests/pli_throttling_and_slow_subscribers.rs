@@ -5,8 +5,8 @@
 mod common;
 use std::time::Duration;
 
-use common::{drain, Clock, Publisher};
-use mcu_sfu::{rtcp, Codec, Forwarder, ForwarderConfig};
+use common::{Clock, Publisher, drain};
+use mcu_sfu::{Codec, Forwarder, ForwarderConfig, rtcp};
 
 #[test]
 fn ten_plis_in_100ms_make_one_request() {

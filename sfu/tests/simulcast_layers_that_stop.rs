@@ -5,7 +5,7 @@
 mod common;
 use std::time::Duration;
 
-use common::{drain, got, Clock, Publisher};
+use common::{Clock, Publisher, drain, got};
 use mcu_sfu::{Codec, Forwarder, ForwarderConfig};
 
 #[test]

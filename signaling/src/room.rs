@@ -383,7 +383,13 @@ impl Hub {
                 }
                 for (t, top) in layers {
                     let layer = *member.subscriptions.entry((participant.clone(), t.clone())).or_insert(top);
-                    self.changes.push(MediaChange::Track { room: room.clone(), viewer: me.clone(), publisher: participant.clone(), track: t, max_layer: Some(layer) });
+                    self.changes.push(MediaChange::Track {
+                        room: room.clone(),
+                        viewer: me.clone(),
+                        publisher: participant.clone(),
+                        track: t,
+                        max_layer: Some(layer),
+                    });
                 }
                 self.subscriptions_message(conn, &room, &me)
             }
@@ -401,7 +407,13 @@ impl Hub {
                     Some(l) => *l = max_layer.min(3),
                     None => return error(conn, 404, format!("not subscribed to \"{participant}\"/\"{track_id}\"")),
                 }
-                self.changes.push(MediaChange::Track { room: room.clone(), viewer: me.clone(), publisher: participant, track: track_id, max_layer: Some(max_layer.min(3)) });
+                self.changes.push(MediaChange::Track {
+                    room: room.clone(),
+                    viewer: me.clone(),
+                    publisher: participant,
+                    track: track_id,
+                    max_layer: Some(max_layer.min(3)),
+                });
                 self.subscriptions_message(conn, &room, &me)
             }
             ClientMessage::Chat { text, to } => {
@@ -557,7 +569,12 @@ impl Hub {
         }
         m.media.push(track.track_id.clone());
         m.info.tracks.push(track.clone());
-        out.extend(r.members.values().filter(|m| m.info.id != id).filter_map(|m| Some((m.conn?, ServerMessage::TrackPublished { participant: id.to_string(), track: track.clone() }))));
+        out.extend(
+            r.members
+                .values()
+                .filter(|m| m.info.id != id)
+                .filter_map(|m| Some((m.conn?, ServerMessage::TrackPublished { participant: id.to_string(), track: track.clone() }))),
+        );
         out
     }
 

@@ -2,7 +2,7 @@
 //! malformed, forged, expired and not-yet-valid tokens answer 401; another room or a missing
 //! grant answers 403.
 
-use mcu_signaling::auth::{bearer, AuthError, Claims, Grants, Keys, Need};
+use mcu_signaling::auth::{AuthError, Claims, Grants, Keys, Need, bearer};
 
 const NOW: u64 = 1_800_000_000;
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
@@ -53,15 +53,11 @@ fn bad_tokens_are_401() {
         (Some(String::new()), |e| *e == AuthError::Missing),
         (Some("not.a.jwt".into()), |e| matches!(e, AuthError::Malformed(_))),
         (Some(format!("{good}x")), |e| *e == AuthError::BadSignature),
-        (
-            Some(Keys::new().with_hs256(b"another secret of thirty-two bytes!").unwrap().mint(&claims("r", publisher(), NOW + 60)).unwrap()),
-            |e| *e == AuthError::BadSignature,
-        ),
+        (Some(Keys::new().with_hs256(b"another secret of thirty-two bytes!").unwrap().mint(&claims("r", publisher(), NOW + 60)).unwrap()), |e| {
+            *e == AuthError::BadSignature
+        }),
         (Some(keys.mint(&claims("r", publisher(), NOW - 1)).unwrap()), |e| matches!(e, AuthError::Expired { .. })),
-        (
-            Some(keys.mint(&Claims { nbf: Some(NOW + 100), ..claims("r", publisher(), NOW + 600) }).unwrap()),
-            |e| matches!(e, AuthError::NotYetValid { .. }),
-        ),
+        (Some(keys.mint(&Claims { nbf: Some(NOW + 100), ..claims("r", publisher(), NOW + 600) }).unwrap()), |e| matches!(e, AuthError::NotYetValid { .. })),
     ];
     for (token, check) in cases {
         let err = keys.authorize(token.as_deref(), "r", Need::Publish, NOW).unwrap_err();

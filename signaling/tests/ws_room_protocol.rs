@@ -183,7 +183,13 @@ fn media_sessions_are_participants_and_choices_reach_the_server() {
     assert_eq!(error_code(&send(&mut hub, 1, json!({"type": "chat", "text": "hi", "to": "cam"})), 1), Some(409));
     // Subscribing to both, then to audio only (the list replaces), then capping the video.
     send(&mut hub, 1, json!({"type": "subscribe", "participant": "cam", "track_ids": ["video-0", "audio-1"]}));
-    let change = |track: &str, max_layer: Option<u8>| MediaChange::Track { room: "class".into(), viewer: "viewer".into(), publisher: "cam".into(), track: track.into(), max_layer };
+    let change = |track: &str, max_layer: Option<u8>| MediaChange::Track {
+        room: "class".into(),
+        viewer: "viewer".into(),
+        publisher: "cam".into(),
+        track: track.into(),
+        max_layer,
+    };
     assert_eq!(hub.take_media_changes(), vec![change("video-0", Some(2)), change("audio-1", Some(0))]);
     send(&mut hub, 1, json!({"type": "subscribe", "participant": "cam", "track_ids": ["audio-1"]}));
     assert_eq!(hub.take_media_changes(), vec![change("video-0", None), change("audio-1", Some(0))]);

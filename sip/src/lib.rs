@@ -16,6 +16,6 @@ pub mod offer;
 pub use dialplan::DialPlan;
 pub use dtmf::{DtmfDetector, DtmfEvent};
 pub use offer::{
-    answer_sdp, negotiate, offer_sdp, parse_offer, AudioChoice, AudioCodec, Direction, Negotiated, NegotiationError, Offer, OfferError,
-    VideoChoice, VideoCodecChoice,
+    AudioChoice, AudioCodec, Direction, Negotiated, NegotiationError, Offer, OfferError, VideoChoice, VideoCodecChoice, answer_sdp, negotiate, offer_sdp,
+    parse_offer,
 };

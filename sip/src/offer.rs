@@ -14,7 +14,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use rtc_sdp::{description::media::MediaDescription, SessionDescription};
+use rtc_sdp::{SessionDescription, description::media::MediaDescription};
 
 /// Why an offer cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -342,11 +342,7 @@ const SIZES: [(u32, u32); 6] = [(1280, 720), (960, 540), (640, 360), (352, 288),
 
 fn pick_size(default: (u32, u32), max_mbs: u32) -> (u32, u32) {
     let mbs = |(w, h): (u32, u32)| w.div_ceil(16) * h.div_ceil(16);
-    SIZES
-        .iter()
-        .copied()
-        .find(|&s| s.0 * s.1 <= default.0 * default.1 && mbs(s) <= max_mbs)
-        .unwrap_or((176, 144))
+    SIZES.iter().copied().find(|&s| s.0 * s.1 <= default.0 * default.1 && mbs(s) <= max_mbs).unwrap_or((176, 144))
 }
 
 fn is_plain_rtp(proto: &str) -> bool {
@@ -373,11 +369,7 @@ pub fn negotiate(offer: &Offer, video_size: (u32, u32)) -> Result<Negotiated, Ne
                 Some((codec, f))
             });
             if let Some((codec, f)) = chosen {
-                let dtmf_pt = m
-                    .formats
-                    .iter()
-                    .find(|t| t.name.eq_ignore_ascii_case("telephone-event") && t.clock_rate == codec.clock_rate())
-                    .map(|t| t.pt);
+                let dtmf_pt = m.formats.iter().find(|t| t.name.eq_ignore_ascii_case("telephone-event") && t.clock_rate == codec.clock_rate()).map(|t| t.pt);
                 audio = Some(AudioChoice {
                     index,
                     codec,
@@ -399,10 +391,8 @@ pub fn negotiate(offer: &Offer, video_size: (u32, u32)) -> Result<Negotiated, Ne
                         // Mode 2 (interleaved) is not spoken.
                         Some(_) => return None,
                     };
-                    let level = fmtp_param(&f.fmtp, "profile-level-id")
-                        .filter(|p| p.len() == 6)
-                        .and_then(|p| u8::from_str_radix(&p[4..6], 16).ok())
-                        .unwrap_or(0x1f);
+                    let level =
+                        fmtp_param(&f.fmtp, "profile-level-id").filter(|p| p.len() == 6).and_then(|p| u8::from_str_radix(&p[4..6], 16).ok()).unwrap_or(0x1f);
                     let max_fs = fmtp_param(&f.fmtp, "max-fs").and_then(|v| v.parse::<u32>().ok());
                     let limit = max_fs.unwrap_or(0).max(h264_level_max_fs(level));
                     Some((VideoCodecChoice::H264 { mode, level }, f.pt, limit))
@@ -506,7 +496,8 @@ pub fn offer_sdp(ip: IpAddr, audio_port: u16, video_port: Option<u16>, session: 
     let mut s = format!("v=0\r\no=mcu {session} {version} IN {family} {ip}\r\ns=mcu\r\nc=IN {family} {ip}\r\nt=0 0\r\n");
     s += &format!("m=audio {audio_port} RTP/AVP {PCMU} {PCMA} {OPUS} {DTMF_8K} {DTMF_48K}\r\n");
     s += &format!("a=rtpmap:{PCMU} PCMU/8000\r\na=rtpmap:{PCMA} PCMA/8000\r\na=rtpmap:{OPUS} opus/48000/2\r\na=fmtp:{OPUS} useinbandfec=1\r\n");
-    s += &format!("a=rtpmap:{DTMF_8K} telephone-event/8000\r\na=fmtp:{DTMF_8K} 0-15\r\na=rtpmap:{DTMF_48K} telephone-event/48000\r\na=fmtp:{DTMF_48K} 0-15\r\n");
+    s +=
+        &format!("a=rtpmap:{DTMF_8K} telephone-event/8000\r\na=fmtp:{DTMF_8K} 0-15\r\na=rtpmap:{DTMF_48K} telephone-event/48000\r\na=fmtp:{DTMF_48K} 0-15\r\n");
     s += "a=ptime:20\r\na=sendrecv\r\n";
     if let Some(port) = video_port {
         s += &format!("m=video {port} RTP/AVP {H264_MODE1} {H264_MODE0} {VP8}\r\n");

@@ -14,9 +14,9 @@ use std::{
 
 use mcu_compositor::{AdapterChoice, CanvasSpec, Compositor, Gpu, InputId, Layout, RenderPath, Scene};
 use mcu_media::{
+    PixelFormat, Rgb, VideoFrame,
     image::RgbaImage,
     testsrc::{self, Pattern},
-    PixelFormat, Rgb, VideoFrame,
 };
 
 /// The adapter the tests run on: `MCU_TEST_ADAPTER` (auto, lavapipe, gl, …), default auto,
@@ -24,10 +24,7 @@ use mcu_media::{
 pub fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
-        let choice: AdapterChoice = std::env::var("MCU_TEST_ADAPTER")
-            .unwrap_or_default()
-            .parse()
-            .expect("MCU_TEST_ADAPTER is a valid adapter choice");
+        let choice: AdapterChoice = std::env::var("MCU_TEST_ADAPTER").unwrap_or_default().parse().expect("MCU_TEST_ADAPTER is a valid adapter choice");
         Gpu::new(&choice).unwrap_or_else(|e| panic!("the GPU tests need an adapter (install mesa-vulkan-drivers): {e}"))
     })
     .clone()
@@ -62,15 +59,7 @@ pub fn card(i: usize, format: PixelFormat, width: u32, height: u32, pts: Duratio
 /// A one-canvas scene.
 pub fn one_canvas(width: u32, height: u32, format: PixelFormat, layout: Layout) -> Scene {
     Scene {
-        canvases: vec![CanvasSpec {
-            id: mcu_compositor::CanvasId::new("main"),
-            width,
-            height,
-            format,
-            background: Rgb(16, 16, 24),
-            layout,
-            transition: None,
-        }],
+        canvases: vec![CanvasSpec { id: mcu_compositor::CanvasId::new("main"), width, height, format, background: Rgb(16, 16, 24), layout, transition: None }],
     }
 }
 

@@ -3,19 +3,16 @@
 
 use std::time::Duration;
 
-use mcu_compositor::{Compositor, FrameSet, InputError, Layout, SceneError, LayoutError, Tile};
-use mcu_media::{FrameError, PixelFormat, Rgb, VideoFrame};
 use mcu_compositor::RenderPath;
-use mcu_tests::{card, compositor_on, input_id, one_canvas, PATHS};
+use mcu_compositor::{Compositor, FrameSet, InputError, Layout, LayoutError, SceneError, Tile};
+use mcu_media::{FrameError, PixelFormat, Rgb, VideoFrame};
+use mcu_tests::{PATHS, card, compositor_on, input_id, one_canvas};
 
 fn setup(path: RenderPath) -> Compositor {
     let mut c = compositor_on(path, 2);
     c.update_scene(one_canvas(320, 180, PixelFormat::I420, Layout::grid(["in0", "in1"]))).unwrap();
     let out = c
-        .render(FrameSet {
-            pts: Duration::ZERO,
-            frames: (0..2).map(|i| (input_id(i), card(i, PixelFormat::I420, 160, 90, Duration::ZERO))).collect(),
-        })
+        .render(FrameSet { pts: Duration::ZERO, frames: (0..2).map(|i| (input_id(i), card(i, PixelFormat::I420, 160, 90, Duration::ZERO))).collect() })
         .unwrap();
     assert!(out.rejected.is_empty());
     c

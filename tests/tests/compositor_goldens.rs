@@ -5,15 +5,13 @@
 use std::time::Duration;
 
 use mcu_compositor::{
-    CanvasId, CanvasSpec, Compositor, CustomTile, Easing, Fit, FrameSet, InputId, Layout, Placeholder, Rect, Scene,
-    Strip, Tile, TileStyle, Transition,
+    CanvasId, CanvasSpec, Compositor, CustomTile, Easing, Fit, FrameSet, InputId, Layout, Placeholder, Rect, Scene, Strip, Tile, TileStyle, Transition,
 };
 use mcu_media::{PixelFormat, Rgb, VideoFrame};
-use mcu_tests::{card, check_golden, compositor_on, input_id, one_canvas, PATHS};
+use mcu_tests::{PATHS, card, check_golden, compositor_on, input_id, one_canvas};
 
 const W: u32 = 320;
 const H: u32 = 180;
-
 
 fn frames(n: usize, w: u32, h: u32, format: PixelFormat, pts: Duration) -> FrameSet {
     FrameSet { pts, frames: (0..n).map(|i| (input_id(i), card(i, format, w, h, pts))).collect() }
@@ -46,11 +44,7 @@ fn grid_of_1_to_25_tiles() {
 fn active_speaker_with_strip() {
     for path in PATHS {
         let mut c = compositor_on(path, 5);
-        let layout = Layout::ActiveSpeaker {
-            speaker: Tile::new("in0"),
-            others: ids(5)[1..].iter().map(Tile::new).collect(),
-            strip: Strip::bottom(),
-        };
+        let layout = Layout::ActiveSpeaker { speaker: Tile::new("in0"), others: ids(5)[1..].iter().map(Tile::new).collect(), strip: Strip::bottom() };
         c.update_scene(one_canvas(W, H, PixelFormat::I420, layout)).unwrap();
         let f = render_one(&mut c, frames(5, 320, 180, PixelFormat::I420, Duration::ZERO));
         check_golden(path, "active_speaker", &f);
@@ -173,7 +167,10 @@ fn placeholders_for_inputs_without_video() {
         // in0 and in2 had video and lost it; in1 and in3 never had any.
         let set = FrameSet {
             pts: Duration::ZERO,
-            frames: vec![(input_id(0), card(0, PixelFormat::I420, 160, 90, Duration::ZERO)), (input_id(2), card(2, PixelFormat::I420, 160, 90, Duration::ZERO))],
+            frames: vec![
+                (input_id(0), card(0, PixelFormat::I420, 160, 90, Duration::ZERO)),
+                (input_id(2), card(2, PixelFormat::I420, 160, 90, Duration::ZERO)),
+            ],
         };
         render_one(&mut c, set);
         c.set_no_video(&input_id(0));
@@ -192,11 +189,8 @@ fn transition_half_way() {
         let mut scene = one_canvas(W, H, PixelFormat::I420, Layout::grid(ids(4)));
         c.update_scene(scene.clone()).unwrap();
         render_one(&mut c, frames(4, 160, 90, PixelFormat::I420, Duration::ZERO));
-        scene.canvases[0].layout = Layout::ActiveSpeaker {
-            speaker: Tile::new("in3"),
-            others: vec![Tile::new("in0"), Tile::new("in1")],
-            strip: Strip::bottom(),
-        };
+        scene.canvases[0].layout =
+            Layout::ActiveSpeaker { speaker: Tile::new("in3"), others: vec![Tile::new("in0"), Tile::new("in1")], strip: Strip::bottom() };
         scene.canvases[0].transition = Some(Transition { duration: Duration::from_millis(1000), easing: Easing::Linear });
         c.update_scene(scene).unwrap();
         // The transition starts at the first render after the change (pts 1 s) and is half-way at 1.5 s.

@@ -67,7 +67,10 @@ fn one_thread_draws_what_the_pool_draws() {
     };
     let scene = Scene { canvases: vec![canvas("a", 640, 360, PixelFormat::I420), canvas("b", 322, 242, PixelFormat::Nv12)] };
     let sizes = [(640, 360), (320, 240), (160, 90), (96, 200), (1280, 720)];
-    let frames = || FrameSet { pts: Duration::ZERO, frames: sizes.iter().enumerate().map(|(i, &(w, h))| (input_id(i), card(i, PixelFormat::I420, w, h, Duration::ZERO))).collect() };
+    let frames = || FrameSet {
+        pts: Duration::ZERO,
+        frames: sizes.iter().enumerate().map(|(i, &(w, h))| (input_id(i), card(i, PixelFormat::I420, w, h, Duration::ZERO))).collect(),
+    };
     let mut rendered = Vec::new();
     for threads in [1, 2] {
         let mut c = Compositor::new_cpu(threads);

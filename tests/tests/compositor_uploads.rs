@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mcu_compositor::{FrameSet, Layout};
 use mcu_media::{PixelFormat, Rgb, VideoFrame};
-use mcu_tests::{compositor_on, input_id, one_canvas, PATHS};
+use mcu_tests::{PATHS, compositor_on, input_id, one_canvas};
 
 fn solid(rgb: Rgb, w: u32, h: u32) -> VideoFrame {
     VideoFrame::filled(PixelFormat::I420, w, h, rgb.to_yuv(), Duration::ZERO)

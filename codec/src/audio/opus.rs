@@ -129,8 +129,7 @@ impl OpusEncoder {
             OpusApplication::Voice => libopus::Application::Voip,
             OpusApplication::Music => libopus::Application::Audio,
         };
-        let enc = libopus::Encoder::new(OPUS_RATE, config.channels.lib(), application)
-            .map_err(|e| AudioOpenError::Opus(opus_err(e)))?;
+        let enc = libopus::Encoder::new(OPUS_RATE, config.channels.lib(), application).map_err(|e| AudioOpenError::Opus(opus_err(e)))?;
         let mut e = OpusEncoder { enc, config, buf: vec![0; MAX_PACKET] };
         e.apply(config).map_err(|e| AudioOpenError::InvalidConfig(e.to_string()))?;
         Ok(e)
@@ -226,8 +225,8 @@ impl OpusDecoder {
         if packet.is_empty() {
             return Err(AudioDecodeError::Invalid { len: 0, detail: "empty packet (use conceal for a lost one)".into() });
         }
-        let per_channel = libopus::packet::get_nb_samples(packet, OPUS_RATE)
-            .map_err(|e| AudioDecodeError::Invalid { len: packet.len(), detail: opus_err(e) })?;
+        let per_channel =
+            libopus::packet::get_nb_samples(packet, OPUS_RATE).map_err(|e| AudioDecodeError::Invalid { len: packet.len(), detail: opus_err(e) })?;
         if per_channel > MAX_SAMPLES_PER_CHANNEL {
             return Err(AudioDecodeError::TooLong { len: packet.len() });
         }

@@ -11,7 +11,7 @@
 //! Streaming: feed any number of samples per call; state carries over. The delay is half the
 //! filter (about 4 ms).
 
-use dasp::{ring_buffer::Fixed, Sample};
+use dasp::{Sample, ring_buffer::Fixed};
 
 use super::AudioOpenError;
 

@@ -7,7 +7,7 @@
 #![allow(unsafe_code)]
 
 use std::{
-    ffi::{c_char, c_int, c_uint, c_void, CStr},
+    ffi::{CStr, c_char, c_int, c_uint, c_void},
     ptr,
     sync::{Arc, OnceLock},
     time::Duration,
@@ -17,11 +17,8 @@ use libloading::Library;
 use mcu_media::VideoFrame;
 use nvidia_video_codec_sdk::sys::nvEncodeAPI as nv;
 
-use super::{NvencInfo, NvencStatus, CUDA_LIBRARY, ENCODE_LIBRARY};
-use crate::video::{
-    check_input, check_rate, Backend, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError,
-    VideoCodec, VideoEncoder,
-};
+use super::{CUDA_LIBRARY, ENCODE_LIBRARY, NvencInfo, NvencStatus};
+use crate::video::{Backend, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec, VideoEncoder, check_input, check_rate};
 
 type CuResult = c_int;
 type CuDevice = c_int;
@@ -143,14 +140,7 @@ impl Driver {
             (device, device_name, context)
         };
         let _ = device;
-        Ok(Driver {
-            api,
-            max_version,
-            cuda: Cuda { ctx_push, ctx_pop, _lib: cuda_lib },
-            context,
-            device: device_name,
-            _nvenc_lib: nvenc_lib,
-        })
+        Ok(Driver { api, max_version, cuda: Cuda { ctx_push, ctx_pop, _lib: cuda_lib }, context, device: device_name, _nvenc_lib: nvenc_lib })
     }
 
     /// Runs `f` with the CUDA context current on this thread.
@@ -280,11 +270,9 @@ fn probe_driver(driver: Result<Arc<Driver>, String>) -> NvencStatus {
     };
     match session.codecs() {
         Ok(codecs) if codecs.is_empty() => NvencStatus::Absent { reason: format!("{}: NVENC lists none of H.264, HEVC, AV1", driver.device) },
-        Ok(codecs) => NvencStatus::Available(NvencInfo {
-            device: driver.device.clone(),
-            driver_api: (driver.max_version >> 4, driver.max_version & 0xf),
-            codecs,
-        }),
+        Ok(codecs) => {
+            NvencStatus::Available(NvencInfo { device: driver.device.clone(), driver_api: (driver.max_version >> 4, driver.max_version & 0xf), codecs })
+        }
         Err(e) => NvencStatus::Absent { reason: format!("{}: listing NVENC codecs failed: {e}", driver.device) },
     }
 }
@@ -485,11 +473,8 @@ impl Active {
                 }
                 unlock_in(self.session.encoder, self.input);
             }
-            let flags = if force_idr {
-                nv::NV_ENC_PIC_FLAGS::NV_ENC_PIC_FLAG_FORCEIDR as u32 | nv::NV_ENC_PIC_FLAGS::NV_ENC_PIC_FLAG_OUTPUT_SPSPPS as u32
-            } else {
-                0
-            };
+            let flags =
+                if force_idr { nv::NV_ENC_PIC_FLAGS::NV_ENC_PIC_FLAG_FORCEIDR as u32 | nv::NV_ENC_PIC_FLAGS::NV_ENC_PIC_FLAG_OUTPUT_SPSPPS as u32 } else { 0 };
             let mut pic = nv::NV_ENC_PIC_PARAMS {
                 version: nv::NV_ENC_PIC_PARAMS_VER,
                 inputWidth: self.width,

@@ -9,16 +9,14 @@ use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use mcu_media::{PixelFormat, VideoFrame};
 use rav1e::prelude::{
-    ChromaSampling, Config, Context, EncoderConfig as RaConfig, EncoderStatus, Frame, FrameParameters, FrameType,
-    FrameTypeOverride, Opaque, Rational, SceneDetectionSpeed,
+    ChromaSampling, Config, Context, EncoderConfig as RaConfig, EncoderStatus, Frame, FrameParameters, FrameType, FrameTypeOverride, Opaque, Rational,
+    SceneDetectionSpeed,
 };
 
 use super::{
-    check_input, check_rate,
-    gate::{gated_decoder, Gated, RawDecoder, RawError, UnitKind},
+    Backend, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec, VideoEncoder, check_input, check_rate,
+    gate::{Gated, RawDecoder, RawError, UnitKind, gated_decoder},
     yuv::{as_i420, frame_from_i420},
-    Backend, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec,
-    VideoEncoder,
 };
 use crate::bitstream::av1_is_keyframe;
 
@@ -39,8 +37,7 @@ impl Av1Decoder {
         s.set_max_frame_delay(1);
         // Hostile headers must not make it allocate more than our largest frame.
         s.set_frame_size_limit(super::MAX_DECODE_PIXELS as u32);
-        let decoder = dav1d::Decoder::with_settings(&s)
-            .map_err(|e| OpenError::Library { codec: VideoCodec::Av1, library: "dav1d", detail: e.to_string() })?;
+        let decoder = dav1d::Decoder::with_settings(&s).map_err(|e| OpenError::Library { codec: VideoCodec::Av1, library: "dav1d", detail: e.to_string() })?;
         Ok(Av1Decoder(Gated::new(RawAv1 { decoder, format: options.format })))
     }
 }
@@ -84,17 +81,9 @@ impl RawDecoder for RawAv1 {
         }
         use dav1d::PlanarImageComponent::{U, V, Y};
         let (y, u, v) = (p.plane(Y), p.plane(U), p.plane(V));
-        frame_from_i420(
-            (&y, p.stride(Y) as usize),
-            (&u, p.stride(U) as usize),
-            (&v, p.stride(V) as usize),
-            p.width(),
-            p.height(),
-            self.format,
-            pts,
-        )
-        .map(Some)
-        .ok_or_else(|| RawError::Corrupt(format!("dav1d returned an inconsistent {}x{} picture", p.width(), p.height())))
+        frame_from_i420((&y, p.stride(Y) as usize), (&u, p.stride(U) as usize), (&v, p.stride(V) as usize), p.width(), p.height(), self.format, pts)
+            .map(Some)
+            .ok_or_else(|| RawError::Corrupt(format!("dav1d returned an inconsistent {}x{} picture", p.width(), p.height())))
     }
 
     fn reset(&mut self) {
@@ -170,12 +159,7 @@ impl Av1Encoder {
             match ctx.receive_packet() {
                 Ok(packet) => {
                     let pts = packet.opaque.and_then(|o| o.downcast::<Duration>().ok()).map(|b| *b).unwrap_or_default();
-                    out.push_back(EncodedFrame {
-                        codec: VideoCodec::Av1,
-                        keyframe: packet.frame_type == FrameType::KEY,
-                        data: packet.data,
-                        pts,
-                    });
+                    out.push_back(EncodedFrame { codec: VideoCodec::Av1, keyframe: packet.frame_type == FrameType::KEY, data: packet.data, pts });
                 }
                 Err(EncoderStatus::Encoded) => {}
                 Err(EncoderStatus::NeedMoreData | EncoderStatus::LimitReached) => return Ok(()),

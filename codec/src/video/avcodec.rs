@@ -14,7 +14,7 @@
 #![allow(unsafe_code)]
 
 use std::{
-    ffi::{c_char, c_int, c_uint, c_void, CStr},
+    ffi::{CStr, c_char, c_int, c_uint, c_void},
     ptr,
     time::Duration,
 };
@@ -22,9 +22,9 @@ use std::{
 use mcu_media::{PixelFormat, VideoFrame};
 
 use super::{
-    gate::{gated_decoder, Gated, RawDecoder, RawError, UnitKind},
-    yuv::frame_from_i420,
     DecoderOptions, OpenError, VideoCodec,
+    gate::{Gated, RawDecoder, RawError, UnitKind, gated_decoder},
+    yuv::frame_from_i420,
 };
 
 const LIBRARY: &str = "libavcodec";

@@ -126,11 +126,7 @@ macro_rules! gated_decoder {
             fn library(&self) -> &'static str {
                 <$raw as $crate::video::gate::RawDecoder>::LIBRARY
             }
-            fn decode(
-                &mut self,
-                data: &[u8],
-                pts: std::time::Duration,
-            ) -> Result<$crate::video::Decoded, $crate::video::DecodeError> {
+            fn decode(&mut self, data: &[u8], pts: std::time::Duration) -> Result<$crate::video::Decoded, $crate::video::DecodeError> {
                 self.0.decode(data, pts)
             }
             fn needs_keyframe(&self) -> bool {

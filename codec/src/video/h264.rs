@@ -14,18 +14,16 @@ use std::{os::raw::c_int, time::Duration};
 
 use mcu_media::{PixelFormat, VideoFrame};
 use openh264::{
+    OpenH264API,
     decoder::{Decoder, DecoderConfig, Flush},
     formats::YUVSource,
-    OpenH264API,
 };
 use openh264_sys2 as sys;
 
 use super::{
-    check_input, check_rate,
-    gate::{gated_decoder, Gated, RawDecoder, RawError, UnitKind},
-    yuv::{as_i420, frame_from_i420, I420},
-    Backend, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec,
-    VideoEncoder,
+    Backend, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec, VideoEncoder, check_input, check_rate,
+    gate::{Gated, RawDecoder, RawError, UnitKind, gated_decoder},
+    yuv::{I420, as_i420, frame_from_i420},
 };
 use crate::bitstream::{h264_nal, h264_nal_types};
 
@@ -68,10 +66,9 @@ pub(super) fn classify(data: &[u8]) -> UnitKind {
 /// decoder allocates it.
 pub(super) fn check_sps_size(data: &[u8]) -> Result<(), RawError> {
     match crate::bitstream::h264_sps_size(data) {
-        Some((w, h)) if w == 0 || h == 0 || w as u64 * h as u64 > super::MAX_DECODE_PIXELS => Err(RawError::Unsupported(format!(
-            "the SPS announces {w}x{h}, beyond the largest picture decoded ({} pixels)",
-            super::MAX_DECODE_PIXELS
-        ))),
+        Some((w, h)) if w == 0 || h == 0 || w as u64 * h as u64 > super::MAX_DECODE_PIXELS => {
+            Err(RawError::Unsupported(format!("the SPS announces {w}x{h}, beyond the largest picture decoded ({} pixels)", super::MAX_DECODE_PIXELS)))
+        }
         _ => Ok(()),
     }
 }
@@ -389,8 +386,8 @@ impl VideoEncoder for H264Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{bitstream, new_decoder, new_software_encoder, DecodeError, Decoded, DecoderOptions, EncoderConfig, VideoCodec};
-    use mcu_media::{testsrc, PixelFormat, Rgb};
+    use crate::{DecodeError, Decoded, DecoderOptions, EncoderConfig, VideoCodec, bitstream, new_decoder, new_software_encoder};
+    use mcu_media::{PixelFormat, Rgb, testsrc};
 
     #[test]
     fn an_sps_announcing_a_huge_picture_is_refused_and_decoding_goes_on() {

@@ -15,7 +15,7 @@ mod yuv;
 pub use av1::{Av1Decoder, Av1Encoder};
 pub use avcodec::{AvH264Decoder, AvVp8Decoder};
 pub use h264::{H264Decoder, H264Encoder};
-pub use select::{select_encoder, Backend, EncoderPreference, EncoderSelection, EncoderSelector};
+pub use select::{Backend, EncoderPreference, EncoderSelection, EncoderSelector, select_encoder};
 pub use vpx::{Vp8Decoder, Vp8Encoder};
 
 /// A video codec.
@@ -376,9 +376,7 @@ pub fn new_software_encoder(codec: VideoCodec, config: &EncoderConfig) -> Result
         VideoCodec::Vp8 => Box::new(Vp8Encoder::new(config)?),
         VideoCodec::H264 => Box::new(H264Encoder::new(config)?),
         VideoCodec::Av1 => Box::new(Av1Encoder::new(config)?),
-        VideoCodec::Hevc => {
-            return Err(OpenError::Unsupported { codec, what: "HEVC is encoded by NVENC only; no software HEVC encoder is built in".into() })
-        }
+        VideoCodec::Hevc => return Err(OpenError::Unsupported { codec, what: "HEVC is encoded by NVENC only; no software HEVC encoder is built in".into() }),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{new_software_encoder, EncoderConfig, OpenError, VideoCodec, VideoEncoder};
+use super::{EncoderConfig, OpenError, VideoCodec, VideoEncoder, new_software_encoder};
 use crate::nvenc::{self, NvencStatus};
 
 /// What encodes a stream.

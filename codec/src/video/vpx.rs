@@ -17,11 +17,9 @@ use mcu_media::{PixelFormat, VideoFrame};
 use vpx_sys::*;
 
 use super::{
-    check_input, check_rate,
-    gate::{gated_decoder, Gated, RawDecoder, RawError, UnitKind},
+    Backend, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec, VideoEncoder, check_input, check_rate,
+    gate::{Gated, RawDecoder, RawError, UnitKind, gated_decoder},
     yuv::{as_i420, frame_from_i420},
-    Backend, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec,
-    VideoEncoder,
 };
 use crate::bitstream::vp8_is_keyframe;
 
@@ -40,11 +38,7 @@ fn error_text(ctx: &mut vpx_codec_ctx_t, err: vpx_codec_err_t) -> String {
     unsafe {
         let generic = CStr::from_ptr(vpx_codec_err_to_string(err)).to_string_lossy().into_owned();
         let detail = vpx_codec_error_detail(ctx);
-        if detail.is_null() {
-            generic
-        } else {
-            format!("{generic}: {}", CStr::from_ptr(detail).to_string_lossy())
-        }
+        if detail.is_null() { generic } else { format!("{generic}: {}", CStr::from_ptr(detail).to_string_lossy()) }
     }
 }
 
@@ -104,9 +98,7 @@ impl RawDecoder for RawVp8 {
         }
         let mut corrupted: c_int = 0;
         // SAFETY: VP8D_GET_FRAME_CORRUPTED takes an `int *` it writes once.
-        let err = unsafe {
-            vpx_codec_control_(&mut *self.ctx, vp8_dec_control_id::VP8D_GET_FRAME_CORRUPTED as c_int, &mut corrupted as *mut c_int)
-        };
+        let err = unsafe { vpx_codec_control_(&mut *self.ctx, vp8_dec_control_id::VP8D_GET_FRAME_CORRUPTED as c_int, &mut corrupted as *mut c_int) };
         if err == vpx_codec_err_t::VPX_CODEC_OK && corrupted != 0 {
             return Err(RawError::Corrupt("libvpx marked the frame corrupted (a reference is missing or damaged)".into()));
         }

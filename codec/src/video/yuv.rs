@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use mcu_media::{frame::chroma_size, PixelFormat, Plane, VideoFrame};
+use mcu_media::{PixelFormat, Plane, VideoFrame, frame::chroma_size};
 
 /// Borrowed I420 planes of one picture (what every encoder library reads).
 pub(crate) struct I420<'a> {

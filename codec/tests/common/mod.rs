@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use mcu_codec::{quality::psnr_y, Decoded, VideoDecoder, VideoEncoder, EncodedFrame};
-use mcu_media::{testsrc, PixelFormat, VideoFrame};
+use mcu_codec::{Decoded, EncodedFrame, VideoDecoder, VideoEncoder, quality::psnr_y};
+use mcu_media::{PixelFormat, VideoFrame, testsrc};
 
 /// Test size: small enough that the whole suite stays fast in the dev profile.
 pub const W: u32 = 320;
@@ -84,7 +84,7 @@ pub fn bitrate_bps(units: &[EncodedFrame]) -> f64 {
 /// A sine tone: `seconds` of `freq` Hz at `rate` Hz, amplitude `amp` (of i16 full scale),
 /// generated with dasp's signal module.
 pub fn tone(freq: f64, rate: u32, seconds: f64, amp: f64) -> Vec<i16> {
-    use dasp::{signal, Sample, Signal};
+    use dasp::{Sample, Signal, signal};
     let n = (rate as f64 * seconds) as usize;
     signal::rate(rate as f64).const_hz(freq).sine().take(n).map(|s| ((s * amp) as f32).to_sample::<i16>()).collect()
 }

@@ -11,11 +11,11 @@ use std::{
 use mcu_media::{PixelFormat, Plane, VideoFrame};
 
 use crate::{
+    DrawCanvas, RenderError,
     gpu::Gpu,
     scene::{CanvasId, InputId},
-    DrawCanvas, RenderError,
 };
-use tile_blend::{PassUniforms, TileBlend, TileInstance, FLAG_NV12, FLAG_VIDEO, UNIFORM_STRIDE};
+use tile_blend::{FLAG_NV12, FLAG_VIDEO, PassUniforms, TileBlend, TileInstance, UNIFORM_STRIDE};
 
 struct GpuInput {
     format: PixelFormat,
@@ -93,10 +93,7 @@ impl GpuRenderer {
 
     /// Uploads a validated frame as the input's current picture.
     pub fn upload(&mut self, id: &InputId, frame: &VideoFrame) {
-        let stale = self
-            .inputs
-            .get(id)
-            .is_none_or(|i| (i.format, i.width, i.height) != (frame.format, frame.width, frame.height));
+        let stale = self.inputs.get(id).is_none_or(|i| (i.format, i.width, i.height) != (frame.format, frame.width, frame.height));
         if stale {
             let input = self.create_input(id, frame);
             self.inputs.insert(id.clone(), input);
@@ -106,12 +103,7 @@ impl GpuRenderer {
             let (_, rows) = frame.plane_row_bytes(i);
             let size = texture.size();
             self.gpu.queue.write_texture(
-                wgpu::TexelCopyTextureInfo {
-                    texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d::ZERO,
-                    aspect: wgpu::TextureAspect::All,
-                },
+                wgpu::TexelCopyTextureInfo { texture, mip_level: 0, origin: wgpu::Origin3d::ZERO, aspect: wgpu::TextureAspect::All },
                 &plane.data,
                 wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(plane.stride as u32), rows_per_image: Some(rows as u32) },
                 size,
@@ -135,11 +127,7 @@ impl GpuRenderer {
         };
         let y = make(frame.width, frame.height, wgpu::TextureFormat::R8Unorm, "Y");
         let textures = match frame.format {
-            PixelFormat::I420 => vec![
-                y,
-                make(cw, ch, wgpu::TextureFormat::R8Unorm, "U"),
-                make(cw, ch, wgpu::TextureFormat::R8Unorm, "V"),
-            ],
+            PixelFormat::I420 => vec![y, make(cw, ch, wgpu::TextureFormat::R8Unorm, "U"), make(cw, ch, wgpu::TextureFormat::R8Unorm, "V")],
             PixelFormat::Nv12 => vec![y, make(cw, ch, wgpu::TextureFormat::Rg8Unorm, "UV")],
         };
         let refs: [&wgpu::Texture; 3] = match frame.format {
@@ -194,18 +182,13 @@ impl GpuRenderer {
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
                 format,
-                usage: wgpu::TextureUsages::RENDER_ATTACHMENT
-                    | wgpu::TextureUsages::COPY_SRC
-                    | wgpu::TextureUsages::TEXTURE_BINDING,
+                usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC | wgpu::TextureUsages::TEXTURE_BINDING,
                 view_formats: &[],
             })
         };
         let y = target(w, h, wgpu::TextureFormat::R8Unorm, "Y");
         let chroma = match c.format {
-            PixelFormat::I420 => vec![
-                target(w / 2, h / 2, wgpu::TextureFormat::R8Unorm, "U"),
-                target(w / 2, h / 2, wgpu::TextureFormat::R8Unorm, "V"),
-            ],
+            PixelFormat::I420 => vec![target(w / 2, h / 2, wgpu::TextureFormat::R8Unorm, "U"), target(w / 2, h / 2, wgpu::TextureFormat::R8Unorm, "V")],
             PixelFormat::Nv12 => vec![target(w / 2, h / 2, wgpu::TextureFormat::Rg8Unorm, "UV")],
         };
         let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
@@ -277,10 +260,7 @@ impl GpuRenderer {
             self.ensure_canvas(c);
         }
         let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut encoder = self
-            .gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("compositor frame encoder") });
+        let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("compositor frame encoder") });
         for c in canvases {
             self.encode_canvas(&mut encoder, c, readback);
         }
@@ -295,14 +275,12 @@ impl GpuRenderer {
         let results: Arc<Mutex<Vec<Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
         for c in canvases {
             let results = results.clone();
-            self.canvases[&c.id].readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                results.lock().expect("map results lock is never poisoned").push(r)
-            });
+            self.canvases[&c.id]
+                .readback
+                .slice(..)
+                .map_async(wgpu::MapMode::Read, move |r| results.lock().expect("map results lock is never poisoned").push(r));
         }
-        self.gpu
-            .device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| RenderError::Gpu(format!("waiting for the GPU: {e}")))?;
+        self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| RenderError::Gpu(format!("waiting for the GPU: {e}")))?;
         for r in results.lock().expect("map results lock is never poisoned").drain(..) {
             r.map_err(|e| RenderError::Gpu(format!("reading a canvas back: {e}")))?;
         }
@@ -368,14 +346,9 @@ impl GpuRenderer {
             self.gpu.queue.write_buffer(&g.instances, 0, bytemuck::cast_slice(&self.scratch));
         }
         let bg = yuv_f(c.background);
-        let views: Vec<wgpu::TextureView> = std::iter::once(&g.textures.y)
-            .chain(&g.textures.chroma)
-            .map(|t| t.create_view(&wgpu::TextureViewDescriptor::default()))
-            .collect();
-        let clear = |v: f64, v2: f64| wgpu::Operations {
-            load: wgpu::LoadOp::Clear(wgpu::Color { r: v, g: v2, b: 0.0, a: 1.0 }),
-            store: wgpu::StoreOp::Store,
-        };
+        let views: Vec<wgpu::TextureView> =
+            std::iter::once(&g.textures.y).chain(&g.textures.chroma).map(|t| t.create_view(&wgpu::TextureViewDescriptor::default())).collect();
+        let clear = |v: f64, v2: f64| wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color { r: v, g: v2, b: 0.0, a: 1.0 }), store: wgpu::StoreOp::Store };
         let attachment = |view, ops| Some(wgpu::RenderPassColorAttachment { view, depth_slice: None, resolve_target: None, ops });
         let (bg_y, bg_u, bg_v) = (bg[0] as f64, bg[1] as f64, bg[2] as f64);
         // Pass 1: luma. Pass 2: chroma (two targets for I420, one RG target for NV12).
@@ -388,12 +361,9 @@ impl GpuRenderer {
                     UNIFORM_STRIDE as u32,
                     "canvas planar chroma pass",
                 ),
-                PixelFormat::Nv12 => (
-                    &self.blend.chroma_interleaved,
-                    vec![attachment(&views[1], clear(bg_u, bg_v))],
-                    UNIFORM_STRIDE as u32,
-                    "canvas interleaved chroma pass",
-                ),
+                PixelFormat::Nv12 => {
+                    (&self.blend.chroma_interleaved, vec![attachment(&views[1], clear(bg_u, bg_v))], UNIFORM_STRIDE as u32, "canvas interleaved chroma pass")
+                }
             },
         ];
         for (pipelines, attachments, uniform_offset, label) in passes {
@@ -429,11 +399,7 @@ impl GpuRenderer {
                     wgpu::TexelCopyTextureInfo { texture, mip_level: 0, origin: wgpu::Origin3d::ZERO, aspect: wgpu::TextureAspect::All },
                     wgpu::TexelCopyBufferInfo {
                         buffer: &g.readback,
-                        layout: wgpu::TexelCopyBufferLayout {
-                            offset: copy.offset,
-                            bytes_per_row: Some(copy.padded_row),
-                            rows_per_image: Some(copy.rows),
-                        },
+                        layout: wgpu::TexelCopyBufferLayout { offset: copy.offset, bytes_per_row: Some(copy.padded_row), rows_per_image: Some(copy.rows) },
                     },
                     texture.size(),
                 );

@@ -55,10 +55,8 @@ pub struct TileBlend {
 
 impl TileBlend {
     pub fn new(device: &wgpu::Device) -> TileBlend {
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("tile blend shader"),
-            source: wgpu::ShaderSource::Wgsl(SOURCE.into()),
-        });
+        let module =
+            device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some("tile blend shader"), source: wgpu::ShaderSource::Wgsl(SOURCE.into()) });
         let pass_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("tile blend pass bind group layout"),
             entries: &[
@@ -126,21 +124,11 @@ impl TileBlend {
             device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
                 label: Some(label),
                 layout: Some(&layout),
-                vertex: wgpu::VertexState {
-                    module: &module,
-                    entry_point: Some("vs_tile"),
-                    compilation_options: Default::default(),
-                    buffers: &buffers,
-                },
+                vertex: wgpu::VertexState { module: &module, entry_point: Some("vs_tile"), compilation_options: Default::default(), buffers: &buffers },
                 primitive: wgpu::PrimitiveState { topology: wgpu::PrimitiveTopology::TriangleStrip, ..Default::default() },
                 depth_stencil: None,
                 multisample: wgpu::MultisampleState::default(),
-                fragment: Some(wgpu::FragmentState {
-                    module: &module,
-                    entry_point: Some(entry),
-                    compilation_options: Default::default(),
-                    targets,
-                }),
+                fragment: Some(wgpu::FragmentState { module: &module, entry_point: Some(entry), compilation_options: Default::default(), targets }),
                 multiview_mask: None,
                 cache: None,
             })
@@ -151,24 +139,12 @@ impl TileBlend {
             opaque: pipeline("opaque tile luma render pipeline", "fs_luma_opaque", &[opaque_target(r8)]),
         };
         let chroma_planar = PlanePipelines {
-            blended: pipeline(
-                "tile blend planar chroma render pipeline",
-                "fs_chroma_planar",
-                &[blend_target(r8), blend_target(r8)],
-            ),
-            opaque: pipeline(
-                "opaque tile planar chroma render pipeline",
-                "fs_chroma_planar_opaque",
-                &[opaque_target(r8), opaque_target(r8)],
-            ),
+            blended: pipeline("tile blend planar chroma render pipeline", "fs_chroma_planar", &[blend_target(r8), blend_target(r8)]),
+            opaque: pipeline("opaque tile planar chroma render pipeline", "fs_chroma_planar_opaque", &[opaque_target(r8), opaque_target(r8)]),
         };
         let chroma_interleaved = PlanePipelines {
             blended: pipeline("tile blend interleaved chroma render pipeline", "fs_chroma_interleaved", &[blend_target(rg8)]),
-            opaque: pipeline(
-                "opaque tile interleaved chroma render pipeline",
-                "fs_chroma_interleaved_opaque",
-                &[opaque_target(rg8)],
-            ),
+            opaque: pipeline("opaque tile interleaved chroma render pipeline", "fs_chroma_interleaved_opaque", &[opaque_target(rg8)]),
         };
         let sampler = device.create_sampler(&wgpu::SamplerDescriptor {
             label: Some("tile blend bilinear sampler"),

@@ -10,14 +10,12 @@ use std::{
 
 use bytes::Bytes;
 use mcu_codec::{
-    new_decoder, new_software_encoder, Decoded, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec,
-    VideoDecoder, VideoEncoder,
+    Decoded, DecoderOptions, EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec, VideoDecoder, VideoEncoder, new_decoder,
+    new_software_encoder,
 };
 use mcu_compositor::Compositor;
 use mcu_media::{PixelFormat, Rgb, VideoFrame};
-use mcu_pipeline::{
-    EncoderFactory, Listener, McuConfig, MediaPacket, MixCodec, RoomView, SoftwareCodecs, TrackId, VideoEngine, VideoOutput, VideoProfile,
-};
+use mcu_pipeline::{EncoderFactory, Listener, McuConfig, MediaPacket, MixCodec, RoomView, SoftwareCodecs, TrackId, VideoEngine, VideoOutput, VideoProfile};
 use rtc::rtp::{
     codec::vp8::{Vp8Packet, Vp8Payloader},
     packetizer::{Depacketizer, Payloader},
@@ -204,7 +202,13 @@ impl VideoEncoder for WatchedEncoder {
     }
     fn encode(&mut self, frame: &VideoFrame) -> Result<Vec<EncodedFrame>, EncodeError> {
         if self.fails {
-            return Err(EncodeError::UnsupportedSize { codec: self.inner.codec(), pts: frame.pts, width: frame.width, height: frame.height, why: "this test's encoder fails" });
+            return Err(EncodeError::UnsupportedSize {
+                codec: self.inner.codec(),
+                pts: frame.pts,
+                width: frame.width,
+                height: frame.height,
+                why: "this test's encoder fails",
+            });
         }
         self.inner.encode(frame)
     }

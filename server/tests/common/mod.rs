@@ -6,10 +6,10 @@ use std::{process::Stdio, sync::Arc, time::Duration};
 
 use rtc::{
     media_stream::MediaStreamTrack,
-    peer_connection::configuration::{interceptor_registry::register_default_interceptors, media_engine::MediaEngine, RTCConfigurationBuilder},
+    peer_connection::configuration::{RTCConfigurationBuilder, interceptor_registry::register_default_interceptors, media_engine::MediaEngine},
     rtp_transceiver::{
-        rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
         RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
+        rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
     },
 };
 use tokio::{
@@ -17,7 +17,7 @@ use tokio::{
     sync::watch,
 };
 use webrtc::{
-    media_stream::track_local::{static_rtp::TrackLocalStaticRTP, TrackLocal},
+    media_stream::track_local::{TrackLocal, static_rtp::TrackLocalStaticRTP},
     peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState, Registry},
 };
 
@@ -66,7 +66,9 @@ pub async fn offer(send: bool) -> (Arc<dyn PeerConnection>, String) {
             ));
             pc.add_track(Arc::new(track) as Arc<dyn TrackLocal>).await.unwrap();
         } else {
-            pc.add_transceiver_from_kind(kind, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() })).await.unwrap();
+            pc.add_transceiver_from_kind(kind, Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() }))
+                .await
+                .unwrap();
         }
     }
     let offer = pc.create_offer(None).await.unwrap();
@@ -78,7 +80,10 @@ pub async fn offer(send: bool) -> (Arc<dyn PeerConnection>, String) {
 
 pub async fn http(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(base).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: {base}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {base}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();

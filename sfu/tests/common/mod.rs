@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use mcu_sfu::{rtp, Forwarder, Output};
+use mcu_sfu::{Forwarder, Output, rtp};
 
 /// Per layer: SSRC, first sequence number, first timestamp (distinct, as real encoders pick).
 pub const LAYERS: [(u32, u16, u32); 3] = [(0x1111, 60_000, 5_000), (0x2222, 100, 900_000), (0x3333, 30_000, 4_000_000_000)];
@@ -20,13 +20,7 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new() -> Publisher {
-        Publisher {
-            seq: LAYERS.map(|l| l.1),
-            ts: LAYERS.map(|l| l.2),
-            want_key: [true; 3],
-            frame: 0,
-            ssrcs: LAYERS.map(|l| l.0),
-        }
+        Publisher { seq: LAYERS.map(|l| l.1), ts: LAYERS.map(|l| l.2), want_key: [true; 3], frame: 0, ssrcs: LAYERS.map(|l| l.0) }
     }
 
     /// The packets of the next frame on every layer.
@@ -37,14 +31,8 @@ impl Publisher {
             self.want_key[l] = false;
             for k in 0..3u8 {
                 let start = k == 0;
-                let payload = [
-                    if start { 0x90 } else { 0x80 },
-                    0x80,
-                    0x80 | (self.frame >> 8) as u8 & 0x7f,
-                    self.frame as u8,
-                    if key { 0x00 } else { 0x01 },
-                    l as u8,
-                ];
+                let payload =
+                    [if start { 0x90 } else { 0x80 }, 0x80, 0x80 | (self.frame >> 8) as u8 & 0x7f, self.frame as u8, if key { 0x00 } else { 0x01 }, l as u8];
                 out.push(rtp::build(96, k == 2, self.seq[l], self.ts[l], self.ssrcs[l], &payload));
                 self.seq[l] = self.seq[l].wrapping_add(1);
             }
