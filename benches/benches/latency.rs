@@ -18,9 +18,11 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 use mcu_benches::{
@@ -100,7 +102,7 @@ async fn publish(
         let captured = Instant::now();
         let mut frame = testsrc::frame(&pattern, PixelFormat::I420, W, H, pts);
         stamp(&mut frame, n % (1 << BITS));
-        captures.lock().expect("not poisoned").insert(n % (1 << BITS), captured);
+        captures.lock().insert(n % (1 << BITS), captured);
         let ts = n.wrapping_mul(90000 / FPS);
         for unit in enc.encode(&frame)? {
             let payloads = payloader.payload(1200, &Bytes::from(unit.data))?;
@@ -136,13 +138,13 @@ async fn watch_video(mut rx: mpsc::UnboundedReceiver<(Instant, Packet)>, capture
             let Ok(Decoded::Frame(f)) = dec.decode(&sample.data, Duration::from_millis(pts)) else { continue };
             let shown = Instant::now();
             let n = read(&f);
-            let mut s = seen.lock().expect("not poisoned");
+            let mut s = seen.lock();
             if std::env::var_os("LATENCY_DEBUG").is_some() {
-                let at = captures.lock().expect("not poisoned").get(&n).copied();
+                let at = captures.lock().get(&n).copied();
                 eprintln!("{}x{} read {n} delay {:?}", f.width, f.height, at.map(|a| shown - a));
             }
             s.first_frame.get_or_insert(shown);
-            if let Some(at) = captures.lock().expect("not poisoned").get(&n) {
+            if let Some(at) = captures.lock().get(&n) {
                 s.delays_ms.push((shown - *at).as_secs_f64() * 1000.0);
             }
         }
@@ -193,24 +195,24 @@ fn main() -> anyhow::Result<()> {
         let mut cold = Vec::new();
         let (first_pc, first_session, first_seen, posted) = viewer(server, "/whep/lat", &captures).await?;
         for _ in 0..100 {
-            if first_seen.lock().expect("not poisoned").first_frame.is_some() {
+            if first_seen.lock().first_frame.is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Some(t) = first_seen.lock().expect("not poisoned").first_frame {
+        if let Some(t) = first_seen.lock().first_frame {
             cold.push((t - posted).as_secs_f64() * 1000.0);
         }
         let mut warm = Vec::new();
         for _ in 0..joins {
             let (pc, session, seen, posted) = viewer(server, "/whep/lat", &captures).await?;
             for _ in 0..150 {
-                if seen.lock().expect("not poisoned").first_frame.is_some() {
+                if seen.lock().first_frame.is_some() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            if let Some(t) = seen.lock().expect("not poisoned").first_frame {
+            if let Some(t) = seen.lock().first_frame {
                 warm.push((t - posted).as_secs_f64() * 1000.0);
             }
             let _ = http(server, "DELETE", &session, "").await;
@@ -220,11 +222,11 @@ fn main() -> anyhow::Result<()> {
         // The two paths side by side.
         let (sfu_pc, sfu_session, sfu_seen, _) = viewer(server, "/whep/lat/cam", &captures).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        first_seen.lock().expect("not poisoned").delays_ms.clear();
-        sfu_seen.lock().expect("not poisoned").delays_ms.clear();
+        first_seen.lock().delays_ms.clear();
+        sfu_seen.lock().delays_ms.clear();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let mut mcu = std::mem::take(&mut first_seen.lock().expect("not poisoned").delays_ms);
-        let mut sfu = std::mem::take(&mut sfu_seen.lock().expect("not poisoned").delays_ms);
+        let mut mcu = std::mem::take(&mut first_seen.lock().delays_ms);
+        let mut sfu = std::mem::take(&mut sfu_seen.lock().delays_ms);
         stop_tx.send_replace(true);
         for (pc, s) in [(first_pc, first_session), (sfu_pc, sfu_session), (pc, publisher)] {
             let _ = http(server, "DELETE", &s, "").await;

@@ -8,11 +8,13 @@ use std::{
     net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
+
+use parking_lot::Mutex;
 
 use anyhow::{Context, anyhow, bail};
 use rtc::{
@@ -112,7 +114,7 @@ impl PeerConnectionEventHandler for Handler {
                     if stats.stamped && p.payload.len() >= 10 {
                         let sent = u64::from_be_bytes(p.payload[2..10].try_into().expect("8 bytes"));
                         let lat = unix_ns().saturating_sub(sent) / 1000;
-                        stats.latencies_us.lock().expect("not poisoned").push(lat.min(u32::MAX as u64) as u32);
+                        stats.latencies_us.lock().push(lat.min(u32::MAX as u64) as u32);
                     }
                 }
             }

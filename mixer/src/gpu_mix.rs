@@ -1,6 +1,8 @@
 //! The mix as a wgpu compute pass (`shaders/audio_mix.wgsl`) on the shared device.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use mcu_gpu::Gpu;
 
@@ -146,9 +148,9 @@ impl GpuMixer {
         }
         let result: Arc<Mutex<Option<Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
         let r2 = result.clone();
-        b.readback.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| *r2.lock().expect("not poisoned") = Some(r));
+        b.readback.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| *r2.lock() = Some(r));
         self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuMixError(e.to_string()))?;
-        match result.lock().expect("not poisoned").take() {
+        match result.lock().take() {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(GpuMixError(e.to_string())),
             None => return Err(GpuMixError("readback never completed".into())),

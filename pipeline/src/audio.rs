@@ -7,10 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::audio_jitter::{AudioJitter, AudioJitterConfig, AudioJitterStats, Playout};
 use bytes::Bytes;
 use mcu_codec::audio::{OpusChannels, OpusConfig, OpusDecoder};
 use mcu_mixer::{AudioFrame, Mixer, MixerConfig, MixerError, Role, SharedEncoders};
-use mcu_sfu::audio_jitter::{AudioJitter, AudioJitterConfig, AudioJitterStats, Playout};
 
 use crate::{AUDIO_PT, McuConfig, RoomView, TrackId, video::next_random};
 

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use crate::jitter::{JitterBuffer, JitterConfig};
 use bytes::Bytes;
 use mcu_codec::VideoCodec;
-use mcu_sfu::jitter::{JitterBuffer, JitterConfig};
 use rtc::rtp::{
     codec::{av1::Av1Depacketizer, h264::H264Packet, vp8::Vp8Packet},
     packetizer::Depacketizer,
@@ -13,7 +13,7 @@ use rtc::rtp::{
 
 use crate::MediaPacket;
 
-/// Packets in, whole access units out (`mcu_sfu::jitter`: a missing packet is waited for ~3×
+/// Packets in, whole access units out (`crate::jitter`: a missing packet is waited for ~3×
 /// the measured jitter, 10–300 ms, then its frame is given up).
 pub(crate) struct Depack {
     jitter: JitterBuffer<Bytes>,

@@ -25,8 +25,10 @@
 #![deny(missing_docs)]
 
 mod audio;
+pub mod audio_jitter;
 mod depack;
 mod encoders;
+pub mod jitter;
 mod plan;
 mod rate;
 mod video;

@@ -13,9 +13,7 @@
 //! Panics: none on network input: malformed RTP/RTCP is an error and counted.
 #![deny(missing_docs)]
 
-pub mod audio_jitter;
 pub mod forwarder;
-pub mod jitter;
 pub mod keyframe;
 pub mod rtcp;
 pub mod rtp;

@@ -3,10 +3,9 @@
 
 pub(crate) mod tile_blend;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::Mutex;
 
 use mcu_media::{PixelFormat, Plane, VideoFrame};
 
@@ -275,13 +274,10 @@ impl GpuRenderer {
         let results: Arc<Mutex<Vec<Result<(), wgpu::BufferAsyncError>>>> = Arc::default();
         for c in canvases {
             let results = results.clone();
-            self.canvases[&c.id]
-                .readback
-                .slice(..)
-                .map_async(wgpu::MapMode::Read, move |r| results.lock().expect("map results lock is never poisoned").push(r));
+            self.canvases[&c.id].readback.slice(..).map_async(wgpu::MapMode::Read, move |r| results.lock().push(r));
         }
         self.gpu.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| RenderError::Gpu(format!("waiting for the GPU: {e}")))?;
-        for r in results.lock().expect("map results lock is never poisoned").drain(..) {
+        for r in results.lock().drain(..) {
             r.map_err(|e| RenderError::Gpu(format!("reading a canvas back: {e}")))?;
         }
         let mut out = Vec::with_capacity(canvases.len());
