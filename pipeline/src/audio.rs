@@ -4,6 +4,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -193,10 +194,13 @@ impl AudioEngine {
 
     /// The room as it is now.
     pub fn set_view(&mut self, view: RoomView) {
-        if view.control != self.view.control {
+        // The driver hands the same `Arc` until the operator changes something.
+        if !Arc::ptr_eq(&view.control, &self.view.control) && view.control != self.view.control {
             self.gains_dirty = true;
         }
-        self.listeners = view.listeners.iter().map(|l| (l.name.clone(), (l.audio_ssrc, l.phone))).collect();
+        if view.listeners != self.view.listeners {
+            self.listeners = view.listeners.iter().map(|l| (l.name.clone(), (l.audio_ssrc, l.phone))).collect();
+        }
         self.view = view;
     }
 

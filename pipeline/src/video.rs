@@ -236,6 +236,10 @@ impl VideoEngine {
     /// The room as it is now. Recordings that appear start at a keyframe of the composite and
     /// of every input.
     pub fn set_view(&mut self, now: Instant, view: RoomView) {
+        if view.recordings == self.view.recordings {
+            self.view = view;
+            return;
+        }
         let own = VideoProfile::of(&self.config);
         let ids: Vec<Arc<str>> = view.recordings.iter().map(|r| r.id.clone()).collect();
         if ids.iter().any(|id| !self.recordings.contains(id)) {

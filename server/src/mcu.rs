@@ -67,13 +67,7 @@ pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
         PublishedTrack {
             id: Arc::from(format!("{MIX}/audio-0")),
             kind: RtpCodecKind::Audio,
-            codec: RTCRtpCodec {
-                mime_type: "audio/opus".into(),
-                clock_rate: 48000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                ..Default::default()
-            },
+            codec: crate::rtc::opus_track_codec(),
             extmap: Arc::default(),
             muted: Arc::default(),
             layers: 1,

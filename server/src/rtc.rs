@@ -219,11 +219,20 @@ fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, feedback: Vec<R
     }
 }
 
+/// Opus as every connection negotiates it (the media engine's entry without its feedback):
+/// the codec of tracks the server publishes itself (the composite's mixes, SIP legs' audio).
+pub fn opus_track_codec() -> RTCRtpCodec {
+    RTCRtpCodec { mime_type: MIME_TYPE_OPUS.into(), clock_rate: 48000, channels: 2, sdp_fmtp_line: OPUS_FMTP.into(), ..Default::default() }
+}
+
+/// Opus' format parameters: 10 ms packets allowed, in-band FEC on.
+const OPUS_FMTP: &str = "minptime=10;useinbandfec=1";
+
 /// The codecs every connection offers or accepts.
 pub fn media_engine() -> Result<MediaEngine, Error> {
     let mut m = MediaEngine::default();
     for c in [
-        codec(MIME_TYPE_OPUS, 48000, 2, "minptime=10;useinbandfec=1", vec![fb("transport-cc", "")], 111),
+        codec(MIME_TYPE_OPUS, 48000, 2, OPUS_FMTP, vec![fb("transport-cc", "")], 111),
         codec(MIME_TYPE_PCMU, 8000, 0, "", vec![], 0),
         codec(MIME_TYPE_PCMA, 8000, 0, "", vec![], 8),
     ] {

@@ -744,17 +744,7 @@ impl Gateway {
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
         if let Some(a) = &negotiated.audio {
             let _ = a;
-            tracks.push(GatewayTrack {
-                kind: RtpCodecKind::Audio,
-                codec: RTCRtpCodec {
-                    mime_type: "audio/opus".into(),
-                    clock_rate: 48000,
-                    channels: 2,
-                    sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
-                    ..Default::default()
-                },
-                ssrc: audio_ssrc,
-            });
+            tracks.push(GatewayTrack { kind: RtpCodecKind::Audio, codec: crate::rtc::opus_track_codec(), ssrc: audio_ssrc });
         }
         let mut profile = None;
         if let Some(v) = &negotiated.video {
