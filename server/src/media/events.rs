@@ -80,7 +80,7 @@ pub enum EventKind {
         digit: char,
     },
     /// A recording started, stopped or failed (or one of its files did).
-    Recording(crate::record::Snapshot),
+    Recording(crate::media::record::Snapshot),
 }
 
 /// One event of one room.

@@ -20,6 +20,7 @@
 //! one Opus encode.
 
 use std::{
+    collections::HashSet,
     sync::{Arc, Weak},
     time::Instant,
 };
@@ -27,56 +28,24 @@ use std::{
 use mcu_compositor::Compositor;
 use mcu_mixer::Mixer;
 use mcu_pipeline::{
-    AudioEngine, AudioOutput, AudioStats, Feedback, Listener, MediaPacket, RecordingView, RoomView, Simulcast, SoftwareCodecs, VideoEngine, VideoOutput,
-    VideoStats,
+    AudioEngine, AudioOutput, AudioStats, Feedback, Listener, RecordingView, RoomView, Simulcast, SoftwareCodecs, VideoEngine, VideoOutput, VideoStats,
 };
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
 use tokio::sync::mpsc;
 
-pub use mcu_pipeline::{MIX, McuConfig, MixCodec, VideoProfile};
+use mcu_pipeline::{MIX, McuConfig};
 
-use crate::{
+use crate::media::{
     events::EventKind,
     record::{FileLayout, Session},
-    sfu::{Control, PublishedTrack, Room, Sfu},
+    room::{Control, MembersView, Room, mix_tracks},
     tap::{Tap, TapQueue, TapReaders},
 };
 
-/// The tracks the composite publishes into its room.
-pub fn mix_tracks(codec: MixCodec) -> Vec<PublishedTrack> {
-    let video = match codec {
-        MixCodec::Vp8 => RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90000, channels: 0, ..Default::default() },
-        MixCodec::H264 => RTCRtpCodec {
-            mime_type: "video/H264".into(),
-            clock_rate: 90000,
-            channels: 0,
-            sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
-            ..Default::default()
-        },
-        MixCodec::Av1 => RTCRtpCodec { mime_type: "video/AV1".into(), clock_rate: 90000, channels: 0, ..Default::default() },
-    };
-    vec![
-        PublishedTrack {
-            id: Arc::from(format!("{MIX}/video-0")),
-            kind: RtpCodecKind::Video,
-            codec: video,
-            extmap: Arc::default(),
-            muted: Arc::default(),
-            layers: 1,
-        },
-        PublishedTrack {
-            id: Arc::from(format!("{MIX}/audio-0")),
-            kind: RtpCodecKind::Audio,
-            codec: crate::rtc::opus_track_codec(),
-            extmap: Arc::default(),
-            muted: Arc::default(),
-            layers: 1,
-        },
-    ]
-}
+/// What runs on the composite's thread when it ends (the room still there).
+pub type Ended = Box<dyn FnOnce(&Arc<Room>) + Send>;
 
-/// Starts the composite of `room` unless it runs already.
-pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
+/// Starts the composite of `room` unless it runs already; `ended` runs when it ends.
+pub fn ensure(room: &Arc<Room>, config: McuConfig, ended: Ended) {
     let (tap, readers) = Tap::new();
     let (kf_tx, kf_rx) = mpsc::unbounded_channel::<u32>();
     let tracks = mix_tracks(config.codec);
@@ -84,8 +53,8 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
         return;
     }
     tracing::info!(room = %room.name, width = config.width, height = config.height, fps = config.fps, codec = ?config.codec, "room composite started");
-    sfu.events.emit(&room.name, EventKind::MixAvailable { available: true });
-    let (weak_sfu, weak_room) = (Arc::downgrade(sfu), Arc::downgrade(room));
+    room.events.emit(&room.name, EventKind::MixAvailable { available: true });
+    let weak_room = Arc::downgrade(room);
     let name = room.name.clone();
     let handle = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new().name(format!("mcu-{name}")).spawn(move || {
@@ -93,12 +62,8 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
         if let Err(e) = run(weak_room.clone(), readers, kf_rx, config) {
             tracing::error!(room = %name, error = %e, "room composite failed");
         }
-        if let (Some(sfu), Some(room)) = (weak_sfu.upgrade(), weak_room.upgrade()) {
-            // Recordings end with the composite that feeds them, their files finished.
-            sfu.stop_recordings(Some(&room.name));
-            room.stop_mix();
-            sfu.events.emit(&room.name, EventKind::MixAvailable { available: false });
-            sfu.forget_if_empty(&room);
+        if let Some(room) = weak_room.upgrade() {
+            ended(&room);
         }
         tracing::info!(room = %name, "room composite stopped");
     });
@@ -108,24 +73,27 @@ pub fn ensure(sfu: &Arc<Sfu>, room: &Arc<Room>, config: McuConfig) {
     }
 }
 
-/// The room as the engines see it, read once per pass; what changes rarely (the operator's
-/// settings, the recordings) is copied only when its version moves, and who is in the mix and
-/// what is watched only when a canvas or tick is due (kept in between).
+/// The room as the engines see it, read once per pass; what changes rarely (the membership,
+/// the operator's settings, the recordings) is copied only when its version moves, and what is
+/// watched only when a canvas or tick is due (kept in between).
 #[derive(Default)]
 struct Snapshot {
+    members: MembersView,
+    members_seen: u64,
     control: Arc<Control>,
     control_seen: u64,
     recordings: Vec<Arc<Session>>,
     recordings_seen: u64,
-    listeners: Vec<Listener>,
+    /// Which listeners' pictures are watched (by name).
+    watched: HashSet<String>,
     room_video_watched: bool,
     room_audio_watched: bool,
 }
 
 /// What a pass of [`Snapshot::view`] reads afresh.
 struct Refresh {
-    /// MCU participants and what is watched (a canvas or tick is due).
-    members: bool,
+    /// What is watched (a canvas or tick is due).
+    watched: bool,
     /// For the video engine: the listeners' pictures (profiles, watched video tracks).
     video: bool,
     /// The composite tracks' receiver reports and the live tracks' simulcast layers (a rate
@@ -135,6 +103,10 @@ struct Refresh {
 
 impl Snapshot {
     fn view(&mut self, room: &Room, refresh: Refresh, speaker: Option<String>) -> RoomView {
+        if let Some((v, members)) = room.members_if_newer(self.members_seen) {
+            self.members_seen = v;
+            self.members = members;
+        }
         if let Some((v, list)) = room.recordings_if_newer(self.recordings_seen) {
             self.recordings_seen = v;
             self.recordings = list;
@@ -143,37 +115,35 @@ impl Snapshot {
             self.control_seen = v;
             self.control = Arc::new(c);
         }
-        if refresh.members {
-            let profiles = if refresh.video { room.view_profiles() } else { Default::default() };
-            let legs = room.gateway_legs();
-            self.listeners = room
-                .mix_listeners()
-                .into_iter()
-                .map(|(name, audio_ssrc, video_ssrc)| Listener {
-                    video_watched: refresh.video && room.watched(&mcu_pipeline::video_track_for(&name)),
-                    profile: profiles.get(&name).copied(),
-                    phone: legs.contains(&name),
-                    name,
-                    audio_ssrc,
-                    video_ssrc,
-                })
-                .collect();
+        if refresh.watched {
             if refresh.video {
+                self.watched =
+                    self.members.listeners.iter().filter(|l| room.watched(&mcu_pipeline::video_track_for(&l.name))).map(|l| l.name.clone()).collect();
                 self.room_video_watched = room.watched(&mcu_pipeline::room_video_track());
             } else {
                 self.room_audio_watched = room.watched(&format!("{MIX}/audio-0"));
             }
         }
+        let listeners = self
+            .members
+            .listeners
+            .iter()
+            .map(|l| Listener {
+                video_watched: refresh.video && self.watched.contains(&l.name),
+                profile: if refresh.video { l.profile } else { None },
+                ..l.clone()
+            })
+            .collect();
         let mut view = RoomView {
-            live_tracks: room.live_tracks(),
-            listeners: self.listeners.clone(),
-            room_ssrcs: room.mix_ssrcs(),
+            live_tracks: self.members.live_tracks.clone(),
+            listeners,
+            room_ssrcs: self.members.room_ssrcs,
             room_video_watched: self.room_video_watched,
             room_audio_watched: self.room_audio_watched,
             control: self.control.clone(),
             recordings: self.recordings.iter().map(|s| RecordingView { id: Arc::from(s.id.as_str()), profile: s.profile, tracks: s.tracks }).collect(),
             speaker,
-            idle: room.idle_for_mix(),
+            idle: self.members.publishers == 0 && room.subscriber_sessions() == 0,
             ..RoomView::default()
         };
         if refresh.feedback {
@@ -191,10 +161,6 @@ impl Snapshot {
         }
         view
     }
-}
-
-fn media_packet(p: rtc::rtp::Packet) -> MediaPacket {
-    MediaPacket { seq: p.header.sequence_number, timestamp: p.header.timestamp, marker: p.header.marker, payload: p.payload }
 }
 
 fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::UnboundedReceiver<u32>, config: McuConfig) -> anyhow::Result<()> {
@@ -230,13 +196,13 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
         }
         let now = Instant::now();
         let speaker = shared_speaker.lock().clone();
-        let refresh = Refresh { members: now >= engine.poll_timeout(), video: true, feedback: engine.wants_feedback(now) };
+        let refresh = Refresh { watched: now >= engine.poll_timeout(), video: true, feedback: engine.wants_feedback(now) };
         let view = snapshot.view(&room, refresh, speaker);
         engine.set_view(now, view);
         // Video inputs (audio goes to the audio thread).
         for t in batch {
             if let Some(codec) = t.video {
-                engine.handle_packet(t.arrived, &t.track, &t.participant, codec, media_packet(t.packet));
+                engine.handle_packet(t.arrived, &t.track, &t.participant, codec, t.packet);
             }
         }
         while let Ok(ssrc) = keyframe_requests.try_recv() {
@@ -297,11 +263,11 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<parking_lot::M
         let Some(batch) = rx.wait(engine.poll_timeout()) else { return Ok(()) };
         let Some(room) = room.upgrade() else { return Ok(()) };
         let now = Instant::now();
-        let refresh = Refresh { members: now >= engine.poll_timeout(), video: false, feedback: false };
+        let refresh = Refresh { watched: now >= engine.poll_timeout(), video: false, feedback: false };
         let view = snapshot.view(&room, refresh, None);
         engine.set_view(view);
         for t in batch {
-            engine.handle_packet(t.arrived, &t.track, &t.participant, t.packet.header.sequence_number, t.packet.payload);
+            engine.handle_packet(t.arrived, &t.track, &t.participant, t.packet.seq, t.packet.payload);
         }
         engine.handle_timeout(now);
         while let Some(out) = engine.poll_output() {

@@ -60,7 +60,7 @@ pub struct RtcConfig {
     /// beside the host ones (see [`RtcConfig::announce`]).
     pub public_ips: Vec<String>,
     /// One UDP port for every connection, when an address names a port (see `udpmux`).
-    pub mux: Option<Arc<crate::udpmux::UdpMux>>,
+    pub mux: Option<Arc<crate::transport::udpmux::UdpMux>>,
     /// WHEP viewers' forwarded media is encrypted and sent by the SFU itself on the shared
     /// port (`fastpath`), not through the `webrtc` crate's per-connection pipeline.
     pub direct_send: bool,
@@ -74,7 +74,7 @@ impl RtcConfig {
     /// first such port is shared (on every IP the connections use, loopback included in dev
     /// mode) and each connection's own socket only names it to its ICE agent.
     pub fn new(addrs: &[SocketAddr], dev: bool, ice_servers: Vec<RTCIceServer>, ice_failed_timeout: Duration, public_ips: Vec<String>) -> RtcConfig {
-        let mux = addrs.iter().map(|a| a.port()).find(|&p| p != 0).map(crate::udpmux::UdpMux::new);
+        let mux = addrs.iter().map(|a| a.port()).find(|&p| p != 0).map(crate::transport::udpmux::UdpMux::new);
         let mut udp_addrs: Vec<SocketAddr> = addrs.iter().map(|a| if mux.is_some() { SocketAddr::new(a.ip(), 0) } else { *a }).collect();
         if dev && !udp_addrs.iter().any(|a| a.ip().is_loopback()) {
             udp_addrs.push(SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -106,13 +106,13 @@ impl RtcConfig {
     /// header extension from the default set).
     ///
     /// On the shared UDP port, a send-only connection also comes with what the direct send path
-    /// needs ([`crate::fastpath::Direct`]): its SRTP keys (its own crypto provider records their
+    /// needs ([`crate::transport::fastpath::Direct`]): its SRTP keys (its own crypto provider records their
     /// derivation) and where its media goes. Its forwarded packets then bypass the crate.
     pub async fn peer_connection(
         &self,
         handler: Arc<dyn PeerConnectionEventHandler>,
         media: Media,
-    ) -> anyhow::Result<(Arc<dyn PeerConnection>, Option<crate::fastpath::Direct>)> {
+    ) -> anyhow::Result<(Arc<dyn PeerConnection>, Option<crate::transport::fastpath::Direct>)> {
         let mut engine = media_engine()?;
         let defaults = register_default_interceptors(Registry::new(), &mut engine)?;
         let registry = if media == Media::SendOnly { Registry::new().with(Slot::SenderReport, SenderReportBuilder::new().build()) } else { defaults };
@@ -129,9 +129,9 @@ impl RtcConfig {
             runtime = rt;
             settings = settings.with_ice_credentials(ufrag, pwd);
             if media == Media::SendOnly && self.direct_send {
-                let tap = crate::srtp_tap::KeyTap::new().map_err(|e| anyhow::anyhow!("crypto provider: {e}"))?;
-                settings = settings.with_crypto_provider(tap.clone()).with_srtp_protection_profiles(crate::srtp_tap::PROFILES.to_vec());
-                direct = Some(crate::fastpath::Direct { tap, route });
+                let tap = crate::transport::srtp_tap::KeyTap::new().map_err(|e| anyhow::anyhow!("crypto provider: {e}"))?;
+                settings = settings.with_crypto_provider(tap.clone()).with_srtp_protection_profiles(crate::transport::srtp_tap::PROFILES.to_vec());
+                direct = Some(crate::transport::fastpath::Direct { tap, route });
             }
         }
         let settings = settings.build();

@@ -1,10 +1,30 @@
 //! `GET /metrics`: Prometheus text exposition (version 0.0.4) of the SFU and room protocol.
 
-use std::{fmt::Write, sync::atomic::Ordering};
+use std::{
+    fmt::Write,
+    sync::{Arc, atomic::Ordering},
+};
+
+use axum::{extract::State, http::header, response::IntoResponse};
 
 use mcu_sfu::forwarder::ForwarderStats;
 
-use crate::sfu::{ReceiverStats, Sfu};
+use crate::{
+    front::ws::WsHub,
+    media::sessions::{ReceiverStats, Sfu},
+    sip::Gateway,
+};
+
+/// `GET /metrics`.
+pub async fn endpoint(State(ws): State<Arc<WsHub>>) -> impl IntoResponse {
+    let app = &ws.http().app;
+    let mut text = render(&app.sfu, app.sip(), ws.open_sockets() as u64);
+    if let Some(mux) = app.sfu.udp_mux() {
+        text.push_str(&render_mux(mux));
+    }
+    text.push_str(&render_receivers(&app.sfu.receiver_stats().await));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+}
 
 struct Out(String);
 
@@ -52,7 +72,7 @@ pub fn render_receivers(receivers: &[ReceiverStats]) -> String {
 
 /// The exposition text.
 /// The shared WebRTC UDP port's counters.
-pub fn render_mux(mux: &crate::udpmux::UdpMux) -> String {
+pub fn render_mux(mux: &crate::transport::udpmux::UdpMux) -> String {
     let mut o = Out(String::new());
     o.metric("mcu_udp_mux_port", "gauge", "The UDP port every WebRTC connection shares.", mux.port() as u64);
     o.labelled(
@@ -64,7 +84,7 @@ pub fn render_mux(mux: &crate::udpmux::UdpMux) -> String {
     o.0
 }
 
-pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
+pub fn render(sfu: &Sfu, sip: Option<Arc<Gateway>>, ws_connections: u64) -> String {
     let mut total = ForwarderStats::default();
     for s in sfu.retired_stats() {
         add(&mut total, &s);
@@ -142,7 +162,6 @@ pub fn render(sfu: &Sfu, ws_connections: u64) -> String {
     );
     o.metric("mcu_layer_switches_total", "counter", "Simulcast layer switches.", total.layer_switches);
     o.metric("mcu_sessions_refused_total", "counter", "WHIP/WHEP requests refused (auth, limits, bad offers).", c.refused.load(Ordering::Relaxed));
-    let sip = sfu.sip.lock().clone();
     if let Some(g) = sip {
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         let k = &g.counters;

@@ -1,50 +1,24 @@
-//! `mcu serve`: the HTTP front door on one port: WHIP/WHEP and their session resources (the
-//! SFU, see [`crate::sfu`]), `/ws` (the WebSocket room protocol), `/metrics` and `/healthz`.
-//!
-//! This module owns the sockets and the clock: it moves text frames between WebSockets and the
-//! sans-IO [`Hub`], passing the current time in, and tells the hub when a socket closes or
-//! vanishes.
+//! `mcu serve`: assembles the server from its parts and runs it until Ctrl-C or SIGTERM: the
+//! WebRTC transport, the rooms ([`crate::media`]), the application ([`crate::app::App`]:
+//! recordings, SIP), the HTTP port ([`crate::front`]: WHIP/WHEP, `/ws`, `/metrics`) and the
+//! gRPC port; then a clean stop that finishes every recording.
 
-use std::{
-    collections::HashMap,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::SystemTime,
-};
-
-use parking_lot::Mutex;
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::{
-    Router,
-    extract::{
-        DefaultBodyLimit, State,
-        ws::{Message, WebSocket, WebSocketUpgrade},
-    },
-    http::{HeaderName, Method, header},
-    response::IntoResponse,
-    routing::{get, patch, post},
-};
-use rtc::peer_connection::transport::RTCIceServer;
-use tower_http::cors::CorsLayer;
-
-use crate::{
-    events::EventKind,
-    mcu::McuConfig,
-    metrics,
-    rtc::RtcConfig,
-    sfu::{Sfu, SfuLimits},
-    whip::{self, Http},
-};
-use futures_util::{SinkExt, StreamExt};
+use mcu_pipeline::McuConfig;
 use mcu_signaling::{
     auth::Keys,
-    room::{ConnId, Hub, Kind, Limits, MediaChange, Outbox, ServerMessage, TrackInfo as WsTrack},
+    room::{Hub, Limits},
 };
-use tokio::sync::mpsc;
+use rtc::peer_connection::transport::RTCIceServer;
+
+use crate::{
+    app::App,
+    front::{http::Http, ws::WsHub},
+    media::sessions::{Sfu, SfuLimits},
+    transport::rtc::RtcConfig,
+};
 
 /// Options of `mcu serve`.
 #[derive(clap::Args, Debug)]
@@ -137,7 +111,7 @@ pub struct ServeArgs {
     pub mix_fps: u32,
     /// Room composite video codec: vp8 or h264 (constrained baseline, packetization-mode 1).
     #[arg(long, env = "MCU_MIX_CODEC", value_enum, default_value = "vp8")]
-    pub mix_codec: crate::mcu::MixCodec,
+    pub mix_codec: mcu_pipeline::MixCodec,
     /// Room composite video bitrate (bps).
     #[arg(long, env = "MCU_MIX_VIDEO_BITRATE", default_value_t = 2_000_000)]
     pub mix_video_bitrate: u32,
@@ -162,10 +136,10 @@ pub struct ServeArgs {
     pub sip_route: Vec<String>,
     /// A phone that should be sending RTP and has been silent this long is hung up (e.g. 30s,
     /// 500ms).
-    #[arg(long, env = "MCU_SIP_RTP_TIMEOUT", default_value = "30s", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "MCU_SIP_RTP_TIMEOUT", default_value = "30s", value_parser = crate::cli::config::parse_duration)]
     pub sip_rtp_timeout: std::time::Duration,
     /// Ring (180) this long before answering an INVITE (0s: answer at once).
-    #[arg(long, env = "MCU_SIP_ANSWER_DELAY", default_value = "0s", value_parser = crate::config::parse_duration)]
+    #[arg(long, env = "MCU_SIP_ANSWER_DELAY", default_value = "0s", value_parser = crate::cli::config::parse_duration)]
     pub sip_answer_delay: std::time::Duration,
     /// The picture SIP phones get (WIDTHxHEIGHT), smaller for phones that declare less.
     #[arg(long, env = "MCU_SIP_VIDEO_SIZE", default_value = "640x360", value_parser = parse_size)]
@@ -212,8 +186,8 @@ fn parse_size(v: &str) -> Result<(u32, u32), String> {
 }
 
 /// `--record-codec/--record-size/--record-bitrate`: automatic recordings' own encode, if any.
-fn record_profile(args: &ServeArgs, live: &McuConfig) -> anyhow::Result<Option<crate::mcu::VideoProfile>> {
-    use crate::mcu::MixCodec;
+fn record_profile(args: &ServeArgs, live: &McuConfig) -> anyhow::Result<Option<mcu_pipeline::VideoProfile>> {
+    use mcu_pipeline::MixCodec;
     if args.record_codec.is_none() && args.record_size.is_none() && args.record_bitrate.is_none() {
         return Ok(None);
     }
@@ -222,47 +196,9 @@ fn record_profile(args: &ServeArgs, live: &McuConfig) -> anyhow::Result<Option<c
         None => (0, 0),
         Some(v) => mcu_pipeline::parse_size(v).map_err(|e| anyhow::anyhow!("--record-size {e}"))?,
     };
-    let profile = crate::mcu::VideoProfile::for_recording(codec, width, height, args.record_bitrate.unwrap_or(0), live)
+    let profile = mcu_pipeline::VideoProfile::for_recording(codec, width, height, args.record_bitrate.unwrap_or(0), live)
         .map_err(|(field, why)| anyhow::anyhow!("--record-{}: {why}", if field == "bitrate" { "bitrate" } else { "size" }))?;
     Ok(Some(profile))
-}
-
-struct Shared {
-    http: Arc<Http>,
-    hub: Mutex<Hub>,
-    peers: Mutex<HashMap<ConnId, mpsc::UnboundedSender<ServerMessage>>>,
-    next_conn: AtomicU64,
-}
-
-impl Shared {
-    /// Hands the hub's subscription choices to the SFU (the viewers' WHEP sessions).
-    fn apply_media_changes(&self) {
-        let changes = self.hub.lock().take_media_changes();
-        for change in changes {
-            match change {
-                MediaChange::Track { room, viewer, publisher, track, max_layer } => {
-                    let Ok(r) = self.http.sfu.room(&room, false) else { continue };
-                    let changed = r.choose(&viewer, &format!("{publisher}/{track}"), max_layer.map(usize::from));
-                    tracing::debug!(room, viewer, publisher, track, ?max_layer, sessions = changed, "subscription choice");
-                }
-                MediaChange::Forget { room, viewer } => {
-                    if let Ok(r) = self.http.sfu.room(&room, false) {
-                        r.forget_choices(&viewer);
-                    }
-                }
-            }
-        }
-    }
-
-    fn deliver(&self, out: Outbox) {
-        let peers = self.peers.lock();
-        for (conn, msg) in out {
-            // A peer that went away has no sender any more; its own task reports the close.
-            if let Some(tx) = peers.get(&conn) {
-                let _ = tx.send(msg);
-            }
-        }
-    }
 }
 
 /// One line for the scripts that start the server. A reader that went away (it read the lines
@@ -272,10 +208,6 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -316,7 +248,6 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         rtc.start().context("binding the shared WebRTC UDP port (--rtc-udp)")?;
         let sfu = Sfu::new(rtc, sfu_limits);
-        *sfu.recording_dir.lock() = args.recording_dir.clone();
         let mcu = McuConfig {
             codec: args.mix_codec,
             width: args.mix_width & !1,
@@ -334,69 +265,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             _ => None,
         };
         let grpc_scheme = if grpc_tls.is_some() { "https" } else { "http" };
-        let grpc_auth = crate::grpc::Auth { keys: keys.clone(), dev: args.dev, api_key: args.api_key.clone().filter(|k| !k.is_empty()) };
+        let grpc_auth = crate::front::grpc::Auth { keys: keys.clone(), dev: args.dev, api_key: args.api_key.clone().filter(|k| !k.is_empty()) };
         let grpc_listener = tokio::net::TcpListener::bind(args.grpc_listen).await.with_context(|| format!("binding gRPC {}", args.grpc_listen))?;
         let grpc_port = grpc_listener.local_addr()?.port();
         let record_profile = record_profile(args, &mcu)?;
-        if !args.auto_record.is_empty() {
-            *sfu.auto_record.lock() = Some((args.auto_record.clone(), mcu, record_profile));
-        }
-        let http = Arc::new(Http { sfu: sfu.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu, grpc_port });
-        let shared =
-            Arc::new(Shared { http: http.clone(), hub: Mutex::new(Hub::new(keys, args.dev, limits)), peers: Mutex::default(), next_conn: AtomicU64::new(1) });
-        // Room events the WebSocket clients hear about (a composite appearing, as LiveSwitch tells
-        // SFU participants when an MCU mix joins their session).
-        let mut events = sfu.events.subscribe();
-        let ws_shared = shared.clone();
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(ev) => {
-                        // Media sessions (WHIP, WHEP-less MCU participants, SIP legs) are
-                        // participants of the WebSocket room too, with their tracks.
-                        let mut hub = ws_shared.hub.lock();
-                        let out = match ev.kind {
-                            EventKind::MixAvailable { available } => hub.set_mix_available(&ev.room, available),
-                            EventKind::ParticipantJoined { participant, .. } if !participant.starts_with('_') => hub.media_joined(&ev.room, &participant),
-                            EventKind::TrackPublished { participant, track } if !participant.starts_with('_') => {
-                                let id = track.id.split_once('/').map_or(track.id.as_str(), |(_, t)| t).to_string();
-                                let kind = if track.kind == "audio" { Kind::Audio } else { Kind::Video };
-                                hub.media_track(&ev.room, &participant, WsTrack { track_id: id, kind, layers: track.layers.max(1) })
-                            }
-                            EventKind::ParticipantLeft { participant } => hub.media_left(&ev.room, &participant),
-                            _ => Vec::new(),
-                        };
-                        drop(hub);
-                        ws_shared.deliver(out);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => tracing::warn!(missed = n, "room events lagged"),
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
-        let cors = CorsLayer::new()
-            .allow_origin(tower_http::cors::Any)
-            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
-            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH])
-            .expose_headers([header::LOCATION, header::ETAG, header::LINK, HeaderName::from_static("accept-patch"), HeaderName::from_static("x-participant")]);
-        let media = Router::new()
-            .route("/whip/{room}", post(whip::whip))
-            .route("/whep/{room}", post(whip::whep_room))
-            .route("/mcu/{room}", post(whip::mcu_join))
-            .route("/rooms/{room}", get(whip::room_info))
-            .route("/", get(whip::demo_page))
-            .route("/control", get(whip::control_info))
-            .route("/whep/{room}/{participant}", post(whip::whep_participant))
-            .route("/session/{id}", patch(whip::patch_session).delete(whip::delete_session))
-            .with_state(http)
-            .layer(DefaultBodyLimit::max(args.max_body_bytes))
-            .layer(cors);
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/metrics", get(metrics_endpoint))
-            .route("/ws", get(ws_upgrade))
-            .with_state(shared)
-            .merge(media);
+        let auto_record = (!args.auto_record.is_empty()).then(|| (args.auto_record.clone(), mcu, record_profile));
+        let app = App::new(sfu.clone(), args.recording_dir.clone(), auto_record);
+        let http = Arc::new(Http { sfu: sfu.clone(), app: app.clone(), keys: keys.clone(), dev: args.dev, ice_links, mcu, grpc_port });
+        let ws = WsHub::new(http.clone(), Hub::new(keys, args.dev, limits));
+        ws.bridge_events(sfu.events.subscribe());
+        let router = crate::front::router(http, ws, args.max_body_bytes);
         let listener = tokio::net::TcpListener::bind(args.http_listen).await.with_context(|| format!("binding {}", args.http_listen))?;
         let addr = listener.local_addr()?;
         // Scripts read these two lines, in this order.
@@ -452,12 +330,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 }
             }
         };
-        *sfu.sip.lock() = sip.clone();
-        let grpc = tokio::spawn(crate::grpc::serve(grpc_listener, grpc_tls, sfu.clone(), mcu, grpc_auth, async move {
+        app.set_sip(sip.clone());
+        let grpc = tokio::spawn(crate::front::grpc::serve(grpc_listener, grpc_tls, app.clone(), mcu, grpc_auth, async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }));
         tracing::info!(%addr, dev = args.dev, "mcu serving");
-        axum::serve(listener, app)
+        axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 // Ctrl-C or SIGTERM (service managers, `docker stop`): a clean stop that
                 // finishes every recording.
@@ -479,7 +357,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             Err(_) => abort.abort(),
         }
         // Every recording is finished (duration, cues) before the sessions end.
-        let recorder = sfu.clone();
+        let recorder = app.clone();
         let _ = tokio::task::spawn_blocking(move || recorder.stop_recordings(None)).await;
         if let Some(gateway) = sip {
             gateway.shutdown().await;
@@ -487,52 +365,4 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         sfu.end_all().await;
         anyhow::Ok(())
     })
-}
-
-async fn metrics_endpoint(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let ws = shared.peers.lock().len() as u64;
-    let mut text = metrics::render(&shared.http.sfu, ws);
-    if let Some(mux) = shared.http.sfu.udp_mux() {
-        text.push_str(&metrics::render_mux(mux));
-    }
-    text.push_str(&metrics::render_receivers(&shared.http.sfu.receiver_stats().await));
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
-}
-
-async fn ws_upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    ws.max_message_size(256 * 1024).on_upgrade(move |socket| session(socket, shared))
-}
-
-async fn session(socket: WebSocket, shared: Arc<Shared>) {
-    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-    let (tx, mut rx) = mpsc::unbounded_channel::<ServerMessage>();
-    shared.peers.lock().insert(conn, tx);
-    let (mut sink, mut stream) = socket.split();
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let text = serde_json::to_string(&msg).expect("server messages serialise");
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
-            }
-        }
-    });
-    while let Some(frame) = stream.next().await {
-        let out = match frame {
-            Ok(Message::Text(text)) => {
-                let out = shared.hub.lock().handle(conn, text.as_str(), unix_now());
-                shared.apply_media_changes();
-                out
-            }
-            Ok(Message::Binary(_)) => vec![(conn, ServerMessage::Error { code: 400, message: "text frames only".into() })],
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => continue,
-        };
-        shared.deliver(out);
-    }
-    // Closed or vanished: leave the room, tell the others.
-    shared.peers.lock().remove(&conn);
-    let out = shared.hub.lock().disconnect(conn);
-    shared.apply_media_changes();
-    shared.deliver(out);
-    writer.abort();
 }

@@ -342,7 +342,7 @@ pub struct Session {
     stamp: String,
     changed: Arc<dyn Fn() + Send + Sync>,
     /// The composite's encode when it differs from the live one.
-    pub profile: Option<crate::mcu::VideoProfile>,
+    pub profile: Option<mcu_pipeline::VideoProfile>,
     /// Everyone who took part: those present at the start, then each who joined, in order.
     participants: Mutex<Vec<String>>,
 }
@@ -357,7 +357,7 @@ impl Session {
         filename: Option<&str>,
         tracks: bool,
         composite: FileLayout,
-        profile: Option<crate::mcu::VideoProfile>,
+        profile: Option<mcu_pipeline::VideoProfile>,
         participants: Vec<String>,
         changed: impl Fn(&Arc<Session>) + Send + Sync + 'static,
     ) -> std::io::Result<Arc<Session>> {

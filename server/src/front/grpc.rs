@@ -13,12 +13,15 @@ use mcu_api::{FieldError, GainChange, v1};
 use mcu_signaling::auth::{AuthError, Keys, Need, bearer};
 use tonic::{Request, Response, Status, metadata::MetadataMap};
 
+use mcu_pipeline::McuConfig;
+
 use crate::{
-    control::{ControlError, ParticipantSummary, RoomSummary},
-    events::{EventKind, RoomEvent, TrackInfo},
-    mcu::McuConfig,
-    record::{FileState, Snapshot},
-    sfu::{Room, Sfu},
+    app::{App, ControlError, ParticipantSummary, RoomSummary},
+    media::{
+        events::{EventKind, RoomEvent, TrackInfo},
+        record::{FileState, Snapshot},
+        room::Room,
+    },
 };
 
 /// Who may call.
@@ -77,7 +80,7 @@ fn control_status(e: ControlError) -> Status {
 /// The services' shared state.
 #[derive(Clone)]
 pub struct Api {
-    sfu: Arc<Sfu>,
+    app: Arc<App>,
     mcu: McuConfig,
     auth: Arc<Auth>,
 }
@@ -87,7 +90,7 @@ impl Api {
     fn room<T>(&self, req: &Request<T>, room: &str) -> Result<Arc<Room>, Status> {
         self.auth.check(req.metadata(), room)?;
         mcu_api::reference("room", room).map_err(invalid)?;
-        self.sfu.find_room(room).map_err(control_status)
+        self.app.find_room(room).map_err(control_status)
     }
 }
 
@@ -148,11 +151,11 @@ impl v1::room_service_server::RoomService for Api {
         mcu_api::new_room_name("name", &r.name).map_err(invalid)?;
         let options = r.options.unwrap_or_default();
         let layout = r.layout.as_ref().map(|l| mcu_api::layout("layout", l)).transpose().map_err(invalid)?;
-        let room = self.sfu.create_room(&r.name, options.max_participants as usize, layout).map_err(control_status)?;
+        let room = self.app.create_room(&r.name, options.max_participants as usize, layout).map_err(control_status)?;
         if options.start_composite {
-            crate::mcu::ensure(&self.sfu, &room, self.mcu);
+            self.app.sfu.ensure_mix(&room, self.mcu);
         }
-        let mut pb = room_pb(self.sfu.summary(&room));
+        let mut pb = room_pb(self.app.summary(&room));
         if let Some(o) = pb.options.as_mut() {
             o.start_composite = options.start_composite;
         }
@@ -161,30 +164,30 @@ impl v1::room_service_server::RoomService for Api {
 
     async fn list_rooms(&self, req: Request<v1::ListRoomsRequest>) -> Result<Response<v1::ListRoomsResponse>, Status> {
         self.auth.check(req.metadata(), ALL_ROOMS)?;
-        Ok(Response::new(v1::ListRoomsResponse { rooms: self.sfu.summaries().into_iter().map(room_pb).collect() }))
+        Ok(Response::new(v1::ListRoomsResponse { rooms: self.app.summaries().into_iter().map(room_pb).collect() }))
     }
 
     async fn get_room(&self, req: Request<v1::GetRoomRequest>) -> Result<Response<v1::Room>, Status> {
         let room = self.room(&req, &req.get_ref().room)?;
-        Ok(Response::new(room_pb(self.sfu.summary(&room))))
+        Ok(Response::new(room_pb(self.app.summary(&room))))
     }
 
     async fn delete_room(&self, req: Request<v1::DeleteRoomRequest>) -> Result<Response<v1::DeleteRoomResponse>, Status> {
         let room = self.room(&req, &req.get_ref().room)?;
-        let ended = self.sfu.delete_room(&room.name).await.map_err(control_status)?;
+        let ended = self.app.delete_room(&room.name).await.map_err(control_status)?;
         Ok(Response::new(v1::DeleteRoomResponse { sessions_ended: ended as u32 }))
     }
 
     async fn list_participants(&self, req: Request<v1::ListParticipantsRequest>) -> Result<Response<v1::ListParticipantsResponse>, Status> {
         let room = self.room(&req, &req.get_ref().room)?;
-        Ok(Response::new(v1::ListParticipantsResponse { participants: self.sfu.participants_of(&room).into_iter().map(participant_pb).collect() }))
+        Ok(Response::new(v1::ListParticipantsResponse { participants: self.app.participants_of(&room).into_iter().map(participant_pb).collect() }))
     }
 
     async fn remove_participant(&self, req: Request<v1::RemoveParticipantRequest>) -> Result<Response<v1::RemoveParticipantResponse>, Status> {
         let room = self.room(&req, &req.get_ref().room)?;
         let who = &req.get_ref().participant;
         mcu_api::reference("participant", who).map_err(invalid)?;
-        self.sfu.remove_participant(&room, who).await.map_err(control_status)?;
+        self.app.remove_participant(&room, who).await.map_err(control_status)?;
         Ok(Response::new(v1::RemoveParticipantResponse {}))
     }
 
@@ -192,7 +195,7 @@ impl v1::room_service_server::RoomService for Api {
         let room = self.room(&req, &req.get_ref().room)?;
         let r = req.get_ref();
         mcu_api::reference("track_id", &r.track_id).map_err(invalid)?;
-        let t = self.sfu.mute_track(&room, &r.track_id, r.muted).map_err(control_status)?;
+        let t = self.app.mute_track(&room, &r.track_id, r.muted).map_err(control_status)?;
         Ok(Response::new(v1::MuteTrackResponse { track: Some(track_pb(&t)) }))
     }
 }
@@ -211,7 +214,7 @@ impl v1::layout_service_server::LayoutService for Api {
             (None, Some(_)) => None,
             (None, None) => return Err(Status::invalid_argument("layout: required for the room's layout")),
         };
-        self.sfu.set_layout(&room, viewer, layout.clone());
+        self.app.set_layout(&room, viewer, layout.clone());
         let shown = layout.unwrap_or_else(|| room.control().layout);
         Ok(Response::new(v1::SetLayoutResponse { layout: Some(mcu_api::layout_pb(&shown)) }))
     }
@@ -301,8 +304,8 @@ fn recording_pb(r: &Snapshot) -> v1::Recording {
 }
 
 /// A recording's own encode: codec (the live one's when unspecified), size and bitrate checked.
-fn recording_profile(v: &v1::RecordingVideo, live: &crate::mcu::McuConfig) -> Result<crate::mcu::VideoProfile, Status> {
-    use crate::mcu::MixCodec;
+fn recording_profile(v: &v1::RecordingVideo, live: &mcu_pipeline::McuConfig) -> Result<mcu_pipeline::VideoProfile, Status> {
+    use mcu_pipeline::MixCodec;
     let codec = match v1::RecordingCodec::try_from(v.codec) {
         Ok(v1::RecordingCodec::Unspecified) => None,
         Ok(v1::RecordingCodec::Vp8) => Some(MixCodec::Vp8),
@@ -310,7 +313,7 @@ fn recording_profile(v: &v1::RecordingVideo, live: &crate::mcu::McuConfig) -> Re
         Ok(v1::RecordingCodec::Av1) => Some(MixCodec::Av1),
         Err(_) => return Err(Status::invalid_argument(format!("video.codec: unknown codec {}", v.codec))),
     };
-    crate::mcu::VideoProfile::for_recording(codec, v.width, v.height, v.bitrate_bps, live).map_err(|(field, why)| {
+    mcu_pipeline::VideoProfile::for_recording(codec, v.width, v.height, v.bitrate_bps, live).map_err(|(field, why)| {
         let field = if field == "bitrate" { "bitrate_bps" } else { field };
         Status::invalid_argument(format!("video.{field}: {why}"))
     })
@@ -329,8 +332,8 @@ impl v1::recording_service_server::RecordingService for Api {
             }
         }
         let profile = r.video.as_ref().map(|v| recording_profile(v, &self.mcu)).transpose()?;
-        let (sfu, mcu, tracks, filename) = (self.sfu.clone(), self.mcu, r.tracks, filename.map(str::to_string));
-        let session = tokio::task::spawn_blocking(move || sfu.start_recording(&room, tracks, filename.as_deref(), mcu, profile))
+        let (app, mcu, tracks, filename) = (self.app.clone(), self.mcu, r.tracks, filename.map(str::to_string));
+        let session = tokio::task::spawn_blocking(move || app.start_recording(&room, tracks, filename.as_deref(), mcu, profile))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(control_status)?;
@@ -340,12 +343,12 @@ impl v1::recording_service_server::RecordingService for Api {
     async fn stop_recording(&self, req: Request<v1::StopRecordingRequest>) -> Result<Response<v1::Recording>, Status> {
         let id = req.get_ref().recording_id.clone();
         mcu_api::reference("recording_id", &id).map_err(invalid)?;
-        let session = self.sfu.recording(&id).map_err(control_status)?;
+        let session = self.app.recording(&id).map_err(control_status)?;
         self.auth.check(req.metadata(), &session.room)?;
         // Closing files waits for their writers: off the async threads.
-        let sfu = self.sfu.clone();
+        let app = self.app.clone();
         let s = session.clone();
-        tokio::task::spawn_blocking(move || sfu.stop_recording(&s)).await.map_err(|e| Status::internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || app.stop_recording(&s)).await.map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(recording_pb(&session.snapshot())))
     }
 
@@ -357,14 +360,14 @@ impl v1::recording_service_server::RecordingService for Api {
             self.auth.check(req.metadata(), &room)?;
             mcu_api::reference("room", &room).map_err(invalid)?;
         }
-        let list = self.sfu.recordings_of((!room.is_empty()).then_some(room.as_str()));
+        let list = self.app.recordings_of((!room.is_empty()).then_some(room.as_str()));
         Ok(Response::new(v1::ListRecordingsResponse { recordings: list.iter().map(|s| recording_pb(&s.snapshot())).collect() }))
     }
 }
 
 impl Api {
     fn gateway(&self) -> Result<std::sync::Arc<crate::sip::Gateway>, Status> {
-        self.sfu.sip.lock().clone().ok_or_else(|| Status::failed_precondition("the SIP gateway is not running (--sip-listen)"))
+        self.app.sip().ok_or_else(|| Status::failed_precondition("the SIP gateway is not running (--sip-listen)"))
     }
 }
 
@@ -432,7 +435,7 @@ impl v1::event_service_server::EventService for Api {
     async fn watch_events(&self, req: Request<v1::WatchEventsRequest>) -> Result<Response<EventStream>, Status> {
         let room = req.get_ref().room.clone();
         // Subscribed before the room is checked, so nothing between the two is missed.
-        let rx = self.sfu.events.subscribe();
+        let rx = self.app.sfu.events.subscribe();
         if room.is_empty() {
             self.auth.check(req.metadata(), ALL_ROOMS)?;
         } else {
@@ -465,14 +468,14 @@ impl v1::event_service_server::EventService for Api {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<(Vec<u8>, Vec<u8>)>,
-    sfu: Arc<Sfu>,
+    app: Arc<App>,
     mcu: McuConfig,
     auth: Auth,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, tls = tls.is_some(), "gRPC control API serving (reflection and gRPC-web on)");
-    let api = Api { sfu, mcu, auth: Arc::new(auth) };
+    let api = Api { app, mcu, auth: Arc::new(auth) };
     let reflection_v1 = tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1()?;
     let reflection_v1alpha =
         tonic_reflection::server::Builder::configure().register_encoded_file_descriptor_set(mcu_api::FILE_DESCRIPTOR_SET).build_v1alpha()?;

@@ -100,7 +100,7 @@ impl MediaRoute {
     pub fn send(&self, data: &[u8]) -> io::Result<usize> {
         let r = self.0.lock();
         let (socket, dest) = r.as_ref().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "no media route yet"))?;
-        crate::fastpath::send_now(socket, data, *dest)
+        send_now(socket, data, *dest)
     }
 
     /// Notes a DTLS (first byte 20–63) or SRTP/SRTCP (128–191) datagram between `shared` and
@@ -496,6 +496,13 @@ impl AsyncUdpSocket for MuxSocket {
         q.1 = Some(cx.waker().clone());
         Poll::Pending
     }
+}
+
+/// One non-blocking send, straight to the kernel: tokio's `try_send_to` would first ask its
+/// readiness flags, which only its own reactor sets, and those say nothing of this thread's
+/// sends. A full socket buffer is an error (`WouldBlock`) and the packet is dropped.
+pub(crate) fn send_now(socket: &tokio::net::UdpSocket, data: &[u8], dest: SocketAddr) -> std::io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(data, &dest.into())
 }
 
 #[cfg(test)]

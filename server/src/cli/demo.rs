@@ -1,6 +1,6 @@
 //! `mcu demo`: composites synthetic participants in each layout kind and writes PNGs.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use mcu_compositor::{
@@ -8,8 +8,6 @@ use mcu_compositor::{
     gpu::describe,
 };
 use mcu_media::{PixelFormat, Rgb, image::RgbaImage, testsrc};
-
-use crate::DemoArgs;
 
 pub fn adapters(choice: &AdapterChoice) -> anyhow::Result<()> {
     let gpu = Gpu::new(choice)?;
@@ -94,4 +92,30 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         println!("wrote {} ({}x{}, {} participants)", path.display(), frame.width, frame.height, n);
     }
     Ok(())
+}
+
+/// Options of `mcu demo`.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    /// Adapter choice: auto, hardware, lavapipe, gl or name:<text>.
+    #[arg(long, env = "MCU_GPU_ADAPTER", default_value = "auto")]
+    pub adapter: AdapterChoice,
+    /// Render path: auto (wgpu on a hardware GPU, CPU on a software rasterizer), gpu or cpu.
+    #[arg(long, env = "MCU_RENDER_PATH", default_value = "auto")]
+    pub render_path: RenderPath,
+    /// Worker threads of the CPU render path (0: one per core).
+    #[arg(long, env = "MCU_CPU_RENDER_THREADS", default_value_t = 0)]
+    pub cpu_render_threads: usize,
+    /// Directory for the PNGs.
+    #[arg(long, env = "MCU_DEMO_OUT", default_value = "target/demo")]
+    pub out: PathBuf,
+    /// Number of synthetic participants (1..=49).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=49))]
+    pub participants: u32,
+    /// Canvas width (even).
+    #[arg(long, default_value_t = 1280)]
+    pub width: u32,
+    /// Canvas height (even).
+    #[arg(long, default_value_t = 720)]
+    pub height: u32,
 }

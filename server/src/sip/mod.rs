@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 
 use bytes::Bytes;
 use mcu_codec::audio::{G711Law, OpusChannels, OpusConfig, OpusDecoder, OpusEncoder, Resampler};
+use mcu_sfu::rtp::RtpPacket;
 use mcu_sip::{AudioChoice, AudioCodec, DialPlan, DtmfDetector, Negotiated, VideoChoice, VideoCodecChoice, answer_sdp, negotiate, parse_offer};
 use rsipstack::{
     EndpointBuilder,
@@ -43,14 +44,14 @@ use rsipstack::{
     transport::{TcpListenerConnection, TransportLayer, udp::UdpConnection},
 };
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RtpCodecKind};
-use rtc::shared::marshal::Unmarshal;
 use tokio::{net::UdpSocket, sync::mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::{
+use mcu_pipeline::{McuConfig, MixCodec, VideoProfile};
+
+use crate::media::{
     events::EventKind,
-    mcu::{McuConfig, MixCodec, VideoProfile},
-    sfu::{GatewayLeg, GatewayTrack, Sfu},
+    sessions::{GatewayLeg, GatewayTrack, Sfu},
 };
 
 /// Opus complexity for audio that comes from or goes to G.711 phones (the engine's, for the
@@ -744,7 +745,7 @@ impl Gateway {
         let (audio_ssrc, video_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
         if let Some(a) = &negotiated.audio {
             let _ = a;
-            tracks.push(GatewayTrack { kind: RtpCodecKind::Audio, codec: crate::rtc::opus_track_codec(), ssrc: audio_ssrc });
+            tracks.push(GatewayTrack { kind: RtpCodecKind::Audio, codec: crate::transport::rtc::opus_track_codec(), ssrc: audio_ssrc });
         }
         let mut profile = None;
         if let Some(v) = &negotiated.video {
@@ -989,8 +990,8 @@ fn is_rtcp(buf: &[u8]) -> bool {
 async fn audio_in(
     gw: Arc<Gateway>,
     sock: Arc<UdpSocket>,
-    room: Arc<crate::sfu::Room>,
-    track: crate::sfu::PublishedTrack,
+    room: Arc<crate::media::room::Room>,
+    track: crate::media::room::PublishedTrack,
     participant: String,
     state: Arc<Mutex<CallMedia>>,
     ssrc: u32,
@@ -1010,15 +1011,14 @@ async fn audio_in(
             gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let mut raw = Bytes::copy_from_slice(&buf[..n]);
-        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut raw) else {
+        let Ok(packet) = RtpPacket::parse(&buf[..n]) else {
             gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         *last.lock() = Instant::now();
-        let pt = packet.header.payload_type;
+        let pt = packet.payload_type;
         if Some(pt) == a.dtmf_pt {
-            if let Some(ev) = dtmf.push(packet.header.timestamp, &packet.payload) {
+            if let Some(ev) = dtmf.push(packet.timestamp, packet.payload()) {
                 gw.dtmf(&room.name, &participant, ev.digit);
             }
             continue;
@@ -1029,17 +1029,13 @@ async fn audio_in(
         let mut out = |payload: &[u8], samples: u32| {
             seq = seq.wrapping_add(1);
             ts = ts.wrapping_add(samples);
-            let rtp = mcu_sfu::rtp::build(111, false, seq, ts, ssrc, payload);
-            let mut b = Bytes::copy_from_slice(&rtp);
-            if let Ok(p) = rtc::rtp::Packet::unmarshal(&mut b) {
-                room.ingest(&track, &participant, p, &rtp);
-            }
+            room.ingest(&track, &participant, Bytes::from(mcu_sfu::rtp::build(111, false, seq, ts, ssrc, payload)));
         };
         match a.codec {
-            AudioCodec::Opus => out(&packet.payload, 960),
+            AudioCodec::Opus => out(packet.payload(), 960),
             AudioCodec::Pcmu | AudioCodec::Pcma => {
                 let law = if a.codec == AudioCodec::Pcmu { G711Law::MuLaw } else { G711Law::ALaw };
-                pcm.extend(upsample.process(&law.decode(&packet.payload)));
+                pcm.extend(upsample.process(&law.decode(packet.payload())));
                 while pcm.len() >= 960 {
                     let frame: Vec<i16> = pcm.drain(..960).collect();
                     if let Ok(opus) = encoder.encode(&frame) {
@@ -1056,8 +1052,8 @@ async fn audio_in(
 async fn video_in(
     gw: Arc<Gateway>,
     sock: Arc<UdpSocket>,
-    room: Arc<crate::sfu::Room>,
-    track: crate::sfu::PublishedTrack,
+    room: Arc<crate::media::room::Room>,
+    track: crate::media::room::PublishedTrack,
     participant: String,
     ssrc: u32,
     phone_ssrc: Arc<AtomicU64>,
@@ -1070,16 +1066,14 @@ async fn video_in(
             // rtcp-mux: the phone's keyframe requests.
             continue;
         }
-        let mut raw = Bytes::copy_from_slice(&buf[..n]);
-        let Ok(mut packet) = rtc::rtp::Packet::unmarshal(&mut raw) else {
+        let Ok(packet) = RtpPacket::parse(&buf[..n]) else {
             gw.counters.bad_packets.fetch_add(1, Ordering::Relaxed);
             continue;
         };
         *last.lock() = Instant::now();
-        phone_ssrc.store(packet.header.ssrc as u64, Ordering::Relaxed);
-        packet.header.ssrc = ssrc;
+        phone_ssrc.store(packet.ssrc as u64, Ordering::Relaxed);
         buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-        room.ingest(&track, &participant, packet, &buf[..n]);
+        room.ingest(&track, &participant, Bytes::copy_from_slice(&buf[..n]));
     }
 }
 
@@ -1108,8 +1102,7 @@ async fn audio_out(sock: Arc<UdpSocket>, state: Arc<Mutex<CallMedia>>, mut rx: m
         if p.len() < 12 {
             continue;
         }
-        let mut raw = p.clone();
-        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut raw) else { continue };
+        let Ok(packet) = RtpPacket::parse(&p) else { continue };
         match a.codec {
             AudioCodec::Opus => {
                 if a.direction.sends() {
@@ -1119,7 +1112,7 @@ async fn audio_out(sock: Arc<UdpSocket>, state: Arc<Mutex<CallMedia>>, mut rx: m
                 }
             }
             AudioCodec::Pcmu | AudioCodec::Pcma => {
-                let Ok(decoded) = decoder.decode(&packet.payload) else { continue };
+                let Ok(decoded) = decoder.decode(packet.payload()) else { continue };
                 pcm.extend(downsample.process(&decoded));
                 let law = if a.codec == AudioCodec::Pcmu { G711Law::MuLaw } else { G711Law::ALaw };
                 while pcm.len() >= 160 {

@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Weak,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -19,7 +19,10 @@ use std::{
 use parking_lot::Mutex;
 
 use bytes::Bytes;
-use mcu_sfu::forwarder::{Forwarder, ForwarderConfig, ForwarderStats, Output, SubscriberId, TrackId};
+use mcu_sfu::{
+    forwarder::{ForwarderStats, SubscriberId, TrackId},
+    keyframe::Codec,
+};
 use rtc::{
     media_stream::MediaStreamTrack,
     peer_connection::sdp::RTCSessionDescription,
@@ -38,18 +41,17 @@ use webrtc::{
 
 use mcu_signaling::sdp::count_sending_sections;
 
-use crate::{
-    events::{EventKind, Events, TrackInfo},
-    mcu::{MIX, McuConfig},
-    rtc::{RtcConfig, codec_family, forwarded_extmap, packetization_mode},
-    tap::{Offered, Tap},
-};
-use mcu_sfu::keyframe::Codec;
+use mcu_pipeline::{MIX, McuConfig};
 
-/// Packets queued per subscriber track before its packets are dropped.
-const SINK_QUEUE: usize = 512;
-/// Keyframe requests to the composite's own encoders at most this often (publishers: 500 ms).
-const COMPOSITE_PLI_INTERVAL: Duration = Duration::from_millis(100);
+use crate::{
+    counters::Counters,
+    media::{
+        events::{EventKind, Events},
+        room::{Media, Participant, PublishedTrack, Room, SINK_QUEUE, SinkEntry, TapSink, Viewer},
+    },
+    transport::rtc::{RtcConfig, codec_family, forwarded_extmap, packetization_mode},
+};
+
 /// How long an answer waits for ICE gathering (host candidates come at once).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -107,617 +109,6 @@ pub struct SfuLimits {
     pub max_subscribers: usize,
 }
 
-/// Counters the metrics endpoint reads, beside the forwarders' own.
-#[derive(Default)]
-pub struct Counters {
-    /// Packets received from publishers.
-    pub received: AtomicU64,
-    /// Bytes received from publishers.
-    pub received_bytes: AtomicU64,
-    /// Packets dropped because a subscriber's queue was full.
-    pub dropped_queue_full: AtomicU64,
-    /// Packets of a publisher's second and further simulcast layers (not forwarded yet).
-    pub dropped_simulcast: AtomicU64,
-    /// Packets sent on subscriber connections.
-    pub sent: AtomicU64,
-    /// Of those, packets the SFU encrypted and sent itself (`fastpath`).
-    pub sent_direct: AtomicU64,
-    /// Packets the direct send path dropped (malformed, refused by SRTP, socket full).
-    pub dropped_direct: AtomicU64,
-    /// Keyframe requests received from subscribers.
-    pub keyframe_requests: AtomicU64,
-    /// Sessions refused (bad offer, limits, auth).
-    pub refused: AtomicU64,
-    /// Keyframe requests the composite's decoders sent to publishers.
-    pub composite_plis: AtomicU64,
-    /// Packets not copied to a composite that was behind (its tap queue full).
-    pub dropped_composite: AtomicU64,
-    /// Audio packets the composite's playout buffers dropped: late (their tick had passed),
-    /// duplicated, or dropped to bring the delay back to the target.
-    pub dropped_audio_playout: AtomicU64,
-    /// 20 ms audio frames the composite concealed (lost or not arrived in time at their tick).
-    pub audio_concealed: AtomicU64,
-    /// The composite's encoders that failed (to open, or to encode): video canvases and audio
-    /// mixes. The canvas or mix stops; the room goes on.
-    pub mix_encoder_failures: AtomicU64,
-}
-
-/// A published track.
-#[derive(Clone)]
-pub struct PublishedTrack {
-    /// Room-unique id: `participant/kind-n`.
-    pub id: TrackId,
-    /// Audio or video.
-    pub kind: RtpCodecKind,
-    /// What the publisher negotiated.
-    pub codec: RTCRtpCodec,
-    /// The publisher's ids of the header extensions we forward.
-    pub extmap: Arc<HashMap<u8, &'static str>>,
-    /// Set by an operator: the track's packets are neither forwarded nor mixed.
-    pub muted: Arc<AtomicBool>,
-    /// Simulcast layers (1 without; the composite subscribes to one of several through the
-    /// forwarder).
-    pub layers: u8,
-}
-
-impl PublishedTrack {
-    /// The track as the control API shows it.
-    pub fn info(&self) -> TrackInfo {
-        TrackInfo {
-            id: self.id.to_string(),
-            kind: if self.kind == RtpCodecKind::Audio { "audio" } else { "video" },
-            codec: self.codec.mime_type.clone(),
-            muted: self.muted.load(Ordering::Relaxed),
-            layers: self.layers,
-        }
-    }
-}
-
-pub(crate) struct Participant {
-    pub(crate) session: String,
-    /// An MCU participant (also receives its own mix).
-    pub(crate) mcu: bool,
-    extmap: Arc<HashMap<u8, &'static str>>,
-    expected_tracks: usize,
-    pub(crate) tracks: Vec<PublishedTrack>,
-    /// The rids of its simulcast video, lowest first (empty without simulcast).
-    simulcast: Vec<String>,
-}
-
-struct SinkEntry {
-    sub: SubscriberId,
-    tx: mpsc::Sender<Bytes>,
-    /// The subscriber's payload type, extension ids (publisher → subscriber) and clock rate,
-    /// for the direct send path.
-    pt: u8,
-    ext_ids: Arc<[(u8, u8)]>,
-    clock_rate: u32,
-    /// Set once the connection is up and its keys known: packets bypass `tx` and the
-    /// `webrtc` crate (`fastpath`).
-    direct: Option<Arc<crate::fastpath::DirectOut>>,
-}
-
-/// One room's forwarding state.
-struct Media {
-    fwd: Forwarder,
-    /// Subscriber track queues, by the SSRC the forwarder writes.
-    sinks: HashMap<u32, SinkEntry>,
-    /// Subscribers paused for a full queue, rechecked by the room's timer.
-    backlogged: HashMap<SubscriberId, Vec<u32>>,
-    /// Keyframe requests to each publisher track.
-    feedback: HashMap<TrackId, mpsc::UnboundedSender<u32>>,
-    /// Each published track's SSRC.
-    ssrcs: HashMap<TrackId, u32>,
-    /// The composite's subscriptions to simulcast tracks (one layer of each, switched at
-    /// keyframes by the forwarder like any subscriber's), by the SSRC it writes.
-    taps: HashMap<u32, TapSink>,
-    /// WHEP sessions by subscriber: who views, and the tracks wired (track, SSRC written).
-    viewers: HashMap<SubscriberId, Viewer>,
-    /// What viewers chose over the WebSocket (viewer, track) → `None`: not received,
-    /// `Some(layer)`: received up to that simulcast layer.
-    choices: HashMap<(String, TrackId), Option<usize>>,
-}
-
-struct Viewer {
-    name: String,
-    wired: Vec<(TrackId, u32)>,
-    /// Forwarding started (the connection is up).
-    started: bool,
-}
-
-/// Where the forwarder's packets for the composite's subscription to a simulcast track go.
-struct TapSink {
-    sub: SubscriberId,
-    track: PublishedTrack,
-    participant: String,
-    /// The highest layer the composite wants (the smallest that fills its tile).
-    cap: usize,
-}
-
-/// A room of the SFU.
-pub struct Room {
-    /// Its name.
-    pub name: String,
-    media: Mutex<Media>,
-    participants: Mutex<HashMap<String, Participant>>,
-    subscribers: AtomicU64,
-    counters: Arc<Counters>,
-    /// Copies of every publisher packet for the room composite, while it runs.
-    mcu_tap: Mutex<Option<Arc<Tap>>>,
-    /// The composite's video and audio SSRCs, while it runs.
-    mix: Mutex<Option<(u32, u32)>>,
-    /// MCU participants (`POST /mcu/{room}`): each hears its own mix and sees its canvas on
-    /// tracks of its own (audio SSRC, video SSRC).
-    listeners: Mutex<HashMap<String, (u32, u32)>>,
-    /// MCU participants whose picture is encoded otherwise than the room's (SIP phones).
-    view_profiles: Mutex<HashMap<String, crate::mcu::VideoProfile>>,
-    /// MCU participants that are SIP legs (their mixes end up as narrowband G.711 mostly).
-    gateway_legs: Mutex<std::collections::HashSet<String>>,
-    /// Keyframe requests to the composite's encoders (by the SSRC asked), while it runs.
-    mix_keyframes: Mutex<Option<mpsc::UnboundedSender<u32>>>,
-    /// Created through the control API: stays when empty, until deleted.
-    pub(crate) persistent: AtomicBool,
-    /// Set when the room is deleted: its composite stops at once.
-    pub(crate) closed: AtomicBool,
-    /// Participants at most (0: the server's limit).
-    pub(crate) max_participants: AtomicUsize,
-    /// What operators set: the composite's layout and the audio gain matrix.
-    control: Mutex<Control>,
-    /// Bumped on every change of `control`, so the composite copies it only then.
-    control_version: AtomicU64,
-    /// The server's event stream.
-    pub(crate) events: Arc<Events>,
-    /// Recordings running in this room.
-    recordings: Mutex<Vec<Arc<crate::record::Session>>>,
-    /// Bumped when `recordings` changes, so the composite copies the list only then.
-    recordings_version: AtomicU64,
-}
-
-/// Operator settings of a room (the engine's).
-pub use mcu_pipeline::Control;
-
-impl Room {
-    /// The server's counters (shared by every room).
-    pub fn counters(&self) -> &Counters {
-        &self.counters
-    }
-
-    fn new(name: &str, counters: Arc<Counters>, events: Arc<Events>) -> Arc<Room> {
-        Arc::new(Room {
-            name: name.into(),
-            media: Mutex::new(Media {
-                // WHEP viewers' NACKs are answered from the forwarder's cache (about 3 s of a
-                // 1.5 Mbit/s video); MCU participants' by their connections' NACK responders.
-                fwd: Forwarder::new(ForwarderConfig { retransmit_cache: 512, ..ForwarderConfig::default() }),
-                sinks: HashMap::new(),
-                backlogged: HashMap::new(),
-                feedback: HashMap::new(),
-                ssrcs: HashMap::new(),
-                taps: HashMap::new(),
-                viewers: HashMap::new(),
-                choices: HashMap::new(),
-            }),
-            mcu_tap: Mutex::new(None),
-            mix: Mutex::new(None),
-            listeners: Mutex::default(),
-            view_profiles: Mutex::default(),
-            gateway_legs: Mutex::default(),
-            mix_keyframes: Mutex::default(),
-            persistent: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            max_participants: AtomicUsize::new(0),
-            control: Mutex::default(),
-            control_version: AtomicU64::new(1),
-            events,
-            recordings: Mutex::default(),
-            recordings_version: AtomicU64::new(1),
-            participants: Mutex::default(),
-            subscribers: AtomicU64::new(0),
-            counters,
-        })
-    }
-
-    fn lock(&self) -> parking_lot::MutexGuard<'_, Media> {
-        self.media.lock()
-    }
-
-    /// Runs the forwarder on one input and delivers what it produces.
-    fn drive(&self, now: Instant, f: impl FnOnce(&mut Forwarder, Instant)) {
-        let mut m = self.lock();
-        f(&mut m.fwd, now);
-        self.flush(&mut m, now);
-    }
-
-    fn flush(&self, m: &mut Media, now: Instant) {
-        while let Some(out) = m.fwd.poll_output() {
-            match out {
-                Output::Rtp { to, packet } => {
-                    let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-                    if let Some(t) = m.taps.get(&ssrc) {
-                        self.tap(&t.track, &t.participant, &packet);
-                        continue;
-                    }
-                    let Some(sink) = m.sinks.get(&ssrc) else { continue };
-                    debug_assert_eq!(sink.sub, to);
-                    if let Some(direct) = &sink.direct {
-                        direct.send(now, &packet, sink.pt, &sink.ext_ids, sink.clock_rate, &self.counters);
-                        continue;
-                    }
-                    match sink.tx.try_send(Bytes::from(packet)) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            self.counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
-                            let entry = m.backlogged.entry(to).or_default();
-                            if !entry.contains(&ssrc) {
-                                entry.push(ssrc);
-                            }
-                            m.fwd.set_backlog(now, to, usize::MAX);
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    }
-                }
-                Output::PublisherRtcp { track, packet } => {
-                    if packet.len() >= 12
-                        && let Some(tx) = m.feedback.get(&track)
-                    {
-                        let _ = tx.send(u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Timer work: keyframe retries and resuming drained subscribers.
-    fn tick(&self, now: Instant) {
-        let mut m = self.lock();
-        let mut resumed = Vec::new();
-        for (sub, ssrcs) in &m.backlogged {
-            let queued: usize = ssrcs.iter().filter_map(|s| m.sinks.get(s)).map(|s| SINK_QUEUE - s.tx.capacity()).sum();
-            if queued < SINK_QUEUE / 4 {
-                resumed.push(*sub);
-            }
-        }
-        for sub in resumed {
-            m.backlogged.remove(&sub);
-            m.fwd.set_backlog(now, sub, 0);
-        }
-        if m.fwd.poll_timeout().is_some_and(|t| t <= now) {
-            m.fwd.handle_timeout(now);
-        }
-        self.flush(&mut m, now);
-        // Sender reports of the viewers on the direct path (a viewer's tracks share one
-        // sender, which sends its reports once a second however often it is asked).
-        let wall = std::time::SystemTime::now();
-        for d in m.sinks.values().filter_map(|s| s.direct.as_ref()) {
-            d.reports(now, wall);
-        }
-    }
-
-    /// The forwarder's counters.
-    pub fn stats(&self) -> ForwarderStats {
-        self.lock().fwd.stats()
-    }
-
-    /// Publishers (the composite not counted), their tracks, and subscriber sessions.
-    pub fn counts(&self) -> (usize, usize, u64) {
-        let p = self.participants.lock();
-        let real = || p.iter().filter(|(k, _)| k.as_str() != MIX).map(|(_, v)| v);
-        (real().count(), real().map(|p| p.tracks.len()).sum(), self.subscribers.load(Ordering::Relaxed))
-    }
-
-    /// Changes the operator settings (and tells the composite).
-    pub fn update_control<R>(&self, f: impl FnOnce(&mut Control) -> R) -> R {
-        let mut c = self.control.lock();
-        let r = f(&mut c);
-        self.control_version.fetch_add(1, Ordering::Release);
-        r
-    }
-
-    /// Adds or removes a running recording.
-    pub fn set_recording(&self, session: &Arc<crate::record::Session>, running: bool) {
-        let mut r = self.recordings.lock();
-        r.retain(|s| !Arc::ptr_eq(s, session));
-        if running {
-            r.push(session.clone());
-        }
-        self.recordings_version.fetch_add(1, Ordering::Release);
-    }
-
-    /// `name` joined: running recordings will name them.
-    pub fn note_participant(&self, name: &str) {
-        for s in self.recordings.lock().iter() {
-            s.saw(name);
-        }
-    }
-
-    /// The running recordings and their version, when newer than `seen`.
-    pub fn recordings_if_newer(&self, seen: u64) -> Option<(u64, Vec<Arc<crate::record::Session>>)> {
-        let v = self.recordings_version.load(Ordering::Acquire);
-        if v == seen {
-            return None;
-        }
-        Some((v, self.recordings.lock().clone()))
-    }
-
-    /// A copy of the operator settings.
-    pub fn control(&self) -> Control {
-        self.control.lock().clone()
-    }
-
-    /// The operator settings and their version, when newer than `seen`.
-    pub fn control_if_newer(&self, seen: u64) -> Option<(u64, Control)> {
-        // Versions start at 1, so a reader that has seen nothing (0) always gets a copy.
-        let v = self.control_version.load(Ordering::Acquire);
-        if v == seen {
-            return None;
-        }
-        let c = self.control.lock().clone();
-        Some((v, c))
-    }
-
-    pub(crate) fn participants(&self) -> parking_lot::MutexGuard<'_, HashMap<String, Participant>> {
-        self.participants.lock()
-    }
-
-    /// Registers the composite's tracks as a publisher's and starts copying packets to it.
-    /// False when it runs already.
-    pub fn start_mix(&self, tap: Tap, tracks: Vec<PublishedTrack>, keyframes: mpsc::UnboundedSender<u32>, video_ssrc: u32, audio_ssrc: u32) -> bool {
-        let mut mix = self.mix.lock();
-        if mix.is_some() {
-            return false;
-        }
-        *mix = Some((video_ssrc, audio_ssrc));
-        *self.mcu_tap.lock() = Some(Arc::new(tap));
-        *self.mix_keyframes.lock() = Some(keyframes.clone());
-        let mut m = self.lock();
-        for t in &tracks {
-            let family = codec_family(&t.codec.mime_type).unwrap_or(Codec::Audio);
-            let ssrc = if t.kind == RtpCodecKind::Video { video_ssrc } else { audio_ssrc };
-            if let Err(e) = m.fwd.publish(t.id.clone(), family, t.codec.clock_rate, &[(ssrc, 0)]) {
-                tracing::warn!(error = %e, "composite track not published");
-            }
-            let _ = m.fwd.set_pli_interval(&t.id, COMPOSITE_PLI_INTERVAL);
-            m.ssrcs.insert(t.id.clone(), ssrc);
-            if t.kind == RtpCodecKind::Video {
-                m.feedback.insert(t.id.clone(), keyframes.clone());
-            }
-        }
-        drop(m);
-        self.participants().insert(
-            MIX.into(),
-            Participant { session: String::new(), mcu: false, extmap: Arc::default(), expected_tracks: tracks.len(), tracks, simulcast: Vec::new() },
-        );
-        true
-    }
-
-    /// Stops copying packets to the composite and unpublishes its tracks.
-    pub fn stop_mix(&self) {
-        *self.mcu_tap.lock() = None;
-        *self.mix_keyframes.lock() = None;
-        *self.mix.lock() = None;
-        let p = self.participants().remove(MIX);
-        let mut m = self.lock();
-        for t in p.map(|p| p.tracks).unwrap_or_default() {
-            m.fwd.unpublish(&t.id);
-            m.feedback.remove(&t.id);
-            m.ssrcs.remove(&t.id);
-        }
-    }
-
-    /// Registers an MCU participant's own video and audio as tracks of the composite: the
-    /// canvas it sees (the room's, or its personalised one) and its mix (everyone but itself).
-    /// Their SSRCs are what the engine writes for that participant.
-    pub fn add_mix_listener(&self, name: &str, codec: crate::mcu::MixCodec) -> Vec<PublishedTrack> {
-        let (audio_ssrc, video_ssrc) = (rand::random::<u32>() | 1, rand::random::<u32>() | 1);
-        let mut tracks = crate::mcu::mix_tracks(codec);
-        tracks[0].id = Arc::from(format!("{MIX}/video-for-{name}"));
-        tracks[1].id = Arc::from(format!("{MIX}/audio-for-{name}"));
-        let keyframes = self.mix_keyframes.lock().clone();
-        let mut m = self.lock();
-        for (t, ssrc) in tracks.iter().zip([video_ssrc, audio_ssrc]) {
-            let family = codec_family(&t.codec.mime_type).unwrap_or(Codec::Audio);
-            if let Err(e) = m.fwd.publish(t.id.clone(), family, t.codec.clock_rate, &[(ssrc, 0)]) {
-                tracing::warn!(error = %e, "listener track not published");
-            }
-            let _ = m.fwd.set_pli_interval(&t.id, COMPOSITE_PLI_INTERVAL);
-            m.ssrcs.insert(t.id.clone(), ssrc);
-            if t.kind == RtpCodecKind::Video
-                && let Some(tx) = &keyframes
-            {
-                m.feedback.insert(t.id.clone(), tx.clone());
-            }
-        }
-        drop(m);
-        self.listeners.lock().insert(name.into(), (audio_ssrc, video_ssrc));
-        tracks
-    }
-
-    /// Encode profiles of MCU participants that have one (by name).
-    pub fn view_profiles(&self) -> HashMap<String, crate::mcu::VideoProfile> {
-        self.view_profiles.lock().clone()
-    }
-
-    /// MCU participants that are SIP legs.
-    pub fn gateway_legs(&self) -> std::collections::HashSet<String> {
-        self.gateway_legs.lock().clone()
-    }
-
-    /// Removes an MCU participant's own video and mix.
-    pub fn remove_mix_listener(&self, name: &str) {
-        self.view_profiles.lock().remove(name);
-        self.gateway_legs.lock().remove(name);
-        if self.listeners.lock().remove(name).is_some() {
-            let mut m = self.lock();
-            for kind in ["video", "audio"] {
-                let id = format!("{MIX}/{kind}-for-{name}");
-                m.fwd.unpublish(&id);
-                m.feedback.remove(id.as_str());
-                m.ssrcs.remove(id.as_str());
-            }
-        }
-    }
-
-    /// MCU participants and the SSRCs of their own audio mix and video.
-    pub fn mix_listeners(&self) -> Vec<(String, u32, u32)> {
-        self.listeners.lock().iter().map(|(k, (a, v))| (k.clone(), *a, *v)).collect()
-    }
-
-    /// The composite's video and audio SSRCs (zero when it is not running).
-    pub fn mix_ssrcs(&self) -> (u32, u32) {
-        self.mix.lock().unwrap_or((0, 0))
-    }
-
-    /// A packet of the composite, fanned out to its viewers.
-    pub fn publish_mix_packet(&self, now: Instant, raw: &[u8]) {
-        self.drive(now, |fwd, now| {
-            let _ = fwd.handle_rtp(now, raw);
-        });
-    }
-
-    /// Asks a publisher track for a keyframe (the composite's decoder needs one).
-    pub fn request_keyframe(&self, track: &TrackId) {
-        let mut m = self.lock();
-        if let Some(sub) = m.taps.values().find(|t| t.track.id == *track).map(|t| t.sub) {
-            // A simulcast track: the layer the composite receives.
-            self.counters.composite_plis.fetch_add(1, Ordering::Relaxed);
-            let now = Instant::now();
-            m.fwd.request_keyframe_for(now, sub, track);
-            self.flush(&mut m, now);
-            return;
-        }
-        if let (Some(tx), Some(&ssrc)) = (m.feedback.get(track), m.ssrcs.get(track)) {
-            self.counters.composite_plis.fetch_add(1, Ordering::Relaxed);
-            let _ = tx.send(ssrc);
-        }
-    }
-
-    /// One packet of a publisher's track (WebRTC or a SIP leg): forwarded, and copied to the
-    /// composite while it runs.
-    /// A muted track's packets are counted and dropped (neither forwarded nor mixed).
-    pub fn ingest(&self, track: &PublishedTrack, participant: &str, packet: rtc::rtp::Packet, raw: &[u8]) {
-        self.counters.received.fetch_add(1, Ordering::Relaxed);
-        if track.muted.load(Ordering::Relaxed) {
-            return;
-        }
-        self.counters.received_bytes.fetch_add(raw.len() as u64, Ordering::Relaxed);
-        self.drive(Instant::now(), |fwd, now| {
-            let _ = fwd.handle_rtp(now, raw);
-        });
-        // A simulcast track reaches the composite through its forwarder subscription (one layer).
-        if track.layers <= 1
-            && let Some(tap) = self.mcu_tap.lock().as_ref()
-        {
-            // A composite that falls behind loses packets (its decoder then asks for a
-            // keyframe); the forwarding path never waits for it.
-            if tap.offer(&track.id, participant, &track.codec.mime_type, packet) == Offered::Full {
-                self.counters.dropped_composite.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// A packet of the composite's subscription to a simulcast track.
-    fn tap(&self, track: &PublishedTrack, participant: &str, raw: &[u8]) {
-        use rtc::shared::marshal::Unmarshal;
-        let Some(tap) = self.mcu_tap.lock().clone() else { return };
-        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut &raw[..]) else { return };
-        if tap.offer(&track.id, participant, &track.codec.mime_type, packet) == Offered::Full {
-            self.counters.dropped_composite.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A simulcast track the composite receives through the forwarder: its layer count and the
-    /// layer it gets now.
-    pub fn composite_layer(&self, track: &str) -> Option<(usize, Option<usize>)> {
-        let m = self.lock();
-        let tap = m.taps.values().find(|t| &*t.track.id == track)?;
-        Some((tap.track.layers as usize, m.fwd.current_layer(tap.sub, track)))
-    }
-
-    /// Caps the layer the composite receives of a simulcast track (switched at a keyframe).
-    /// True when the cap changed.
-    pub fn set_composite_layer(&self, track: &str, cap: usize) -> bool {
-        let now = Instant::now();
-        let mut m = self.lock();
-        let Media { fwd, taps, .. } = &mut *m;
-        let Some(tap) = taps.values_mut().find(|t| &*t.track.id == track) else { return false };
-        if tap.cap == cap {
-            return false;
-        }
-        tap.cap = cap;
-        let _ = fwd.set_max_layer(now, tap.sub, track, cap);
-        self.flush(&mut m, now);
-        true
-    }
-
-    /// A viewer's choice for a track (over the WebSocket): `None` stops it, `Some(layer)`
-    /// receives it up to that simulcast layer. Applies to every WHEP session of that viewer
-    /// that carries the track, now and when one starts later. Returns how many sessions
-    /// changed now.
-    pub fn choose(&self, viewer: &str, track: &str, choice: Option<usize>) -> usize {
-        let now = Instant::now();
-        let mut m = self.lock();
-        let track: TrackId = Arc::from(track);
-        m.choices.insert((viewer.to_string(), track.clone()), choice);
-        let Media { fwd, viewers, .. } = &mut *m;
-        let mut changed = 0;
-        for (&sub, v) in viewers.iter().filter(|(_, v)| v.started && v.name == viewer) {
-            let Some(&(_, ssrc)) = v.wired.iter().find(|(t, _)| *t == track) else { continue };
-            changed += 1;
-            match choice {
-                // Off rather than unsubscribed: back on, its stream continues without a gap.
-                None => {
-                    let _ = fwd.set_active(now, sub, &track, false);
-                }
-                Some(layer) => {
-                    if !fwd.is_subscribed(sub, &track) {
-                        let _ = fwd.subscribe(now, sub, &track, ssrc, None);
-                    }
-                    let _ = fwd.set_max_layer(now, sub, &track, layer);
-                    let _ = fwd.set_active(now, sub, &track, true);
-                }
-            }
-        }
-        self.flush(&mut m, now);
-        changed
-    }
-
-    /// A viewer's WebSocket is gone: its choices no longer apply to sessions that start later.
-    pub fn forget_choices(&self, viewer: &str) {
-        self.lock().choices.retain(|(v, _), _| v != viewer);
-    }
-
-    /// RTCP from a subscriber that is not a WebRTC connection (a SIP leg): PLI/FIR/REMB.
-    pub fn subscriber_rtcp(&self, sub: SubscriberId, raw: &[u8]) {
-        self.drive(Instant::now(), |fwd, now| {
-            let _ = fwd.handle_subscriber_rtcp(now, sub, raw);
-        });
-    }
-
-    /// What the subscribers of `tracks` (one shared encode) said within `max_age`: the lowest
-    /// REMB, and the worst loss (/256) with the time of the newest report.
-    pub fn encode_feedback(&self, tracks: &[&str], max_age: Duration) -> (Option<u64>, Option<(Instant, u8)>) {
-        let now = Instant::now();
-        let m = self.lock();
-        (m.fwd.track_estimate(now, tracks, max_age), m.fwd.track_loss(now, tracks, max_age))
-    }
-
-    /// Whether anyone receives `track` (the composite skips pictures nobody watches).
-    pub fn watched(&self, track: &str) -> bool {
-        self.lock().fwd.subscribers_of(track) > 0
-    }
-
-    /// Tracks published by real participants.
-    pub fn live_tracks(&self) -> std::collections::HashSet<TrackId> {
-        self.participants().iter().filter(|(k, _)| k.as_str() != MIX).flat_map(|(_, p)| p.tracks.iter().map(|t| t.id.clone())).collect()
-    }
-
-    /// No publisher and no viewer: the composite may stop.
-    pub fn idle_for_mix(&self) -> bool {
-        let (p, _, s) = self.counts();
-        p == 0 && s == 0
-    }
-}
-
 /// A track a SIP leg publishes.
 pub struct GatewayTrack {
     /// Audio or video.
@@ -768,8 +159,14 @@ pub(crate) struct Session {
     pub(crate) role: Role,
 }
 
-/// Rooms recorded automatically, the composite's settings, and the recordings' own encode.
-pub(crate) type AutoRecord = (Vec<String>, McuConfig, Option<crate::mcu::VideoProfile>);
+/// What the layer above the rooms (the app: recordings) must hear of them, when it happens.
+pub trait RoomHooks: Send + Sync {
+    /// A participant published in `room` (automatic recordings start here).
+    fn published(&self, room: &Arc<Room>);
+    /// The composite of `room` ended (the recordings it fed end with it; may block while their
+    /// files close).
+    fn composite_ended(&self, room: &Arc<Room>);
+}
 
 /// The SFU: rooms and the sessions in them.
 pub struct Sfu {
@@ -784,14 +181,8 @@ pub struct Sfu {
     retired: Mutex<Vec<ForwarderStats>>,
     /// Room events for the WebSocket protocol and the gRPC event stream.
     pub events: Arc<Events>,
-    /// Where recordings go.
-    pub(crate) recording_dir: Mutex<std::path::PathBuf>,
-    /// Every recording since the start (the newest 1000).
-    pub(crate) recordings: Mutex<Vec<Arc<crate::record::Session>>>,
-    /// Rooms recorded from their first publisher (`*`: all), with the composite settings.
-    pub(crate) auto_record: Mutex<Option<AutoRecord>>,
-    /// The SIP gateway, when it runs (the control API edits its dial plan).
-    pub(crate) sip: Mutex<Option<Arc<crate::sip::Gateway>>>,
+    /// Who hears of publishes and of composites ending (the app), once set.
+    hooks: std::sync::OnceLock<Weak<dyn RoomHooks>>,
 }
 
 /// What `/metrics` reports per receiving session.
@@ -828,10 +219,7 @@ impl Sfu {
             counters: Arc::default(),
             retired: Mutex::default(),
             events: Arc::default(),
-            recording_dir: Mutex::new("recordings".into()),
-            recordings: Mutex::default(),
-            auto_record: Mutex::default(),
-            sip: Mutex::default(),
+            hooks: std::sync::OnceLock::new(),
         });
         // One timer for every room: keyframe retries and backlog recovery.
         let weak = Arc::downgrade(&sfu);
@@ -848,6 +236,61 @@ impl Sfu {
             }
         });
         sfu
+    }
+
+    /// Who hears of publishes and of composites ending (set once).
+    pub fn set_hooks(&self, hooks: Weak<dyn RoomHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    fn hooks(&self) -> Option<Arc<dyn RoomHooks>> {
+        self.hooks.get().and_then(Weak::upgrade)
+    }
+
+    /// Starts the composite of `room` unless it runs already. When it ends, the recordings it
+    /// fed end, its tracks go, and an empty room is forgotten.
+    pub fn ensure_mix(self: &Arc<Self>, room: &Arc<Room>, config: McuConfig) {
+        let weak = Arc::downgrade(self);
+        crate::media::engine::ensure(
+            room,
+            config,
+            Box::new(move |room: &Arc<Room>| {
+                let sfu = weak.upgrade();
+                if let Some(hooks) = sfu.as_ref().and_then(|s| s.hooks()) {
+                    hooks.composite_ended(room);
+                }
+                room.stop_mix();
+                room.events.emit(&room.name, EventKind::MixAvailable { available: false });
+                if let Some(sfu) = sfu {
+                    sfu.forget_if_empty(room);
+                }
+            }),
+        );
+    }
+
+    /// A room is deleted: forgotten at once (true when it was still known).
+    pub fn forget_room(&self, room: &Arc<Room>) -> bool {
+        let mut rooms = self.rooms.lock();
+        let known = rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room));
+        if known {
+            rooms.remove(&room.name);
+        }
+        known
+    }
+
+    /// Session ids in a room (every participant and viewer).
+    pub fn sessions_in(&self, room: &Arc<Room>, participant: Option<&str>) -> Vec<String> {
+        self.sessions
+            .lock()
+            .iter()
+            .filter(|(_, s)| Arc::ptr_eq(&s.room, room))
+            .filter(|(_, s)| match (participant, &s.role) {
+                (None, _) => true,
+                (Some(name), Role::Publisher { participant, .. }) => participant == name,
+                (Some(_), Role::Subscriber { .. }) => false,
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Every room, for metrics.
@@ -910,18 +353,18 @@ impl Sfu {
         let room = self.room(room_name, true)?;
         let id = self.fresh_id();
         {
-            let mut ps = room.participants.lock();
-            if ps.contains_key(participant) {
+            let mut ps = room.members_mut();
+            if ps.participants.contains_key(participant) {
                 return Err(SessionError::Conflict(format!("\"{participant}\" already publishes in \"{room_name}\"")));
             }
             let max = match room.max_participants.load(Ordering::Relaxed) {
                 0 => self.limits.max_participants,
                 n => n.min(self.limits.max_participants),
             };
-            if ps.iter().filter(|(k, _)| k.as_str() != MIX).count() >= max {
+            if ps.people().count() >= max {
                 return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({max} participants)")));
             }
-            ps.insert(
+            ps.participants.insert(
                 participant.into(),
                 Participant { session: id.clone(), mcu: mcu.is_some(), extmap, expected_tracks: sending, tracks: Vec::new(), simulcast },
             );
@@ -931,12 +374,12 @@ impl Sfu {
         let sub: Option<SubscriberId> = mcu.map(|_| self.next_id.fetch_add(1, Ordering::Relaxed));
         let receive = match mcu {
             Some(config) => {
-                crate::mcu::ensure(self, &room, config);
-                room.add_mix_listener(participant, config.codec)
+                self.ensure_mix(&room, config);
+                room.add_mix_listener(participant, config.codec, None, false)
             }
             None => Vec::new(),
         };
-        let result = match self.rtc.peer_connection(handler.clone(), crate::rtc::Media::Receives).await.map_err(internal) {
+        let result = match self.rtc.peer_connection(handler.clone(), crate::transport::rtc::Media::Receives).await.map_err(internal) {
             Ok((pc, _)) => {
                 let answered = match sub {
                     Some(sub) => self.answer_subscriber(&pc, (&handler, None), &room, &receive, desc, (sub, participant)).await.map(|(a, _)| a),
@@ -966,11 +409,13 @@ impl Sfu {
                 );
                 self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.into(), mcu: sub.is_some() });
                 room.note_participant(participant);
-                self.auto_record(&room);
+                if let Some(hooks) = self.hooks() {
+                    hooks.published(&room);
+                }
                 Ok(Accepted { id, answer, participant: participant.into() })
             }
             Err(e) => {
-                room.participants.lock().remove(participant);
+                room.members_mut().participants.remove(participant);
                 if let Some(sub) = sub {
                     room.remove_mix_listener(participant);
                     let mut m = room.lock();
@@ -992,25 +437,27 @@ impl Sfu {
         room_name: &str,
         name: &str,
         tracks: Vec<GatewayTrack>,
-        profile: Option<crate::mcu::VideoProfile>,
+        profile: Option<mcu_pipeline::VideoProfile>,
         config: McuConfig,
     ) -> Result<GatewayLeg, SessionError> {
         let room = self.room(room_name, true)?;
         let id = self.fresh_id();
         let participant = {
-            let mut ps = room.participants.lock();
+            let mut ps = room.members_mut();
             let max = match room.max_participants.load(Ordering::Relaxed) {
                 0 => self.limits.max_participants,
                 n => n.min(self.limits.max_participants),
             };
-            if ps.iter().filter(|(k, _)| k.as_str() != MIX).count() >= max {
+            if ps.people().count() >= max {
                 drop(ps);
                 self.drop_if_empty(&room);
                 return Err(SessionError::Limit(format!("room \"{room_name}\" is full ({max} participants)")));
             }
-            let participant =
-                (1..).map(|n| if n == 1 { name.to_string() } else { format!("{name}-{n}") }).find(|p| !ps.contains_key(p)).expect("some suffix is free");
-            ps.insert(
+            let participant = (1..)
+                .map(|n| if n == 1 { name.to_string() } else { format!("{name}-{n}") })
+                .find(|p| !ps.participants.contains_key(p))
+                .expect("some suffix is free");
+            ps.participants.insert(
                 participant.clone(),
                 Participant {
                     session: id.clone(),
@@ -1023,13 +470,9 @@ impl Sfu {
             );
             participant
         };
-        crate::mcu::ensure(self, &room, config);
+        self.ensure_mix(&room, config);
         let codec = profile.map(|p| p.codec).unwrap_or(config.codec);
-        if let Some(p) = profile {
-            room.view_profiles.lock().insert(participant.clone(), p);
-        }
-        room.gateway_legs.lock().insert(participant.clone());
-        let receive = room.add_mix_listener(&participant, codec);
+        let receive = room.add_mix_listener(&participant, codec, profile, true);
         // Its own picture and mix, forwarded like any subscriber's (sequence numbers rewritten).
         let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut queues = Vec::new();
@@ -1071,7 +514,7 @@ impl Sfu {
                 m.ssrcs.insert(track_id.clone(), t.ssrc);
             }
             let track = PublishedTrack { id: track_id, kind: t.kind, codec: t.codec, extmap: Arc::default(), muted: Arc::default(), layers: 1 };
-            if let Some(p) = room.participants().get_mut(&participant) {
+            if let Some(p) = room.members_mut().participants.get_mut(&participant) {
                 p.tracks.push(track.clone());
             }
             self.events.emit(room_name, EventKind::TrackPublished { participant: participant.clone(), track: track.info() });
@@ -1086,7 +529,9 @@ impl Sfu {
         tracing::info!(room = room_name, %participant, session = %id, "SIP participant joined");
         self.events.emit(room_name, EventKind::ParticipantJoined { participant: participant.clone(), mcu: true });
         room.note_participant(&participant);
-        self.auto_record(&room);
+        if let Some(hooks) = self.hooks() {
+            hooks.published(&room);
+        }
         Ok(GatewayLeg { session: id, room, participant, published, video, audio, sub, hangup })
     }
 
@@ -1101,7 +546,7 @@ impl Sfu {
         let id = self.fresh_id();
         let sub: SubscriberId = self.next_id.fetch_add(1, Ordering::Relaxed);
         let handler = Arc::new(Handler::new(Arc::downgrade(self), id.clone(), None));
-        let (pc, direct) = self.rtc.peer_connection(handler.clone(), crate::rtc::Media::SendOnly).await.map_err(internal)?;
+        let (pc, direct) = self.rtc.peer_connection(handler.clone(), crate::transport::rtc::Media::SendOnly).await.map_err(internal)?;
         match self.answer_subscriber(&pc, (&handler, direct), &room, &tracks, desc, (sub, viewer)).await {
             Ok((answer, wired)) => {
                 room.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -1124,7 +569,7 @@ impl Sfu {
     async fn answer_subscriber(
         &self,
         pc: &Arc<dyn PeerConnection>,
-        (handler, direct): (&Arc<Handler>, Option<crate::fastpath::Direct>),
+        (handler, direct): (&Arc<Handler>, Option<crate::transport::fastpath::Direct>),
         room: &Arc<Room>,
         tracks: &[PublishedTrack],
         desc: RTCSessionDescription,
@@ -1222,7 +667,7 @@ impl Sfu {
         // A bad offer must not start a composite.
         RTCSessionDescription::offer(offer.clone()).map_err(|e| SessionError::BadOffer(e.to_string()))?;
         let room = self.room(room_name, true)?;
-        crate::mcu::ensure(self, &room, config);
+        self.ensure_mix(&room, config);
         self.play(room_name, MIX, viewer, offer).await
     }
 
@@ -1245,7 +690,7 @@ impl Sfu {
     }
 
     /// The shared WebRTC UDP port, when one is configured.
-    pub fn udp_mux(&self) -> Option<&Arc<crate::udpmux::UdpMux>> {
+    pub fn udp_mux(&self) -> Option<&Arc<crate::transport::udpmux::UdpMux>> {
         self.rtc.mux.as_ref()
     }
 
@@ -1255,7 +700,7 @@ impl Sfu {
         let s = s.ok_or_else(|| SessionError::NotFound(format!("no session {id}")))?;
         match &s.role {
             Role::Publisher { participant, sub } => {
-                let p = s.room.participants.lock().remove(participant);
+                let p = s.room.members_mut().participants.remove(participant);
                 if sub.is_some() {
                     s.room.remove_mix_listener(participant);
                 }
@@ -1304,7 +749,7 @@ impl Sfu {
 
     fn drop_if_empty(&self, room: &Arc<Room>) {
         let mut rooms = self.rooms.lock();
-        let mix_running = room.mix.lock().is_some();
+        let mix_running = room.members().mix.is_some();
         let keep = room.persistent.load(Ordering::Relaxed) && !room.closed.load(Ordering::Relaxed);
         if !keep && !mix_running && room.counts() == (0, 0, 0) && rooms.get(&room.name).is_some_and(|r| Arc::ptr_eq(r, room)) {
             rooms.remove(&room.name);
@@ -1325,9 +770,8 @@ impl Sfu {
     pub fn room_info(&self, name: &str) -> Option<serde_json::Value> {
         let room = self.room(name, false).ok()?;
         let mut people: Vec<serde_json::Value> = room
-            .participants()
-            .iter()
-            .filter(|(k, _)| k.as_str() != MIX)
+            .members()
+            .people()
             .map(|(k, p)| {
                 let kinds: Vec<&str> = p.tracks.iter().map(|t| if t.kind == RtpCodecKind::Audio { "audio" } else { "video" }).collect();
                 // Simulcast tracks: the layer the composite decodes.
@@ -1409,8 +853,8 @@ async fn wait_for_tracks(room: &Room, target: &str) -> Result<Vec<PublishedTrack
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (tracks, expected) = {
-            let ps = room.participants.lock();
-            let p = ps.get(target).ok_or_else(|| SessionError::NotFound(format!("no participant \"{target}\" in \"{}\"", room.name)))?;
+            let ps = room.members();
+            let p = ps.participants.get(target).ok_or_else(|| SessionError::NotFound(format!("no participant \"{target}\" in \"{}\"", room.name)))?;
             (p.tracks.clone(), p.expected_tracks)
         };
         if tracks.len() >= expected || (Instant::now() >= deadline && !tracks.is_empty()) {
@@ -1426,10 +870,10 @@ async fn wait_for_tracks(room: &Room, target: &str) -> Result<Vec<PublishedTrack
 /// The direct sender of a viewer whose connection is up. The SRTP contexts are derived as
 /// the DTLS handshake completes, about when the connection reports itself connected: a few
 /// tries, then the `webrtc` crate's path.
-async fn direct_out(direct: &crate::fastpath::Direct, room: &str, sub: SubscriberId) -> Option<Arc<crate::fastpath::DirectOut>> {
+async fn direct_out(direct: &crate::transport::fastpath::Direct, room: &str, sub: SubscriberId) -> Option<Arc<crate::transport::fastpath::DirectOut>> {
     let mut tries = 0;
     loop {
-        match crate::fastpath::DirectOut::new(direct) {
+        match crate::transport::fastpath::DirectOut::new(direct) {
             Ok(d) => {
                 tracing::debug!(room, sub, dest = ?d.destination(), "viewer on the direct send path");
                 return Some(Arc::new(d));
@@ -1550,7 +994,7 @@ impl PeerConnectionEventHandler for Handler {
         };
         // A simulcast video (rids in the offer, lowest first) is one track of several layers.
         let rids = match kind {
-            RtpCodecKind::Video => room.participants.lock().get(&participant).map(|p| p.simulcast.clone()).unwrap_or_default(),
+            RtpCodecKind::Video => room.members().participants.get(&participant).map(|p| p.simulcast.clone()).unwrap_or_default(),
             _ => Vec::new(),
         };
         let mut rids = rids;
@@ -1566,7 +1010,7 @@ impl PeerConnectionEventHandler for Handler {
             muted: Arc::new(AtomicBool::new(false)),
             layers: if simulcast { rids.len() as u8 } else { 1 },
         };
-        if let Some(p) = room.participants.lock().get(&participant) {
+        if let Some(p) = room.members().participants.get(&participant) {
             published.extmap = p.extmap.clone();
         }
         let (fb_tx, mut fb_rx) = mpsc::unbounded_channel::<u32>();
@@ -1610,7 +1054,7 @@ impl PeerConnectionEventHandler for Handler {
                 }
             }
         };
-        if let Some(p) = room.participants.lock().get_mut(&participant) {
+        if let Some(p) = room.members_mut().participants.get_mut(&participant) {
             debug_assert_eq!(p.session, self.session);
             p.tracks.push(published.clone());
         }
@@ -1693,7 +1137,7 @@ async fn read_publisher_track(track: Arc<dyn TrackRemote>, room: Arc<Room>, publ
                 };
                 p.header.ssrc = layers.room_ssrcs[layer];
                 let Ok(raw) = p.marshal() else { continue };
-                room.ingest(&published, &participant, p, &raw);
+                room.ingest(&published, &participant, raw.freeze());
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}

@@ -14,8 +14,11 @@ use std::{sync::Arc, time::Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use bytes::Bytes;
 use mcu_codec::VideoCodec;
+use mcu_pipeline::MediaPacket;
 use mcu_sfu::TrackId;
+use mcu_sfu::rtp::RtpPacket;
 
 /// A packet from a room's publisher, copied for the composite.
 pub struct TapPacket {
@@ -27,8 +30,8 @@ pub struct TapPacket {
     pub video: Option<VideoCodec>,
     /// When it arrived.
     pub arrived: Instant,
-    /// The packet.
-    pub packet: rtc::rtp::Packet,
+    /// The packet (its payload shares the received buffer).
+    pub packet: MediaPacket,
 }
 
 /// The video codec the composite decodes for a track's MIME type.
@@ -142,12 +145,19 @@ impl Tap {
     }
 
     /// Copies a packet of `track` (codec `mime`) for the composite: video to the video thread,
-    /// Opus to the audio thread; other codecs are not composited.
-    pub fn offer(&self, track: &TrackId, participant: &str, mime: &str, packet: rtc::rtp::Packet) -> Offered {
+    /// Opus to the audio thread; other codecs, and what is not RTP, are not composited.
+    pub fn offer(&self, track: &TrackId, participant: &str, mime: &str, raw: &Bytes) -> Offered {
         let video = video_codec(mime);
         if video.is_none() && !mime.eq_ignore_ascii_case("audio/opus") {
             return Offered::NotComposited;
         }
+        let Ok(view) = RtpPacket::parse(raw) else { return Offered::NotComposited };
+        let packet = MediaPacket {
+            seq: view.seq,
+            timestamp: view.timestamp,
+            marker: view.marker,
+            payload: raw.slice(view.payload_offset..view.payload_offset + view.payload_len),
+        };
         match self.send(TapPacket { track: track.clone(), participant: participant.into(), video, arrived: Instant::now(), packet }) {
             true => Offered::Queued,
             false => Offered::Full,
@@ -158,7 +168,7 @@ impl Tap {
     fn send(&self, packet: TapPacket) -> bool {
         match packet.video {
             Some(_) => {
-                let wake = packet.packet.header.marker;
+                let wake = packet.packet.marker;
                 self.video.push(packet, wake)
             }
             None => self.audio.push(packet, false),
@@ -179,9 +189,7 @@ mod tests {
     use std::time::Duration;
 
     fn packet(video: bool, marker: bool, seq: u16) -> TapPacket {
-        let mut packet = rtc::rtp::Packet::default();
-        packet.header.marker = marker;
-        packet.header.sequence_number = seq;
+        let packet = MediaPacket { seq, timestamp: 0, marker, payload: Bytes::new() };
         TapPacket { track: "p/t".into(), participant: "p".into(), video: video.then_some(VideoCodec::Vp8), arrived: Instant::now(), packet }
     }
 
@@ -191,7 +199,7 @@ mod tests {
         let reader = std::thread::spawn(move || {
             let t = Instant::now();
             let got = readers.video.wait(t + Duration::from_secs(10)).unwrap();
-            (got.iter().map(|p| p.packet.header.sequence_number).collect::<Vec<_>>(), t.elapsed())
+            (got.iter().map(|p| p.packet.seq).collect::<Vec<_>>(), t.elapsed())
         });
         std::thread::sleep(Duration::from_millis(50));
         assert!(tap.send(packet(true, false, 1)));
@@ -212,27 +220,26 @@ mod tests {
         assert!(readers.video.wait(t + Duration::from_millis(20)).unwrap().is_empty());
         let audio = readers.audio.wait(Instant::now() + Duration::from_millis(30)).unwrap();
         assert!(t.elapsed() >= Duration::from_millis(45), "audio never wakes its reader early");
-        assert_eq!(audio.iter().map(|p| p.packet.header.sequence_number).collect::<Vec<_>>(), vec![7]);
+        assert_eq!(audio.iter().map(|p| p.packet.seq).collect::<Vec<_>>(), vec![7]);
     }
 
     #[test]
     fn offers_go_by_codec_and_a_full_queue_says_so() {
         let (tap, readers) = Tap::new();
         let id: TrackId = "p/t".into();
-        let rtp = |seq| {
-            let mut p = rtc::rtp::Packet::default();
-            p.header.sequence_number = seq;
-            p
-        };
-        assert_eq!(tap.offer(&id, "p", "video/H264", rtp(1)), Offered::Queued);
-        assert_eq!(tap.offer(&id, "p", "audio/PCMU", rtp(2)), Offered::NotComposited);
+        let rtp = |seq| Bytes::from(mcu_sfu::rtp::build(96, true, seq, 3000, 0x1234, b"frame"));
+        assert_eq!(tap.offer(&id, "p", "video/H264", &rtp(1)), Offered::Queued);
+        assert_eq!(tap.offer(&id, "p", "audio/PCMU", &rtp(2)), Offered::NotComposited);
+        assert_eq!(tap.offer(&id, "p", "video/H264", &Bytes::from_static(b"\x80short")), Offered::NotComposited, "not RTP");
         for i in 0..AUDIO_CAPACITY {
-            assert_eq!(tap.offer(&id, "p", "audio/opus", rtp(i as u16)), Offered::Queued);
+            assert_eq!(tap.offer(&id, "p", "audio/opus", &rtp(i as u16)), Offered::Queued);
         }
-        assert_eq!(tap.offer(&id, "p", "audio/opus", rtp(0)), Offered::Full);
+        assert_eq!(tap.offer(&id, "p", "audio/opus", &rtp(0)), Offered::Full);
         let far = Instant::now() + Duration::from_secs(1);
         let video = readers.video.wait(far).unwrap();
         assert_eq!((video.len(), video[0].video), (1, Some(VideoCodec::H264)));
+        let p = &video[0].packet;
+        assert_eq!((p.seq, p.timestamp, p.marker, &p.payload[..]), (1, 3000, true, &b"frame"[..]), "the payload without the header");
         assert_eq!(readers.audio.wait(far).unwrap().len(), AUDIO_CAPACITY);
     }
 

@@ -199,11 +199,11 @@ fn recording_video(codec: Option<&str>, size: Option<&str>, bitrate: Option<u32>
     if codec.is_none() && size.is_none() && bitrate.is_none() {
         return Ok(None);
     }
-    let codec = match codec.map(str::parse::<crate::mcu::MixCodec>).transpose().map_err(|e| anyhow::anyhow!("--codec {e}"))? {
+    let codec = match codec.map(str::parse::<mcu_pipeline::MixCodec>).transpose().map_err(|e| anyhow::anyhow!("--codec {e}"))? {
         None => v1::RecordingCodec::Unspecified,
-        Some(crate::mcu::MixCodec::Vp8) => v1::RecordingCodec::Vp8,
-        Some(crate::mcu::MixCodec::H264) => v1::RecordingCodec::H264,
-        Some(crate::mcu::MixCodec::Av1) => v1::RecordingCodec::Av1,
+        Some(mcu_pipeline::MixCodec::Vp8) => v1::RecordingCodec::Vp8,
+        Some(mcu_pipeline::MixCodec::H264) => v1::RecordingCodec::H264,
+        Some(mcu_pipeline::MixCodec::Av1) => v1::RecordingCodec::Av1,
     };
     let (width, height) = match size {
         None => (0, 0),

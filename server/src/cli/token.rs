@@ -38,7 +38,7 @@ pub struct TokenArgs {
 }
 
 fn parse_ttl(s: &str) -> Result<u64, String> {
-    Some(crate::config::parse_duration(s)?.as_secs()).filter(|v| *v > 0).ok_or_else(|| format!("duration {s:?} is under a second"))
+    Some(crate::cli::config::parse_duration(s)?.as_secs()).filter(|v| *v > 0).ok_or_else(|| format!("duration {s:?} is under a second"))
 }
 
 pub fn run(args: &TokenArgs) -> anyhow::Result<()> {

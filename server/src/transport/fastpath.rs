@@ -28,7 +28,13 @@ use parking_lot::Mutex;
 use mcu_sfu::{rtcp, rtp::RtpPacket};
 use rtc::srtp::context::Context;
 
-use crate::{sfu::Counters, srtp_tap::KeyTap, udpmux::MediaRoute};
+use crate::{
+    counters::Counters,
+    transport::{
+        srtp_tap::KeyTap,
+        udpmux::{MediaRoute, send_now},
+    },
+};
 
 /// Sender reports per stream: one a second.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -164,13 +170,6 @@ impl DirectOut {
     pub fn destination(&self) -> Option<SocketAddr> {
         self.route.get().map(|(_, d)| d)
     }
-}
-
-/// One non-blocking send, straight to the kernel: tokio's `try_send_to` would first ask its
-/// readiness flags, which only its own reactor sets, and those say nothing of this thread's
-/// sends. A full socket buffer is an error (`WouldBlock`) and the packet is dropped.
-pub(crate) fn send_now(socket: &tokio::net::UdpSocket, data: &[u8], dest: SocketAddr) -> std::io::Result<usize> {
-    socket2::SockRef::from(socket).send_to(data, &dest.into())
 }
 
 /// The 64-bit NTP timestamp of `wall`.

@@ -18,12 +18,14 @@ use axum::{
 };
 use mcu_signaling::auth::{AuthError, Keys, Need, bearer};
 
-use crate::sfu::{Accepted, SessionError, Sfu};
+use crate::media::sessions::{Accepted, SessionError, Sfu};
 
 /// What the WHIP/WHEP handlers share.
 pub struct Http {
     /// The SFU.
     pub sfu: Arc<Sfu>,
+    /// What the server runs beside the rooms (recordings, the SIP gateway).
+    pub app: Arc<crate::app::App>,
     /// Token keys.
     pub keys: Keys,
     /// Tokenless requests allowed.
@@ -31,7 +33,7 @@ pub struct Http {
     /// `Link` header values announcing ICE servers (RFC 9725 §4.6).
     pub ice_links: Vec<String>,
     /// Room composite settings.
-    pub mcu: crate::mcu::McuConfig,
+    pub mcu: mcu_pipeline::McuConfig,
     /// The port of the gRPC control API (gRPC-web on it too).
     pub grpc_port: u16,
 }
@@ -221,7 +223,7 @@ pub async fn room_info(State(http): State<Arc<Http>>, Path(room): Path<String>, 
 
 /// `GET /`: the demo page (join with camera and microphone, MCU mix or SFU tracks).
 pub async fn demo_page() -> Response {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../web/index.html")).into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../../web/index.html")).into_response()
 }
 
 /// `GET /control`: where the gRPC control API listens, for browser pages (gRPC-web on the
