@@ -1,5 +1,7 @@
 //! The composite's video: inputs decoded, canvases planned, drawn, encoded once each and
-//! packetized for every viewer of each.
+//! packetized once each, as a track of the composite; the driver's forwarder sends each canvas
+//! track to whoever sees it ([`VideoOutput::Show`] moves a viewer between canvases at a
+//! keyframe).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -17,12 +19,12 @@ use rtc::rtp::{
 };
 
 use crate::{
-    MTU, McuConfig, MediaPacket, MixCodec, ROOM_CANVAS, RoomView, TrackId, VIDEO_PT, VideoProfile,
+    MIX, MTU, McuConfig, MediaPacket, MixCodec, ROOM_CANVAS, RoomView, TrackId, VIDEO_PT, VideoProfile,
     depack::{Depack, PtsClock},
     encoders::{DecoderFactory, EncoderFactory, Renderer},
     plan::{largest_tiles, layer_for_tile, plan_canvases},
     rate::{RATE_CHECK_INTERVAL, loss_based_bitrate, shared_encode_bitrate},
-    room_video_track, video_track_for,
+    room_video_track,
 };
 
 /// Largest picture an input may announce (4K UHD); bigger is refused before decoding, so a
@@ -94,8 +96,40 @@ pub enum VideoOutput {
         /// Why.
         error: String,
     },
+    /// A canvas is drawn for viewers: its track is to be published in the room (its packets
+    /// carry `ssrc`). The room canvas's track ([`room_video_track`]) is the driver's from the
+    /// start and is not announced.
+    CanvasTrack {
+        /// The track (`_mix/canvas-N`).
+        track: TrackId,
+        /// The SSRC of its packets.
+        ssrc: u32,
+        /// Its codec.
+        codec: MixCodec,
+    },
+    /// A canvas is no longer drawn: its track is to be unpublished (after the viewers it had
+    /// were shown another, so their subscriptions move on).
+    CanvasGone {
+        /// The track.
+        track: TrackId,
+    },
+    /// An MCU participant's picture is now this canvas track: its subscription moves there at
+    /// the track's next keyframe (its own SSRC and numbering continue).
+    Show {
+        /// The participant.
+        listener: String,
+        /// The canvas track.
+        track: TrackId,
+    },
     /// Nobody has published or watched for 5 s: the composite should stop.
     Idle,
+}
+
+/// A canvas as a track of the composite.
+struct CanvasOut {
+    track: TrackId,
+    ssrc: u32,
+    seq: u16,
 }
 
 /// What the video engine counted.
@@ -151,10 +185,14 @@ pub struct VideoEngine {
     /// Canvases by id, each with its encode; those whose encoder failed, until when.
     views: HashMap<CanvasId, View>,
     failed: HashMap<CanvasId, Instant>,
-    /// Who sees which canvas (by the SSRC of their video track), and each track's sequence
-    /// numbers.
+    /// Who sees which canvas (by the SSRC of their video track: MCU participants, and the room
+    /// track's viewers).
     seen_by: HashMap<u32, CanvasId>,
-    video_seq: HashMap<u32, u16>,
+    /// Each canvas of the scene as a track, and the last canvas track each MCU participant was
+    /// shown.
+    canvas_out: HashMap<CanvasId, CanvasOut>,
+    shown: HashMap<String, TrackId>,
+    next_canvas_track: u32,
     scene: Option<Scene>,
     /// The canvases of the last scene the renderer took, and each one's profile.
     canvases: Vec<CanvasId>,
@@ -205,7 +243,9 @@ impl VideoEngine {
             views: HashMap::new(),
             failed: HashMap::new(),
             seen_by: HashMap::new(),
-            video_seq: HashMap::new(),
+            canvas_out: HashMap::new(),
+            shown: HashMap::new(),
+            next_canvas_track: 1,
             scene: None,
             canvases: Vec::new(),
             profiles: HashMap::new(),
@@ -294,12 +334,21 @@ impl VideoEngine {
         input.depack.push(arrived, packet);
     }
 
-    /// A viewer of the composite track with `ssrc` asked for a keyframe.
+    /// A viewer of the canvas track whose packets carry `ssrc` asked for a keyframe (through
+    /// the forwarder, which throttles).
     pub fn request_keyframe(&mut self, ssrc: u32) {
-        let canvas = self.seen_by.get(&ssrc).cloned().unwrap_or_else(|| CanvasId::new(ROOM_CANVAS));
+        let canvas = self.canvas_out.iter().find(|(_, c)| c.ssrc == ssrc).map(|(id, _)| id.clone()).unwrap_or_else(|| CanvasId::new(ROOM_CANVAS));
         if let Some(v) = self.views.get_mut(&canvas) {
             v.encoder.request_keyframe();
         }
+    }
+
+    /// The tracks of the canvases drawn for viewers now (the room's included): the driver
+    /// reads their receivers' feedback for [`RoomView::feedback`].
+    pub fn canvas_tracks(&self) -> Vec<TrackId> {
+        let mut t: Vec<TrackId> = self.canvas_out.values().map(|c| c.track.clone()).collect();
+        t.sort();
+        t
     }
 
     /// Whether a pass at `now` fits the encodes' rates and the simulcast caps: the view should
@@ -435,6 +484,7 @@ impl VideoEngine {
         let recorded: Vec<VideoProfile> = self.view.recordings.iter().map(|r| r.profile.unwrap_or(own)).collect();
         let (scene, profiles, assigned) =
             plan_canvases(&self.config, &self.view.control, &inputs, self.view.speaker.as_deref(), room_ssrc, &viewers, &recorded);
+        let mut gone = Vec::new();
         if self.scene.as_ref() != Some(&scene) {
             // Validated by the control API; a scene the compositor still refuses keeps the
             // previous one on screen rather than stopping the room.
@@ -444,6 +494,7 @@ impl VideoEngine {
                     self.failed.retain(|id, _| scene.canvases.iter().any(|c| &c.id == id));
                     self.profiles = profiles;
                     self.canvases = scene.canvases.iter().map(|c| c.id.clone()).collect();
+                    gone = self.canvas_tracks_follow_scene();
                 }
                 Err(e) => tracing::warn!(error = %e, "layout refused; keeping the previous one"),
             }
@@ -451,20 +502,16 @@ impl VideoEngine {
             self.scene = Some(scene);
         }
         self.open_encoders(now);
-        // A viewer that moves to another canvas needs a keyframe of it.
-        for (ssrc, id) in &assigned {
-            if self.seen_by.get(ssrc) != Some(id)
-                && let Some(v) = self.views.get_mut(id)
-            {
-                v.encoder.request_keyframe();
-            }
-        }
+        // A viewer that moves to another canvas is shown its track; the driver's forwarder
+        // asks that canvas for the keyframe the move waits for.
         self.seen_by = assigned;
-        self.video_seq.retain(|ssrc, _| self.seen_by.contains_key(ssrc));
+        self.show_canvases();
+        // Unpublished only now: the viewers they had were moved on first.
+        self.outputs.extend(gone.into_iter().map(|track| VideoOutput::CanvasGone { track }));
         if now.duration_since(self.last_rate_check) >= RATE_CHECK_INTERVAL {
             self.last_rate_check = now;
             self.layer_caps();
-            self.fit_rates(&viewers, room_ssrc);
+            self.fit_rates();
         }
         // A sender that stopped sending shows its placeholder instead of a frozen picture.
         for v in self.videos.values() {
@@ -530,21 +577,70 @@ impl VideoEngine {
                     None => bitstream::annexb_nal_units(&data).filter(|n| n[0] & 0x1f != bitstream::h264_nal::AUD).map(Bytes::copy_from_slice).collect(),
                 };
                 let n = payloads.len();
-                // Encoded and packetized once; written on every video track that shows it.
-                let mut ssrcs: Vec<u32> = self.seen_by.iter().filter(|(_, v)| **v == id).map(|(s, _)| *s).collect();
-                ssrcs.sort_unstable();
-                for ssrc in ssrcs {
-                    let seq = match self.video_seq.entry(ssrc) {
-                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => v.insert(next_random(&mut self.rng) as u16),
-                    };
-                    for (i, p) in payloads.iter().enumerate() {
-                        *seq = seq.wrapping_add(1);
-                        self.outputs.push_back(VideoOutput::Rtp(mcu_sfu::rtp::build(VIDEO_PT, i + 1 == n, *seq, ts, ssrc, p)));
-                    }
+                // Encoded and packetized once, on the canvas's track; the forwarder sends it to
+                // every viewer (each with its own SSRC and numbering).
+                let Some(out) = self.canvas_out.get_mut(&id) else { continue };
+                for (i, p) in payloads.iter().enumerate() {
+                    out.seq = out.seq.wrapping_add(1);
+                    self.outputs.push_back(VideoOutput::Rtp(mcu_sfu::rtp::build(VIDEO_PT, i + 1 == n, out.seq, ts, out.ssrc, p)));
                 }
             }
         }
+    }
+
+    /// Every canvas of the new scene gets a track (announced), and those of canvases that are
+    /// gone are returned, to be unpublished once their viewers were moved.
+    fn canvas_tracks_follow_scene(&mut self) -> Vec<TrackId> {
+        let canvases = &self.canvases;
+        let mut gone: Vec<TrackId> = Vec::new();
+        self.canvas_out.retain(|id, c| {
+            let keep = canvases.contains(id);
+            if !keep && id.0.as_ref() != ROOM_CANVAS {
+                gone.push(c.track.clone());
+            }
+            keep
+        });
+        gone.sort();
+        for id in self.canvases.clone() {
+            if self.canvas_out.contains_key(&id) {
+                continue;
+            }
+            let seq = next_random(&mut self.rng) as u16;
+            if id.0.as_ref() == ROOM_CANVAS {
+                // The room's track, published by the driver with the composite.
+                let out = CanvasOut { track: Arc::from(room_video_track()), ssrc: self.view.room_ssrcs.0, seq };
+                self.canvas_out.insert(id, out);
+                continue;
+            }
+            let track: TrackId = Arc::from(format!("{MIX}/canvas-{}", self.next_canvas_track));
+            self.next_canvas_track += 1;
+            let ssrc = loop {
+                let s = next_random(&mut self.rng) as u32 | 1;
+                if s != self.view.room_ssrcs.0 && s != self.view.room_ssrcs.1 && self.canvas_out.values().all(|c| c.ssrc != s) {
+                    break s;
+                }
+            };
+            let codec = self.profiles.get(&id).map_or(self.config.codec, |p| p.codec);
+            self.outputs.push_back(VideoOutput::CanvasTrack { track: track.clone(), ssrc, codec });
+            self.canvas_out.insert(id, CanvasOut { track, ssrc, seq });
+        }
+        gone
+    }
+
+    /// Each MCU participant whose canvas track changed is told (and one that is no longer
+    /// shown anything is forgotten, so it is told again when it is).
+    fn show_canvases(&mut self) {
+        let mut shown = HashMap::new();
+        let mut listeners: Vec<&crate::Listener> = self.view.listeners.iter().collect();
+        listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        for l in listeners {
+            let Some(track) = self.seen_by.get(&l.video_ssrc).and_then(|id| self.canvas_out.get(id)).map(|c| c.track.clone()) else { continue };
+            if self.shown.get(&l.name) != Some(&track) {
+                self.outputs.push_back(VideoOutput::Show { listener: l.name.clone(), track: track.clone() });
+            }
+            shown.insert(l.name.clone(), track);
+        }
+        self.shown = shown;
     }
 
     /// An encoder for every canvas of the renderer's scene that has none (and whose last failure is old
@@ -589,14 +685,11 @@ impl VideoEngine {
 
     /// Each shared encode follows the lowest bandwidth estimate (REMB) of those who receive
     /// it, and the loss they report, under its profile's bitrate.
-    fn fit_rates(&mut self, viewers: &[(String, u32, VideoProfile)], room_ssrc: Option<u32>) {
+    fn fit_rates(&mut self) {
         for (id, view) in self.views.iter_mut() {
-            let mut tracks: Vec<String> =
-                viewers.iter().filter(|(_, ssrc, _)| self.seen_by.get(ssrc) == Some(id)).map(|(n, _, _)| video_track_for(n)).collect();
-            if room_ssrc.is_some_and(|s| self.seen_by.get(&s) == Some(id)) {
-                tracks.push(room_video_track());
-            }
-            let reports: Vec<&crate::Feedback> = tracks.iter().filter_map(|t| self.view.feedback.get(t)).collect();
+            // The canvas's track: everyone who receives it (or is moving to it) reports there.
+            let track = self.canvas_out.get(id).map(|c| c.track.to_string());
+            let reports: Vec<&crate::Feedback> = track.iter().filter_map(|t| self.view.feedback.get(t)).collect();
             let estimate = reports.iter().filter_map(|f| f.estimate).min();
             let loss = reports
                 .iter()

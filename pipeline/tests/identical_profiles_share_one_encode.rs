@@ -19,9 +19,8 @@ fn viewers_of_equal_pictures_and_profiles_share_one_video_encode() {
     room.publish(Publisher::new("alice", (160, 90), Rgb(30, 30, 200)));
     room.listener("a", 100, None);
     room.listener("b", 200, None);
-    // The composite's own track, watched by WHEP viewers.
-    room.view.room_ssrcs = (300, 301);
-    room.view.room_video_watched = true;
+    // The composite's own track, watched by a WHEP viewer.
+    room.room_viewer(350);
     // A phone: another size, its own encode.
     let phone = VideoProfile { codec: MixCodec::Vp8, width: 160, height: 90, single_nal: false, bitrate: 150_000 };
     room.listener("phone", 400, Some(phone));
@@ -29,7 +28,7 @@ fn viewers_of_equal_pictures_and_profiles_share_one_video_encode() {
 
     assert_eq!(*watched.opened.lock().unwrap(), 2, "one encoder for the room profile, one for the phone's");
     let frames = |ssrc| room.viewers.by_ssrc[&ssrc].frames.clone();
-    let (a, b, whep, p) = (frames(100), frames(200), frames(300), frames(400));
+    let (a, b, whep, p) = (frames(100), frames(200), frames(350), frames(400));
     assert!(a.len() >= 15, "a received {} pictures", a.len());
     assert_eq!(a, b, "a and b receive the same encoded pictures");
     assert_eq!(a, whep, "and so do the composite track's viewers");

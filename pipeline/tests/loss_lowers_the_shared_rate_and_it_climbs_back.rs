@@ -1,10 +1,10 @@
 //! Receiver reports of loss lower a shared encode's bitrate (the worst receiver's, GCC's
-//! loss rule) and, once the loss is gone, the rate climbs back to the profile's.
+//! loss rule) and, once the loss is gone, the rate climbs back to the profile's. The reports
+//! reach the room's forwarder as RTCP from each viewer; the engine reads them per canvas track.
 mod common;
 
 use common::*;
 use mcu_media::Rgb;
-use mcu_pipeline::Feedback;
 
 #[test]
 fn loss_reports_lower_the_shared_rate_and_it_climbs_back() {
@@ -16,7 +16,7 @@ fn loss_reports_lower_the_shared_rate_and_it_climbs_back() {
     room.run(1.0, &["alice"]);
     // Only b's link loses 25 %; a reports nothing. One report every 500 ms.
     for _ in 0..8 {
-        room.view.feedback.insert("_mix/video-for-b".into(), Feedback { estimate: None, loss: Some((room.now, 64)) });
+        room.report_loss(200, 64);
         room.run(0.5, &["alice"]);
     }
     assert_eq!(*watched.opened.lock().unwrap(), 1, "a and b share one encode");
@@ -28,7 +28,7 @@ fn loss_reports_lower_the_shared_rate_and_it_climbs_back() {
     let before = room.viewers.frames(100);
     // The loss is gone: reports of none.
     for _ in 0..24 {
-        room.view.feedback.insert("_mix/video-for-b".into(), Feedback { estimate: None, loss: Some((room.now, 0)) });
+        room.report_loss(200, 0);
         room.run(0.5, &["alice"]);
     }
     let last = *rates().last().unwrap();
@@ -43,10 +43,11 @@ fn an_estimate_holds_the_shared_encode_under_it() {
     let mut room = Room::new(Box::new(watched.clone()));
     room.publish(Publisher::new("alice", (160, 90), Rgb(30, 200, 30)));
     room.listener("a", 100, None);
-    room.view.feedback.insert("_mix/video-for-a".into(), Feedback { estimate: Some(150_000), loss: None });
+    room.run(0.2, &["alice"]);
+    room.report_estimate(100, 150_000);
     room.run(1.5, &["alice"]);
     assert_eq!(watched.rates.lock().unwrap()[&1].last(), Some(&135_000), "90 % of the estimate");
-    room.view.feedback.clear();
-    room.run(1.0, &["alice"]);
+    // Estimates older than 5 s no longer count.
+    room.run(6.0, &["alice"]);
     assert_eq!(watched.rates.lock().unwrap()[&1].last(), Some(&300_000), "no estimate: the profile's rate again");
 }

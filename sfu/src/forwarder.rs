@@ -90,6 +90,8 @@ pub struct ForwarderStats {
     pub plis_throttled: u64,
     /// Layer switches done.
     pub layer_switches: u64,
+    /// Subscriptions moved to another track ([`Forwarder::switch_track`]) at its keyframe.
+    pub track_switches: u64,
 }
 
 /// A forwarding operation that was refused.
@@ -228,6 +230,9 @@ type Cached = (u16, Arc<[u8]>, u32);
 struct Subscription {
     sub: SubscriberId,
     track: TrackId,
+    /// The track it moves to at that track's next keyframe ([`Forwarder::switch_track`]);
+    /// `track`'s packets are sent until then.
+    moving_to: Option<TrackId>,
     out_ssrc: u32,
     rtx: Option<(u32, u8)>,
     rtx_seq: u16,
@@ -312,14 +317,69 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Ends a track and every subscription to it.
+    /// Ends a track and every subscription to it, except those moving to another track:
+    /// they wait for that one's keyframe (sequence numbers continuing).
     pub fn unpublish(&mut self, id: &str) {
         if let Some(t) = self.tracks.remove(id) {
             for l in t.layers {
                 self.by_ssrc.remove(&l.ssrc);
             }
         }
+        for s in &mut self.subs {
+            if s.moving_to.as_deref() == Some(id) {
+                s.moving_to = None;
+            }
+            if &*s.track == id
+                && let Some(to) = s.moving_to.take()
+            {
+                s.track = to;
+                s.current = None;
+                s.need_keyframe = true;
+            }
+        }
         self.subs.retain(|s| &*s.track != id);
+    }
+
+    /// Moves the subscription that sends as `out_ssrc` to `to` (a viewer of the composite moved
+    /// to another canvas): it keeps its SSRC, its sequence numbers and timestamps continue, and
+    /// its current track's packets are sent until `to`'s next keyframe, which is requested now.
+    /// Moving it to the track it is on cancels a move.
+    pub fn switch_track(&mut self, now: Instant, sub: SubscriberId, out_ssrc: u32, to: &str) -> Result<(), ForwardError> {
+        if !self.tracks.contains_key(to) {
+            return Err(ForwardError::UnknownTrack(to.into()));
+        }
+        let i = self.subs.iter().position(|s| s.sub == sub && s.out_ssrc == out_ssrc).ok_or_else(|| ForwardError::UnknownSubscription(sub, to.into()))?;
+        if &*self.subs[i].track == to {
+            self.subs[i].moving_to = None;
+            return Ok(());
+        }
+        let to: TrackId = Arc::from(to);
+        self.subs[i].moving_to = Some(to.clone());
+        let layer = self.moving_layer(i);
+        self.request_keyframe(now, &to, layer);
+        Ok(())
+    }
+
+    /// The subscriptions to `track` (those moving to it included): subscriber and output SSRC.
+    pub fn subscriptions_to(&self, track: &str) -> Vec<(SubscriberId, u32)> {
+        self.subs.iter().filter(|s| &*s.track == track || s.moving_to.as_deref() == Some(track)).map(|s| (s.sub, s.out_ssrc)).collect()
+    }
+
+    /// Whether `sub` has a subscription that sends as `out_ssrc` (on whatever track).
+    pub fn sends_as(&self, sub: SubscriberId, out_ssrc: u32) -> bool {
+        self.subs.iter().any(|s| s.sub == sub && s.out_ssrc == out_ssrc)
+    }
+
+    /// The track a subscription moves to, if it is moving.
+    pub fn moving_to(&self, sub: SubscriberId, out_ssrc: u32) -> Option<TrackId> {
+        self.subs.iter().find(|s| s.sub == sub && s.out_ssrc == out_ssrc).and_then(|s| s.moving_to.clone())
+    }
+
+    /// The layer of its new track a moving subscription starts on: the highest within its cap.
+    fn moving_layer(&self, i: usize) -> usize {
+        let s = &self.subs[i];
+        let layers = s.moving_to.as_ref().and_then(|t| self.tracks.get(t)).map_or(1, |t| t.layers.len());
+        s.max_layer.min(layers - 1)
     }
 
     /// Subscribes `sub` to `track`, sending as `out_ssrc` (and RTX as `(ssrc, payload type)`
@@ -332,6 +392,7 @@ impl Forwarder {
         self.subs.push(Subscription {
             sub,
             track: track.clone(),
+            moving_to: None,
             out_ssrc,
             rtx,
             rtx_seq: 0,
@@ -352,9 +413,9 @@ impl Forwarder {
         Ok(())
     }
 
-    /// How many subscriptions `track` has.
+    /// How many subscriptions `track` has (those moving to it included).
     pub fn subscribers_of(&self, track: &str) -> usize {
-        self.subs.iter().filter(|s| &*s.track == track).count()
+        self.subs.iter().filter(|s| &*s.track == track || s.moving_to.as_deref() == Some(track)).count()
     }
 
     /// The lowest downlink estimate (REMB, bps) among the subscribers of `tracks` that sent one
@@ -522,7 +583,23 @@ impl Forwarder {
         // Layers that subscriptions still wait for, requested (throttled) after the fan-out.
         let mut wanting: Vec<usize> = Vec::new();
         for i in 0..self.subs.len() {
-            if self.subs[i].track != track || self.subs[i].off {
+            if self.subs[i].off {
+                continue;
+            }
+            if self.subs[i].moving_to.as_ref() == Some(&track) {
+                // Moving here: at a keyframe of its layer, the subscription's track becomes this
+                // one and its output continues from the last packet it sent.
+                if !key || layer != self.moving_layer(i) {
+                    continue;
+                }
+                let s = &mut self.subs[i];
+                s.track = track.clone();
+                s.moving_to = None;
+                s.current = Some(layer);
+                s.munger.anchor(p.ssrc, p.seq, p.timestamp, now, clock_rate);
+                s.need_keyframe = false;
+                self.stats.track_switches += 1;
+            } else if self.subs[i].track != track {
                 continue;
             }
             let target = self.target_layer(i);
@@ -619,14 +696,21 @@ impl Forwarder {
     pub fn request_keyframe_for(&mut self, now: Instant, sub: SubscriberId, track: &str) {
         if let Ok(i) = self.sub_index(sub, track) {
             let s = &self.subs[i];
-            let (track, layer) = (s.track.clone(), s.current.unwrap_or_else(|| self.target_layer(i)));
+            let (track, layer) = match &s.moving_to {
+                Some(to) => (to.clone(), self.moving_layer(i)),
+                None => (s.track.clone(), s.current.unwrap_or_else(|| self.target_layer(i))),
+            };
             self.request_keyframe(now, &track, layer);
         }
     }
 
     fn keyframe_for(&mut self, now: Instant, sub: SubscriberId, media: u32) {
-        if let Some(s) = self.subs.iter().find(|s| s.sub == sub && s.out_ssrc == media) {
-            let (track, layer) = (s.track.clone(), s.current.unwrap_or(s.max_layer));
+        if let Some(i) = self.subs.iter().position(|s| s.sub == sub && s.out_ssrc == media) {
+            let s = &self.subs[i];
+            let (track, layer) = match &s.moving_to {
+                Some(to) => (to.clone(), self.moving_layer(i)),
+                None => (s.track.clone(), s.current.unwrap_or(s.max_layer)),
+            };
             self.request_keyframe(now, &track, layer);
         }
     }
@@ -709,10 +793,11 @@ impl Forwarder {
             (0..self.subs.len())
                 .filter(|&i| {
                     let s = &self.subs[i];
-                    !s.paused && !s.off && (s.need_keyframe || s.current != Some(self.target_layer(i)))
+                    !s.paused && !s.off && s.moving_to.is_none() && (s.need_keyframe || s.current != Some(self.target_layer(i)))
                 })
                 .map(|i| (self.subs[i].track.clone(), self.target_layer(i))),
         );
+        waiting.extend((0..self.subs.len()).filter(|&i| !self.subs[i].off).filter_map(|i| self.subs[i].moving_to.clone().map(|to| (to, self.moving_layer(i)))));
         waiting.sort_unstable();
         waiting.dedup();
         for (track, layer) in waiting {

@@ -105,7 +105,7 @@ ICE_FAILED_TIMEOUT = 3  # s, after the 5 s without traffic that make a connectio
 SERVER_ARGS = ("--mix-width", str(WIDTH), "--mix-height", str(HEIGHT), "--mix-fps", str(FPS),
                "--ice-failed-timeout-secs", str(ICE_FAILED_TIMEOUT))
 
-BACKGROUND = (16, 16, 24)  # the canvas behind the grid (server/src/mcu.rs grid_scene)
+BACKGROUND = (16, 16, 24)  # the canvas behind the grid (the room layout's grid, compositor crate)
 PLACEHOLDER = (48, 48, 56)  # a tile without video (compositor TileStyle::default)
 COLOUR_TOLERANCE = 35  # per channel, cells
 BACKGROUND_TOLERANCE = 20  # per channel, background

@@ -1,5 +1,7 @@
 //! A room on virtual time for the engine's scenario tests: publishers that send real VP8 (and
-//! Opus) packets, viewers that reassemble and decode what the engine sends them.
+//! Opus) packets, the room's forwarder (`mcu_sfu`, as the server runs it) that publishes the
+//! engine's canvas tracks and sends each viewer its canvas, and viewers that reassemble and
+//! decode what they receive, by the SSRC of their video track.
 #![allow(dead_code)]
 
 use std::{
@@ -15,7 +17,11 @@ use mcu_codec::{
 };
 use mcu_compositor::Compositor;
 use mcu_media::{PixelFormat, Rgb, VideoFrame};
-use mcu_pipeline::{EncoderFactory, Listener, McuConfig, MediaPacket, MixCodec, RoomView, SoftwareCodecs, TrackId, VideoEngine, VideoOutput, VideoProfile};
+use mcu_pipeline::{
+    ESTIMATE_MAX_AGE, EncoderFactory, Feedback, Listener, McuConfig, MediaPacket, MixCodec, RoomView, SoftwareCodecs, TrackId, VideoEngine, VideoOutput,
+    VideoProfile,
+};
+use mcu_sfu::{Codec, Forwarder, ForwarderConfig, Output};
 use rtc::rtp::{
     codec::vp8::{Vp8Packet, Vp8Payloader},
     packetizer::{Depacketizer, Payloader},
@@ -75,6 +81,9 @@ pub struct Received {
     pub frames: Vec<(u32, Vec<u8>, bool)>,
     partial: Vec<u8>,
     pub packets: u64,
+    /// Packets whose sequence number did not follow the previous one's.
+    pub seq_gaps: u64,
+    last_seq: Option<u16>,
 }
 
 /// Every SSRC's frames, reassembled from the engine's RTP.
@@ -88,6 +97,10 @@ impl Viewers {
         let p = mcu_sfu::rtp::RtpPacket::parse(packet).expect("the engine sends valid RTP");
         let r = self.by_ssrc.entry(p.ssrc).or_default();
         r.packets += 1;
+        if r.last_seq.is_some_and(|last| p.seq != last.wrapping_add(1)) {
+            r.seq_gaps += 1;
+        }
+        r.last_seq = Some(p.seq);
         let mut d = Vp8Packet::default();
         let body = d.depacketize(&Bytes::copy_from_slice(p.payload())).expect("the engine's VP8 depacketizes");
         r.partial.extend_from_slice(&body);
@@ -115,7 +128,10 @@ impl Viewers {
     }
 }
 
-/// The engine, its room and clock.
+/// The SSRC of the room canvas's track (`_mix/video-0`).
+pub const ROOM_SSRC: u32 = 300;
+
+/// The engine, its room (forwarder included) and clock.
 pub struct Room {
     pub engine: VideoEngine,
     pub view: RoomView,
@@ -123,13 +139,75 @@ pub struct Room {
     pub publishers: Vec<Publisher>,
     pub viewers: Viewers,
     pub outputs: Vec<VideoOutput>,
+    pub fwd: Forwarder,
+    /// The engine's receivers' feedback comes from the forwarder (as the server's driver reads
+    /// it); false: the test sets `view.feedback` itself.
+    pub feedback_from_forwarder: bool,
 }
 
 impl Room {
     pub fn new(encoders: Box<dyn EncoderFactory>) -> Room {
         let now = origin();
         let engine = VideoEngine::new(config(), now, Box::new(Compositor::new_cpu(1)), encoders, Box::new(SoftwareCodecs), 7);
-        Room { engine, view: RoomView::default(), now, publishers: Vec::new(), viewers: Viewers::default(), outputs: Vec::new() }
+        let mut fwd = Forwarder::new(ForwarderConfig::default());
+        fwd.publish("_mix/video-0", Codec::Vp8, 90_000, &[(ROOM_SSRC, 0)]).expect("the room track publishes");
+        let view = RoomView { room_ssrcs: (ROOM_SSRC, ROOM_SSRC + 1), ..RoomView::default() };
+        Room { engine, view, now, publishers: Vec::new(), viewers: Viewers::default(), outputs: Vec::new(), fwd, feedback_from_forwarder: true }
+    }
+
+    /// A WHEP viewer of the room canvas's track, receiving as `ssrc` (it counts as watching).
+    pub fn room_viewer(&mut self, ssrc: u32) {
+        self.fwd.subscribe(self.now, ssrc as u64, "_mix/video-0", ssrc, None).expect("the room track exists");
+        self.view.room_video_watched = true;
+    }
+
+    /// A receiver report from the viewer receiving as `ssrc`: `fraction` of its packets lost
+    /// (/256).
+    pub fn report_loss(&mut self, ssrc: u32, fraction: u8) {
+        let rr = mcu_sfu::rtcp::receiver_report(ssrc, &[(ssrc, fraction)]);
+        self.fwd.handle_subscriber_rtcp(self.now, ssrc as u64, &rr).expect("a valid report");
+    }
+
+    /// A bandwidth estimate (REMB) from the viewer receiving as `ssrc`.
+    pub fn report_estimate(&mut self, ssrc: u32, bps: u64) {
+        let remb = mcu_sfu::rtcp::remb(ssrc, bps, &[ssrc]);
+        self.fwd.handle_subscriber_rtcp(self.now, ssrc as u64, &remb).expect("a valid REMB");
+    }
+
+    /// Carries out an engine output as the server's driver does.
+    fn carry_out(&mut self, out: &VideoOutput) {
+        match out {
+            VideoOutput::Rtp(p) => {
+                let _ = self.fwd.handle_rtp(self.now, p);
+            }
+            VideoOutput::CanvasTrack { track, ssrc, .. } => self.fwd.publish(track.clone(), Codec::Vp8, 90_000, &[(*ssrc, 0)]).expect("a new canvas track"),
+            VideoOutput::CanvasGone { track } => self.fwd.unpublish(track),
+            VideoOutput::Show { listener, track } => {
+                // The listener's subscription (it receives as its video SSRC) moves there, or starts.
+                let ssrc = self.view.listeners.iter().find(|l| l.name == *listener).expect("a listener").video_ssrc;
+                if self.fwd.switch_track(self.now, ssrc as u64, ssrc, track).is_err() {
+                    self.fwd.subscribe(self.now, ssrc as u64, track, ssrc, None).expect("the canvas track exists");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What the forwarder sends: RTP to the viewers, keyframe requests to the engine.
+    fn drain_forwarder(&mut self) {
+        self.fwd.handle_timeout(self.now);
+        while let Some(o) = self.fwd.poll_output() {
+            match o {
+                Output::Rtp { packet, .. } => self.viewers.take(&packet),
+                Output::PublisherRtcp { packet, .. } => {
+                    for p in mcu_sfu::rtcp::parse(&packet).expect("the forwarder's RTCP parses") {
+                        if let mcu_sfu::rtcp::RtcpPacket::Pli { media, .. } = p {
+                            self.engine.request_keyframe(media);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     pub fn publish(&mut self, p: Publisher) {
@@ -148,6 +226,14 @@ impl Room {
         let steps = (seconds * 10.0).round() as usize;
         for _ in 0..steps {
             self.now += Duration::from_millis(100);
+            if self.feedback_from_forwarder {
+                self.view.feedback.clear();
+                for track in self.engine.canvas_tracks() {
+                    let estimate = self.fwd.track_estimate(self.now, &[&track], ESTIMATE_MAX_AGE);
+                    let loss = self.fwd.track_loss(self.now, &[&track], ESTIMATE_MAX_AGE);
+                    self.view.feedback.insert(track.to_string(), Feedback { estimate, loss });
+                }
+            }
             self.engine.set_view(self.now, self.view.clone());
             for p in self.publishers.iter_mut().filter(|p| sending.contains(&p.name.as_str())) {
                 for packet in p.frame() {
@@ -157,11 +243,10 @@ impl Room {
             // The jitter buffer holds a whole frame a little; let it go at the next step.
             self.engine.handle_timeout(self.now);
             while let Some(out) = self.engine.poll_output() {
-                if let VideoOutput::Rtp(p) = &out {
-                    self.viewers.take(p);
-                }
+                self.carry_out(&out);
                 self.outputs.push(out);
             }
+            self.drain_forwarder();
         }
     }
 }

@@ -52,6 +52,7 @@ fn add(a: &mut ForwarderStats, b: &ForwarderStats) {
     a.plis_sent += b.plis_sent;
     a.plis_throttled += b.plis_throttled;
     a.layer_switches += b.layer_switches;
+    a.track_switches += b.track_switches;
 }
 
 /// Per receiving session: the selected ICE pair's RTT and the REMB downlink estimate.
@@ -161,6 +162,12 @@ pub fn render(sfu: &Sfu, sip: Option<Arc<Gateway>>, ws_connections: u64) -> Stri
         ],
     );
     o.metric("mcu_layer_switches_total", "counter", "Simulcast layer switches.", total.layer_switches);
+    o.metric(
+        "mcu_canvas_switches_total",
+        "counter",
+        "MCU participants' pictures moved to another canvas track of the composite (at its keyframe).",
+        total.track_switches,
+    );
     o.metric("mcu_sessions_refused_total", "counter", "WHIP/WHEP requests refused (auth, limits, bad offers).", c.refused.load(Ordering::Relaxed));
     if let Some(g) = sip {
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -32,7 +32,7 @@ use mcu_pipeline::{
 };
 use tokio::sync::mpsc;
 
-use mcu_pipeline::{MIX, McuConfig};
+use mcu_pipeline::{MIX, McuConfig, TrackId};
 
 use crate::media::{
     events::EventKind,
@@ -96,9 +96,9 @@ struct Refresh {
     watched: bool,
     /// For the video engine: the listeners' pictures (profiles, watched video tracks).
     video: bool,
-    /// The composite tracks' receiver reports and the live tracks' simulcast layers (a rate
-    /// check is due).
-    feedback: bool,
+    /// The canvas tracks whose receivers' reports to read, and the live tracks' simulcast
+    /// layers (a rate check is due).
+    feedback: Option<Vec<TrackId>>,
 }
 
 impl Snapshot {
@@ -117,8 +117,7 @@ impl Snapshot {
         }
         if refresh.watched {
             if refresh.video {
-                self.watched =
-                    self.members.listeners.iter().filter(|l| room.watched(&mcu_pipeline::video_track_for(&l.name))).map(|l| l.name.clone()).collect();
+                self.watched = self.members.listeners.iter().filter(|l| room.picture_watched(&l.name)).map(|l| l.name.clone()).collect();
                 self.room_video_watched = room.watched(&mcu_pipeline::room_video_track());
             } else {
                 self.room_audio_watched = room.watched(&format!("{MIX}/audio-0"));
@@ -146,12 +145,10 @@ impl Snapshot {
             idle: self.members.publishers == 0 && room.subscriber_sessions() == 0,
             ..RoomView::default()
         };
-        if refresh.feedback {
-            let mut tracks: Vec<String> = view.listeners.iter().filter(|l| l.video_watched).map(|l| mcu_pipeline::video_track_for(&l.name)).collect();
-            tracks.push(mcu_pipeline::room_video_track());
+        if let Some(tracks) = refresh.feedback {
             for t in tracks {
-                let (estimate, loss) = room.encode_feedback(&[t.as_str()], mcu_pipeline::ESTIMATE_MAX_AGE);
-                view.feedback.insert(t, Feedback { estimate, loss });
+                let (estimate, loss) = room.encode_feedback(&[&*t], mcu_pipeline::ESTIMATE_MAX_AGE);
+                view.feedback.insert(t.to_string(), Feedback { estimate, loss });
             }
             for track in &view.live_tracks {
                 if let Some((layers, current)) = room.composite_layer(track) {
@@ -196,7 +193,7 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
         }
         let now = Instant::now();
         let speaker = shared_speaker.lock().clone();
-        let refresh = Refresh { watched: now >= engine.poll_timeout(), video: true, feedback: engine.wants_feedback(now) };
+        let refresh = Refresh { watched: now >= engine.poll_timeout(), video: true, feedback: engine.wants_feedback(now).then(|| engine.canvas_tracks()) };
         let view = snapshot.view(&room, refresh, speaker);
         engine.set_view(now, view);
         // Video inputs (audio goes to the audio thread).
@@ -232,6 +229,14 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
                         s.composite.video(shown_at, keyframe, &data, size);
                     }
                 }
+                VideoOutput::CanvasTrack { track, ssrc, codec } => room.publish_canvas(&track, ssrc, codec),
+                VideoOutput::CanvasGone { track } => room.unpublish_canvas(&track),
+                VideoOutput::Show { listener, track } => {
+                    let shown = room.show_canvas(&listener, &track);
+                    if !shown {
+                        tracing::debug!(room = %room.name, %listener, %track, "canvas not shown: no subscription yet");
+                    }
+                }
                 VideoOutput::EncoderFailed { canvas, error } => {
                     tracing::error!(room = %room.name, %canvas, %error, "composite canvas encoder failed; the canvas stops, the room goes on (retried in 5 s)");
                 }
@@ -263,7 +268,7 @@ fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<parking_lot::M
         let Some(batch) = rx.wait(engine.poll_timeout()) else { return Ok(()) };
         let Some(room) = room.upgrade() else { return Ok(()) };
         let now = Instant::now();
-        let refresh = Refresh { watched: now >= engine.poll_timeout(), video: false, feedback: false };
+        let refresh = Refresh { watched: now >= engine.poll_timeout(), video: false, feedback: None };
         let view = snapshot.view(&room, refresh, None);
         engine.set_view(view);
         for t in batch {

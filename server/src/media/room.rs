@@ -104,6 +104,8 @@ pub(super) struct Media {
     pub(super) feedback: HashMap<TrackId, mpsc::UnboundedSender<u32>>,
     /// Each published track's SSRC.
     pub(super) ssrcs: HashMap<TrackId, u32>,
+    /// The composite's canvas tracks (`_mix/canvas-N`) published now.
+    pub(super) canvases: Vec<TrackId>,
     /// The composite's subscriptions to simulcast tracks (one layer of each, switched at
     /// keyframes by the forwarder like any subscriber's), by the SSRC it writes.
     pub(super) taps: HashMap<u32, TapSink>,
@@ -191,6 +193,10 @@ pub(super) struct MixListener {
     pub(super) profile: Option<VideoProfile>,
     /// A SIP leg (its mix ends up as narrowband G.711 mostly).
     pub(super) phone: bool,
+    /// The forwarder subscription that sends its picture (subscriber, SSRC), once it started:
+    /// it subscribes to `_mix/video-for-{name}`, a track nothing is sent on, and is moved to
+    /// the canvas track the composite shows it ([`Room::show_canvas`]).
+    picture: Option<(SubscriberId, u32)>,
 }
 
 impl Members {
@@ -258,6 +264,7 @@ impl Room {
                 backlogged: HashMap::new(),
                 feedback: HashMap::new(),
                 ssrcs: HashMap::new(),
+                canvases: Vec::new(),
                 taps: HashMap::new(),
                 viewers: HashMap::new(),
                 choices: HashMap::new(),
@@ -494,11 +501,67 @@ impl Room {
             members.participants.remove(MIX)
         };
         let mut m = self.lock();
-        for t in p.map(|p| p.tracks).unwrap_or_default() {
-            m.fwd.unpublish(&t.id);
-            m.feedback.remove(&t.id);
-            m.ssrcs.remove(&t.id);
+        let canvases = std::mem::take(&mut m.canvases);
+        for id in p.map(|p| p.tracks).unwrap_or_default().into_iter().map(|t| t.id).chain(canvases) {
+            m.fwd.unpublish(&id);
+            m.feedback.remove(&id);
+            m.ssrcs.remove(&id);
         }
+    }
+
+    /// Publishes a canvas track of the composite (its packets carry `ssrc`); keyframe requests
+    /// for it reach the composite's encoders.
+    pub fn publish_canvas(&self, track: &TrackId, ssrc: u32, codec: MixCodec) {
+        let keyframes = self.members().mix_keyframes.clone();
+        let mut m = self.lock();
+        let family = match codec {
+            MixCodec::Vp8 => Codec::Vp8,
+            MixCodec::H264 => Codec::H264,
+            MixCodec::Av1 => Codec::Av1,
+        };
+        if let Err(e) = m.fwd.publish(track.clone(), family, 90_000, &[(ssrc, 0)]) {
+            tracing::warn!(%track, error = %e, "canvas track not published");
+            return;
+        }
+        let _ = m.fwd.set_pli_interval(track, COMPOSITE_PLI_INTERVAL);
+        m.ssrcs.insert(track.clone(), ssrc);
+        if let Some(tx) = keyframes {
+            m.feedback.insert(track.clone(), tx);
+        }
+        m.canvases.push(track.clone());
+    }
+
+    /// Unpublishes a canvas track (its viewers were moved on: their subscriptions follow).
+    pub fn unpublish_canvas(&self, track: &TrackId) {
+        let mut m = self.lock();
+        m.fwd.unpublish(track);
+        m.feedback.remove(track);
+        m.ssrcs.remove(track);
+        m.canvases.retain(|t| t != track);
+    }
+
+    /// An MCU participant's picture is now the canvas `track`: its subscription moves there at
+    /// the track's next keyframe (asked for now). False while its connection has no
+    /// subscription yet.
+    pub fn show_canvas(&self, listener: &str, track: &TrackId) -> bool {
+        let now = Instant::now();
+        let mut members = self.members_mut();
+        let Some(l) = members.listeners.get_mut(listener) else { return false };
+        let mut m = self.lock();
+        if l.picture.is_none_or(|(sub, ssrc)| !m.fwd.sends_as(sub, ssrc)) {
+            l.picture = m.fwd.subscriptions_to(&mcu_pipeline::video_track_for(listener)).first().copied();
+        }
+        let Some((sub, ssrc)) = l.picture else { return false };
+        let moved = m.fwd.switch_track(now, sub, ssrc, track).is_ok();
+        self.flush(&mut m, now);
+        moved
+    }
+
+    /// Whether an MCU participant's picture has a receiver (its connection is up).
+    pub fn picture_watched(&self, listener: &str) -> bool {
+        let picture = self.members().listeners.get(listener).and_then(|l| l.picture);
+        let m = self.lock();
+        picture.is_some_and(|(sub, ssrc)| m.fwd.sends_as(sub, ssrc)) || m.fwd.subscribers_of(&mcu_pipeline::video_track_for(listener)) > 0
     }
 
     /// Registers an MCU participant's own video and audio as tracks of the composite: the
@@ -526,7 +589,7 @@ impl Room {
             }
         }
         drop(m);
-        members.listeners.insert(name.into(), MixListener { audio_ssrc, video_ssrc, profile, phone });
+        members.listeners.insert(name.into(), MixListener { audio_ssrc, video_ssrc, profile, phone, picture: None });
         tracks
     }
 
