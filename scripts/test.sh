@@ -30,6 +30,11 @@ echo "== end to end: SIP phones (baresip, sipp) through the gateway, with aiortc
 target/e2e-venv/bin/python tests/e2e/sip_selftest.py 2>&1 | tee -a "$log"
 MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_sip.py 2>&1 | tee -a "$log"
 
+echo "== end to end again, the composites on the GPU paths (wgpu canvases, compute-shader mixes; lavapipe without a GPU)"
+for suite in mcu record sip; do
+  MCU_E2E_SERVER_ARGS="--render-path gpu --mix-path gpu" MCU_BIN="$PWD/target/debug/mcu" target/e2e-venv/bin/python tests/e2e/test_$suite.py 2>&1 | tee -a "$log"
+done
+
 echo "== end to end: headless Chromium over WHIP/WHEP"
 scripts/browser-setup.sh
 # Once per video codec Chromium publishes: VP8 (its default), H.264, and AV1 (whose colour space

@@ -585,6 +585,15 @@ class Composite(E2ETest):
         player = await self.composite(srv, "four")
         await self.show_grid(player, FOUR, MEDIA_TIMEOUT, "2x2 grid")
         self.assertEqual(player.frame_size, (WIDTH, HEIGHT))
+        # Where the composite draws and mixes, as GET /rooms says: what the run forced, else
+        # either (auto: the GPU on a hardware adapter, the CPU on lavapipe).
+        status, _, body = await srv.arequest("GET", "/rooms/four")
+        info = json.loads(body)
+        out(f"GET /rooms/four: composite {info['composite']}, render path {info['render_path']}, mix path {info['mix_path']}")
+        self.assertEqual(status, 200, body)
+        for key, flag in (("render_path", "--render-path"), ("mix_path", "--mix-path")):
+            want = sfu.forced_path(flag)
+            self.assertIn(info[key], (want,) if want in ("gpu", "cpu") else ("gpu", "cpu"), f"{key}: {body}")
         levels, floor = await wait_tones(player, [p.tone for p in FOUR], what="the mix of four")
         dominant = player.dominant_tones(4)
         out(f"tones: {fmt_levels(levels, floor)}; the four strongest: {[round(t, 1) for t in dominant]}")

@@ -45,6 +45,7 @@ import logging
 import os
 import queue
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -63,6 +64,20 @@ import aiortc.rtcrtpreceiver  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 MCU_BIN = os.environ.get("MCU_BIN") or str(ROOT / "target" / "debug" / "mcu")
+# Flags every server of the run gets (scripts/test.sh runs the MCU suite a second time with
+# `--render-path gpu --mix-path gpu`).
+EXTRA_SERVER_ARGS = tuple(shlex.split(os.environ.get("MCU_E2E_SERVER_ARGS", "")))
+
+
+def forced_path(flag: str) -> Optional[str]:
+    """The value EXTRA_SERVER_ARGS gives `flag` (e.g. --render-path), if any."""
+    args = list(EXTRA_SERVER_ARGS)
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(flag + "="):
+            return a.split("=", 1)[1]
+    return None
 MCUCLIENT = str(Path(__file__).resolve().parent / "mcuclient.py")
 
 COLOUR_TOLERANCE = 30  # per channel
@@ -149,7 +164,7 @@ class McuServer:
         McuServer._count += 1
         self.label = f"{McuServer._count:02d}-{label}"
         grpc = [] if any(a == "--grpc-listen" or a.startswith("--grpc-listen=") for a in args) else ["--grpc-listen", "127.0.0.1:0"]
-        self.argv = [MCU_BIN, "serve", "--http-listen", "127.0.0.1:0", *grpc, *(["--dev"] if dev else []), *args]
+        self.argv = [MCU_BIN, "serve", "--http-listen", "127.0.0.1:0", *grpc, *(["--dev"] if dev else []), *args, *EXTRA_SERVER_ARGS]
         # The server reads MCU_* variables as flags: only ours reach it.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MCU_")}
         self.env["MCU_LOG"] = os.environ.get("MCU_E2E_SERVER_LOG", "info,webrtc=warn,rtc=warn")

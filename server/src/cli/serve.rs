@@ -13,12 +13,49 @@ use mcu_signaling::{
 };
 use rtc::peer_connection::transport::RTCIceServer;
 
+use mcu_compositor::{AdapterChoice, Gpu, RenderPath};
+
 use crate::{
     app::App,
     front::{http::Http, ws::WsHub},
-    media::sessions::{Sfu, SfuLimits},
+    media::{
+        engine::MediaPaths,
+        sessions::{Sfu, SfuLimits},
+    },
     transport::rtc::RtcConfig,
 };
+
+/// The process's one GPU device, if a path wants one, and where composites draw and mix;
+/// logged once with the reasons.
+fn media_paths(args: &ServeArgs) -> anyhow::Result<MediaPaths> {
+    let forced = args.render_path == RenderPath::Gpu || args.mix_path == RenderPath::Gpu;
+    let wanted = forced || args.render_path == RenderPath::Auto;
+    let gpu = match wanted.then(|| Gpu::new(&args.adapter)) {
+        None => None,
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) if forced => anyhow::bail!("--render-path/--mix-path gpu: no GPU adapter ({}): {e}", args.adapter),
+        Some(Err(e)) => {
+            tracing::info!(error = %e, "no GPU adapter");
+            None
+        }
+    };
+    let render = match (args.render_path, &gpu) {
+        (RenderPath::Cpu, _) => (None, "forced by configuration".to_string()),
+        (RenderPath::Gpu, Some(g)) => (Some(g.clone()), format!("forced by configuration, on {}", g.info.name)),
+        (RenderPath::Auto, Some(g)) if !g.kind.is_software() => (Some(g.clone()), format!("hardware adapter {}", g.info.name)),
+        (RenderPath::Auto, Some(g)) => (None, format!("the only adapter, {}, is a software rasterizer; SIMD scaling on the CPU is faster", g.info.name)),
+        (_, None) => (None, "no GPU adapter".to_string()),
+    };
+    let mix = match (args.mix_path, &gpu) {
+        (RenderPath::Gpu, Some(g)) => (Some(g.clone()), format!("forced by configuration, on {}", g.info.name)),
+        (RenderPath::Cpu, _) => (None, "forced by configuration".to_string()),
+        (_, _) => (None, "auto: the CPU until the point where the GPU mixer pays is measured".to_string()),
+    };
+    let paths = MediaPaths { render: render.0, mix: mix.0 };
+    let (r, m) = paths.names();
+    tracing::info!("room composites draw on the {r} ({}) and mix on the {m} ({})", render.1, mix.1);
+    Ok(paths)
+}
 
 /// Options of `mcu serve`.
 #[derive(clap::Args, Debug)]
@@ -112,6 +149,18 @@ pub struct ServeArgs {
     /// Room composite video codec: vp8 or h264 (constrained baseline, packetization-mode 1).
     #[arg(long, env = "MCU_MIX_CODEC", value_enum, default_value = "vp8")]
     pub mix_codec: mcu_pipeline::MixCodec,
+    /// The GPU adapter the composites use: auto, hardware, lavapipe, gl or name:<text>.
+    #[arg(long, env = "MCU_GPU_ADAPTER", default_value = "auto")]
+    pub adapter: AdapterChoice,
+    /// Where composites draw their canvases: auto (wgpu on a hardware adapter; the CPU on a
+    /// software rasterizer such as lavapipe, which SIMD scaling beats, or without an adapter),
+    /// gpu (wgpu on whatever adapter was chosen, software included) or cpu.
+    #[arg(long, env = "MCU_RENDER_PATH", default_value = "auto")]
+    pub render_path: RenderPath,
+    /// Where composites compute their mixes: auto (the CPU for now: where the GPU mixer starts
+    /// to pay is not measured yet), gpu (the compute shader on the chosen adapter) or cpu.
+    #[arg(long, env = "MCU_MIX_PATH", default_value = "auto")]
+    pub mix_path: RenderPath,
     /// Room composite video bitrate (bps).
     #[arg(long, env = "MCU_MIX_VIDEO_BITRATE", default_value_t = 2_000_000)]
     pub mix_video_bitrate: u32,
@@ -244,10 +293,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     rtc.direct_send = args.rtc_direct_send;
     let sfu_limits =
         SfuLimits { max_rooms: args.max_rooms, max_participants: args.max_participants, max_tracks: args.max_tracks, max_subscribers: args.max_subscribers };
+    let paths = media_paths(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         rtc.start().context("binding the shared WebRTC UDP port (--rtc-udp)")?;
-        let sfu = Sfu::new(rtc, sfu_limits);
+        let sfu = Sfu::new(rtc, sfu_limits, paths);
         let mcu = McuConfig {
             codec: args.mix_codec,
             width: args.mix_width & !1,
@@ -363,6 +413,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             gateway.shutdown().await;
         }
         sfu.end_all().await;
+        // Nothing may still draw or mix on the GPU device when the process exits.
+        sfu.stop_composites(std::time::Duration::from_secs(5)).await;
+        drop(app);
         anyhow::Ok(())
     })
 }

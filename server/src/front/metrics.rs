@@ -102,6 +102,12 @@ pub fn render(sfu: &Sfu, sip: Option<Arc<Gateway>>, ws_connections: u64) -> Stri
     let c = &sfu.counters;
     let mut o = Out(String::new());
     o.metric("mcu_rooms", "gauge", "Rooms with at least one session.", rooms.len() as u64);
+    let mut paths = std::collections::BTreeMap::new();
+    for (render, mix) in rooms.iter().filter_map(|r| r.members().paths) {
+        *paths.entry(format!("render=\"{render}\",mix=\"{mix}\"")).or_insert(0u64) += 1;
+    }
+    let paths: Vec<(&str, u64)> = paths.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    o.labelled("mcu_composites", "gauge", "Room composites running, by where they draw canvases and compute mixes (gpu, cpu).", &paths);
     o.metric("mcu_participants", "gauge", "Publishing participants.", participants);
     o.metric("mcu_tracks", "gauge", "Published tracks.", tracks);
     o.metric("mcu_subscribers", "gauge", "Subscriber (WHEP) sessions.", subscribers);

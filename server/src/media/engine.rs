@@ -26,7 +26,8 @@ use std::{
 };
 
 use mcu_compositor::Compositor;
-use mcu_mixer::Mixer;
+use mcu_compositor::Gpu;
+use mcu_mixer::{GpuMixer, Mixer};
 use mcu_pipeline::{
     AudioEngine, AudioOutput, AudioStats, Feedback, Listener, RecordingView, RoomView, Simulcast, SoftwareCodecs, VideoEngine, VideoOutput, VideoStats,
 };
@@ -41,16 +42,35 @@ use crate::media::{
     tap::{Tap, TapQueue, TapReaders},
 };
 
+/// Where a room's composite draws and mixes: chosen once per process (`mcu serve
+/// --render-path`, `--mix-path`) on the process's one GPU device.
+#[derive(Clone, Default)]
+pub struct MediaPaths {
+    /// Canvases drawn with wgpu on this device (`None`: on the CPU).
+    pub render: Option<Arc<Gpu>>,
+    /// Mixes computed on this device (`None`: on the CPU).
+    pub mix: Option<Arc<Gpu>>,
+}
+
+impl MediaPaths {
+    /// The paths' names: (render, mix), each `gpu` or `cpu`.
+    pub fn names(&self) -> (&'static str, &'static str) {
+        let name = |g: &Option<Arc<Gpu>>| if g.is_some() { "gpu" } else { "cpu" };
+        (name(&self.render), name(&self.mix))
+    }
+}
+
 /// What runs on the composite's thread when it ends (the room still there).
 pub type Ended = Box<dyn FnOnce(&Arc<Room>) + Send>;
 
-/// Starts the composite of `room` unless it runs already; `ended` runs when it ends.
-pub fn ensure(room: &Arc<Room>, config: McuConfig, ended: Ended) {
+/// Starts the composite of `room` unless it runs already; `ended` runs when it ends (its
+/// threads done). True when this call started it.
+pub fn ensure(room: &Arc<Room>, config: McuConfig, paths: MediaPaths, ended: Ended) -> bool {
     let (tap, readers) = Tap::new();
     let (kf_tx, kf_rx) = mpsc::unbounded_channel::<u32>();
     let tracks = mix_tracks(config.codec);
-    if !room.start_mix(tap, tracks, kf_tx, rand::random::<u32>() | 1, rand::random::<u32>() | 1) {
-        return;
+    if !room.start_mix(tap, tracks, kf_tx, rand::random::<u32>() | 1, rand::random::<u32>() | 1, paths.names()) {
+        return false;
     }
     tracing::info!(room = %room.name, width = config.width, height = config.height, fps = config.fps, codec = ?config.codec, "room composite started");
     room.events.emit(&room.name, EventKind::MixAvailable { available: true });
@@ -59,7 +79,7 @@ pub fn ensure(room: &Arc<Room>, config: McuConfig, ended: Ended) {
     let handle = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new().name(format!("mcu-{name}")).spawn(move || {
         let _rt = handle.enter();
-        if let Err(e) = run(weak_room.clone(), readers, kf_rx, config) {
+        if let Err(e) = run(weak_room.clone(), readers, kf_rx, config, paths) {
             tracing::error!(room = %name, error = %e, "room composite failed");
         }
         if let Some(room) = weak_room.upgrade() {
@@ -70,7 +90,9 @@ pub fn ensure(room: &Arc<Room>, config: McuConfig, ended: Ended) {
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the composite thread");
         room.stop_mix();
+        return false;
     }
+    true
 }
 
 /// The room as the engines see it, read once per pass; what changes rarely (the membership,
@@ -160,28 +182,35 @@ impl Snapshot {
     }
 }
 
-fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::UnboundedReceiver<u32>, config: McuConfig) -> anyhow::Result<()> {
+fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::UnboundedReceiver<u32>, config: McuConfig, paths: MediaPaths) -> anyhow::Result<()> {
     // The audio mix runs on a thread of its own: a slow video decode or encode never delays
     // the 20 ms mix ticks. It tells this thread who speaks (for the speaker layout). It ends
     // with this thread.
-    struct EndsAudio(Arc<TapQueue>);
+    // It is waited for: when this returns, nothing of the composite runs (its GPU work
+    // included).
+    struct EndsAudio(Arc<TapQueue>, Option<std::thread::JoinHandle<()>>);
     impl Drop for EndsAudio {
         fn drop(&mut self) {
             self.0.close();
+            if let Some(h) = self.1.take() {
+                let _ = h.join();
+            }
         }
     }
-    let _ends_audio = EndsAudio(tap.audio.clone());
     let shared_speaker: Arc<parking_lot::Mutex<Option<String>>> = Arc::default();
-    {
-        let (room, speaker, audio) = (room.clone(), shared_speaker.clone(), tap.audio.clone());
+    let audio_thread = {
+        let (room, speaker, audio, mix_gpu) = (room.clone(), shared_speaker.clone(), tap.audio.clone(), paths.mix.clone());
         std::thread::Builder::new().name("mcu-audio".into()).spawn(move || {
-            if let Err(e) = run_audio(room, &audio, speaker, config) {
+            if let Err(e) = run_audio(room, &audio, speaker, config, mix_gpu) {
                 tracing::error!(error = %e, "room audio mix failed");
             }
-        })?;
-    }
-    let mut engine =
-        VideoEngine::new(config, Instant::now(), Box::new(Compositor::new_cpu(1)), Box::new(SoftwareCodecs), Box::new(SoftwareCodecs), rand::random());
+        })?
+    };
+    let _ends_audio = EndsAudio(tap.audio.clone(), Some(audio_thread));
+    // The CPU compositor draws on this thread itself (no pool, no hand-off); the GPU one
+    // submits to the process's device and reads the canvases back.
+    let compositor = paths.render.map_or_else(|| Compositor::new_cpu(1), Compositor::new);
+    let mut engine = VideoEngine::new(config, Instant::now(), Box::new(compositor), Box::new(SoftwareCodecs), Box::new(SoftwareCodecs), rand::random());
     let mut snapshot = Snapshot::default();
     let mut counted = VideoStats::default();
     loop {
@@ -257,8 +286,14 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
 /// participant's everyone-but-itself) every 20 ms, one Opus encode per distinct mix, published
 /// as the composite's audio tracks; recordings fed. Ends when its tap queue is closed (the
 /// video thread ended, or the composite stopped).
-fn run_audio(room: Weak<Room>, rx: &TapQueue, shared_speaker: Arc<parking_lot::Mutex<Option<String>>>, config: McuConfig) -> anyhow::Result<()> {
-    let mixer = Mixer::new(AudioEngine::mixer_config(), None)?;
+fn run_audio(
+    room: Weak<Room>,
+    rx: &TapQueue,
+    shared_speaker: Arc<parking_lot::Mutex<Option<String>>>,
+    config: McuConfig,
+    gpu: Option<Arc<Gpu>>,
+) -> anyhow::Result<()> {
+    let mixer = Mixer::new(AudioEngine::mixer_config(), gpu.map(GpuMixer::new))?;
     let mut engine = AudioEngine::new(config, Instant::now(), mixer, rand::random())?;
     let mut snapshot = Snapshot::default();
     let mut counted = AudioStats::default();

@@ -178,6 +178,8 @@ pub(crate) struct Members {
     pub(super) mix: Option<(u32, u32)>,
     /// Keyframe requests to the composite's encoders (by the SSRC asked), while it runs.
     mix_keyframes: Option<mpsc::UnboundedSender<u32>>,
+    /// Where the composite draws and mixes (`gpu` or `cpu` each), while it runs.
+    pub(crate) paths: Option<(&'static str, &'static str)>,
     /// MCU participants (`POST /mcu/{room}`, SIP legs): each hears its own mix and sees its
     /// canvas on tracks of its own.
     pub(super) listeners: HashMap<String, MixListener>,
@@ -462,12 +464,21 @@ impl Room {
 
     /// Registers the composite's tracks as a publisher's and starts copying packets to it.
     /// False when it runs already.
-    pub fn start_mix(&self, tap: Tap, tracks: Vec<PublishedTrack>, keyframes: mpsc::UnboundedSender<u32>, video_ssrc: u32, audio_ssrc: u32) -> bool {
+    pub fn start_mix(
+        &self,
+        tap: Tap,
+        tracks: Vec<PublishedTrack>,
+        keyframes: mpsc::UnboundedSender<u32>,
+        video_ssrc: u32,
+        audio_ssrc: u32,
+        paths: (&'static str, &'static str),
+    ) -> bool {
         let mut members = self.members_mut();
         if members.mix.is_some() {
             return false;
         }
         members.mix = Some((video_ssrc, audio_ssrc));
+        members.paths = Some(paths);
         members.mix_keyframes = Some(keyframes.clone());
         *self.mcu_tap.lock() = Some(Arc::new(tap));
         let mut m = self.lock();
@@ -498,6 +509,7 @@ impl Room {
             let mut members = self.members_mut();
             members.mix_keyframes = None;
             members.mix = None;
+            members.paths = None;
             members.participants.remove(MIX)
         };
         let mut m = self.lock();

@@ -46,6 +46,7 @@ use mcu_pipeline::{MIX, McuConfig};
 use crate::{
     counters::Counters,
     media::{
+        engine::MediaPaths,
         events::{EventKind, Events},
         room::{Media, Participant, PublishedTrack, Room, SINK_QUEUE, SinkEntry, TapSink, Viewer},
     },
@@ -181,6 +182,10 @@ pub struct Sfu {
     retired: Mutex<Vec<ForwarderStats>>,
     /// Room events for the WebSocket protocol and the gRPC event stream.
     pub events: Arc<Events>,
+    /// Where the rooms' composites draw and mix.
+    paths: MediaPaths,
+    /// Composites running (their threads not ended).
+    composites: Arc<AtomicU64>,
     /// Who hears of publishes and of composites ending (the app), once set.
     hooks: std::sync::OnceLock<Weak<dyn RoomHooks>>,
 }
@@ -209,10 +214,12 @@ pub struct Accepted {
 
 impl Sfu {
     /// An SFU with these transport settings and limits.
-    pub fn new(rtc: RtcConfig, limits: SfuLimits) -> Arc<Sfu> {
+    pub fn new(rtc: RtcConfig, limits: SfuLimits, paths: MediaPaths) -> Arc<Sfu> {
         let sfu = Arc::new(Sfu {
             rtc,
             limits,
+            paths,
+            composites: Arc::default(),
             rooms: Mutex::default(),
             sessions: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -251,9 +258,13 @@ impl Sfu {
     /// fed end, its tracks go, and an empty room is forgotten.
     pub fn ensure_mix(self: &Arc<Self>, room: &Arc<Room>, config: McuConfig) {
         let weak = Arc::downgrade(self);
-        crate::media::engine::ensure(
+        let running = self.composites.clone();
+        running.fetch_add(1, Ordering::AcqRel);
+        let ended_running = running.clone();
+        let started = crate::media::engine::ensure(
             room,
             config,
+            self.paths.clone(),
             Box::new(move |room: &Arc<Room>| {
                 let sfu = weak.upgrade();
                 if let Some(hooks) = sfu.as_ref().and_then(|s| s.hooks()) {
@@ -264,8 +275,28 @@ impl Sfu {
                 if let Some(sfu) = sfu {
                     sfu.forget_if_empty(room);
                 }
+                ended_running.fetch_sub(1, Ordering::AcqRel);
             }),
         );
+        if !started {
+            running.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Stops every room's composite and waits (up to `limit`) until their threads have ended:
+    /// at shutdown, nothing may still use the GPU device when the process exits.
+    pub async fn stop_composites(&self, limit: Duration) {
+        for r in self.rooms() {
+            r.closed.store(true, Ordering::Relaxed);
+        }
+        let deadline = Instant::now() + limit;
+        while self.composites.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.composites.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(left, "composites still running at exit");
+        }
     }
 
     /// A room is deleted: forgotten at once (true when it was still known).
@@ -782,7 +813,16 @@ impl Sfu {
             .collect();
         people.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         let (_, _, subscribers) = room.counts();
-        Some(serde_json::json!({ "room": name, "participants": people, "subscribers": subscribers, "composite": room.mix_ssrcs() != (0, 0) }))
+        // Where the composite draws and mixes, while it runs.
+        let (render, mix) = room.members().paths.unzip();
+        Some(serde_json::json!({
+            "room": name,
+            "participants": people,
+            "subscribers": subscribers,
+            "composite": room.mix_ssrcs() != (0, 0),
+            "render_path": render,
+            "mix_path": mix,
+        }))
     }
 
     /// Per receiving session (WHEP viewer or MCU participant): room, session id, the
