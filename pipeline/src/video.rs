@@ -335,9 +335,10 @@ impl VideoEngine {
     }
 
     /// A viewer of the canvas track whose packets carry `ssrc` asked for a keyframe (through
-    /// the forwarder, which throttles).
+    /// the forwarder, which throttles). Any other SSRC (an MCU participant's own track, which
+    /// its subscription starts on before it is shown a canvas) asks nothing of the encoders.
     pub fn request_keyframe(&mut self, ssrc: u32) {
-        let canvas = self.canvas_out.iter().find(|(_, c)| c.ssrc == ssrc).map(|(id, _)| id.clone()).unwrap_or_else(|| CanvasId::new(ROOM_CANVAS));
+        let Some(canvas) = self.canvas_out.iter().find(|(_, c)| c.ssrc == ssrc).map(|(id, _)| id.clone()) else { return };
         if let Some(v) = self.views.get_mut(&canvas) {
             v.encoder.request_keyframe();
         }

@@ -526,11 +526,8 @@ impl Room {
     pub fn publish_canvas(&self, track: &TrackId, ssrc: u32, codec: MixCodec) {
         let keyframes = self.members().mix_keyframes.clone();
         let mut m = self.lock();
-        let family = match codec {
-            MixCodec::Vp8 => Codec::Vp8,
-            MixCodec::H264 => Codec::H264,
-            MixCodec::Av1 => Codec::Av1,
-        };
+        // The codec as the room's own composite track names it (one mapping for both).
+        let family = codec_family(&mix_tracks(codec)[0].codec.mime_type).unwrap_or(Codec::Vp8);
         if let Err(e) = m.fwd.publish(track.clone(), family, 90_000, &[(ssrc, 0)]) {
             tracing::warn!(%track, error = %e, "canvas track not published");
             return;
