@@ -137,6 +137,12 @@ impl RoomLayout {
         if !self.hide_self {
             return self.resolve(participants, active_speaker);
         }
+        self.resolve_without(viewer, participants, active_speaker)
+    }
+
+    /// The layout without `viewer` (everyone but me), whether or not `hide_self` is set: its
+    /// own voice does not put it on its screen either.
+    pub fn resolve_without(&self, viewer: &str, participants: &[String], active_speaker: Option<&str>) -> Layout {
         let others: Vec<String> = participants.iter().filter(|p| p.as_str() != viewer).cloned().collect();
         self.resolve(&others, active_speaker.filter(|s| *s != viewer))
     }

@@ -196,6 +196,10 @@ pub struct Control {
     pub top_k: usize,
     /// MCU participants' own layouts, by name.
     pub viewer_layouts: BTreeMap<String, mcu_compositor::RoomLayout>,
+    /// Everyone but me (a classroom): every MCU participant without a layout of its own sees
+    /// the room layout without itself, on a canvas of its own (those who publish no video see
+    /// the room canvas).
+    pub everyone_but_me: bool,
 }
 
 /// An MCU participant: it hears its own mix and sees its own picture, on tracks of its own.

@@ -54,8 +54,8 @@ pub(crate) type Plan = (Scene, HashMap<CanvasId, VideoProfile>, HashMap<u32, Can
 
 /// The canvases to draw and who sees each: the room canvas (the operator's room layout
 /// resolved for who is in the room and who speaks) for the composite's own track and every MCU
-/// participant without a layout of its own; then one canvas per distinct personalised picture
-/// or encode profile. Viewers whose pictures and profiles come out equal share a canvas (and
+/// participant without a layout of its own (nor, in an everyone-but-me room, a picture of its
+/// own); then one canvas per distinct personalised picture or encode profile. Viewers whose pictures and profiles come out equal share a canvas (and
 /// its encode). `viewers` are the MCU participants whose video someone receives, the SSRC of
 /// their video and their profile; `room_ssrc` is the composite's track when someone receives
 /// it; `recorded` the profiles recordings encode (each shows the room layout, on
@@ -90,8 +90,11 @@ pub(crate) fn plan_canvases(
     for (name, ssrc, profile) in sorted {
         let size = (profile.width, profile.height);
         let suffix = profile.suffix(config);
+        // Everyone but me: a viewer in the picture gets the room layout without itself.
+        let all_but_me = control.everyone_but_me && inputs.contains(name);
         let spec = match control.viewer_layouts.get(name) {
             Some(layout) => canvas(size, &format!("viewer:{name}{suffix}"), layout, layout.resolve_for(name, inputs, speaker)),
+            None if all_but_me => canvas(size, &format!("all-but:{name}{suffix}"), &control.layout, control.layout.resolve_without(name, inputs, speaker)),
             None if *profile == own => {
                 assigned.insert(*ssrc, CanvasId::new(ROOM_CANVAS));
                 continue;
@@ -131,5 +134,32 @@ mod tests {
         // Nothing decoded yet, or a tile larger than the top: the top.
         assert_eq!(layer_for_tile(3, 0, (0, 0), (10, 10)), 2);
         assert_eq!(layer_for_tile(2, 1, (640, 360), (1920, 1080)), 1);
+    }
+
+    #[test]
+    fn everyone_but_me_gives_each_publishing_viewer_the_others() {
+        let config = crate::McuConfig { codec: crate::MixCodec::Vp8, width: 640, height: 360, fps: 30, video_bitrate: 1_000_000, audio_bitrate: 32_000 };
+        let own = VideoProfile::of(&config);
+        let control = Control { everyone_but_me: true, ..Control::default() };
+        let inputs: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let viewers: Vec<(String, u32, VideoProfile)> = [("a", 1), ("b", 2), ("c", 3), ("x", 4)].iter().map(|(n, s)| (n.to_string(), *s, own)).collect();
+        let (scene, profiles, assigned) = plan_canvases(&config, &control, &inputs, Some("a"), Some(9), &viewers, &[]);
+        let tiles = |ssrc: u32| {
+            let id = &assigned[&ssrc];
+            let c = scene.canvases.iter().find(|c| &c.id == id).expect("a canvas");
+            c.layout.tiles().iter().map(|t| t.input.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(tiles(1), ["b", "c"]);
+        assert_eq!(tiles(2), ["a", "c"]);
+        assert_eq!(tiles(3), ["a", "b"]);
+        assert_eq!(tiles(4), ["a", "b", "c"], "a viewer not in the picture sees the room canvas");
+        assert_eq!(assigned[&4], assigned[&9], "the room canvas, shared with the room track");
+        assert_eq!(scene.canvases.len(), 4);
+        assert!(profiles.values().all(|p| *p == own));
+        // A viewer's own layout still wins.
+        let mut control = control;
+        control.viewer_layouts.insert("b".into(), RoomLayout { background: mcu_media::Rgb(0, 90, 0), ..RoomLayout::default() });
+        let (_, _, assigned) = plan_canvases(&config, &control, &inputs, None, None, &viewers, &[]);
+        assert_eq!(assigned[&2].0.as_ref(), "viewer:b");
     }
 }

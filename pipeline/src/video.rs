@@ -181,6 +181,9 @@ pub struct VideoEngine {
     renderer: Box<dyn Renderer>,
     encoders: Box<dyn EncoderFactory>,
     decoders: Box<dyn DecoderFactory>,
+    /// Where a pass's canvases are encoded in parallel (shared by every room of the process);
+    /// `None`: one after another on the caller's thread.
+    encode_pool: Option<Arc<rayon::ThreadPool>>,
     view: RoomView,
     /// Canvases by id, each with its encode; those whose encoder failed, until when.
     views: HashMap<CanvasId, View>,
@@ -239,6 +242,7 @@ impl VideoEngine {
             renderer,
             encoders,
             decoders,
+            encode_pool: None,
             view: RoomView::default(),
             views: HashMap::new(),
             failed: HashMap::new(),
@@ -266,6 +270,14 @@ impl VideoEngine {
             outputs: VecDeque::new(),
             stats: VideoStats::default(),
         }
+    }
+
+    /// Encodes a pass's canvases in parallel on `pool` (the driver's, shared by every room of
+    /// the process; the engine itself starts no thread). Without one they are encoded one after
+    /// another on the caller's thread. The outputs are the same either way, in the same order.
+    pub fn with_encode_pool(mut self, pool: Arc<rayon::ThreadPool>) -> VideoEngine {
+        self.encode_pool = Some(pool);
+        self
     }
 
     /// What it counted so far.
@@ -533,14 +545,22 @@ impl VideoEngine {
         self.stats.renders += 1;
         self.stats.canvases_drawn += rendered.canvases.len() as u64;
         let ts = (pts.as_micros() * 9 / 100) as u32;
+        // The canvases someone receives or records, in the scene's order; the others go back.
+        let mut todo: Vec<(CanvasId, VideoFrame, bool, Vec<Arc<str>>)> = Vec::new();
         for (id, picture) in rendered.canvases {
             let watched = self.seen_by.values().any(|v| *v == id);
             let recorders: Vec<Arc<str>> = self.recordings.iter().zip(&self.recording_canvases).filter(|(_, c)| **c == id).map(|(s, _)| s.clone()).collect();
-            let Some(view) = self.views.get_mut(&id).filter(|_| watched || !recorders.is_empty()) else {
+            if !self.views.contains_key(&id) || (!watched && recorders.is_empty()) {
                 self.renderer.recycle(picture);
                 continue;
-            };
-            let encoded = view.encoder.encode(&picture);
+            }
+            todo.push((id, picture, watched, recorders));
+        }
+        // Each encoded once, in parallel on the encode pool when there is one (the canvases'
+        // encoders are independent), the results then taken in the scene's order.
+        let mut results = encode_all(self.encode_pool.as_deref(), &mut self.views, &todo);
+        for (i, (id, picture, watched, recorders)) in todo.into_iter().enumerate() {
+            let encoded = results[i].take().expect("one result per canvas encoded");
             // Encoded: the next canvas is drawn into its memory.
             let size = (picture.width, picture.height);
             self.renderer.recycle(picture);
@@ -552,6 +572,7 @@ impl VideoEngine {
                 }
             };
             self.stats.encodes += 1;
+            let Some(view) = self.views.get_mut(&id) else { continue };
             for unit in units {
                 // An encoder that holds frames back (rav1e) returns an earlier picture: the
                 // file gets that picture's time, in step with the audio.
@@ -717,6 +738,28 @@ impl VideoEngine {
             }
         }
     }
+}
+
+/// A canvas's encode result.
+type Encoded = Option<Result<Vec<mcu_codec::EncodedFrame>, mcu_codec::EncodeError>>;
+
+/// One encode result per picture of `todo` (by index), each from its canvas's encoder: on
+/// `pool` in parallel when there is one and more than one picture, else on this thread.
+fn encode_all(pool: Option<&rayon::ThreadPool>, views: &mut HashMap<CanvasId, View>, todo: &[(CanvasId, VideoFrame, bool, Vec<Arc<str>>)]) -> Vec<Encoded> {
+    let mut work: Vec<(usize, &mut View)> = views.iter_mut().filter_map(|(id, v)| todo.iter().position(|t| t.0 == *id).map(|i| (i, v))).collect();
+    let encode = |(i, v): &mut (usize, &mut View)| (*i, v.encoder.encode(&todo[*i].1));
+    let done: Vec<(usize, Result<Vec<mcu_codec::EncodedFrame>, mcu_codec::EncodeError>)> = match pool {
+        Some(pool) if work.len() > 1 => {
+            use rayon::prelude::*;
+            pool.install(|| work.par_iter_mut().map(encode).collect())
+        }
+        _ => work.iter_mut().map(encode).collect(),
+    };
+    let mut out: Vec<Encoded> = (0..todo.len()).map(|_| None).collect();
+    for (i, r) in done {
+        out[i] = Some(r);
+    }
+    out
 }
 
 fn new_view(encoders: &mut dyn EncoderFactory, profile: &VideoProfile, fps: u32) -> Result<View, String> {

@@ -107,6 +107,10 @@ pub struct RoomSummary {
     pub max_participants: usize,
     /// Its composite layout.
     pub layout: RoomLayout,
+    /// A classroom: MCU participants see everyone but themselves.
+    pub everyone_but_me: bool,
+    /// Where its composite draws and mixes, while it runs.
+    pub paths: Option<(&'static str, &'static str)>,
 }
 
 /// A participant as the control API shows it.
@@ -125,8 +129,15 @@ impl App {
         self.sfu.room(name, false).map_err(|_| ControlError::NotFound(format!("no room \"{name}\"")))
     }
 
-    /// Creates a room that stays until deleted.
-    pub fn create_room(&self, name: &str, max_participants: usize, layout: Option<RoomLayout>) -> Result<Arc<Room>, ControlError> {
+    /// Creates a room that stays until deleted; `everyone_but_me` makes it a classroom or not
+    /// (`None`: the server's default).
+    pub fn create_room(
+        &self,
+        name: &str,
+        max_participants: usize,
+        layout: Option<RoomLayout>,
+        everyone_but_me: Option<bool>,
+    ) -> Result<Arc<Room>, ControlError> {
         if self.sfu.room(name, false).is_ok() {
             return Err(ControlError::AlreadyExists(format!("room \"{name}\" exists")));
         }
@@ -136,6 +147,9 @@ impl App {
         if let Some(layout) = layout {
             room.update_control(|c| c.layout = layout);
         }
+        if let Some(on) = everyone_but_me {
+            room.update_control(|c| c.everyone_but_me = on);
+        }
         tracing::info!(room = name, "room created");
         Ok(room)
     }
@@ -143,6 +157,7 @@ impl App {
     /// What the API shows of a room.
     pub fn summary(&self, room: &Room) -> RoomSummary {
         let (participants, _, subscribers) = room.counts();
+        let control = room.control();
         RoomSummary {
             name: room.name.clone(),
             participants,
@@ -150,7 +165,9 @@ impl App {
             composite: room.mix_ssrcs() != (0, 0),
             persistent: room.persistent.load(Ordering::Relaxed),
             max_participants: room.max_participants.load(Ordering::Relaxed),
-            layout: room.control().layout,
+            layout: control.layout,
+            everyone_but_me: control.everyone_but_me,
+            paths: room.members().paths,
         }
     }
 

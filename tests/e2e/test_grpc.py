@@ -60,6 +60,13 @@ the test fails. Custom layout rectangles are in pixels of that canvas.
                           canvas): bob sees himself whole; GetLayout per viewer (the room's for
                           anyone without one); layout_changed names the viewer; alice's layout
                           cleared: the grid again; each still hears the other two tones only
+   11 classroom           CreateRoom with everyone_but_me: alice bob carol (MCU participants,
+                          no layout set for anyone) each see the other two and themselves
+                          nowhere, a WHEP viewer the grid of three; GetRoom and GET /rooms say
+                          it is a classroom and where the composite draws and mixes; each hears
+                          the other two. A server started with --everyone-but-me: a room made
+                          by joining is one (alice and bob each see the other alone), a room
+                          created with everyone_but_me=false is not
 
 Run: scripts/e2e-setup.sh && target/e2e-venv/bin/python tests/e2e/test_grpc.py [-v] [name...]
 (`name` selects tests whose name contains it; MCU_E2E_SERVER_LOG sets the servers' log
@@ -74,6 +81,7 @@ import asyncio
 import base64
 import hashlib
 import http.client
+import json
 import math
 import os
 import re
@@ -1332,11 +1340,68 @@ class GrpcTest(tm.Composite):
             out(f"{p.name} hears {fmt_levels(levels, floor)}")
         self.check_alive(srv)
 
+    # -- 11 -----------------------------------------------------------------------------
+
+    @async_test(timeout=LONG_TEST)
+    async def test_11_classroom(self) -> None:
+        """A room option, no layout per viewer: every MCU participant sees everyone but itself."""
+        srv = self.grpc_server("classroom")
+        api = self.api(srv)
+        room = "classroom"
+        created = await api.call(api.rooms.CreateRoom, pb.CreateRoomRequest(name=room, options=pb.RoomOptions(everyone_but_me=True)))
+        out(f"CreateRoom everyone_but_me: {fmt_msg(created)[:200]}")
+        self.assertTrue(created.options.HasField("everyone_but_me") and created.options.everyone_but_me, fmt_msg(created))
+        people = (ALICE, BOB, CAROL)
+        joined = await self.join_mcu_people(srv, room, people)
+        viewer = await self.composite(srv, room)
+        two = tm.grid_cells(2)
+        for p in people:
+            others = [q for q in people if q is not p]
+            await wait_view(joined[p.name], [Probe(q.name, cell, q.colour) for q, cell in zip(others, two)], MEDIA_TIMEOUT,
+                            f"{p.name}: the other two in two cells, {p.name} nowhere", absent=[p])
+        await wait_view(viewer, tm.grid_probes(people), MEDIA_TIMEOUT, "the WHEP viewer: the grid of all three")
+        # No layout was set for anyone: GetLayout for each is the room's.
+        for p in people:
+            got = await api.call(api.layouts.GetLayout, pb.GetLayoutRequest(room=room, viewer=p.name))
+            self.assertEqual(got.WhichOneof("kind"), "grid", fmt_msg(got))
+        # GetRoom says it is a classroom and where its composite draws and mixes.
+        info = await api.call(api.rooms.GetRoom, pb.GetRoomRequest(room=room))
+        out(f"GetRoom: {fmt_msg(info)[:300]}")
+        self.assertTrue(info.options.everyone_but_me and info.composite, fmt_msg(info))
+        for got, flag in ((info.render_path, "--render-path"), (info.mix_path, "--mix-path")):
+            want = sfu.forced_path(flag)
+            self.assertIn(got, (want,) if want in ("gpu", "cpu") else ("gpu", "cpu"), f"{flag}: {fmt_msg(info)}")
+        status, _, body = await srv.arequest("GET", f"/rooms/{room}")
+        self.assertEqual((status, json.loads(body)["everyone_but_me"]), (200, True), body)
+        # Each hears the other two, not itself (the audio was everyone-but-me already).
+        for p in people:
+            levels, floor = await wait_tones(joined[p.name], [q.tone for q in people if q is not p], absent=[p.tone], what=f"{p.name}'s mix")
+            out(f"{p.name} hears {fmt_levels(levels, floor)}")
+        self.check_alive(srv)
+
+        # The server's default (`--everyone-but-me`): a room made by joining is a classroom;
+        # one created with everyone_but_me=false is not.
+        srv2 = self.grpc_server("classroom-default", "--everyone-but-me")
+        api2 = self.api(srv2)
+        pair = (ALICE, BOB)
+        joined2 = await self.join_mcu_people(srv2, "joined", pair)
+        centre = (WIDTH // 2 - WIDTH // 8, HEIGHT // 2 - HEIGHT // 8, WIDTH // 2 + WIDTH // 8, HEIGHT // 2 + HEIGHT // 8)
+        for p, other in ((ALICE, BOB), (BOB, ALICE)):
+            probe = [Probe(other.name, centre, other.colour)]
+            await wait_view(joined2[p.name], probe, MEDIA_TIMEOUT, f"{p.name} (room made by joining): {other.name} alone", absent=[p])
+        info = await api2.call(api2.rooms.GetRoom, pb.GetRoomRequest(room="joined"))
+        self.assertTrue(info.options.everyone_but_me, fmt_msg(info))
+        plain = await api2.call(api2.rooms.CreateRoom, pb.CreateRoomRequest(name="plain", options=pb.RoomOptions(everyone_but_me=False)))
+        self.assertFalse(plain.options.everyone_but_me, fmt_msg(plain))
+        joined3 = await self.join_mcu_people(srv2, "plain", pair)
+        await wait_view(joined3[ALICE.name], tm.grid_probes(pair), MEDIA_TIMEOUT, "alice in a room created with everyone_but_me=false: both")
+        self.check_alive(srv2)
+
 
 ORDER = [
     (GrpcTest, ["test_1_reflection", "test_2_grpc_web", "test_3_layout_live", "test_4_room_mix_mute", "test_4b_top_k",
                 "test_5_mcu_listener_gains", "test_6_events_in_order", "test_7_rooms", "test_8_auth_and_validation",
-                "test_9_jwt_only", "test_10_personal_layouts"]),
+                "test_9_jwt_only", "test_10_personal_layouts", "test_11_classroom"]),
 ]
 
 

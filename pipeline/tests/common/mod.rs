@@ -155,6 +155,13 @@ impl Room {
         Room { engine, view, now, publishers: Vec::new(), viewers: Viewers::default(), outputs: Vec::new(), fwd, feedback_from_forwarder: true }
     }
 
+    /// The canvases of a pass encoded in parallel on a pool of `threads`.
+    pub fn with_encode_pool(mut self, threads: usize) -> Room {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+        self.engine = self.engine.with_encode_pool(Arc::new(pool));
+        self
+    }
+
     /// A WHEP viewer of the room canvas's track, receiving as `ssrc` (it counts as watching).
     pub fn room_viewer(&mut self, ssrc: u32) {
         self.fwd.subscribe(self.now, ssrc as u64, "_mix/video-0", ssrc, None).expect("the room track exists");

@@ -36,6 +36,10 @@ pub enum RoomCmd {
         /// Start the composite now.
         #[arg(long)]
         start_composite: bool,
+        /// A classroom (true): every MCU participant who publishes video sees everyone but
+        /// itself; false: they see the room composite; unset: the server's default.
+        #[arg(long)]
+        everyone_but_me: Option<bool>,
     },
     /// End every session and forget the room.
     Delete { room: String },
@@ -232,7 +236,12 @@ fn status(e: tonic::Status) -> anyhow::Error {
 }
 
 fn print_room(r: &v1::Room) {
-    println!("{}\tparticipants={}\tsubscribers={}\tcomposite={}\tpersistent={}", r.name, r.participants, r.subscribers, r.composite, r.persistent);
+    let everyone_but_me = r.options.as_ref().and_then(|o| o.everyone_but_me).unwrap_or(false);
+    let paths = if r.composite { format!("\trender={}\tmix={}", r.render_path, r.mix_path) } else { String::new() };
+    println!(
+        "{}\tparticipants={}\tsubscribers={}\tcomposite={}\tpersistent={}\teveryone_but_me={everyone_but_me}{paths}",
+        r.name, r.participants, r.subscribers, r.composite, r.persistent
+    );
 }
 
 fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyhow::Result<()> {
@@ -250,8 +259,8 @@ pub fn room(conn: &Conn, cmd: RoomCmd) -> anyhow::Result<()> {
                 }
             }
             RoomCmd::Get { room } => print_room(&c.get_room(request(conn, v1::GetRoomRequest { room })?).await.map_err(status)?.into_inner()),
-            RoomCmd::Create { room, max_participants, start_composite } => {
-                let options = Some(v1::RoomOptions { max_participants, start_composite });
+            RoomCmd::Create { room, max_participants, start_composite, everyone_but_me } => {
+                let options = Some(v1::RoomOptions { max_participants, start_composite, everyone_but_me });
                 print_room(&c.create_room(request(conn, v1::CreateRoomRequest { name: room, options, layout: None })?).await.map_err(status)?.into_inner());
             }
             RoomCmd::Delete { room } => {

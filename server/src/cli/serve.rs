@@ -51,9 +51,15 @@ fn media_paths(args: &ServeArgs) -> anyhow::Result<MediaPaths> {
         (RenderPath::Cpu, _) => (None, "forced by configuration".to_string()),
         (_, _) => (None, "auto: the CPU until the point where the GPU mixer pays is measured".to_string()),
     };
-    let paths = MediaPaths { render: render.0, mix: mix.0 };
+    let threads = match args.encode_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n.min(256),
+    };
+    let pool =
+        rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("mcu-encode-{i}")).build().context("starting the encode threads")?;
+    let paths = MediaPaths { render: render.0, mix: mix.0, encode_pool: Some(Arc::new(pool)) };
     let (r, m) = paths.names();
-    tracing::info!("room composites draw on the {r} ({}) and mix on the {m} ({})", render.1, mix.1);
+    tracing::info!("room composites draw on the {r} ({}) and mix on the {m} ({}); {threads} encode threads", render.1, mix.1);
     Ok(paths)
 }
 
@@ -161,6 +167,15 @@ pub struct ServeArgs {
     /// to pay is not measured yet), gpu (the compute shader on the chosen adapter) or cpu.
     #[arg(long, env = "MCU_MIX_PATH", default_value = "auto")]
     pub mix_path: RenderPath,
+    /// Threads that encode the composites' canvases, shared by every room (a room with several
+    /// pictures, such as a classroom, encodes them in parallel); 0: one per core.
+    #[arg(long, env = "MCU_ENCODE_THREADS", default_value_t = 0)]
+    pub encode_threads: usize,
+    /// Rooms are classrooms unless created otherwise: every MCU participant who publishes
+    /// video sees the room layout without itself (a picture and an encode each; those who
+    /// publish no video share the room's). A room created over gRPC says for itself.
+    #[arg(long, env = "MCU_EVERYONE_BUT_ME")]
+    pub everyone_but_me: bool,
     /// Room composite video bitrate (bps).
     #[arg(long, env = "MCU_MIX_VIDEO_BITRATE", default_value_t = 2_000_000)]
     pub mix_video_bitrate: u32,
@@ -298,6 +313,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         rtc.start().context("binding the shared WebRTC UDP port (--rtc-udp)")?;
         let sfu = Sfu::new(rtc, sfu_limits, paths);
+        sfu.set_everyone_but_me_default(args.everyone_but_me);
         let mcu = McuConfig {
             codec: args.mix_codec,
             width: args.mix_width & !1,

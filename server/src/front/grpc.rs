@@ -109,8 +109,10 @@ fn room_pb(s: RoomSummary) -> v1::Room {
         subscribers: s.subscribers as u32,
         composite: s.composite,
         persistent: s.persistent,
-        options: Some(v1::RoomOptions { max_participants: s.max_participants as u32, start_composite: false }),
+        options: Some(v1::RoomOptions { max_participants: s.max_participants as u32, start_composite: false, everyone_but_me: Some(s.everyone_but_me) }),
         layout: Some(mcu_api::layout_pb(&s.layout)),
+        render_path: s.paths.map(|p| p.0.to_string()).unwrap_or_default(),
+        mix_path: s.paths.map(|p| p.1.to_string()).unwrap_or_default(),
     }
 }
 
@@ -151,7 +153,7 @@ impl v1::room_service_server::RoomService for Api {
         mcu_api::new_room_name("name", &r.name).map_err(invalid)?;
         let options = r.options.unwrap_or_default();
         let layout = r.layout.as_ref().map(|l| mcu_api::layout("layout", l)).transpose().map_err(invalid)?;
-        let room = self.app.create_room(&r.name, options.max_participants as usize, layout).map_err(control_status)?;
+        let room = self.app.create_room(&r.name, options.max_participants as usize, layout, options.everyone_but_me).map_err(control_status)?;
         if options.start_composite {
             self.app.sfu.ensure_mix(&room, self.mcu);
         }

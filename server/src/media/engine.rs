@@ -50,6 +50,9 @@ pub struct MediaPaths {
     pub render: Option<Arc<Gpu>>,
     /// Mixes computed on this device (`None`: on the CPU).
     pub mix: Option<Arc<Gpu>>,
+    /// The process's encode workers: every room encodes the canvases of a pass there in
+    /// parallel (`None`: on the room's own thread, one after another).
+    pub encode_pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl MediaPaths {
@@ -211,6 +214,9 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
     // submits to the process's device and reads the canvases back.
     let compositor = paths.render.map_or_else(|| Compositor::new_cpu(1), Compositor::new);
     let mut engine = VideoEngine::new(config, Instant::now(), Box::new(compositor), Box::new(SoftwareCodecs), Box::new(SoftwareCodecs), rand::random());
+    if let Some(pool) = paths.encode_pool.clone() {
+        engine = engine.with_encode_pool(pool);
+    }
     let mut snapshot = Snapshot::default();
     let mut counted = VideoStats::default();
     loop {

@@ -188,6 +188,8 @@ pub struct Sfu {
     composites: Arc<AtomicU64>,
     /// Who hears of publishes and of composites ending (the app), once set.
     hooks: std::sync::OnceLock<Weak<dyn RoomHooks>>,
+    /// Rooms start as classrooms (everyone but me) unless created otherwise.
+    everyone_but_me: AtomicBool,
 }
 
 /// What `/metrics` reports per receiving session.
@@ -227,6 +229,7 @@ impl Sfu {
             retired: Mutex::default(),
             events: Arc::default(),
             hooks: std::sync::OnceLock::new(),
+            everyone_but_me: AtomicBool::new(false),
         });
         // One timer for every room: keyframe retries and backlog recovery.
         let weak = Arc::downgrade(&sfu);
@@ -340,6 +343,12 @@ impl Sfu {
         format!("{:032x}", rand::random::<u128>())
     }
 
+    /// Rooms created from now on are classrooms (`mcu serve --everyone-but-me`), unless their
+    /// creator says otherwise.
+    pub fn set_everyone_but_me_default(&self, on: bool) {
+        self.everyone_but_me.store(on, Ordering::Relaxed);
+    }
+
     pub(crate) fn room(&self, name: &str, create: bool) -> Result<Arc<Room>, SessionError> {
         let mut rooms = self.rooms.lock();
         if let Some(r) = rooms.get(name) {
@@ -352,6 +361,9 @@ impl Sfu {
             return Err(SessionError::Limit(format!("room limit reached ({})", self.limits.max_rooms)));
         }
         let r = Room::new(name, self.counters.clone(), self.events.clone());
+        if self.everyone_but_me.load(Ordering::Relaxed) {
+            r.update_control(|c| c.everyone_but_me = true);
+        }
         rooms.insert(name.into(), r.clone());
         Ok(r)
     }
@@ -822,6 +834,7 @@ impl Sfu {
             "composite": room.mix_ssrcs() != (0, 0),
             "render_path": render,
             "mix_path": mix,
+            "everyone_but_me": room.control().everyone_but_me,
         }))
     }
 
