@@ -51,12 +51,13 @@ MCU_BIN="$PWD/target/debug/mcu" node tests/browser/demo.test.mjs 2>&1 | tee -a "
 echo "== golden frames again on the GL fallback (llvmpipe through EGL)"
 MCU_TEST_ADAPTER=gl cargo test -p mcu-tests 2>&1 | tee -a "$log"
 
-echo "== NVENC compiles (behind the nvenc feature; detected at run time, absent here)"
+echo "== NVENC compiles (behind the nvenc feature, the codec crate's and the server's; detected at run time, absent here)"
 cargo build -q -p mcu-codec --features nvenc
+cargo build -q -p mcu-server --features nvenc
 
 echo "== lints (also keeps the clock out of the lower crates: clippy.toml)"
 cargo clippy --workspace --all-targets -q -- -D warnings
-cargo clippy -p mcu-codec --features nvenc --all-targets -q -- -D warnings
+cargo clippy -p mcu-codec -p mcu-server --features mcu-codec/nvenc,mcu-server/nvenc --all-targets -q -- -D warnings
 
 # One closing line over every test run above: cargo's "test result: ok. N passed; M failed"
 # lines and the end-to-end suites' "selftest: N passed, M failed" / "e2e sfu: N passed, M failed" /

@@ -28,44 +28,17 @@ use std::{
 };
 
 use anyhow::Context;
-use bytes::Bytes;
 use mcu_benches::{
     cpu_time, ffmpeg_version, git_rev, machine,
-    peers::{RxStats, http, local_track, peer, proc_cpu, server_bin, signal, start_server_grpc},
+    peers::{RxStats, http, local_track, opus_tone, peer, proc_cpu, replay, server_bin, signal, start_server_grpc},
     save_results, today,
 };
-use mcu_codec::{
-    VideoCodec,
-    audio::{OpusChannels, OpusConfig, OpusEncoder},
-};
-use rtc::{
-    rtp::{codec::vp8::Vp8Payloader, header::Header, packet::Packet, packetizer::Payloader},
-    rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, rtp_sender::RtpCodecKind},
-};
+use mcu_codec::VideoCodec;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, rtp_sender::RtpCodecKind};
 use tokio::sync::watch;
-use webrtc::{
-    media_stream::track_local::{TrackLocal, static_rtp::TrackLocalStaticRTP},
-    peer_connection::PeerConnection,
-};
+use webrtc::{media_stream::track_local::TrackLocal, peer_connection::PeerConnection};
 
 const FPS: u32 = 30;
-
-/// One second of a 440 Hz tone as 20 ms stereo Opus packets.
-fn encode_tone() -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut enc = OpusEncoder::new(OpusConfig::voice(OpusChannels::Stereo, 48_000))?;
-    let mut out = Vec::new();
-    for f in 0..50 {
-        let pcm: Vec<i16> = (0..960)
-            .flat_map(|k| {
-                let t = (f * 960 + k) as f64 / 48_000.0;
-                let v = ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * 8000.0) as i16;
-                [v, v]
-            })
-            .collect();
-        out.push(enc.encode(&pcm)?);
-    }
-    Ok(out)
-}
 
 fn write_ivf(path: &Path, frames: &[Vec<u8>], repeat: usize) -> std::io::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -86,43 +59,6 @@ fn write_ivf(path: &Path, frames: &[Vec<u8>], repeat: usize) -> std::io::Result<
         f.write_all(frame)?;
     }
     f.flush()
-}
-
-/// Replays `video` at 30 fps and `audio` at 50 packets/s until `stop`.
-async fn send(
-    video_track: Arc<TrackLocalStaticRTP>,
-    audio_track: Arc<TrackLocalStaticRTP>,
-    ssrcs: (u32, u32),
-    video: Arc<Vec<Vec<u8>>>,
-    audio: Arc<Vec<Vec<u8>>>,
-    stop: watch::Receiver<bool>,
-) {
-    let mut payloader = Vp8Payloader::default();
-    let mut vtick = tokio::time::interval(Duration::from_secs_f64(1.0 / FPS as f64));
-    let mut atick = tokio::time::interval(Duration::from_millis(20));
-    let (mut vseq, mut aseq, mut frame, mut apkt) = (0u16, 0u16, 0u32, 0u32);
-    while !*stop.borrow() {
-        tokio::select! {
-            _ = vtick.tick() => {
-                let data = Bytes::from(video[frame as usize % video.len()].clone());
-                let Ok(payloads) = payloader.payload(1200, &data) else { continue };
-                let n = payloads.len();
-                for (i, p) in payloads.into_iter().enumerate() {
-                    vseq = vseq.wrapping_add(1);
-                    let header = Header { version: 2, payload_type: 96, marker: i + 1 == n, sequence_number: vseq, timestamp: frame * 3000, ssrc: ssrcs.0, ..Default::default() };
-                    let _ = video_track.write_rtp(Packet { header, payload: p }).await;
-                }
-                frame += 1;
-            }
-            _ = atick.tick() => {
-                aseq = aseq.wrapping_add(1);
-                let payload = Bytes::from(audio[apkt as usize % audio.len()].clone());
-                let header = Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: apkt * 960, ssrc: ssrcs.1, ..Default::default() };
-                let _ = audio_track.write_rtp(Packet { header, payload }).await;
-                apkt += 1;
-            }
-        }
-    }
 }
 
 struct RoomLoad {
@@ -148,7 +84,7 @@ async fn start_room(
         pc.add_track(vt.clone() as Arc<dyn TrackLocal>).await?;
         pc.add_track(at.clone() as Arc<dyn TrackLocal>).await?;
         let session = signal(&pc, gathered, server, &format!("/whip/room{r}?name=p{i}")).await?;
-        tokio::spawn(send(vt, at, ssrcs, video.clone(), audio.clone(), stop.clone()));
+        tokio::spawn(replay(vt, at, ssrcs, video.clone(), audio.clone(), stop.clone()));
         peers.push((pc, session));
     }
     let viewer = Arc::new(RxStats::default());
@@ -326,7 +262,7 @@ fn main() -> anyhow::Result<()> {
 
     let videos: Vec<Arc<Vec<Vec<u8>>>> =
         (0..4).map(|i| mcu_benches::encode_card(VideoCodec::Vp8, i, 640, 360, 600_000, FPS).map(Arc::new)).collect::<anyhow::Result<_>>()?;
-    let audio = Arc::new(encode_tone()?);
+    let audio = Arc::new(opus_tone()?);
     let dir = std::env::temp_dir().join(format!("mcu-capacity-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     for (i, v) in videos.iter().enumerate() {

@@ -14,6 +14,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use bytes::Bytes;
+use mcu_codec::audio::{OpusChannels, OpusConfig, OpusEncoder};
 use parking_lot::Mutex;
 
 use anyhow::{Context, anyhow, bail};
@@ -23,6 +25,7 @@ use rtc::{
         configuration::{RTCConfigurationBuilder, interceptor_registry::register_default_interceptors, media_engine::MediaEngine},
         sdp::RTCSessionDescription,
     },
+    rtp::{codec::vp8::Vp8Payloader, header::Header, packet::Packet, packetizer::Payloader},
     rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind},
 };
 use tokio::{
@@ -32,7 +35,7 @@ use tokio::{
 };
 use webrtc::{
     media_stream::{
-        track_local::static_rtp::TrackLocalStaticRTP,
+        track_local::{TrackLocal, static_rtp::TrackLocalStaticRTP},
         track_remote::{TrackRemote, TrackRemoteEvent},
     },
     peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState, Registry},
@@ -234,4 +237,58 @@ pub fn start_server_grpc(extra: &[&str]) -> anyhow::Result<(Child, SocketAddr, S
     let addr = line.trim().strip_prefix("listening on http://").ok_or_else(|| anyhow!("unexpected first line {line:?}"))?.parse()?;
     let grpc = grpc.trim().strip_prefix("grpc listening on ").ok_or_else(|| anyhow!("unexpected second line {grpc:?}"))?.to_string();
     Ok((child, addr, grpc))
+}
+
+/// One second of a 440 Hz tone as 20 ms stereo Opus packets.
+pub fn opus_tone() -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut enc = OpusEncoder::new(OpusConfig::voice(OpusChannels::Stereo, 48_000))?;
+    let mut out = Vec::new();
+    for f in 0..50 {
+        let pcm: Vec<i16> = (0..960)
+            .flat_map(|k| {
+                let t = (f * 960 + k) as f64 / 48_000.0;
+                let v = ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * 8000.0) as i16;
+                [v, v]
+            })
+            .collect();
+        out.push(enc.encode(&pcm)?);
+    }
+    Ok(out)
+}
+
+/// Replays `video` (VP8 frames, payload type 96) at 30 fps and `audio` at 50 packets/s until `stop`.
+pub async fn replay(
+    video_track: Arc<TrackLocalStaticRTP>,
+    audio_track: Arc<TrackLocalStaticRTP>,
+    ssrcs: (u32, u32),
+    video: Arc<Vec<Vec<u8>>>,
+    audio: Arc<Vec<Vec<u8>>>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut payloader = Vp8Payloader::default();
+    let mut vtick = tokio::time::interval(Duration::from_secs_f64(1.0 / 30.0));
+    let mut atick = tokio::time::interval(Duration::from_millis(20));
+    let (mut vseq, mut aseq, mut frame, mut apkt) = (0u16, 0u16, 0u32, 0u32);
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = vtick.tick() => {
+                let data = Bytes::from(video[frame as usize % video.len()].clone());
+                let Ok(payloads) = payloader.payload(1200, &data) else { continue };
+                let n = payloads.len();
+                for (i, p) in payloads.into_iter().enumerate() {
+                    vseq = vseq.wrapping_add(1);
+                    let header = Header { version: 2, payload_type: 96, marker: i + 1 == n, sequence_number: vseq, timestamp: frame * 3000, ssrc: ssrcs.0, ..Default::default() };
+                    let _ = video_track.write_rtp(Packet { header, payload: p }).await;
+                }
+                frame += 1;
+            }
+            _ = atick.tick() => {
+                aseq = aseq.wrapping_add(1);
+                let payload = Bytes::from(audio[apkt as usize % audio.len()].clone());
+                let header = Header { version: 2, payload_type: 111, sequence_number: aseq, timestamp: apkt * 960, ssrc: ssrcs.1, ..Default::default() };
+                let _ = audio_track.write_rtp(Packet { header, payload }).await;
+                apkt += 1;
+            }
+        }
+    }
 }

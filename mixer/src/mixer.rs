@@ -142,6 +142,8 @@ pub struct MixerStats {
     pub mixes: u64,
     /// Mixes computed on the GPU.
     pub gpu_mixes: u64,
+    /// Times a GPU mix failed and the mixer moved to the CPU for good (0 or 1).
+    pub gpu_fallbacks: u64,
 }
 
 /// One distinct mix and who hears it.
@@ -479,7 +481,11 @@ impl Mixer {
                     out
                 }
                 Err(e) => {
-                    tracing::warn!("GPU mix failed, mixing on the CPU: {e}");
+                    // A device lost or out of memory: this mixer stays on the CPU from now on
+                    // (told once, counted), rather than failing and warning every tick.
+                    tracing::error!("GPU mix failed; this mixer mixes on the CPU from now on: {e}");
+                    self.gpu = None;
+                    self.stats.gpu_fallbacks += 1;
                     mix_cpu(&self.x, selected.len(), n, &gains, m)
                 }
             }

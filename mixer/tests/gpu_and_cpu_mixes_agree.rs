@@ -88,3 +88,40 @@ fn auto_keeps_small_mixes_and_software_adapters_on_the_cpu() {
     assert_eq!(m.stats().mixes, 3);
     assert_eq!(m.stats().gpu_mixes, 0, "three small mixes stay on the CPU");
 }
+
+#[test]
+fn a_lost_device_moves_the_mixer_to_the_cpu_for_good() {
+    // A device of its own (the others' is shared), destroyed between two ticks: a real loss.
+    let choice: AdapterChoice = std::env::var("MCU_TEST_ADAPTER").unwrap_or_default().parse().unwrap();
+    let own = Gpu::new(&choice).expect("an adapter");
+    let feed = |m: &mut Mixer, tick: u64| {
+        for i in 0..4 {
+            m.push(&format!("p{i}"), tick, &tone_frame(common::FREQS[i], 0.3, tick)).unwrap();
+        }
+        m.tick(tick)
+    };
+    let new = |gm: Option<GpuMixer>, path| {
+        let mut m = Mixer::new(MixerConfig { top_k: 0, path, ..Default::default() }, gm).unwrap();
+        for i in 0..4 {
+            m.add(format!("p{i}"), Role::SourceAndListener).unwrap();
+        }
+        m
+    };
+    let mut on_gpu = new(Some(GpuMixer::new(own.clone())), MixPath::Gpu);
+    let mut reference = new(None, MixPath::Cpu);
+    feed(&mut on_gpu, 0);
+    feed(&mut reference, 0);
+    assert_eq!((on_gpu.stats().gpu_mixes, on_gpu.stats().gpu_fallbacks), (4, 0));
+    own.device.destroy();
+    for tick in 1..4 {
+        let (a, b) = (feed(&mut on_gpu, tick), feed(&mut reference, tick));
+        assert_eq!(a.groups.len(), b.groups.len());
+        for (x, y) in a.groups.iter().zip(&b.groups) {
+            assert_eq!(x.listeners, y.listeners);
+            let worst = x.pcm.iter().zip(&y.pcm).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "tick {tick}: the mixes after the loss are the CPU's ({worst})");
+        }
+    }
+    let s = on_gpu.stats();
+    assert_eq!((s.gpu_mixes, s.gpu_fallbacks, s.mixes), (4, 1, 16), "one failed try, then the CPU for good: {s:?}");
+}

@@ -81,6 +81,8 @@ pub struct AudioStats {
     pub encoder_failures: u64,
     /// Opus encodes done (one per distinct mix heard, per tick).
     pub encodes: u64,
+    /// The mixer's GPU failed and it mixes on the CPU from then on (0 or 1).
+    pub mix_gpu_fallbacks: u64,
 }
 
 struct AudioInput {
@@ -189,7 +191,7 @@ impl AudioEngine {
             dropped += a.dropped();
             concealed += a.concealed;
         }
-        AudioStats { playout_dropped: dropped, concealed, ..self.stats }
+        AudioStats { playout_dropped: dropped, concealed, mix_gpu_fallbacks: self.mixer.stats().gpu_fallbacks, ..self.stats }
     }
 
     /// The room as it is now.

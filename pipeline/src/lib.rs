@@ -43,7 +43,7 @@ use bytes::Bytes;
 use mcu_codec::VideoCodec;
 
 pub use audio::{AudioEngine, AudioOutput, AudioStats, MIX_INPUT, PHONE_OPUS_COMPLEXITY};
-pub use encoders::{DecoderFactory, EncoderFactory, Renderer, SoftwareCodecs};
+pub use encoders::{DecoderFactory, EncoderFactory, Renderer, SelectedEncoders, SoftwareCodecs};
 pub use plan::layer_for_tile;
 pub use rate::{ESTIMATE_MAX_AGE, MIN_VIDEO_BITRATE, RATE_CHECK_INTERVAL, loss_based_bitrate, shared_encode_bitrate};
 pub use video::{VideoEngine, VideoOutput, VideoStats};

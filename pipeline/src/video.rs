@@ -88,6 +88,20 @@ pub enum VideoOutput {
         /// Its size.
         size: (u32, u32),
     },
+    /// The renderer failed (a GPU device lost, out of memory): the room draws with the
+    /// fallback renderer from the next frame on.
+    RenderFallback {
+        /// Why.
+        error: String,
+    },
+    /// A hardware encoder failed mid-stream: the canvas is reopened at once with the encoders'
+    /// other kind (software after NVENC).
+    EncoderFallback {
+        /// The canvas.
+        canvas: String,
+        /// Why.
+        error: String,
+    },
     /// A canvas's encoder could not be opened or failed: that canvas is not sent until it is
     /// opened again ([`ENCODER_RETRY`] later); the other canvases go on.
     EncoderFailed {
@@ -147,6 +161,10 @@ pub struct VideoStats {
     pub encodes: u64,
     /// Video encoders opened.
     pub encoders_opened: u64,
+    /// Times the room moved to its fallback renderer (a GPU fault).
+    pub render_fallbacks: u64,
+    /// Hardware encoders that failed and were replaced by software at once.
+    pub encoder_fallbacks: u64,
 }
 
 struct VideoInput {
@@ -179,6 +197,8 @@ pub struct VideoEngine {
     epoch: Instant,
     frame_interval: Duration,
     renderer: Box<dyn Renderer>,
+    /// What draws when `renderer` fails (the CPU compositor behind a GPU one), once.
+    fallback: Option<Box<dyn FnOnce() -> Box<dyn Renderer> + Send>>,
     encoders: Box<dyn EncoderFactory>,
     decoders: Box<dyn DecoderFactory>,
     /// Where a pass's canvases are encoded in parallel (shared by every room of the process);
@@ -240,6 +260,7 @@ impl VideoEngine {
             epoch: now,
             frame_interval: Duration::from_secs_f64(1.0 / config.fps.max(1) as f64),
             renderer,
+            fallback: None,
             encoders,
             decoders,
             encode_pool: None,
@@ -277,6 +298,15 @@ impl VideoEngine {
     /// another on the caller's thread. The outputs are the same either way, in the same order.
     pub fn with_encode_pool(mut self, pool: Arc<rayon::ThreadPool>) -> VideoEngine {
         self.encode_pool = Some(pool);
+        self
+    }
+
+    /// When the renderer fails (a GPU device lost, out of memory), the room goes on drawing
+    /// with the renderer `fallback` makes, from the next frame (one frame interval later): its
+    /// inputs are registered and the scene set again; pictures come back with each input's
+    /// next decoded frame.
+    pub fn with_fallback_renderer(mut self, fallback: Box<dyn FnOnce() -> Box<dyn Renderer> + Send>) -> VideoEngine {
+        self.fallback = Some(fallback);
         self
     }
 
@@ -539,6 +569,7 @@ impl VideoEngine {
             Err(e) => {
                 self.stats.render_failures += 1;
                 tracing::warn!(error = %e, "composite not drawn");
+                self.fall_back_renderer(e.to_string());
                 return;
             }
         };
@@ -567,7 +598,7 @@ impl VideoEngine {
             let units = match encoded {
                 Ok(units) => units,
                 Err(e) => {
-                    self.fail(now, &id, e.to_string());
+                    self.encode_failed(now, &id, e.to_string());
                     continue;
                 }
             };
@@ -681,6 +712,43 @@ impl VideoEngine {
                 Err(e) => self.fail(now, &id, e),
             }
         }
+    }
+
+    /// The renderer failed: the fallback (if any, once) draws from the next frame on, with
+    /// the inputs registered again and the scene set again at that frame.
+    fn fall_back_renderer(&mut self, error: String) {
+        let Some(make) = self.fallback.take() else { return };
+        let mut renderer = make();
+        let mut inputs: Vec<&String> = self.videos.values().map(|v| &v.participant).collect();
+        inputs.sort();
+        inputs.dedup();
+        for p in inputs {
+            renderer.register_input(InputId::new(p));
+        }
+        self.renderer = renderer;
+        // Set again at the next frame (and the canvas tracks, encoders and viewers stay).
+        self.scene = None;
+        self.stats.render_fallbacks += 1;
+        self.outputs.push_back(VideoOutput::RenderFallback { error });
+    }
+
+    /// A canvas's encoder failed while encoding: a hardware one is replaced at once when the
+    /// factory has another kind; otherwise as [`VideoEngine::fail`].
+    fn encode_failed(&mut self, now: Instant, id: &CanvasId, error: String) {
+        let backend = self.views.get(id).map(|v| v.encoder.backend());
+        if let Some(backend) = backend
+            && self.encoders.encoder_failed(backend)
+        {
+            self.stats.encoder_failures += 1;
+            self.stats.encoder_fallbacks += 1;
+            self.views.remove(id);
+            self.failed.remove(id);
+            self.outputs.push_back(VideoOutput::EncoderFallback { canvas: id.0.to_string(), error });
+            // Reopened now: the next frame is encoded by the new encoder.
+            self.open_encoders(now);
+            return;
+        }
+        self.fail(now, id, error);
     }
 
     /// A canvas's encoder failed: counted and told; the canvas waits [`ENCODER_RETRY`].

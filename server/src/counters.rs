@@ -36,4 +36,9 @@ pub struct Counters {
     /// The composite's encoders that failed (to open, or to encode): video canvases and audio
     /// mixes. The canvas or mix stops; the room goes on.
     pub mix_encoder_failures: AtomicU64,
+    /// Composites that moved to the CPU after a GPU fault: their renderer (a device lost, out
+    /// of memory), their mixer, or a hardware (NVENC) encoder replaced by software.
+    pub render_fallbacks: AtomicU64,
+    pub mix_fallbacks: AtomicU64,
+    pub encoder_fallbacks: AtomicU64,
 }

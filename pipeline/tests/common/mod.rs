@@ -18,8 +18,8 @@ use mcu_codec::{
 use mcu_compositor::Compositor;
 use mcu_media::{PixelFormat, Rgb, VideoFrame};
 use mcu_pipeline::{
-    ESTIMATE_MAX_AGE, EncoderFactory, Feedback, Listener, McuConfig, MediaPacket, MixCodec, RoomView, SoftwareCodecs, TrackId, VideoEngine, VideoOutput,
-    VideoProfile,
+    ESTIMATE_MAX_AGE, EncoderFactory, Feedback, Listener, McuConfig, MediaPacket, MixCodec, Renderer, RoomView, SoftwareCodecs, TrackId, VideoEngine,
+    VideoOutput, VideoProfile,
 };
 use mcu_sfu::{Codec, Forwarder, ForwarderConfig, Output};
 use rtc::rtp::{
@@ -147,8 +147,13 @@ pub struct Room {
 
 impl Room {
     pub fn new(encoders: Box<dyn EncoderFactory>) -> Room {
+        Room::with_renderer(encoders, Box::new(Compositor::new_cpu(1)))
+    }
+
+    /// A room whose composite draws with `renderer`.
+    pub fn with_renderer(encoders: Box<dyn EncoderFactory>, renderer: Box<dyn Renderer>) -> Room {
         let now = origin();
-        let engine = VideoEngine::new(config(), now, Box::new(Compositor::new_cpu(1)), encoders, Box::new(SoftwareCodecs), 7);
+        let engine = VideoEngine::new(config(), now, renderer, encoders, Box::new(SoftwareCodecs), 7);
         let mut fwd = Forwarder::new(ForwarderConfig::default());
         fwd.publish("_mix/video-0", Codec::Vp8, 90_000, &[(ROOM_SSRC, 0)]).expect("the room track publishes");
         let view = RoomView { room_ssrcs: (ROOM_SSRC, ROOM_SSRC + 1), ..RoomView::default() };

@@ -57,7 +57,9 @@ fn media_paths(args: &ServeArgs) -> anyhow::Result<MediaPaths> {
     };
     let pool =
         rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("mcu-encode-{i}")).build().context("starting the encode threads")?;
-    let paths = MediaPaths { render: render.0, mix: mix.0, encode_pool: Some(Arc::new(pool)) };
+    // NVENC or software, probed once (one log line saying which and why).
+    let encoders = mcu_codec::EncoderSelector::probe(args.encoder.0);
+    let paths = MediaPaths { render: render.0, mix: mix.0, encode_pool: Some(Arc::new(pool)), encoders: Some(Arc::new(encoders)), told: Arc::default() };
     let (r, m) = paths.names();
     tracing::info!("room composites draw on the {r} ({}) and mix on the {m} ({}); {threads} encode threads", render.1, mix.1);
     Ok(paths)
@@ -167,6 +169,11 @@ pub struct ServeArgs {
     /// to pay is not measured yet), gpu (the compute shader on the chosen adapter) or cpu.
     #[arg(long, env = "MCU_MIX_PATH", default_value = "auto")]
     pub mix_path: RenderPath,
+    /// The composites' video encoders: auto (NVENC where the GPU has it and the codec is one
+    /// it encodes, in a build with the `nvenc` feature; software otherwise), software, or nvenc
+    /// (NVENC only: a canvas NVENC cannot encode fails).
+    #[arg(long, env = "MCU_ENCODER", default_value = "auto")]
+    pub encoder: EncoderChoice,
     /// Threads that encode the composites' canvases, shared by every room (a room with several
     /// pictures, such as a classroom, encodes them in parallel); 0: one per core.
     #[arg(long, env = "MCU_ENCODE_THREADS", default_value_t = 0)]
@@ -238,6 +245,23 @@ pub struct ServeArgs {
     /// PEM private key for SIP over TLS.
     #[arg(long, env = "MCU_SIP_TLS_KEY")]
     pub sip_tls_key: Option<std::path::PathBuf>,
+}
+
+/// `--encoder`: auto, software or nvenc.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderChoice(pub mcu_codec::EncoderPreference);
+
+impl std::str::FromStr for EncoderChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<EncoderChoice, String> {
+        use mcu_codec::EncoderPreference;
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(EncoderChoice(EncoderPreference::Auto)),
+            "software" | "cpu" => Ok(EncoderChoice(EncoderPreference::Software)),
+            "nvenc" => Ok(EncoderChoice(EncoderPreference::Nvenc)),
+            _ => Err(format!("{s:?}: auto, software or nvenc")),
+        }
+    }
 }
 
 /// `640x360`: even sides from 16 to 1920.

@@ -128,6 +128,16 @@ pub fn render(sfu: &Sfu, sip: Option<Arc<Gateway>>, ws_connections: u64) -> Stri
         "Composite encoder failures: a video canvas whose encoder failed to open or to encode (it stops, and is retried every 5 s), or an audio mix tick not encoded (its listeners miss 20 ms); the rest of the room goes on.",
         c.mix_encoder_failures.load(Ordering::Relaxed),
     );
+    o.labelled(
+        "mcu_gpu_fallbacks_total",
+        "counter",
+        "Moves to the CPU after a GPU fault, by what moved: a composite's renderer (device lost, out of memory), its mixer, or a hardware (NVENC) encoder replaced by a software one. The room goes on.",
+        &[
+            ("what=\"render\"", c.render_fallbacks.load(Ordering::Relaxed)),
+            ("what=\"mix\"", c.mix_fallbacks.load(Ordering::Relaxed)),
+            ("what=\"encoder\"", c.encoder_fallbacks.load(Ordering::Relaxed)),
+        ],
+    );
     o.metric("mcu_rtp_sent_packets_total", "counter", "RTP packets written to subscriber connections.", c.sent.load(Ordering::Relaxed));
     o.metric(
         "mcu_rtp_sent_direct_packets_total",

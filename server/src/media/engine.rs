@@ -25,11 +25,13 @@ use std::{
     time::Instant,
 };
 
+use mcu_codec::EncoderSelector;
 use mcu_compositor::Compositor;
 use mcu_compositor::Gpu;
 use mcu_mixer::{GpuMixer, Mixer};
 use mcu_pipeline::{
-    AudioEngine, AudioOutput, AudioStats, Feedback, Listener, RecordingView, RoomView, Simulcast, SoftwareCodecs, VideoEngine, VideoOutput, VideoStats,
+    AudioEngine, AudioOutput, AudioStats, EncoderFactory, Feedback, Listener, RecordingView, RoomView, SelectedEncoders, Simulcast, SoftwareCodecs,
+    VideoEngine, VideoOutput, VideoStats,
 };
 use tokio::sync::mpsc;
 
@@ -53,6 +55,10 @@ pub struct MediaPaths {
     /// The process's encode workers: every room encodes the canvases of a pass there in
     /// parallel (`None`: on the room's own thread, one after another).
     pub encode_pool: Option<Arc<rayon::ThreadPool>>,
+    /// NVENC or software per stream, as the start-up probe decided (`None`: software), and
+    /// the reasons for software already logged.
+    pub encoders: Option<Arc<EncoderSelector>>,
+    pub told: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl MediaPaths {
@@ -212,10 +218,19 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
     let _ends_audio = EndsAudio(tap.audio.clone(), Some(audio_thread));
     // The CPU compositor draws on this thread itself (no pool, no hand-off); the GPU one
     // submits to the process's device and reads the canvases back.
+    let on_gpu = paths.render.is_some();
     let compositor = paths.render.map_or_else(|| Compositor::new_cpu(1), Compositor::new);
-    let mut engine = VideoEngine::new(config, Instant::now(), Box::new(compositor), Box::new(SoftwareCodecs), Box::new(SoftwareCodecs), rand::random());
+    let encoders: Box<dyn EncoderFactory> = match paths.encoders.clone() {
+        Some(selector) => Box::new(SelectedEncoders::new(selector, paths.told.clone())),
+        None => Box::new(SoftwareCodecs),
+    };
+    let mut engine = VideoEngine::new(config, Instant::now(), Box::new(compositor), encoders, Box::new(SoftwareCodecs), rand::random());
     if let Some(pool) = paths.encode_pool.clone() {
         engine = engine.with_encode_pool(pool);
+    }
+    if on_gpu {
+        // A GPU fault (device lost, out of memory) moves the room to the CPU compositor.
+        engine = engine.with_fallback_renderer(Box::new(|| Box::new(Compositor::new_cpu(1))));
     }
     let mut snapshot = Snapshot::default();
     let mut counted = VideoStats::default();
@@ -271,6 +286,15 @@ fn run(room: Weak<Room>, tap: TapReaders, mut keyframe_requests: mpsc::Unbounded
                     if !shown {
                         tracing::debug!(room = %room.name, %listener, %track, "canvas not shown: no subscription yet");
                     }
+                }
+                VideoOutput::RenderFallback { error } => {
+                    tracing::error!(room = %room.name, %error, "GPU compositor failed; the room draws on the CPU from the next frame on");
+                    room.counters().render_fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    room.composite_moved_to_cpu(true);
+                }
+                VideoOutput::EncoderFallback { canvas, error } => {
+                    tracing::warn!(room = %room.name, %canvas, %error, "hardware encoder failed; the canvas is encoded in software from its next frame");
+                    room.counters().encoder_fallbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 VideoOutput::EncoderFailed { canvas, error } => {
                     tracing::error!(room = %room.name, %canvas, %error, "composite canvas encoder failed; the canvas stops, the room goes on (retried in 5 s)");
@@ -353,6 +377,11 @@ fn run_audio(
         add(&c.dropped_audio_playout, stats.playout_dropped, counted.playout_dropped);
         add(&c.audio_concealed, stats.concealed, counted.concealed);
         add(&c.mix_encoder_failures, stats.encoder_failures, counted.encoder_failures);
+        if stats.mix_gpu_fallbacks > counted.mix_gpu_fallbacks {
+            // Logged by the mixer; the room's mix path is the CPU's from now on.
+            add(&c.mix_fallbacks, stats.mix_gpu_fallbacks, counted.mix_gpu_fallbacks);
+            room.composite_moved_to_cpu(false);
+        }
         counted = stats;
     }
 }

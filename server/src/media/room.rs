@@ -464,6 +464,18 @@ impl Room {
 
     /// Registers the composite's tracks as a publisher's and starts copying packets to it.
     /// False when it runs already.
+    /// The composite's renderer (`render`) or mixer moved to the CPU after a GPU fault.
+    pub fn composite_moved_to_cpu(&self, render: bool) {
+        let mut members = self.members_mut();
+        if let Some(p) = members.paths.as_mut() {
+            if render {
+                p.0 = "cpu";
+            } else {
+                p.1 = "cpu";
+            }
+        }
+    }
+
     pub fn start_mix(
         &self,
         tap: Tap,
