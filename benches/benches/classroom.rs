@@ -10,7 +10,8 @@
 //! passes when every student receives ≥ 90 % of 30 frames/s.
 //!
 //! Run: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench classroom -- --save`
-//! (`--classrooms 1,2`, `--students 16`, `--seconds 10`, `--codec vp8|h264` for the canvases'
+//! (`--classrooms 1,2`, `--students 16`, `--talkers 1` students who speak (a tone; the others
+//! send silence, so the mixer's speech gate leaves them out), `--seconds 10`, `--codec vp8|h264` for the canvases'
 //! encode, `--bitrate 600000` per canvas, `--encode-threads N` for the server, `--render-path
 //! cpu|gpu`).
 #![allow(clippy::disallowed_methods)]
@@ -24,7 +25,7 @@ use std::{
 
 use mcu_benches::{
     cpu_time, git_rev, machine,
-    peers::{RxStats, http, local_track, opus_tone, peer, proc_cpu, replay, signal, start_server},
+    peers::{RxStats, http, local_track, opus_tone_at, peer, proc_cpu, replay, signal, start_server},
     save_results, today,
 };
 use mcu_codec::VideoCodec;
@@ -45,7 +46,8 @@ async fn start_classroom(
     c: usize,
     students: usize,
     videos: &[Arc<Vec<Vec<u8>>>],
-    audio: &Arc<Vec<Vec<u8>>>,
+    audio: &(Arc<Vec<Vec<u8>>>, Arc<Vec<Vec<u8>>>),
+    talkers: usize,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<Student>> {
     let mut out = Vec::new();
@@ -60,7 +62,9 @@ async fn start_classroom(
         pc.add_track(vt.clone() as Arc<dyn TrackLocal>).await?;
         pc.add_track(at.clone() as Arc<dyn TrackLocal>).await?;
         let session = signal(&pc, gathered, server, &format!("/mcu/class{c}?name=s{i:02}")).await?;
-        tokio::spawn(replay(vt, at, ssrcs, videos[i % videos.len()].clone(), audio.clone(), stop.clone()));
+        // The first `talkers` students speak (a tone); the others' microphones send silence.
+        let sound = if i < talkers { audio.0.clone() } else { audio.1.clone() };
+        tokio::spawn(replay(vt, at, ssrcs, videos[i % videos.len()].clone(), sound, stop.clone()));
         out.push(Student { pc, session, rx });
     }
     Ok(out)
@@ -74,19 +78,21 @@ struct Step {
     loadgen_cores: f64,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_step(
     server: SocketAddr,
     pid: u32,
     classrooms: usize,
     students: usize,
+    talkers: usize,
     seconds: u64,
     videos: &[Arc<Vec<Vec<u8>>>],
-    audio: &Arc<Vec<Vec<u8>>>,
+    audio: &(Arc<Vec<Vec<u8>>>, Arc<Vec<Vec<u8>>>),
 ) -> anyhow::Result<Step> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut all: Vec<Student> = Vec::new();
     for c in 0..classrooms {
-        all.extend(start_classroom(server, c, students, videos, audio, &stop_rx).await?);
+        all.extend(start_classroom(server, c, students, videos, audio, talkers, &stop_rx).await?);
     }
     // Connections up, decoders past their first keyframe, the personal canvases flowing.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -132,7 +138,8 @@ fn main() -> anyhow::Result<()> {
 
     let videos: Vec<Arc<Vec<Vec<u8>>>> =
         (0..students).map(|i| mcu_benches::encode_card(VideoCodec::Vp8, i, 640, 360, 600_000, FPS).map(Arc::new)).collect::<anyhow::Result<_>>()?;
-    let audio = Arc::new(opus_tone()?);
+    let talkers: usize = arg("--talkers").and_then(|s| s.parse().ok()).unwrap_or(1);
+    let audio = (Arc::new(opus_tone_at(8000.0)?), Arc::new(opus_tone_at(0.0)?));
     let extra = [
         "--mix-width",
         "640",
@@ -163,7 +170,7 @@ fn main() -> anyhow::Result<()> {
     writeln!(table, "|---:|---:|---:|---|---:|---:|---:|")?;
     let result = rt.block_on(async {
         for &n in &steps {
-            let s = run_step(server, pid, n, students, seconds, &videos, &audio).await?;
+            let s = run_step(server, pid, n, students, talkers, seconds, &videos, &audio).await?;
             let line = format!(
                 "| {} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.2} |",
                 s.classrooms,
@@ -191,15 +198,15 @@ fn main() -> anyhow::Result<()> {
         writeln!(md, "- Commit: {}", git_rev())?;
         writeln!(
             md,
-            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench classroom -- --save --seconds {seconds} --classrooms {} --students {students} --codec {codec} --bitrate {bitrate} --encode-threads {encode_threads} --render-path {render_path}`",
+            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench classroom -- --save --seconds {seconds} --classrooms {} --students {students} --talkers {talkers} --codec {codec} --bitrate {bitrate} --encode-threads {encode_threads} --render-path {render_path}`",
             arg("--classrooms").unwrap_or_else(|| "1,2".into())
         )?;
         writeln!(
             md,
-            "- Per classroom: {students} MCU participants (`POST /mcu/class{{n}}`), each replaying VP8 640×360 at 30 fps (~600 kbps, libvpx) and Opus and receiving, on the same connection, a 640×360 30 fps picture of the others ({codec}, {bitrate} bps) and its own mix; the server (`--everyone-but-me`, `--encode-threads {encode_threads}`, 0: one per core) decodes {students} inputs, draws {students} personal canvases and encodes each once per frame. Server: a separate process, CPU from /proc; load generator (every student's connection, DTLS-SRTP included): this process, on the same cores.\n"
+            "- Per classroom: {students} MCU participants (`POST /mcu/class{{n}}`), each replaying VP8 640×360 at 30 fps (~600 kbps, libvpx) and Opus ({talkers} of them a tone, the others silence) and receiving, on the same connection, a 640×360 30 fps picture of the others ({codec}, {bitrate} bps) and its own mix; the server (`--everyone-but-me`, `--encode-threads {encode_threads}`, 0: one per core) decodes {students} inputs, draws {students} personal canvases and encodes each once per frame. Server: a separate process, CPU from /proc; load generator (every student's connection, DTLS-SRTP included): this process, on the same cores.\n"
         )?;
         md.push_str(&table);
-        save_results(&format!("classroom-{codec}-{render_path}"), &date, &md);
+        save_results(&format!("classroom-{codec}-{render_path}-{talkers}talking"), &date, &md);
     }
     Ok(())
 }

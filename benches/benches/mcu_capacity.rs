@@ -11,7 +11,7 @@
 //!
 //! Run: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save`
 //! (`--rooms 1,2,3,4`, `--seconds 10`, `--codec h264` for H.264 out and libx264 in the ffmpeg
-//! job). With `--record` each room has no viewer but a server-side recording of its composite
+//! job, `--paths cpu,gpu` for the same steps on each render and mix path in one run). With `--record` each room has no viewer but a server-side recording of its composite
 //! (started over gRPC, H.264 + Opus with `--codec h264`); a step passes when every recording
 //! holds ≥ 90 % of 30 frames per second of its duration (`ffprobe -count_packets`); results go
 //! to `recording_capacity-*.md`.
@@ -281,70 +281,103 @@ fn main() -> anyhow::Result<()> {
     if let Some(a) = rtc_udp.as_deref() {
         extra.extend(["--rtc-udp", a]);
     }
-    let (mut child, server, grpc) = start_server_grpc(&extra)?;
-    let pid = child.id();
+    // --paths cpu,gpu: the same steps on each render and mix path, one server each, in one run
+    // (a leading column names the path; ffmpeg's reference is measured once per step).
+    let paths: Option<Vec<String>> = arg("--paths").map(|p| p.split(',').map(|s| s.trim().to_string()).collect());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut table = String::new();
+    let lead = if paths.is_some() { "| path " } else { "" };
     if record {
         writeln!(
             table,
-            "| rooms (4 senders + 1 recording each) | slowest recording fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |"
+            "{lead}| rooms (4 senders + 1 recording each) | slowest recording fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |"
         )?;
     } else {
         writeln!(
             table,
-            "| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |"
+            "{lead}| rooms (4 senders + 1 viewer each) | slowest viewer fps | real time (≥ 27 fps) | server CPU (cores) | server CPU per room (cores) | load generator CPU (cores) | ffmpeg, as many rooms at once in real time: CPU per room (cores) | ffmpeg's slowest room: wall for {seconds} s | server ÷ ffmpeg per room |"
         )?;
     }
-    writeln!(table, "|---:|---:|---|---:|---:|---:|---:|---:|---:|")?;
-    let result = rt.block_on(async {
-        for &n in &steps {
-            let s = run_step(server, &grpc, record, pid, n, seconds, &videos, &audio).await?;
-            // The same number of rooms' media jobs in ffmpeg, paced, while the server idles.
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            let (ff_cores, ff_wall) = {
-                let dir = dir.clone();
-                tokio::task::spawn_blocking(move || ffmpeg_rooms_paced(&dir, n, seconds, h264)).await??
-            };
-            let per_room = s.server_cores / s.rooms as f64;
-            let ff_per_room = ff_cores / n as f64;
-            let line = format!(
-                "| {} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} s | {:.2} |",
-                s.rooms,
-                s.min_fps,
-                if s.min_fps >= 27.0 { "yes" } else { "no" },
-                s.server_cores,
-                per_room,
-                s.loadgen_cores,
-                ff_per_room,
-                ff_wall,
-                per_room / ff_per_room
-            );
-            println!("{line}");
-            writeln!(table, "{line}")?;
-            tokio::time::sleep(Duration::from_secs(7)).await;
+    writeln!(table, "{}|---:|---:|---|---:|---:|---:|---:|---:|---:|", if paths.is_some() { "|---" } else { "" })?;
+    let mut ffmpeg_steps: std::collections::HashMap<usize, (f64, f64)> = Default::default();
+    let mut result = Ok(());
+    for path in paths.clone().unwrap_or_else(|| vec![String::new()]) {
+        let mut args = extra.clone();
+        if !path.is_empty() {
+            args.extend(["--render-path", path.as_str(), "--mix-path", path.as_str()]);
         }
-        anyhow::Ok(())
-    });
-    let _ = child.kill();
-    let _ = child.wait();
+        let (mut child, server, grpc) = start_server_grpc(&args)?;
+        let pid = child.id();
+        result = rt.block_on(async {
+            for &n in &steps {
+                let s = run_step(server, &grpc, record, pid, n, seconds, &videos, &audio).await?;
+                // The same number of rooms' media jobs in ffmpeg, paced, while the server idles.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                let (ff_cores, ff_wall) = match ffmpeg_steps.get(&n) {
+                    Some(v) => *v,
+                    None => {
+                        let dir = dir.clone();
+                        let v = tokio::task::spawn_blocking(move || ffmpeg_rooms_paced(&dir, n, seconds, h264)).await??;
+                        ffmpeg_steps.insert(n, v);
+                        v
+                    }
+                };
+                let per_room = s.server_cores / s.rooms as f64;
+                let ff_per_room = ff_cores / n as f64;
+                let line = format!(
+                    "{}| {} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} s | {:.2} |",
+                    if path.is_empty() { String::new() } else { format!("| {path} ") },
+                    s.rooms,
+                    s.min_fps,
+                    if s.min_fps >= 27.0 { "yes" } else { "no" },
+                    s.server_cores,
+                    per_room,
+                    s.loadgen_cores,
+                    ff_per_room,
+                    ff_wall,
+                    per_room / ff_per_room
+                );
+                println!("{line}");
+                writeln!(table, "{line}")?;
+                tokio::time::sleep(Duration::from_secs(7)).await;
+            }
+            anyhow::Ok(())
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        if result.is_err() {
+            break;
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     if save {
         let date = today();
         let mut md = String::new();
-        let title = if record { "Composite recordings in real time (CPU only)" } else { "Room composites in real time (MCU, CPU only)" };
+        let title = match (record, paths.is_some()) {
+            (true, _) => "Composite recordings in real time (CPU only)",
+            (false, true) => "Room composites in real time (MCU), by render and mix path",
+            (false, false) => "Room composites in real time (MCU, CPU only)",
+        };
         writeln!(md, "# {title}, {date}\n")?;
         writeln!(md, "- Machine: {}", machine())?;
         writeln!(md, "- Commit: {}", git_rev())?;
         writeln!(md, "- ffmpeg: {}", ffmpeg_version())?;
         writeln!(
             md,
-            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save --seconds {seconds} --rooms {} --codec {codec_name}{}{}`",
+            "- Command: `cargo build --release -p mcu-server && cargo bench -p mcu-benches --bench mcu_capacity -- --save --seconds {seconds} --rooms {} --codec {codec_name}{}{}{}`",
             arg("--rooms").unwrap_or_else(|| "1,2,3,4".into()),
             if record { " --record" } else { "" },
-            udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default()
+            udp_port.map(|p| format!(" --udp-port {p}")).unwrap_or_default(),
+            paths.as_ref().map(|p| format!(" --paths {}", p.join(","))).unwrap_or_default()
         )?;
+        if let Some(p) = &paths {
+            writeln!(
+                md,
+                "- Paths: each of {} in turn, one server each (`--render-path P --mix-path P`): `gpu` draws the canvases with wgpu and mixes with the compute shader on this machine's adapter (lavapipe, Vulkan on the CPU, without a GPU), `cpu` with SIMD scaling and the CPU mixer. ffmpeg's reference is measured once per step.",
+                p.join(", ")
+            )?;
+        }
         let out =
             if record { "a server-side recording of the composite (Matroska, started over gRPC; no viewer)" } else { "one WHEP viewer of `/whep/{room}`" };
         writeln!(
@@ -359,6 +392,7 @@ fn main() -> anyhow::Result<()> {
         let name = match (record, h264) {
             (true, _) => format!("recording_capacity-{codec_name}"),
             (false, true) => "mcu_capacity-h264".to_string(),
+            (false, false) if paths.is_some() => "mcu_capacity-paths".to_string(),
             (false, false) => "mcu_capacity".to_string(),
         };
         save_results(&name, &date, &md);

@@ -1,5 +1,6 @@
 //! Audio mixing cost per 20 ms tick, Opus encodes included, for (a) 1000 participants with 3
-//! speaking, (b) 50 all speaking, (c) 200 with 10 speaking; CPU and GPU mix paths; beside the
+//! speaking, (b) 50 all speaking, (c) 200 with 10 speaking, (d) 1000 listeners × 50 sources,
+//! each listener with a gain row of its own (1000 distinct mixes and Opus encodes a tick); CPU and GPU mix paths; beside the
 //! naive design (one mix and one Opus encode per listener, Janus AudioBridge style: the total
 //! minus one's own) in the same run.
 //!
@@ -32,6 +33,9 @@ struct Case {
     participants: usize,
     speaking: usize,
     top_k: usize,
+    /// Every listener has a gain of its own on one source (a personal matrix): every row of
+    /// the gain matrix differs, so every listener's mix is computed and encoded.
+    personal_gains: bool,
 }
 
 /// Returns (ms per tick wall, ms per tick CPU, distinct mixes = encodes per tick).
@@ -42,6 +46,15 @@ fn ours(case: &Case, path: MixPath, gpu: Option<&std::sync::Arc<Gpu>>, ticks: u6
         m.add(format!("p{i}"), Role::SourceAndListener).expect("unique");
     }
     let ids: Vec<String> = (0..case.participants).map(|i| format!("p{i}")).collect();
+    if case.personal_gains {
+        // Listener i: source i % speaking at a gain no other listener has on it.
+        for (i, id) in ids.iter().enumerate() {
+            let source = &ids[i % case.speaking.max(1)];
+            if source != id {
+                m.set_gain(id, source, 0.3 + 0.02 * (i / case.speaking.max(1)) as f32).expect("a gain");
+            }
+        }
+    }
     let mut enc = SharedEncoders::new(OpusConfig::voice(OpusChannels::Mono, 32_000));
     // Frames are made before timing: decoding is not the mixer's cost.
     let frames: Vec<Vec<AudioFrame>> = (0..4).map(|t| (0..case.participants).map(|i| frame(i, i < case.speaking, t)).collect()).collect();
@@ -104,11 +117,18 @@ fn main() {
     let ticks: u64 = args.iter().position(|a| a == "--ticks").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok()).unwrap_or(200);
     let gpu = Gpu::new(&AdapterChoice::Auto).ok();
     let cases = [
-        Case { name: "(a) 1000 participants, 3 speaking, top-K 3", participants: 1000, speaking: 3, top_k: 3 },
-        Case { name: "(b) 50 participants, all speaking, top-K 3", participants: 50, speaking: 50, top_k: 3 },
-        Case { name: "(b') 50 participants, all speaking, no top-K (50 mixed)", participants: 50, speaking: 50, top_k: 0 },
-        Case { name: "(c) 200 participants, 10 speaking, top-K 3", participants: 200, speaking: 10, top_k: 3 },
-        Case { name: "(c') 200 participants, 10 speaking, top-K 10", participants: 200, speaking: 10, top_k: 10 },
+        Case { name: "(a) 1000 participants, 3 speaking, top-K 3", participants: 1000, speaking: 3, top_k: 3, personal_gains: false },
+        Case { name: "(b) 50 participants, all speaking, top-K 3", participants: 50, speaking: 50, top_k: 3, personal_gains: false },
+        Case { name: "(b') 50 participants, all speaking, no top-K (50 mixed)", participants: 50, speaking: 50, top_k: 0, personal_gains: false },
+        Case { name: "(c) 200 participants, 10 speaking, top-K 3", participants: 200, speaking: 10, top_k: 3, personal_gains: false },
+        Case { name: "(c') 200 participants, 10 speaking, top-K 10", participants: 200, speaking: 10, top_k: 10, personal_gains: false },
+        Case {
+            name: "(d) 1000 listeners × 50 sources: 50 speaking, no top-K, every listener a gain of its own",
+            participants: 1000,
+            speaking: 50,
+            top_k: 0,
+            personal_gains: true,
+        },
     ];
     let mut table = String::new();
     writeln!(table, "| case | distinct mixes (= Opus encodes) per tick | CPU path ms/tick | GPU path ms/tick (wall) | GPU path CPU ms/tick | naive ms/tick | naive ÷ CPU path |").unwrap();
@@ -125,8 +145,10 @@ fn main() {
             None => "– | –".into(),
         };
         let naive_ticks = (ticks / 10).max(5);
-        let (naive_wall, _) = if skip_naive { (f64::NAN, 0.0) } else { naive(case, naive_ticks) };
-        let line = format!("| {} | {groups:.0} | {cpu_wall:.3} | {gpu_cols} | {naive_wall:.2} | {:.0}× |", case.name, naive_wall / cpu_wall);
+        // The naive design has no per-listener gains to compare with.
+        let (naive_wall, _) = if skip_naive || case.personal_gains { (f64::NAN, 0.0) } else { naive(case, naive_ticks) };
+        let naive_cols = if naive_wall.is_nan() { "– | –".to_string() } else { format!("{naive_wall:.2} | {:.0}×", naive_wall / cpu_wall) };
+        let line = format!("| {} | {groups:.0} | {cpu_wall:.3} | {gpu_cols} | {naive_cols} |", case.name);
         println!("{line}");
         writeln!(table, "{line}").unwrap();
     }

@@ -241,13 +241,19 @@ pub fn start_server_grpc(extra: &[&str]) -> anyhow::Result<(Child, SocketAddr, S
 
 /// One second of a 440 Hz tone as 20 ms stereo Opus packets.
 pub fn opus_tone() -> anyhow::Result<Vec<Vec<u8>>> {
+    opus_tone_at(8000.0)
+}
+
+/// One second of a 440 Hz tone of `amplitude` (of 32767; 0: silence, as a muted microphone
+/// sends) as 20 ms stereo Opus packets.
+pub fn opus_tone_at(amplitude: f64) -> anyhow::Result<Vec<Vec<u8>>> {
     let mut enc = OpusEncoder::new(OpusConfig::voice(OpusChannels::Stereo, 48_000))?;
     let mut out = Vec::new();
     for f in 0..50 {
         let pcm: Vec<i16> = (0..960)
             .flat_map(|k| {
                 let t = (f * 960 + k) as f64 / 48_000.0;
-                let v = ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * 8000.0) as i16;
+                let v = ((2.0 * std::f64::consts::PI * 440.0 * t).sin() * amplitude) as i16;
                 [v, v]
             })
             .collect();

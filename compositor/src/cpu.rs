@@ -136,12 +136,13 @@ impl CpuRenderer {
     pub fn draw(&mut self, canvases: &[DrawCanvas]) -> Vec<VideoFrame> {
         let planes: Vec<[Vec<u8>; 3]> = canvases.iter().map(|c| self.planes_for(c)).collect();
         let inputs = &self.inputs;
+        let call = DRAW_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match &self.pool {
             Some(pool) => {
                 let threads = pool.current_num_threads();
-                pool.install(|| canvases.par_iter().zip(planes).map(|(c, p)| draw_canvas(c, inputs, p, Some(threads))).collect())
+                pool.install(|| canvases.par_iter().zip(planes).map(|(c, p)| draw_canvas(c, inputs, p, Some(threads), call)).collect())
             }
-            None => canvases.iter().zip(planes).map(|(c, p)| draw_canvas(c, inputs, p, None)).collect(),
+            None => canvases.iter().zip(planes).map(|(c, p)| draw_canvas(c, inputs, p, None, call)).collect(),
         }
     }
 
@@ -255,12 +256,13 @@ fn covered(a: f32, b: f32, scale: f32) -> (i64, i64) {
 
 thread_local! {
     /// Per worker thread, reused across bands.
-    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch { resizer: Resizer::new(), picture: Vec::new(), transposed: Default::default() });
+    static SCRATCH: std::cell::RefCell<Scratch> =
+        std::cell::RefCell::new(Scratch { resizer: Resizer::new(), picture: Vec::new(), transposed: Default::default(), tiles: TileCache::default() });
 }
 
 /// Draws one canvas: in bands on the current rayon pool's `threads`, or whole on this thread.
 /// `planes` come from [`CpuRenderer::planes_for`].
-fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, planes: [Vec<u8>; 3], threads: Option<usize>) -> VideoFrame {
+fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, planes: [Vec<u8>; 3], threads: Option<usize>, call: u64) -> VideoFrame {
     let (w, h) = (c.width as usize, c.height as usize);
     let (cw, _) = (w / 2, h / 2);
     let [mut y, mut u, mut v] = planes;
@@ -289,6 +291,7 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, planes: [Vec
     }
     let draw_band = |(row0, by, bu, bv): BandPlanes| {
         SCRATCH.with_borrow_mut(|scratch| {
+            scratch.tiles.for_call(call);
             for (which, buf, pw) in [(Which::Y, by, w), (Which::U, bu, cw), (Which::V, bv, cw)] {
                 let prow0 = if which == Which::Y { row0 } else { row0 / 2 };
                 let rows = buf.len() / pw;
@@ -321,6 +324,49 @@ struct Scratch {
     picture: Vec<u8>,
     /// The transposed scaling's intermediate pictures.
     transposed: [Vec<u8>; 2],
+    /// Pictures scaled during the current draw call.
+    tiles: TileCache,
+}
+
+/// The draw calls of every renderer, numbered: a worker's [`TileCache`] holds one call's
+/// pictures.
+static DRAW_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Pictures a draw call scaled, by everything their pixels depend on: an input drawn at the
+/// same size and crop in several canvases of one call (a classroom's personal canvases, a
+/// recording's at the room's size) is scaled once and copied after that.
+#[derive(Default)]
+struct TileCache {
+    call: u64,
+    bytes: usize,
+    /// Pictures copied rather than scaled, on this thread so far.
+    reused: u64,
+    pictures: HashMap<TileKey, Vec<u8>>,
+}
+
+/// What a scaled picture's pixels depend on: the input's plane, and the source box and steps
+/// of the sample map (as bits: equal only when the computation is the same).
+#[derive(PartialEq, Eq, Hash)]
+struct TileKey {
+    input: InputId,
+    plane: usize,
+    box_: [u64; 4],
+    edges: (bool, bool),
+    out: (usize, usize),
+}
+
+/// Memory a call's cache may hold (a 4K canvas of tiles is 12 MB).
+const TILE_CACHE_BYTES: usize = 48 << 20;
+
+impl TileCache {
+    fn for_call(&mut self, call: u64) -> &mut TileCache {
+        if self.call != call {
+            self.call = call;
+            self.bytes = 0;
+            self.pictures.clear();
+        }
+        self
+    }
 }
 
 /// Rows `[row0, row0 + rows)` of one plane.
@@ -440,7 +486,16 @@ fn libyuv_plan(x: AxisSpan, y: AxisSpan) -> Option<(Libyuv, Span, Span)> {
 /// `fast_image_resize`, whose boxes take fractional edges; the outermost samples there, whose
 /// cells reach past the picture's edge, are filtered here with clamp-to-edge, as the GPU
 /// sampler does, because a resize box must lie inside the picture.
-fn resample(resizer: &mut Resizer, transposed: &mut [Vec<u8>; 2], input: &CpuInput, which: Which, t: &DrawTile, region: Region, dst: Dst) {
+fn resample(
+    resizer: &mut Resizer,
+    transposed: &mut [Vec<u8>; 2],
+    tiles: &mut TileCache,
+    input: &CpuInput,
+    which: Which,
+    t: &DrawTile,
+    region: Region,
+    dst: Dst,
+) {
     let Region { x_lo, y_lo, out_w, out_h } = region;
     let (sw, sh) = if which == Which::Y { (input.width, input.height) } else { (input.width.div_ceil(2), input.height.div_ceil(2)) };
     let plane = &input.planes[which.index()];
@@ -457,16 +512,41 @@ fn resample(resizer: &mut Resizer, transposed: &mut [Vec<u8>; 2], input: &CpuInp
     // where its mapping is the sample map's.
     let along_x = AxisSpan { start: left, step: sx, n: out_w, size: sw, edges: mx.edges };
     let along_y = AxisSpan { start: top, step: sy, n: out_h, size: sh, edges: my.edges };
-    if let Some((how, (l, w), (tp, h))) = libyuv_plan(along_x, along_y) {
-        let from = libyuv::Region { offset: tp * sw as usize + l, stride: sw as usize, width: w, height: h };
-        let to = libyuv::Region { offset: dst.y * dst.stride + dst.x, stride: dst.stride, width: out_w, height: out_h };
-        match how {
-            Libyuv::Direct => libyuv::scale_plane(plane, from, dst.data, to),
-            Libyuv::Transposed => scale_transposed(plane, from, dst.data, to, transposed),
+    // Scaled already in this draw call (the same picture in another canvas): copied.
+    let key = TileKey {
+        input: t.input.clone(),
+        plane: which.index(),
+        box_: [left.to_bits(), top.to_bits(), sx.to_bits(), sy.to_bits()],
+        edges: (mx.edges, my.edges),
+        out: (out_w, out_h),
+    };
+    if let Some(picture) = tiles.pictures.get(&key) {
+        for k in 0..out_h {
+            let at = (dst.y + k) * dst.stride + dst.x;
+            dst.data[at..at + out_w].copy_from_slice(&picture[k * out_w..][..out_w]);
         }
+        tiles.reused += 1;
         return;
     }
-    resample_fir(resizer, plane, along_x, along_y, dst, &t.input);
+    let (data, (x, y, stride)) = (&mut *dst.data, (dst.x, dst.y, dst.stride));
+    if let Some((how, (l, w), (tp, h))) = libyuv_plan(along_x, along_y) {
+        let from = libyuv::Region { offset: tp * sw as usize + l, stride: sw as usize, width: w, height: h };
+        let to = libyuv::Region { offset: y * stride + x, stride, width: out_w, height: out_h };
+        match how {
+            Libyuv::Direct => libyuv::scale_plane(plane, from, data, to),
+            Libyuv::Transposed => scale_transposed(plane, from, data, to, transposed),
+        }
+    } else {
+        resample_fir(resizer, plane, along_x, along_y, Dst { data: &mut *data, stride, x, y }, &t.input);
+    }
+    if tiles.bytes + out_w * out_h <= TILE_CACHE_BYTES {
+        let mut picture = Vec::with_capacity(out_w * out_h);
+        for k in 0..out_h {
+            picture.extend_from_slice(&data[(y + k) * stride + x..][..out_w]);
+        }
+        tiles.bytes += picture.len();
+        tiles.pictures.insert(key, picture);
+    }
 }
 
 /// Scales by rows only: the box transposed (`h` wide, `w` tall), its rows scaled to `out_w`,
@@ -554,7 +634,7 @@ fn bilinear(plane: &[u8], w: usize, h: usize, x: f64, y: f64) -> u8 {
 }
 
 fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInput>, scratch: &mut Scratch) {
-    let Scratch { resizer, picture: scratch, transposed } = scratch;
+    let Scratch { resizer, picture: scratch, transposed, tiles } = scratch;
     let s = which.scale();
     let (x_lo, x_hi) = covered(t.rect.x0, t.rect.x1, s);
     let (y_lo, y_hi) = covered(t.rect.y0, t.rect.y1, s);
@@ -571,7 +651,7 @@ fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInpu
         let (out_w, out_h) = ((x_hi - x_lo) as usize, (y_hi - y_lo) as usize);
         let dst = Dst { data: &mut *band.data, stride: band.width, x: x_lo as usize, y: (y_lo - band.row0) as usize };
         let region = Region { x_lo, y_lo, out_w, out_h };
-        resample(resizer, transposed, input.expect("opaque tiles have input"), which, t, region, dst);
+        resample(resizer, transposed, tiles, input.expect("opaque tiles have input"), which, t, region, dst);
         return;
     }
     // General tile: picture (where inside the content rect) or background, border, rounded
@@ -588,7 +668,7 @@ fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInpu
         scratch.resize(pic_w * pic_h, 0);
         let dst = Dst { data: &mut scratch[..], stride: pic_w, x: 0, y: 0 };
         let region = Region { x_lo: cx_lo, y_lo: cy_lo, out_w: pic_w, out_h: pic_h };
-        resample(resizer, transposed, input.expect("checked"), which, t, region, dst);
+        resample(resizer, transposed, tiles, input.expect("checked"), which, t, region, dst);
     }
     let bg = which.pick(t.background) as f32;
     let border_c = which.pick(t.border_color) as f32;
@@ -632,6 +712,7 @@ fn rounded_rect_sdf(p: (f32, f32), r: &RectF, radius: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A 10 px wide picture tile over rows `[y0, y1)`.
     fn tile(y0: f32, y1: f32) -> DrawTile {
@@ -730,6 +811,45 @@ mod tests {
         assert_eq!(way(span(48, 64), span(27, 36)), Some(Libyuv::Transposed));
         // A box past the picture's edge.
         assert_eq!(way(AxisSpan { start: 8.0, ..span(40, 64) }, span(24, 36)), None);
+    }
+
+    /// The same picture at the same size in two canvases (at other places) is scaled once and
+    /// copied; each canvas comes out as it does drawn alone.
+    #[test]
+    fn a_picture_shared_by_canvases_is_scaled_once() {
+        let frame = mcu_media::testsrc::frame(
+            &mcu_media::testsrc::Pattern::Card { color: mcu_media::testsrc::palette(3), label: 7 },
+            PixelFormat::I420,
+            64,
+            36,
+            Duration::ZERO,
+        );
+        let at = |x: f32, y: f32| DrawTile::opaque_for_tests(RectF { x0: x, y0: y, x1: x + 32.0, y1: y + 18.0 }, [0.0, 0.0, 1.0, 1.0]);
+        let canvas = |id: &str, tile: DrawTile| DrawCanvas {
+            id: crate::CanvasId::new(id),
+            width: 64,
+            height: 36,
+            format: PixelFormat::I420,
+            background: mcu_media::Rgb::BLACK.to_yuv(),
+            tiles: vec![tile],
+            pts: Duration::ZERO,
+        };
+        let (one, two) = (canvas("one", at(0.0, 0.0)), canvas("two", at(32.0, 18.0)));
+        let renderer = || {
+            let mut r = CpuRenderer::new(1);
+            r.upload(&InputId::new("a"), frame.clone());
+            r
+        };
+        let reused = || SCRATCH.with_borrow(|s| s.tiles.reused);
+        let before = reused();
+        let both = renderer().draw(&[one.clone(), two.clone()]);
+        assert_eq!(reused() - before, 3, "the second canvas copies the first's Y, U and V pictures");
+        let alone = [renderer().draw(&[one])[0].clone(), renderer().draw(&[two])[0].clone()];
+        assert_eq!(reused() - before, 3, "nothing reused across draw calls");
+        for (a, b) in both.iter().zip(&alone) {
+            assert_eq!(a.planes, b.planes, "drawn with the copy, as drawn alone");
+        }
+        assert!(both[1].planes[0].data[20 * 64 + 40] != both[1].planes[0].data[5 * 64 + 5], "the picture is at its own place");
     }
 
     #[test]
