@@ -35,6 +35,9 @@ use webrtc::{media_stream::track_local::TrackLocal, peer_connection::PeerConnect
 
 const FPS: u32 = 30;
 
+/// One second of packets: a student who speaks (a tone), and one whose microphone sends silence.
+type Sounds = (Arc<Vec<Vec<u8>>>, Arc<Vec<Vec<u8>>>);
+
 struct Student {
     pc: Arc<dyn PeerConnection>,
     session: String,
@@ -46,7 +49,7 @@ async fn start_classroom(
     c: usize,
     students: usize,
     videos: &[Arc<Vec<Vec<u8>>>],
-    audio: &(Arc<Vec<Vec<u8>>>, Arc<Vec<Vec<u8>>>),
+    audio: &Sounds,
     talkers: usize,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<Student>> {
@@ -87,7 +90,7 @@ async fn run_step(
     talkers: usize,
     seconds: u64,
     videos: &[Arc<Vec<Vec<u8>>>],
-    audio: &(Arc<Vec<Vec<u8>>>, Arc<Vec<Vec<u8>>>),
+    audio: &Sounds,
 ) -> anyhow::Result<Step> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut all: Vec<Student> = Vec::new();

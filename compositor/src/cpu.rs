@@ -257,7 +257,7 @@ fn covered(a: f32, b: f32, scale: f32) -> (i64, i64) {
 thread_local! {
     /// Per worker thread, reused across bands.
     static SCRATCH: std::cell::RefCell<Scratch> =
-        std::cell::RefCell::new(Scratch { resizer: Resizer::new(), picture: Vec::new(), transposed: Default::default(), tiles: TileCache::default() });
+        std::cell::RefCell::new(Scratch { picture: Vec::new(), scalers: Scalers { resizer: Resizer::new(), transposed: Default::default(), tiles: TileCache::default() } });
 }
 
 /// Draws one canvas: in bands on the current rayon pool's `threads`, or whole on this thread.
@@ -291,7 +291,7 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, planes: [Vec
     }
     let draw_band = |(row0, by, bu, bv): BandPlanes| {
         SCRATCH.with_borrow_mut(|scratch| {
-            scratch.tiles.for_call(call);
+            scratch.scalers.tiles.for_call(call);
             for (which, buf, pw) in [(Which::Y, by, w), (Which::U, bu, cw), (Which::V, bv, cw)] {
                 let prow0 = if which == Which::Y { row0 } else { row0 / 2 };
                 let rows = buf.len() / pw;
@@ -319,9 +319,14 @@ fn draw_canvas(c: &DrawCanvas, inputs: &HashMap<InputId, CpuInput>, planes: [Vec
 
 /// A worker thread's buffers.
 struct Scratch {
-    resizer: Resizer,
     /// A picture drawn before it is blended.
     picture: Vec<u8>,
+    scalers: Scalers,
+}
+
+/// What [`resample`] scales with.
+struct Scalers {
+    resizer: Resizer,
     /// The transposed scaling's intermediate pictures.
     transposed: [Vec<u8>; 2],
     /// Pictures scaled during the current draw call.
@@ -486,16 +491,7 @@ fn libyuv_plan(x: AxisSpan, y: AxisSpan) -> Option<(Libyuv, Span, Span)> {
 /// `fast_image_resize`, whose boxes take fractional edges; the outermost samples there, whose
 /// cells reach past the picture's edge, are filtered here with clamp-to-edge, as the GPU
 /// sampler does, because a resize box must lie inside the picture.
-fn resample(
-    resizer: &mut Resizer,
-    transposed: &mut [Vec<u8>; 2],
-    tiles: &mut TileCache,
-    input: &CpuInput,
-    which: Which,
-    t: &DrawTile,
-    region: Region,
-    dst: Dst,
-) {
+fn resample(scalers: &mut Scalers, input: &CpuInput, which: Which, t: &DrawTile, region: Region, dst: Dst) {
     let Region { x_lo, y_lo, out_w, out_h } = region;
     let (sw, sh) = if which == Which::Y { (input.width, input.height) } else { (input.width.div_ceil(2), input.height.div_ceil(2)) };
     let plane = &input.planes[which.index()];
@@ -520,6 +516,7 @@ fn resample(
         edges: (mx.edges, my.edges),
         out: (out_w, out_h),
     };
+    let Scalers { resizer, transposed, tiles } = scalers;
     if let Some(picture) = tiles.pictures.get(&key) {
         for k in 0..out_h {
             let at = (dst.y + k) * dst.stride + dst.x;
@@ -634,7 +631,7 @@ fn bilinear(plane: &[u8], w: usize, h: usize, x: f64, y: f64) -> u8 {
 }
 
 fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInput>, scratch: &mut Scratch) {
-    let Scratch { resizer, picture: scratch, transposed, tiles } = scratch;
+    let Scratch { picture: scratch, scalers } = scratch;
     let s = which.scale();
     let (x_lo, x_hi) = covered(t.rect.x0, t.rect.x1, s);
     let (y_lo, y_hi) = covered(t.rect.y0, t.rect.y1, s);
@@ -651,7 +648,7 @@ fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInpu
         let (out_w, out_h) = ((x_hi - x_lo) as usize, (y_hi - y_lo) as usize);
         let dst = Dst { data: &mut *band.data, stride: band.width, x: x_lo as usize, y: (y_lo - band.row0) as usize };
         let region = Region { x_lo, y_lo, out_w, out_h };
-        resample(resizer, transposed, tiles, input.expect("opaque tiles have input"), which, t, region, dst);
+        resample(scalers, input.expect("opaque tiles have input"), which, t, region, dst);
         return;
     }
     // General tile: picture (where inside the content rect) or background, border, rounded
@@ -668,7 +665,7 @@ fn draw_tile(band: &mut Band, which: Which, t: &DrawTile, input: Option<&CpuInpu
         scratch.resize(pic_w * pic_h, 0);
         let dst = Dst { data: &mut scratch[..], stride: pic_w, x: 0, y: 0 };
         let region = Region { x_lo: cx_lo, y_lo: cy_lo, out_w: pic_w, out_h: pic_h };
-        resample(resizer, transposed, tiles, input.expect("checked"), which, t, region, dst);
+        resample(scalers, input.expect("checked"), which, t, region, dst);
     }
     let bg = which.pick(t.background) as f32;
     let border_c = which.pick(t.border_color) as f32;
@@ -840,7 +837,7 @@ mod tests {
             r.upload(&InputId::new("a"), frame.clone());
             r
         };
-        let reused = || SCRATCH.with_borrow(|s| s.tiles.reused);
+        let reused = || SCRATCH.with_borrow(|s| s.scalers.tiles.reused);
         let before = reused();
         let both = renderer().draw(&[one.clone(), two.clone()]);
         assert_eq!(reused() - before, 3, "the second canvas copies the first's Y, U and V pictures");
