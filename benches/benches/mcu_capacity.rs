@@ -391,8 +391,8 @@ fn main() -> anyhow::Result<()> {
         md.push_str(&table);
         let name = match (record, h264) {
             (true, _) => format!("recording_capacity-{codec_name}"),
+            (false, h264) if paths.is_some() => format!("mcu_capacity-paths{}", if h264 { "-h264" } else { "" }),
             (false, true) => "mcu_capacity-h264".to_string(),
-            (false, false) if paths.is_some() => "mcu_capacity-paths".to_string(),
             (false, false) => "mcu_capacity".to_string(),
         };
         save_results(&name, &date, &md);
