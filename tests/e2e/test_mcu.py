@@ -603,7 +603,9 @@ class Composite(E2ETest):
 
     @async_test()
     async def test_1b_grid_in_h264(self) -> None:
-        """--mix-codec h264: the same grid, encoded with openh264 and negotiated as H.264."""
+        """--mix-codec h264: the same grid, encoded with openh264 and negotiated as H.264; an MCU
+        participant whose offer has only VP8 is refused with 400 naming H264, one offering H.264
+        joins and receives its picture."""
         srv = self.server(*SERVER_ARGS, "--mix-codec", "h264", label="grid-h264")
         people = (ALICE, CAROL)
         await self.publish_all(srv, "h264", people)
@@ -617,6 +619,17 @@ class Composite(E2ETest):
         await self.show_grid(player, people, MEDIA_TIMEOUT, "two tiles in H.264")
         self.assertEqual(player.frame_size, (WIDTH, HEIGHT))
         await wait_tones(player, [p.tone for p in people], what="the mix of two")
+        # An MCU participant must receive its picture in H.264 here: one whose offer has only
+        # VP8 is refused with 400 naming the codec (not a 500), one offering H.264 joins.
+        with self.assertRaises(mc.HttpStatusError) as refused:
+            await mc.join_mcu(srv.url, "h264", BOB.colour, BOB.tone, name="bob-vp8", video_codec="VP8")
+        out(f"VP8-only MCU participant: HTTP {refused.exception.status}: {refused.exception.body.strip()[:160]}")
+        self.assertEqual(refused.exception.status, 400, refused.exception.body)
+        self.assertIn("H264", refused.exception.body)
+        bob = await mc.join_mcu(srv.url, "h264", BOB.colour, BOB.tone, name="bob", video_codec="H264")
+        self._sessions.append(bob)
+        await bob.wait_connected(CONNECT_TIMEOUT)
+        await bob.wait_media(MEDIA_TIMEOUT, video_frames=5, audio_seconds=0)
         self.check_alive(srv)
 
     @async_test()

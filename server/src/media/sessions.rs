@@ -634,7 +634,15 @@ impl Sfu {
                     ..Default::default()
                 }],
             )));
-            let sender = pc.add_track(local.clone() as Arc<dyn TrackLocal>).await.map_err(internal)?;
+            let sender = pc.add_track(local.clone() as Arc<dyn TrackLocal>).await.map_err(|e| {
+                // An offer without the track's codec (a VP8-only MCU participant on a server
+                // whose composite is H.264): the client's to fix, said as such.
+                if e.to_string().contains("codec") {
+                    SessionError::BadOffer(format!("the offer cannot receive {} in {}, the codec it is sent in ({e})", t.id, t.codec.mime_type))
+                } else {
+                    internal(e)
+                }
+            })?;
             locals.push((t.clone(), ssrc, local, sender));
         }
         let answer = pc.create_answer(None).await.map_err(|e| SessionError::BadOffer(e.to_string()))?;
