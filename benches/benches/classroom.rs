@@ -25,13 +25,12 @@ use std::{
 
 use mcu_benches::{
     cpu_time, git_rev, machine,
-    peers::{RxStats, http, local_track, opus_tone_at, peer, proc_cpu, replay, signal, start_server},
+    peers::{RxStats, add_media_tracks, http, opus_tone_at, peer, proc_cpu, replay, signal, start_server},
     save_results, today,
 };
 use mcu_codec::VideoCodec;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use tokio::sync::watch;
-use webrtc::{media_stream::track_local::TrackLocal, peer_connection::PeerConnection};
+use webrtc::peer_connection::PeerConnection;
 
 const FPS: u32 = 30;
 
@@ -58,12 +57,9 @@ async fn start_classroom(
         let rx = Arc::new(RxStats::default());
         let (pc, gathered) = peer(Some(rx.clone())).await?;
         let ssrcs = (0x2000_0000 + (c * 256 + i * 2) as u32, 0x2000_0001 + (c * 256 + i * 2) as u32);
-        let vt = local_track(RtpCodecKind::Video, ssrcs.0, "video/VP8", 90000, 0);
-        let at = local_track(RtpCodecKind::Audio, ssrcs.1, "audio/opus", 48000, 2);
         // Sent and received on the same connection: the MCU participant's picture and mix come
         // back on these transceivers.
-        pc.add_track(vt.clone() as Arc<dyn TrackLocal>).await?;
-        pc.add_track(at.clone() as Arc<dyn TrackLocal>).await?;
+        let (vt, at) = add_media_tracks(&pc, ssrcs).await?;
         let session = signal(&pc, gathered, server, &format!("/mcu/class{c}?name=s{i:02}")).await?;
         // The first `talkers` students speak (a tone); the others' microphones send silence.
         let sound = if i < talkers { audio.0.clone() } else { audio.1.clone() };

@@ -30,13 +30,13 @@ use std::{
 use anyhow::Context;
 use mcu_benches::{
     cpu_time, ffmpeg_version, git_rev, machine,
-    peers::{RxStats, http, local_track, opus_tone, peer, proc_cpu, replay, server_bin, signal, start_server_grpc},
+    peers::{RxStats, add_media_tracks, http, opus_tone, peer, proc_cpu, replay, server_bin, signal, start_server_grpc},
     save_results, today,
 };
 use mcu_codec::VideoCodec;
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit, rtp_sender::RtpCodecKind};
 use tokio::sync::watch;
-use webrtc::{media_stream::track_local::TrackLocal, peer_connection::PeerConnection};
+use webrtc::peer_connection::PeerConnection;
 
 const FPS: u32 = 30;
 
@@ -79,10 +79,7 @@ async fn start_room(
         let (pc, gathered) = peer(None).await?;
         // Distinct SSRCs per sender, as real clients pick them at random.
         let ssrcs = (0x1000_0000 + (r * 64 + i * 2) as u32, 0x1000_0001 + (r * 64 + i * 2) as u32);
-        let vt = local_track(RtpCodecKind::Video, ssrcs.0, "video/VP8", 90000, 0);
-        let at = local_track(RtpCodecKind::Audio, ssrcs.1, "audio/opus", 48000, 2);
-        pc.add_track(vt.clone() as Arc<dyn TrackLocal>).await?;
-        pc.add_track(at.clone() as Arc<dyn TrackLocal>).await?;
+        let (vt, at) = add_media_tracks(&pc, ssrcs).await?;
         let session = signal(&pc, gathered, server, &format!("/whip/room{r}?name=p{i}")).await?;
         tokio::spawn(replay(vt, at, ssrcs, video.clone(), audio.clone(), stop.clone()));
         peers.push((pc, session));

@@ -181,6 +181,15 @@ pub fn local_track(kind: RtpCodecKind, ssrc: u32, mime: &str, clock_rate: u32, c
     )))
 }
 
+/// A VP8 and an Opus track added to `pc` for it to send, with these SSRCs (video, audio).
+pub async fn add_media_tracks(pc: &Arc<dyn PeerConnection>, ssrcs: (u32, u32)) -> anyhow::Result<(Arc<TrackLocalStaticRTP>, Arc<TrackLocalStaticRTP>)> {
+    let vt = local_track(RtpCodecKind::Video, ssrcs.0, "video/VP8", 90000, 0);
+    let at = local_track(RtpCodecKind::Audio, ssrcs.1, "audio/opus", 48000, 2);
+    pc.add_track(vt.clone() as Arc<dyn TrackLocal>).await?;
+    pc.add_track(at.clone() as Arc<dyn TrackLocal>).await?;
+    Ok((vt, at))
+}
+
 /// CPU time (user + system) of another process.
 pub fn proc_cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

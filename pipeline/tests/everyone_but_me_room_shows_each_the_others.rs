@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mcu_codec::{EncodeError, EncodedFrame, EncoderConfig, OpenError, RateControl, RateError, VideoCodec, VideoEncoder, new_software_encoder};
+use mcu_codec::{EncoderConfig, OpenError, VideoCodec, VideoEncoder, new_software_encoder};
 use mcu_media::Rgb;
 use mcu_media::VideoFrame;
 use mcu_pipeline::EncoderFactory;
@@ -99,33 +99,11 @@ struct OnThreads(Arc<Mutex<HashSet<std::thread::ThreadId>>>);
 
 impl EncoderFactory for OnThreads {
     fn video_encoder(&mut self, codec: VideoCodec, config: &EncoderConfig) -> Result<Box<dyn VideoEncoder>, OpenError> {
-        Ok(Box::new(NotingEncoder(new_software_encoder(codec, config)?, self.0.clone())))
-    }
-}
-
-struct NotingEncoder(Box<dyn VideoEncoder>, Arc<Mutex<HashSet<std::thread::ThreadId>>>);
-
-impl VideoEncoder for NotingEncoder {
-    fn codec(&self) -> VideoCodec {
-        self.0.codec()
-    }
-    fn backend(&self) -> mcu_codec::Backend {
-        self.0.backend()
-    }
-    fn encode(&mut self, frame: &VideoFrame) -> Result<Vec<EncodedFrame>, EncodeError> {
-        self.1.lock().unwrap().insert(std::thread::current().id());
-        self.0.encode(frame)
-    }
-    fn request_keyframe(&mut self) {
-        self.0.request_keyframe()
-    }
-    fn set_rate(&mut self, rate: RateControl) -> Result<(), RateError> {
-        self.0.set_rate(rate)
-    }
-    fn rate(&self) -> RateControl {
-        self.0.rate()
-    }
-    fn flush(&mut self) -> Result<Vec<EncodedFrame>, EncodeError> {
-        self.0.flush()
+        let threads = self.0.clone();
+        let hook = move |_: &VideoFrame| {
+            threads.lock().unwrap().insert(std::thread::current().id());
+            Ok(())
+        };
+        Ok(Box::new(Hooked { inner: new_software_encoder(codec, config)?, backend: None, hook: Box::new(hook) }))
     }
 }

@@ -12,8 +12,7 @@ use std::sync::{
 
 use common::*;
 use mcu_codec::{
-    Backend, EncodeError, EncodedFrame, EncoderConfig, EncoderPreference, EncoderSelector, OpenError, RateControl, RateError, VideoCodec, VideoEncoder,
-    new_software_encoder,
+    Backend, EncodeError, EncoderConfig, EncoderPreference, EncoderSelector, OpenError, VideoCodec, VideoEncoder, new_software_encoder,
     nvenc::{NvencInfo, NvencStatus},
 };
 use mcu_compositor::{Compositor, FrameSet, InputId, RenderError, RenderOutput, Scene, SceneError};
@@ -123,50 +122,25 @@ impl EncoderFactory for FlakyHardware {
             return Ok(inner);
         }
         self.opened.lock().unwrap().push(Backend::Nvenc);
-        Ok(Box::new(FakeNvenc { inner, lost: self.lost.clone() }))
+        let (lost, codec) = (self.lost.clone(), codec);
+        let hook = move |frame: &VideoFrame| {
+            if lost.load(Ordering::Relaxed) {
+                return Err(EncodeError::UnsupportedSize {
+                    codec,
+                    pts: frame.pts,
+                    width: frame.width,
+                    height: frame.height,
+                    why: "NVENC session lost (injected)",
+                });
+            }
+            Ok(())
+        };
+        Ok(Box::new(Hooked { inner, backend: Some(Backend::Nvenc), hook: Box::new(hook) }))
     }
     fn encoder_failed(&mut self, backend: Backend) -> bool {
         let moved = backend == Backend::Nvenc && !self.software;
         self.software = true;
         moved
-    }
-}
-
-struct FakeNvenc {
-    inner: Box<dyn VideoEncoder>,
-    lost: Arc<AtomicBool>,
-}
-
-impl VideoEncoder for FakeNvenc {
-    fn codec(&self) -> VideoCodec {
-        self.inner.codec()
-    }
-    fn backend(&self) -> Backend {
-        Backend::Nvenc
-    }
-    fn encode(&mut self, frame: &VideoFrame) -> Result<Vec<EncodedFrame>, EncodeError> {
-        if self.lost.load(Ordering::Relaxed) {
-            return Err(EncodeError::UnsupportedSize {
-                codec: self.inner.codec(),
-                pts: frame.pts,
-                width: frame.width,
-                height: frame.height,
-                why: "NVENC session lost (injected)",
-            });
-        }
-        self.inner.encode(frame)
-    }
-    fn request_keyframe(&mut self) {
-        self.inner.request_keyframe()
-    }
-    fn set_rate(&mut self, rate: RateControl) -> Result<(), RateError> {
-        self.inner.set_rate(rate)
-    }
-    fn rate(&self) -> RateControl {
-        self.inner.rate()
-    }
-    fn flush(&mut self) -> Result<Vec<EncodedFrame>, EncodeError> {
-        self.inner.flush()
     }
 }
 

@@ -323,3 +323,39 @@ impl VideoEncoder for WatchedEncoder {
         self.inner.flush()
     }
 }
+
+/// What [`Hooked`] runs before each encode: an error fails that encode.
+pub type EncodeHook = Box<dyn FnMut(&VideoFrame) -> Result<(), EncodeError> + Send>;
+
+/// An encoder around another that runs `hook` before each encode (to note or to fail it) and
+/// may claim another backend (a fake NVENC).
+pub struct Hooked {
+    pub inner: Box<dyn VideoEncoder>,
+    pub backend: Option<mcu_codec::Backend>,
+    pub hook: EncodeHook,
+}
+
+impl VideoEncoder for Hooked {
+    fn codec(&self) -> VideoCodec {
+        self.inner.codec()
+    }
+    fn backend(&self) -> mcu_codec::Backend {
+        self.backend.unwrap_or_else(|| self.inner.backend())
+    }
+    fn encode(&mut self, frame: &VideoFrame) -> Result<Vec<EncodedFrame>, EncodeError> {
+        (self.hook)(frame)?;
+        self.inner.encode(frame)
+    }
+    fn request_keyframe(&mut self) {
+        self.inner.request_keyframe()
+    }
+    fn set_rate(&mut self, rate: RateControl) -> Result<(), RateError> {
+        self.inner.set_rate(rate)
+    }
+    fn rate(&self) -> RateControl {
+        self.inner.rate()
+    }
+    fn flush(&mut self) -> Result<Vec<EncodedFrame>, EncodeError> {
+        self.inner.flush()
+    }
+}
